@@ -1,0 +1,483 @@
+//! Configuration: built-in defaults, overlaid by a TOML file, overlaid by environment
+//! variables, then validated. Every error names the key (or variable) it is about.
+//!
+//! Environment overrides: the key path joined by `_`, upper-cased, prefixed `CHANGEFLOW_`
+//! (`mongodb.uri` → `CHANGEFLOW_MONGODB_URI`). String keys take the value as is; other keys
+//! (numbers, booleans, arrays such as `watch`) take it as a TOML value.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::redact::redact_uri;
+
+/// Prefix of every environment override.
+pub const ENV_PREFIX: &str = "CHANGEFLOW_";
+
+/// The whole configuration.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the change streams are read from.
+    pub mongodb: MongoConfig,
+    /// Where events are published to.
+    pub kafka: KafkaConfig,
+    /// One change stream per entry: a database and the collections to watch in it.
+    pub watch: Vec<WatchedDatabase>,
+    /// Log output.
+    pub log: LogConfig,
+}
+
+/// MongoDB connection.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoConfig {
+    /// Connection string of a replica set or mongos (change streams need one of those).
+    pub uri: String,
+}
+
+/// Kafka connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, comma separated `host:port`.
+    pub brokers: String,
+}
+
+/// A database watched by one change stream, filtered server-side to `collections`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchedDatabase {
+    /// Database name.
+    pub database: String,
+    /// Collections whose changes are read; all others are filtered out by the server.
+    pub collections: Vec<String>,
+}
+
+/// Log settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info` or `changeflow=debug,info`.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mongodb: MongoConfig {
+                uri: "mongodb://127.0.0.1:27017/?replicaSet=rs0".to_owned(),
+            },
+            kafka: KafkaConfig {
+                brokers: "127.0.0.1:9092".to_owned(),
+            },
+            watch: vec![
+                WatchedDatabase {
+                    database: "changeflow".to_owned(),
+                    collections: vec!["payments".to_owned()],
+                },
+                WatchedDatabase {
+                    database: "agent_memory".to_owned(),
+                    collections: vec![
+                        "short_term_memory".to_owned(),
+                        "episodic_memory".to_owned(),
+                        "semantic_memory".to_owned(),
+                    ],
+                },
+            ],
+            log: LogConfig {
+                format: LogFormat::Text,
+                level: "info".to_owned(),
+            },
+        }
+    }
+}
+
+// Passwords in the URI never reach logs or error output.
+impl fmt::Debug for MongoConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoConfig")
+            .field("uri", &redact_uri(&self.uri))
+            .finish()
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("mongodb", &self.mongodb)
+            .field("kafka", &self.kafka)
+            .field("watch", &self.watch)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// Parser message with line and column.
+        message: String,
+    },
+    /// An environment override could not be parsed.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A key has a value of the wrong type, or is unknown.
+    #[error("{origin}: key `{key}`: {message}")]
+    Shape {
+        /// Where the configuration came from.
+        origin: String,
+        /// The key path, e.g. `watch[0].collections`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is well-typed but not acceptable.
+    #[error("{origin}: key `{key}`: {message}")]
+    Invalid {
+        /// Where the configuration came from.
+        origin: String,
+        /// The key path.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads defaults ⊕ `file` (when given) ⊕ `CHANGEFLOW_*` variables from the process
+    /// environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with_env(file, |name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::load`], reading variables through `env` (tests pass their own).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut tree =
+            toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+                origin: "built-in defaults".into(),
+                key: String::new(),
+                message: e.to_string(),
+            })?;
+        let origin = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?;
+                merge(&mut tree, toml::Value::Table(table));
+                path.display().to_string()
+            }
+            None => "configuration".to_owned(),
+        };
+        apply_env(&mut tree, &mut Vec::new(), &env)?;
+        let config: Config =
+            serde_path_to_error::deserialize(tree).map_err(|e| ConfigError::Shape {
+                origin: origin.clone(),
+                key: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                origin,
+                key,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks values the types cannot express; returns the offending key and why.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let uri = &self.mongodb.uri;
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            return Err((
+                "mongodb.uri".into(),
+                format!(
+                    "`{}` is not a MongoDB connection string (mongodb:// or mongodb+srv://)",
+                    redact_uri(uri)
+                ),
+            ));
+        }
+        if self.kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
+            return Err(("kafka.brokers".into(), "no broker given".into()));
+        }
+        if self.watch.is_empty() {
+            return Err(("watch".into(), "watch at least one database".into()));
+        }
+        let mut databases = HashSet::new();
+        for (i, w) in self.watch.iter().enumerate() {
+            let key = format!("watch[{i}]");
+            check_database_name(&w.database).map_err(|m| (format!("{key}.database"), m))?;
+            if !databases.insert(w.database.as_str()) {
+                return Err((
+                    format!("{key}.database"),
+                    format!(
+                        "`{}` is listed twice; one change stream per database: merge the \
+                         collections into one entry",
+                        w.database
+                    ),
+                ));
+            }
+            if w.collections.is_empty() {
+                return Err((
+                    format!("{key}.collections"),
+                    "list at least one collection".into(),
+                ));
+            }
+            let mut seen = HashSet::new();
+            for (j, c) in w.collections.iter().enumerate() {
+                let ckey = format!("{key}.collections[{j}]");
+                check_collection_name(c).map_err(|m| (ckey.clone(), m))?;
+                if !seen.insert(c.as_str()) {
+                    return Err((ckey, format!("`{c}` is listed twice")));
+                }
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(("log.level".into(), format!("not a valid filter: {e}")));
+        }
+        Ok(())
+    }
+}
+
+fn check_database_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("database name is empty".into());
+    }
+    if name.len() > 63 {
+        return Err(format!("database name `{name}` is longer than 63 bytes"));
+    }
+    if let Some(bad) = name.chars().find(|c| "/\\. \"$\0".contains(*c)) {
+        return Err(format!(
+            "database name `{name}` contains `{bad}`, which MongoDB does not allow"
+        ));
+    }
+    Ok(())
+}
+
+fn check_collection_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("collection name is empty".into());
+    }
+    if name.contains('$') || name.contains('\0') {
+        return Err(format!("collection name `{name}` contains `$` or NUL"));
+    }
+    if name.starts_with("system.") {
+        return Err(format!(
+            "`{name}` is a system collection; change streams do not report them"
+        ));
+    }
+    Ok(())
+}
+
+/// Deep-merges `over` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(base), toml::Value::Table(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over,
+    }
+}
+
+/// Replaces every leaf (and every array) whose variable is set.
+fn apply_env(
+    value: &mut toml::Value,
+    path: &mut Vec<String>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    if let toml::Value::Table(table) = value {
+        for (key, child) in table.iter_mut() {
+            path.push(key.clone());
+            apply_env(child, path, env)?;
+            path.pop();
+        }
+        return Ok(());
+    }
+    let var = format!("{ENV_PREFIX}{}", path.join("_").to_uppercase());
+    let Some(raw) = env(&var) else {
+        return Ok(());
+    };
+    *value = match value {
+        toml::Value::String(_) => toml::Value::String(raw),
+        _ => parse_toml_value(&raw).map_err(|message| ConfigError::Env {
+            var: var.clone(),
+            message,
+        })?,
+    };
+    Ok(())
+}
+
+fn parse_toml_value(raw: &str) -> Result<toml::Value, String> {
+    let table: toml::Table = toml::from_str(&format!("v = {raw}"))
+        .map_err(|e| format!("`{raw}` is not a TOML value: {e}"))?;
+    table
+        .get("v")
+        .cloned()
+        .ok_or_else(|| "empty value".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load_str(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_with_env(Some(&path), |name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn committed_config_file_equals_the_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/changeflow.toml");
+        let loaded = Config::load_with_env(Some(&path), |_| None).unwrap();
+        assert_eq!(loaded, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_path() {
+        let err = load_str("[mongodb]\nurl = \"mongodb://x\"\n", &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ConfigError::Shape { .. }), "{text}");
+        assert!(text.contains("mongodb.url"), "{text}");
+        assert!(text.contains("unknown field"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported_with_its_path() {
+        let err = load_str(
+            "[[watch]]\ndatabase = \"d\"\ncollections = \"payments\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("watch[0].collections"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let err = load_str("[mongodb\n", &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_strings_and_arrays() {
+        let config = load_str(
+            "",
+            &[
+                (
+                    "CHANGEFLOW_MONGODB_URI",
+                    "mongodb://db.example:27017/?replicaSet=x",
+                ),
+                (
+                    "CHANGEFLOW_WATCH",
+                    r#"[{database = "shop", collections = ["orders"]}]"#,
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.mongodb.uri,
+            "mongodb://db.example:27017/?replicaSet=x"
+        );
+        assert_eq!(config.watch.len(), 1);
+        assert_eq!(config.watch[0].database, "shop");
+    }
+
+    #[test]
+    fn bad_environment_value_names_the_variable() {
+        let err = load_str("", &[("CHANGEFLOW_WATCH", "[not toml")]).unwrap_err();
+        assert!(err.to_string().contains("CHANGEFLOW_WATCH"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_their_key() {
+        let cases = [
+            ("[mongodb]\nuri = \"postgres://x\"\n", "mongodb.uri"),
+            ("watch = []\n", "watch"),
+            (
+                "[[watch]]\ndatabase = \"a.b\"\ncollections = [\"c\"]\n",
+                "watch[0].database",
+            ),
+            (
+                "[[watch]]\ndatabase = \"a\"\ncollections = [\"c\"]\n[[watch]]\ndatabase = \"a\"\ncollections = [\"d\"]\n",
+                "watch[1].database",
+            ),
+            (
+                "[[watch]]\ndatabase = \"a\"\ncollections = [\"system.views\"]\n",
+                "watch[0].collections[0]",
+            ),
+            ("[log]\nlevel = \"info,,=[\"\n", "log.level"),
+        ];
+        for (text, key) in cases {
+            let err = load_str(text, &[]).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { .. }) && err.to_string().contains(key),
+                "input {text:?}: expected an invalid-value error on `{key}`, got: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_output_redacts_the_password() {
+        let mut config = Config::default();
+        config.mongodb.uri = "mongodb://app:s3cret@db:27017/?replicaSet=rs0".into();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("app:***@db"), "{shown}");
+    }
+}

@@ -1,0 +1,13 @@
+//! changeflow: MongoDB change streams turned into typed domain events, routed to
+//! in-process handlers and Kafka, with persisted resume tokens and replay.
+//!
+//! The pipeline and the rules that keep it correct are described in the README.
+
+pub mod cli;
+pub mod config;
+pub mod extjson;
+pub mod redact;
+pub mod shutdown;
+pub mod source;
+pub mod tail;
+pub mod telemetry;

@@ -1,0 +1,72 @@
+//! The `changeflow` binary: CLI, configuration, telemetry, run until a shutdown signal.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use changeflow::cli::{Cli, Command};
+use changeflow::config::Config;
+use changeflow::redact::redact_uri;
+use changeflow::source::StartAt;
+use changeflow::{shutdown, tail, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&config.log);
+    let result = match cli.command {
+        Command::CheckConfig => check_config(&config),
+        Command::Tail => tokio::runtime::Runtime::new()
+            .context("starting the async runtime")
+            .and_then(|rt| rt.block_on(run_tail(&config))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "changeflow stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(config: &Config) -> anyhow::Result<()> {
+    let mut shown = config.clone();
+    shown.mongodb.uri = redact_uri(&shown.mongodb.uri);
+    println!("# configuration is valid");
+    print!(
+        "{}",
+        toml::to_string(&shown).context("rendering the configuration")?
+    );
+    Ok(())
+}
+
+async fn run_tail(config: &Config) -> anyhow::Result<()> {
+    let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
+        .await
+        .with_context(|| format!("connecting to {}", redact_uri(&config.mongodb.uri)))?;
+    let mut out = std::io::stdout().lock();
+    let written = tail::tail(
+        &client,
+        &config.watch,
+        &StartAt::Now,
+        &mut out,
+        shutdown::signal(),
+    )
+    .await;
+    match written {
+        Ok(n) => {
+            tracing::info!(events = n, "stopped");
+            Ok(())
+        }
+        // `changeflow tail | head` closes the pipe: a normal way to stop.
+        Err(tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,62 @@
+//! `changeflow tail`: every change of the watched collections, one JSON line each.
+
+use std::io::Write;
+
+use futures::{StreamExt, stream};
+use mongodb::Client;
+
+use crate::config::WatchedDatabase;
+use crate::extjson::{RenderError, to_relaxed_json};
+use crate::source::{self, SourceError, StartAt};
+
+/// Why tailing stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    /// A change stream failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// An event could not be rendered.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// The output could not be written (a closed pipe, a full disk).
+    #[error("writing to the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Opens one stream per database in `targets` and writes each change to `out` as relaxed
+/// Extended JSON until `shutdown` completes. Returns how many events were written.
+pub async fn tail(
+    client: &Client,
+    targets: &[WatchedDatabase],
+    start: &StartAt,
+    out: &mut impl Write,
+    shutdown: impl Future<Output = ()>,
+) -> Result<u64, TailError> {
+    let mut streams = Vec::with_capacity(targets.len());
+    for target in targets {
+        let stream = source::open(client, target, start).await?;
+        tracing::info!(
+            database = %target.database,
+            collections = ?target.collections,
+            "watching"
+        );
+        let database = target.database.clone();
+        streams.push(stream.map(move |item| (database.clone(), item)).boxed());
+    }
+    let mut merged = stream::select_all(streams);
+    tokio::pin!(shutdown);
+    let mut written = 0;
+    loop {
+        let next = tokio::select! {
+            _ = &mut shutdown => break,
+            next = merged.next() => next,
+        };
+        let Some((database, item)) = next else { break };
+        let change = item.map_err(|source| SourceError::Read { database, source })?;
+        let json = to_relaxed_json(&change)?;
+        writeln!(out, "{json}")?;
+        out.flush()?;
+        written += 1;
+    }
+    Ok(written)
+}

@@ -1,0 +1,128 @@
+//! The replica set delivers changes to a stream opened before them, with full documents and
+//! resume tokens, and a stream resumed with `startAfter` yields exactly what followed.
+
+mod common;
+
+use std::str::FromStr;
+
+use changeflow::config::WatchedDatabase;
+use changeflow::source::{self, RawChange, StartAt};
+use common::{DEADLINE, within};
+use futures::StreamExt;
+use mongodb::bson::{self, Bson, Decimal128, Document, doc};
+use mongodb::change_stream::ChangeStream;
+use mongodb::change_stream::event::ResumeToken;
+use mongodb::options::WriteConcern;
+
+fn watched(database: &str, collections: &[&str]) -> WatchedDatabase {
+    WatchedDatabase {
+        database: database.to_owned(),
+        collections: collections.iter().map(|c| c.to_string()).collect(),
+    }
+}
+
+async fn next_change(stream: &mut ChangeStream<RawChange>) -> Document {
+    let item = within(DEADLINE, "the next change event", stream.next())
+        .await
+        .expect("change stream ended");
+    let raw = item.expect("reading the change stream");
+    Document::try_from(raw.as_ref()).expect("change event is valid BSON")
+}
+
+fn token_of(event: &Document) -> ResumeToken {
+    let id = event.get("_id").expect("change event has an _id").clone();
+    bson::from_bson(id).expect("_id is a resume token")
+}
+
+#[tokio::test]
+async fn insert_reaches_a_stream_opened_before_it_with_full_document_and_token() {
+    let client = common::mongo().await;
+    let db_name = common::unique_name("insert");
+    let db = client.database(&db_name);
+    let mut stream = source::open(&client, &watched(&db_name, &["payments"]), &StartAt::Now)
+        .await
+        .expect("opening the change stream");
+
+    // Written first, but to an unwatched collection: the server-side filter must drop it.
+    db.collection::<Document>("audit")
+        .insert_one(doc! {"note": "not watched"})
+        .await
+        .unwrap();
+    let payment = doc! {
+        "_id": "a1b2c3",
+        "amount": Decimal128::from_str("49.80").unwrap(),
+        "status": "PENDING",
+        "product": {"code": "p-1", "name": "Pour-over kettle"},
+    };
+    db.collection::<Document>("payments")
+        .insert_one(payment.clone())
+        .write_concern(WriteConcern::majority())
+        .await
+        .unwrap();
+
+    let event = next_change(&mut stream).await;
+    assert_eq!(event.get_str("operationType"), Ok("insert"), "{event}");
+    let ns = event.get_document("ns").unwrap();
+    assert_eq!(ns.get_str("db"), Ok(db_name.as_str()));
+    assert_eq!(
+        ns.get_str("coll"),
+        Ok("payments"),
+        "the audit insert leaked through"
+    );
+    assert_eq!(event.get_document("fullDocument"), Ok(&payment));
+    let token_data = event
+        .get_document("_id")
+        .and_then(|id| id.get_str("_data"))
+        .expect("resume token carries _data");
+    assert!(!token_data.is_empty());
+    let stream_token = stream
+        .resume_token()
+        .expect("stream reports a resume token");
+    assert_eq!(stream_token, token_of(&event));
+
+    db.drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn start_after_a_token_yields_exactly_the_events_after_it() {
+    let client = common::mongo().await;
+    let db_name = common::unique_name("resume");
+    let payments = client.database(&db_name).collection::<Document>("payments");
+    let target = watched(&db_name, &["payments"]);
+    let mut first = source::open(&client, &target, &StartAt::Now).await.unwrap();
+    for seq in 0..5 {
+        payments.insert_one(doc! {"seq": seq}).await.unwrap();
+    }
+    let mut tokens = Vec::new();
+    for expected in 0..5 {
+        let event = next_change(&mut first).await;
+        let seq = event.get_document("fullDocument").unwrap().get_i32("seq");
+        assert_eq!(seq, Ok(expected), "events arrive in write order");
+        tokens.push(token_of(&event));
+    }
+    drop(first);
+    payments.insert_one(doc! {"seq": 5}).await.unwrap();
+
+    let mut resumed = source::open(&client, &target, &StartAt::After(tokens[1].clone()))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.last() != Some(&5) {
+        let event = next_change(&mut resumed).await;
+        let doc = event.get_document("fullDocument").unwrap();
+        seen.push(doc.get_i32("seq").unwrap());
+    }
+    assert_eq!(
+        seen,
+        vec![2, 3, 4, 5],
+        "resume must neither repeat nor skip"
+    );
+    let resumed_token = resumed.resume_token().unwrap();
+    assert_ne!(
+        bson::to_bson(&resumed_token).unwrap(),
+        Bson::Null,
+        "resumed stream tracks its position"
+    );
+
+    client.database(&db_name).drop().await.unwrap();
+}

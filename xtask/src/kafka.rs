@@ -1,0 +1,234 @@
+//! A local Kafka-protocol broker: tansu, built once into the cache and started on 9092 with
+//! memory (default) or sqlite storage. Readiness is a real Kafka ApiVersions round trip.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::paths::{cache_dir, non_empty_env, state_dir};
+use crate::process::{self, Spawned};
+use crate::tools::{find_on_path, port_in_use, wait_for};
+
+/// The broker's listener on loopback.
+pub const PORT: u16 = 9092;
+pub const TANSU_VERSION: &str = "0.6.0";
+const TANSU_FEATURES: &str = "dynostore,libsql";
+
+/// Where the broker keeps its topics.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// Lost when the broker stops; fastest.
+    Memory,
+    /// A sqlite file in the state directory; survives broker restarts.
+    Sqlite,
+}
+
+/// The bootstrap address of the local broker.
+pub fn brokers() -> String {
+    format!("127.0.0.1:{PORT}")
+}
+
+pub fn kafka_state_dir() -> PathBuf {
+    state_dir().join("kafka")
+}
+pub fn log_file() -> PathBuf {
+    kafka_state_dir().join("tansu.log")
+}
+pub fn pid_file() -> PathBuf {
+    kafka_state_dir().join("tansu.pid")
+}
+fn sqlite_file() -> PathBuf {
+    kafka_state_dir().join("tansu.db")
+}
+
+/// `tansu` from `TANSU_BIN`, else from PATH, else the cached build (built now if missing).
+pub fn locate_tansu() -> Result<PathBuf> {
+    if let Some(bin) = non_empty_env("TANSU_BIN") {
+        let path = PathBuf::from(bin);
+        if !path.is_file() {
+            bail!("TANSU_BIN={} does not name a file", path.display());
+        }
+        return Ok(path);
+    }
+    if let Some(path) = find_on_path("tansu") {
+        return Ok(path);
+    }
+    let root = cache_dir().join(format!("tansu-{TANSU_VERSION}"));
+    let bin = root.join("bin").join("tansu");
+    if !bin.is_file() {
+        build_tansu(&root)?;
+    }
+    Ok(bin)
+}
+
+/// `cargo install`s tansu into `root`. A lock keeps two checkouts from building at once;
+/// the target directory is kept until success so an interrupted build resumes.
+fn build_tansu(root: &Path) -> Result<()> {
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache)?;
+    let lock = File::create(cache.join("tansu-build.lock"))?;
+    lock.lock().context("locking the tansu build")?;
+    let bin = root.join("bin").join("tansu");
+    if bin.is_file() {
+        return Ok(()); // another checkout finished it while we waited
+    }
+    let target_dir = cache.join(format!("tansu-{TANSU_VERSION}-build"));
+    let log_path = cache.join(format!("tansu-{TANSU_VERSION}-build.log"));
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    eprintln!(
+        "building tansu {TANSU_VERSION} once into {} (about 10-20 minutes on 2 cores); log: {}",
+        root.display(),
+        log_path.display()
+    );
+    let started = Instant::now();
+    let mut child = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["install", "tansu", "--version", TANSU_VERSION, "--locked"])
+        .args(["--features", TANSU_FEATURES])
+        .arg("--root")
+        .arg(root)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting cargo install tansu")?;
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    let mut compiled = 0usize;
+    let mut last_report = Instant::now();
+    for line in BufReader::new(stderr).lines() {
+        let line = line?;
+        writeln!(log, "{line}")?;
+        if line.trim_start().starts_with("Compiling") {
+            compiled += 1;
+        }
+        if last_report.elapsed() >= Duration::from_secs(60) {
+            eprintln!(
+                "  still building tansu: {compiled} crates compiled, {}s elapsed",
+                started.elapsed().as_secs()
+            );
+            last_report = Instant::now();
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() || !bin.is_file() {
+        bail!(
+            "building tansu failed ({status}); log: {}\n--- last lines ---\n{}",
+            log_path.display(),
+            process::log_tail(&log_path, 30)
+        );
+    }
+    eprintln!("built tansu in {}s", started.elapsed().as_secs());
+    let _ = std::fs::remove_dir_all(&target_dir);
+    Ok(())
+}
+
+fn tansu_args(storage: Storage) -> Vec<String> {
+    let listener = format!("tcp://127.0.0.1:{PORT}");
+    let engine = match storage {
+        Storage::Memory => "memory://tansu/".to_owned(),
+        Storage::Sqlite => format!("sqlite://{}", sqlite_file().display()),
+    };
+    vec![
+        "broker".into(),
+        "--listener-url".into(),
+        listener.clone(),
+        "--advertised-listener-url".into(),
+        listener,
+        "--storage-engine".into(),
+        engine,
+    ]
+}
+
+/// Starts the broker unless ours is already running; returns it when this call started it.
+pub fn start(tansu: &Path, storage: Storage) -> Result<Option<Spawned>> {
+    if process::running(&pid_file()).is_some() {
+        return Ok(None);
+    }
+    if port_in_use(PORT) {
+        bail!(
+            "127.0.0.1:{PORT} is in use by a process `cargo xtask up` did not start; stop it, \
+             or point KAFKA_BROKERS at it to use it instead"
+        );
+    }
+    std::fs::create_dir_all(kafka_state_dir())?;
+    let spawned = process::spawn_detached(
+        "tansu broker",
+        tansu,
+        &tansu_args(storage),
+        &log_file(),
+        &pid_file(),
+    )?;
+    Ok(Some(spawned))
+}
+
+/// Waits until the broker answers a Kafka ApiVersions request.
+pub async fn wait_ready(addr: &str, spawned: &mut [Spawned], limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    wait_for(
+        deadline,
+        spawned,
+        &format!("the Kafka broker at {addr}"),
+        || {
+            let ok = api_versions_ok(addr).unwrap_or(false);
+            async move { Ok(ok) }
+        },
+    )
+    .await
+}
+
+/// One ApiVersions v0 round trip; true when the broker answers with error code 0.
+pub fn api_versions_ok(addr: &str) -> Result<bool> {
+    let addr: SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            use std::net::ToSocketAddrs;
+            match addr.to_socket_addrs()?.next() {
+                Some(a) => a,
+                None => bail!("{addr} does not resolve"),
+            }
+        }
+    };
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    const CORRELATION_ID: i32 = 0x6366; // "cf"
+    let mut request = Vec::with_capacity(14);
+    request.extend_from_slice(&10i32.to_be_bytes()); // size of what follows
+    request.extend_from_slice(&18i16.to_be_bytes()); // api key: ApiVersions
+    request.extend_from_slice(&0i16.to_be_bytes()); // api version 0
+    request.extend_from_slice(&CORRELATION_ID.to_be_bytes());
+    request.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    stream.write_all(&request)?;
+    let mut head = [0u8; 10]; // size, correlation id, error code
+    stream.read_exact(&mut head)?;
+    let correlation = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    let error_code = i16::from_be_bytes([head[8], head[9]]);
+    Ok(correlation == CORRELATION_ID && error_code == 0)
+}
+
+/// Checks that user-provided brokers answer the Kafka protocol.
+pub fn check_external(brokers: &str) -> Result<()> {
+    let mut last_err = None;
+    for broker in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        match api_versions_ok(broker) {
+            Ok(true) => return Ok(()),
+            Ok(false) => last_err = Some(format!("{broker} answered ApiVersions with an error")),
+            Err(e) => last_err = Some(format!("{broker}: {e}")),
+        }
+    }
+    bail!(
+        "no broker in KAFKA_BROKERS={brokers} answered the Kafka protocol ({})",
+        last_err.unwrap_or_else(|| "the list is empty".into())
+    )
+}
