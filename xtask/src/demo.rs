@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use mongodb::Client;
 use mongodb::bson::{Bson, DateTime, Decimal128, Document, Uuid, doc};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::checks::workspace_root;
 use crate::services::{self, UpOptions};
@@ -54,10 +55,14 @@ pub async fn run() -> Result<ExitCode> {
         "demo: a payment every 2 s, settled 1 s later (first FAILED, then alternating); \
          Ctrl-C stops. Services keep running: `cargo xtask down` stops them."
     );
+    // Created once so a signal that arrives while a payment is being written still counts.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let mut n: usize = 0;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
             status = tail.wait() => bail!("changeflow tail exited ({})", status?),
             _ = tokio::time::sleep(Duration::from_secs(2)) => {
                 let (name, unit_price) = PRODUCTS[n % PRODUCTS.len()];

@@ -232,3 +232,23 @@ pub fn check_external(brokers: &str) -> Result<()> {
         last_err.unwrap_or_else(|| "the list is empty".into())
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs the broker under test (`cargo xtask up`, or KAFKA_BROKERS).
+    #[test]
+    fn api_versions_probe_tells_a_broker_from_a_closed_port() {
+        let brokers = non_empty_env("KAFKA_BROKERS").unwrap_or_else(brokers);
+        check_external(&brokers).unwrap_or_else(|e| {
+            panic!("{e:#}; start the broker with `cargo xtask up` or set KAFKA_BROKERS")
+        });
+        // A port nothing listens on: bind one, note it, close it.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        assert!(api_versions_ok(&closed.to_string()).is_err());
+        assert!(check_external(&closed.to_string()).is_err());
+    }
+}

@@ -5,13 +5,16 @@
 //! never signalled: `down` stops exactly what `up` started and nothing found by name.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+/// First line written to a log before each start.
+const START_MARKER: &str = "--- cargo xtask: starting";
 
 /// What a pid file says about a process we started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,13 +109,15 @@ pub fn spawn_detached(
     if let Some(parent) = log.parent() {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    let out = OpenOptions::new()
+    let mut out = OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .with_context(|| format!("opening log {}", log.display()))?;
-    let err = out.try_clone()?;
     let exe = fs::canonicalize(exe).with_context(|| format!("{} not found", exe.display()))?;
+    // Logs are kept across runs; the marker lets a failure show only this run's lines.
+    writeln!(out, "{START_MARKER} {} {}", exe.display(), args.join(" "))?;
+    let err = out.try_clone()?;
     let child = Command::new(&exe)
         .args(args)
         .stdin(Stdio::null())
@@ -179,7 +184,8 @@ fn signal(pid: u32, sig: libc::c_int) -> Result<()> {
     Ok(())
 }
 
-/// The last `lines` lines of a log file (at most the last 64 KiB are read).
+/// The last `lines` lines of a log file written since the latest start (at most the last
+/// 64 KiB are read).
 pub fn log_tail(path: &Path, lines: usize) -> String {
     let Ok(mut file) = File::open(path) else {
         return format!("(no log at {})", path.display());
@@ -190,7 +196,12 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let _ = file.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    let since_start = all
+        .iter()
+        .rposition(|l| l.starts_with(START_MARKER))
+        .map_or(0, |i| i + 1);
+    let from = since_start.max(all.len().saturating_sub(lines));
+    all[from..].join("\n")
 }
 
 #[cfg(test)]

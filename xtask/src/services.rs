@@ -129,8 +129,9 @@ pub async fn up(opts: UpOptions) -> Result<Endpoints> {
         let started = mongo::start_members(&mongod, nodes, profile)?;
         if !started.is_empty() {
             eprintln!(
-                "MongoDB: starting {}-member replica set {} (mongod {version}, profile {profile:?})",
-                nodes,
+                "MongoDB: starting {} of {nodes} member(s) of replica set {} (mongod {version}, \
+                 profile {profile:?})",
+                started.len(),
                 mongo::REPLICA_SET
             );
         }
