@@ -96,7 +96,7 @@ pub async fn run_all(keep_services: bool, cargo_test_args: &[String]) -> Result<
         run_step(
             "cargo test",
             cargo()
-                .args(["test", "--workspace", "--locked"])
+                .args(["test", "--workspace", "--locked", "--no-fail-fast"])
                 .args(cargo_test_args)
                 .env("MONGODB_URI", &endpoints.mongodb_uri)
                 .env("KAFKA_BROKERS", &endpoints.kafka_brokers),

