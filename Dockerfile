@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Build stage: rdkafka compiles its bundled librdkafka, which needs a C toolchain and make.
-FROM rust:1.89-bookworm AS build
+FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo .cargo

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::paths::{cache_dir, state_dir};
 use crate::process::{self, Spawned};
-use crate::tools::{binary_from_env_or_path, port_in_use, wait_for};
+use crate::tools::{binary_from_env_or_path, port_in_use, run_captured, wait_for};
 
 /// The broker's listener on loopback.
 pub const PORT: u16 = 9092;
@@ -45,9 +45,8 @@ pub fn log_file() -> PathBuf {
 pub fn pid_file() -> PathBuf {
     kafka_state_dir().join("tansu.pid")
 }
-fn sqlite_file() -> PathBuf {
-    kafka_state_dir().join("tansu.db")
-}
+/// The sqlite storage file, inside the Kafka state directory.
+const SQLITE_FILE: &str = "tansu.db";
 
 /// `tansu` from `TANSU_BIN`, else from PATH, else the cached build (built now if missing).
 pub fn locate_tansu() -> Result<PathBuf> {
@@ -127,11 +126,23 @@ fn build_tansu(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What `tansu --version` reports, e.g. "tansu 0.6.0".
+pub fn tansu_version(tansu: &Path) -> Result<String> {
+    let out = run_captured(
+        &mut Command::new(tansu),
+        &["--version".as_ref()],
+        "tansu --version",
+    )?;
+    Ok(out.trim().to_owned())
+}
+
 fn tansu_args(storage: Storage) -> Vec<String> {
     let listener = format!("tcp://127.0.0.1:{PORT}");
     let engine = match storage {
         Storage::Memory => "memory://tansu/".to_owned(),
-        Storage::Sqlite => format!("sqlite://{}", sqlite_file().display()),
+        // Relative: tansu runs in the Kafka state directory, and drops the leading `/` of
+        // an absolute path in a sqlite URL.
+        Storage::Sqlite => format!("sqlite://{SQLITE_FILE}"),
     };
     vec![
         "broker".into(),

@@ -97,7 +97,8 @@ impl Spawned {
     }
 }
 
-/// Starts `exe args` detached from our terminal and process group, stdout and stderr
+/// Starts `exe args` detached from our terminal and process group, in the directory of
+/// `log` (relative paths a service writes land in its state directory), stdout and stderr
 /// appended to `log`, and records it in `pid_file`.
 pub fn spawn_detached(
     name: &str,
@@ -118,7 +119,11 @@ pub fn spawn_detached(
     // Logs are kept across runs; the marker lets a failure show only this run's lines.
     writeln!(out, "{START_MARKER} {} {}", exe.display(), args.join(" "))?;
     let err = out.try_clone()?;
-    let child = Command::new(&exe)
+    let mut command = Command::new(&exe);
+    if let Some(dir) = log.parent() {
+        command.current_dir(dir);
+    }
+    let child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(out)

@@ -31,6 +31,8 @@ struct MongoRecord {
 struct KafkaRecord {
     storage: Storage,
     tansu: PathBuf,
+    #[serde(default)]
+    version: String,
 }
 
 fn record_path() -> PathBuf {
@@ -177,7 +179,12 @@ pub async fn up(opts: UpOptions) -> Result<Endpoints> {
             eprintln!("Kafka: starting tansu ({storage:?} storage)");
             spawned.push(s);
         }
-        record.kafka = Some(KafkaRecord { storage, tansu });
+        let version = kafka::tansu_version(&tansu)?;
+        record.kafka = Some(KafkaRecord {
+            storage,
+            tansu,
+            version,
+        });
         record.save()?;
         kafka_brokers = kafka::brokers();
     }
@@ -317,8 +324,8 @@ pub fn status() -> Result<bool> {
             }
         };
         println!(
-            "Kafka    tansu {}, {:?} storage ({})",
-            kafka::TANSU_VERSION,
+            "Kafka    {}, {:?} storage ({})",
+            k.version,
             k.storage,
             k.tansu.display()
         );
