@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod extjson;
 pub mod redact;
 pub mod shutdown;

@@ -126,3 +126,43 @@ async fn start_after_a_token_yields_exactly_the_events_after_it() {
 
     client.database(&db_name).drop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_same_change_read_twice_gets_the_same_event_id() {
+    use changeflow::domain::payments::{self, PaymentEventKind};
+
+    let client = common::mongo().await;
+    let db_name = common::unique_name("eventid");
+    let target = watched(&db_name, &["payments"]);
+    let mut live = source::open(&client, &target, &StartAt::Now).await.unwrap();
+    client
+        .database(&db_name)
+        .collection::<Document>("payments")
+        .insert_one(doc! {
+            "_id": "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d",
+            "amount": Decimal128::from_str("6.50").unwrap(),
+            "status": "PENDING",
+            "product": {"code": "c-1", "name": "Paper filters"},
+        })
+        .await
+        .unwrap();
+    let first = within(DEADLINE, "the live change", live.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let first = payments::decode(&first).unwrap().unwrap();
+    assert_eq!(first.kind(), PaymentEventKind::Requested);
+
+    // Read the same change again, this time replaying from its cluster time.
+    let replay_from = StartAt::OperationTime(first.meta().cluster_time);
+    let mut replay = source::open(&client, &target, &replay_from).await.unwrap();
+    let again = within(DEADLINE, "the replayed change", replay.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let again = payments::decode(&again).unwrap().unwrap();
+    assert_eq!(again.meta().event_id, first.meta().event_id);
+    assert_eq!(again, first);
+
+    client.database(&db_name).drop().await.unwrap();
+}

@@ -1,0 +1,225 @@
+//! Typed domain events decoded from raw change events, and what every event carries.
+//!
+//! Decoding is pure: a raw change event in, a typed event or a [`DecodeError`] out. A
+//! decode error is bad input, not a crash: the caller dead-letters the raw event with
+//! [`DecodeError`]'s message as the reason and moves on.
+
+pub mod payments;
+
+use std::fmt;
+
+use mongodb::bson::raw::ValueAccessErrorKind;
+use mongodb::bson::{DateTime, RawDocument, Timestamp, spec::ElementType};
+use sha2::{Digest, Sha256};
+
+/// A stable event id: the same change, however it is read or replayed, gets the same id.
+/// It is the first 128 bits of SHA-256 over the resume token's `_data`, as 32 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(String);
+
+impl EventId {
+    /// The id of the change whose resume token `_data` is `token_data`.
+    pub fn from_token_data(token_data: &str) -> EventId {
+        let digest = Sha256::digest(token_data.as_bytes());
+        let mut hex = String::with_capacity(32);
+        for byte in &digest[..16] {
+            hex.push_str(&format!("{byte:02x}"));
+        }
+        EventId(hex)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What every domain event carries about the change it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeMeta {
+    /// Stable id derived from the resume token.
+    pub event_id: EventId,
+    /// Database of the changed document.
+    pub database: String,
+    /// Collection of the changed document.
+    pub collection: String,
+    /// The change's position in the oplog.
+    pub cluster_time: Timestamp,
+    /// The server's wall clock at the change (MongoDB 6.0+).
+    pub wall_time: Option<DateTime>,
+}
+
+/// Why a raw change event does not fit its domain type.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// A required field is absent.
+    #[error("missing field `{field}`")]
+    Missing {
+        /// Dotted path of the field.
+        field: String,
+    },
+    /// A field has the wrong BSON type.
+    #[error("field `{field}` is {found}, expected {expected}")]
+    WrongType {
+        /// Dotted path of the field.
+        field: String,
+        /// What the domain type needs.
+        expected: &'static str,
+        /// What the document holds.
+        found: String,
+    },
+    /// A field has the right type but an unacceptable value.
+    #[error("field `{field}`: {reason}")]
+    Invalid {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong with the value.
+        reason: String,
+    },
+    /// The change carries no full document where the event needs one (for an update:
+    /// the document was deleted before the server looked it up).
+    #[error("change has no full document (deleted before the lookup?)")]
+    NoFullDocument,
+}
+
+impl DecodeError {
+    fn missing(field: impl Into<String>) -> DecodeError {
+        DecodeError::Missing {
+            field: field.into(),
+        }
+    }
+
+    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> DecodeError {
+        DecodeError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Typed access to one document's fields, with errors that name the full dotted path.
+#[derive(Clone, Copy)]
+pub(crate) struct Fields<'a> {
+    doc: &'a RawDocument,
+    prefix: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    pub(crate) fn new(doc: &'a RawDocument, prefix: &'a str) -> Fields<'a> {
+        Fields { doc, prefix }
+    }
+
+    pub(crate) fn path(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.prefix)
+        }
+    }
+
+    fn map<T>(
+        &self,
+        key: &str,
+        expected: &'static str,
+        result: Result<T, mongodb::bson::raw::ValueAccessError>,
+    ) -> Result<T, DecodeError> {
+        result.map_err(|e| match e.kind {
+            ValueAccessErrorKind::NotPresent => DecodeError::missing(self.path(key)),
+            ValueAccessErrorKind::UnexpectedType { actual, .. } => DecodeError::WrongType {
+                field: self.path(key),
+                expected,
+                found: type_name(actual).to_owned(),
+            },
+            _ => DecodeError::invalid(self.path(key), "malformed BSON"),
+        })
+    }
+
+    pub(crate) fn str(&self, key: &str) -> Result<&'a str, DecodeError> {
+        self.map(key, "a string", self.doc.get_str(key))
+    }
+
+    pub(crate) fn non_empty_str(&self, key: &str) -> Result<&'a str, DecodeError> {
+        let value = self.str(key)?;
+        if value.trim().is_empty() {
+            return Err(DecodeError::invalid(self.path(key), "is empty"));
+        }
+        Ok(value)
+    }
+
+    pub(crate) fn document(&self, key: &str) -> Result<&'a RawDocument, DecodeError> {
+        self.map(key, "a document", self.doc.get_document(key))
+    }
+
+    pub(crate) fn raw(&self, key: &str) -> Result<mongodb::bson::RawBsonRef<'a>, DecodeError> {
+        match self.doc.get(key) {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => Err(DecodeError::missing(self.path(key))),
+            Err(_) => Err(DecodeError::invalid(self.path(key), "malformed BSON")),
+        }
+    }
+}
+
+/// A readable name for a BSON type in error messages.
+pub(crate) fn type_name(t: ElementType) -> &'static str {
+    match t {
+        ElementType::Double => "a double",
+        ElementType::String => "a string",
+        ElementType::EmbeddedDocument => "a document",
+        ElementType::Array => "an array",
+        ElementType::Binary => "binary data",
+        ElementType::ObjectId => "an ObjectId",
+        ElementType::Boolean => "a boolean",
+        ElementType::DateTime => "a date",
+        ElementType::Null => "null",
+        ElementType::Int32 => "an int32",
+        ElementType::Timestamp => "a timestamp",
+        ElementType::Int64 => "an int64",
+        ElementType::Decimal128 => "a decimal128",
+        _ => "an unsupported BSON type",
+    }
+}
+
+/// Reads the envelope every change event has: token, namespace, times.
+pub fn change_meta(event: &RawDocument) -> Result<ChangeMeta, DecodeError> {
+    let top = Fields::new(event, "");
+    let token = Fields::new(top.document("_id")?, "_id");
+    let ns = Fields::new(top.document("ns")?, "ns");
+    let wall_time = match top.map("wallTime", "a date", event.get_datetime("wallTime")) {
+        Ok(t) => Some(t),
+        Err(DecodeError::Missing { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(ChangeMeta {
+        event_id: EventId::from_token_data(token.str("_data")?),
+        database: ns.str("db")?.to_owned(),
+        collection: ns.str("coll").unwrap_or_default().to_owned(),
+        cluster_time: top.map(
+            "clusterTime",
+            "a timestamp",
+            event.get_timestamp("clusterTime"),
+        )?,
+        wall_time,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_id_is_stable_and_distinct() {
+        let a = EventId::from_token_data("826B020F61000000032B022C0100296E5A1004");
+        let again = EventId::from_token_data("826B020F61000000032B022C0100296E5A1004");
+        let b = EventId::from_token_data("826B020F61000000042B022C0100296E5A1004");
+        assert_eq!(a, again);
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a.as_str().chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

@@ -1,0 +1,515 @@
+//! Payment events: decode rules from raw change events of the `payments` collection.
+//!
+//! | change | event |
+//! |---|---|
+//! | insert, status PENDING / CONFIRMED / FAILED | `Requested` / `Confirmed` / `Failed` |
+//! | update that sets `status` to CONFIRMED / FAILED | `Confirmed` / `Failed` |
+//! | any other update, and every replace | `Updated` |
+//! | delete | `Deleted` |
+//!
+//! The transition of an update is read from the change's own `updatedFields`, never from
+//! the looked-up full document, which may already hold later changes. The payment's other
+//! fields come from that full document (`fullDocument: updateLookup`).
+
+use std::str::FromStr;
+
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{RawBsonRef, RawDocument};
+use rust_decimal::Decimal;
+
+use super::{ChangeMeta, DecodeError, Fields, change_meta, type_name};
+
+/// Where a payment is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// Created, waiting for the provider.
+    Pending,
+    /// The provider accepted it.
+    Confirmed,
+    /// The provider refused it.
+    Failed,
+}
+
+impl PaymentStatus {
+    /// The value stored in MongoDB.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "PENDING",
+            PaymentStatus::Confirmed => "CONFIRMED",
+            PaymentStatus::Failed => "FAILED",
+        }
+    }
+}
+
+impl FromStr for PaymentStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "PENDING" => Ok(PaymentStatus::Pending),
+            "CONFIRMED" => Ok(PaymentStatus::Confirmed),
+            "FAILED" => Ok(PaymentStatus::Failed),
+            other => Err(format!(
+                "unknown status `{other}` (expected PENDING, CONFIRMED or FAILED)"
+            )),
+        }
+    }
+}
+
+/// What was bought.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Product {
+    /// Product code (a UUID in the reference sample; any non-empty string is accepted).
+    pub code: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// A payment document as the domain sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    /// The document's `_id` (UUID string, or BSON UUID rendered hyphenated).
+    pub id: String,
+    /// Unit price × quantity; exact decimal.
+    pub amount: Decimal,
+    /// Status.
+    pub status: PaymentStatus,
+    /// What was bought.
+    pub product: Product,
+}
+
+/// A payment as of one change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentSnapshot {
+    /// Where the change came from.
+    pub meta: ChangeMeta,
+    /// The payment.
+    pub payment: Payment,
+}
+
+/// A payment was deleted; only its id is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentDeleted {
+    /// Where the change came from.
+    pub meta: ChangeMeta,
+    /// The deleted payment's id.
+    pub payment_id: String,
+}
+
+/// A typed payment event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PaymentEvent {
+    /// A PENDING payment was created.
+    Requested(PaymentSnapshot),
+    /// The payment became CONFIRMED.
+    Confirmed(PaymentSnapshot),
+    /// The payment became FAILED.
+    Failed(PaymentSnapshot),
+    /// Any other change to a payment.
+    Updated(PaymentSnapshot),
+    /// The payment was deleted.
+    Deleted(PaymentDeleted),
+}
+
+/// The kind of a payment event, for routing and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentEventKind {
+    /// See [`PaymentEvent::Requested`].
+    Requested,
+    /// See [`PaymentEvent::Confirmed`].
+    Confirmed,
+    /// See [`PaymentEvent::Failed`].
+    Failed,
+    /// See [`PaymentEvent::Updated`].
+    Updated,
+    /// See [`PaymentEvent::Deleted`].
+    Deleted,
+}
+
+impl PaymentEvent {
+    /// The event's kind.
+    pub fn kind(&self) -> PaymentEventKind {
+        match self {
+            PaymentEvent::Requested(_) => PaymentEventKind::Requested,
+            PaymentEvent::Confirmed(_) => PaymentEventKind::Confirmed,
+            PaymentEvent::Failed(_) => PaymentEventKind::Failed,
+            PaymentEvent::Updated(_) => PaymentEventKind::Updated,
+            PaymentEvent::Deleted(_) => PaymentEventKind::Deleted,
+        }
+    }
+
+    /// What every event carries about its change.
+    pub fn meta(&self) -> &ChangeMeta {
+        match self {
+            PaymentEvent::Requested(s)
+            | PaymentEvent::Confirmed(s)
+            | PaymentEvent::Failed(s)
+            | PaymentEvent::Updated(s) => &s.meta,
+            PaymentEvent::Deleted(d) => &d.meta,
+        }
+    }
+
+    /// The payment's id: the aggregate id, the key of its ordered lane and Kafka key.
+    pub fn payment_id(&self) -> &str {
+        match self {
+            PaymentEvent::Requested(s)
+            | PaymentEvent::Confirmed(s)
+            | PaymentEvent::Failed(s)
+            | PaymentEvent::Updated(s) => &s.payment.id,
+            PaymentEvent::Deleted(d) => &d.payment_id,
+        }
+    }
+}
+
+/// Decodes one raw change of the payments collection. `Ok(None)` for changes that are not
+/// about a payment document (drop, rename, invalidate…): the caller handles those.
+pub fn decode(event: &RawDocument) -> Result<Option<PaymentEvent>, DecodeError> {
+    let top = Fields::new(event, "");
+    let operation = top.str("operationType")?;
+    if !matches!(operation, "insert" | "update" | "replace" | "delete") {
+        return Ok(None);
+    }
+    let meta = change_meta(event)?;
+    if operation == "delete" {
+        let key = Fields::new(top.document("documentKey")?, "documentKey");
+        let payment_id = payment_id(&key)?;
+        return Ok(Some(PaymentEvent::Deleted(PaymentDeleted {
+            meta,
+            payment_id,
+        })));
+    }
+    let full = match event.get_document("fullDocument") {
+        Ok(doc) => doc,
+        Err(_)
+            if matches!(
+                event.get("fullDocument"),
+                Ok(None) | Ok(Some(RawBsonRef::Null))
+            ) =>
+        {
+            return Err(DecodeError::NoFullDocument);
+        }
+        Err(_) => return Err(top.document("fullDocument").unwrap_err()),
+    };
+    let mut payment = payment(&Fields::new(full, "fullDocument"))?;
+    let transition = match operation {
+        "insert" => Some(payment.status),
+        "update" => status_set_by_update(&top)?,
+        _ => None, // replace: without a pre-image the transition is unknown
+    };
+    if let Some(status) = transition {
+        payment.status = status;
+    }
+    let snapshot = PaymentSnapshot { meta, payment };
+    Ok(Some(match transition {
+        Some(PaymentStatus::Pending) if operation == "insert" => PaymentEvent::Requested(snapshot),
+        Some(PaymentStatus::Confirmed) => PaymentEvent::Confirmed(snapshot),
+        Some(PaymentStatus::Failed) => PaymentEvent::Failed(snapshot),
+        _ => PaymentEvent::Updated(snapshot),
+    }))
+}
+
+/// The status an update's `updatedFields` sets, if it sets one.
+fn status_set_by_update(top: &Fields<'_>) -> Result<Option<PaymentStatus>, DecodeError> {
+    let description = Fields::new(top.document("updateDescription")?, "updateDescription");
+    let updated = Fields::new(
+        description.document("updatedFields")?,
+        "updateDescription.updatedFields",
+    );
+    match updated.str("status") {
+        Ok(status) => status
+            .parse()
+            .map(Some)
+            .map_err(|reason| DecodeError::Invalid {
+                field: updated.path("status"),
+                reason,
+            }),
+        Err(DecodeError::Missing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn payment(doc: &Fields<'_>) -> Result<Payment, DecodeError> {
+    let product = Fields::new(doc.document("product")?, "fullDocument.product");
+    let status = doc.str("status")?;
+    Ok(Payment {
+        id: payment_id(doc)?,
+        amount: amount(doc)?,
+        status: status.parse().map_err(|reason| DecodeError::Invalid {
+            field: doc.path("status"),
+            reason,
+        })?,
+        product: Product {
+            code: product.non_empty_str("code")?.to_owned(),
+            name: product.str("name")?.to_owned(),
+        },
+    })
+}
+
+/// `_id` as text: a non-empty string, or a BSON UUID (binary subtype 4) rendered hyphenated.
+fn payment_id(doc: &Fields<'_>) -> Result<String, DecodeError> {
+    match doc.raw("_id")? {
+        RawBsonRef::String(s) if !s.trim().is_empty() => Ok(s.to_owned()),
+        RawBsonRef::String(_) => Err(DecodeError::Invalid {
+            field: doc.path("_id"),
+            reason: "is empty".into(),
+        }),
+        RawBsonRef::Binary(b) if b.subtype == BinarySubtype::Uuid && b.bytes.len() == 16 => {
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(b.bytes);
+            Ok(mongodb::bson::Uuid::from_bytes(bytes).to_string())
+        }
+        other => Err(DecodeError::WrongType {
+            field: doc.path("_id"),
+            expected: "a UUID string or BSON UUID",
+            found: type_name(other.element_type()).to_owned(),
+        }),
+    }
+}
+
+/// The amount as an exact decimal: Decimal128, int32/int64, or a finite double taken at
+/// its shortest decimal form. Negative amounts are refused.
+fn amount(doc: &Fields<'_>) -> Result<Decimal, DecodeError> {
+    let field = doc.path("amount");
+    let invalid = |reason: String| DecodeError::Invalid {
+        field: field.clone(),
+        reason,
+    };
+    let value = match doc.raw("amount")? {
+        RawBsonRef::Decimal128(d) => parse_decimal(&d.to_string()).map_err(invalid)?,
+        RawBsonRef::Int32(i) => Decimal::from(i),
+        RawBsonRef::Int64(i) => Decimal::from(i),
+        RawBsonRef::Double(f) if f.is_finite() => parse_decimal(&f.to_string()).map_err(invalid)?,
+        RawBsonRef::Double(f) => return Err(invalid(format!("{f} is not an amount"))),
+        other => {
+            return Err(DecodeError::WrongType {
+                field,
+                expected: "a decimal or a number",
+                found: type_name(other.element_type()).to_owned(),
+            });
+        }
+    };
+    if value.is_sign_negative() && !value.is_zero() {
+        return Err(invalid(format!("{value} is negative")));
+    }
+    Ok(value)
+}
+
+fn parse_decimal(text: &str) -> Result<Decimal, String> {
+    Decimal::from_str(text)
+        .or_else(|_| Decimal::from_scientific(text))
+        .map_err(|e| format!("`{text}` is not representable as a decimal: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
+    use std::path::Path;
+
+    /// A change event recorded from a real replica set (canonical Extended JSON).
+    fn fixture(name: &str) -> RawDocumentBuf {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/payments")
+            .join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let Bson::Document(doc) = Bson::try_from(json).unwrap() else {
+            panic!("{name} is not a document");
+        };
+        RawDocumentBuf::from_document(&doc).unwrap()
+    }
+
+    fn decoded(name: &str) -> PaymentEvent {
+        decode(&fixture(name)).unwrap().expect("a payment event")
+    }
+
+    fn edited(name: &str, edit: impl FnOnce(&mut Document)) -> RawDocumentBuf {
+        let mut doc = fixture(name).to_document().unwrap();
+        edit(&mut doc);
+        RawDocumentBuf::from_document(&doc).unwrap()
+    }
+
+    const KETTLE: &str = "d3b07384-d9a0-4c3b-8f1e-1b2c3d4e5f60";
+
+    #[test]
+    fn insert_of_a_pending_payment_is_requested() {
+        let event = decoded("insert_pending");
+        let PaymentEvent::Requested(s) = &event else {
+            panic!("{event:?}")
+        };
+        assert_eq!(s.payment.id, "5f0c7a52-93b1-4c1e-9a43-0c8f8f0b2a11");
+        assert_eq!(s.payment.amount, Decimal::from_str("49.80").unwrap());
+        assert_eq!(s.payment.amount.to_string(), "49.80", "scale is kept");
+        assert_eq!(s.payment.status, PaymentStatus::Pending);
+        assert_eq!(s.payment.product.code, KETTLE);
+        assert_eq!(s.payment.product.name, "Pour-over kettle");
+        assert_eq!(s.meta.database, "fixture_rec");
+        assert_eq!(s.meta.collection, "payments");
+        assert!(s.meta.wall_time.is_some());
+        assert!(s.meta.cluster_time.time > 0);
+    }
+
+    /// `update_confirmed` with its own `updatedFields.status` set to `status`.
+    fn update_setting(status: &str) -> RawDocumentBuf {
+        edited("update_confirmed", |d| {
+            d.get_document_mut("updateDescription")
+                .unwrap()
+                .get_document_mut("updatedFields")
+                .unwrap()
+                .insert("status", status);
+        })
+    }
+
+    #[test]
+    fn status_updates_become_confirmed_and_failed() {
+        assert_eq!(
+            decoded("update_confirmed").kind(),
+            PaymentEventKind::Confirmed
+        );
+        let failed = decode(&update_setting("FAILED")).unwrap().unwrap();
+        assert_eq!(failed.kind(), PaymentEventKind::Failed);
+        let PaymentEvent::Requested(s) = decoded("insert_int_amount") else {
+            panic!("requested")
+        };
+        assert_eq!(
+            s.payment.amount,
+            Decimal::from(120),
+            "int64 amounts are exact"
+        );
+    }
+
+    #[test]
+    fn the_transition_comes_from_the_change_not_the_looked_up_document() {
+        // The looked-up document says CONFIRMED, but this update only touched `note`.
+        assert_eq!(
+            decoded("update_other_field").kind(),
+            PaymentEventKind::Updated
+        );
+        // The lookup saw CONFIRMED, but this change set FAILED: the event is Failed.
+        let PaymentEvent::Failed(s) = decode(&update_setting("FAILED")).unwrap().unwrap() else {
+            panic!("failed")
+        };
+        assert_eq!(s.payment.status, PaymentStatus::Failed);
+    }
+
+    #[test]
+    fn an_update_whose_document_was_deleted_before_the_lookup_has_no_payment() {
+        // Recorded for real: the payment was replaced and deleted before the server looked
+        // up the document for this status update, so `fullDocument` is null.
+        assert_eq!(
+            decode(&fixture("update_failed")).unwrap_err(),
+            DecodeError::NoFullDocument
+        );
+    }
+
+    #[test]
+    fn replace_is_updated_and_delete_carries_the_id() {
+        assert_eq!(decoded("replace").kind(), PaymentEventKind::Updated);
+        let PaymentEvent::Deleted(d) = decoded("delete") else {
+            panic!("delete")
+        };
+        assert_eq!(d.payment_id, "7e9a1c30-5b6d-4f2e-8a1b-2c3d4e5f6a7b");
+    }
+
+    #[test]
+    fn event_ids_are_stable_and_unique_per_change() {
+        let names = [
+            "insert_pending",
+            "update_confirmed",
+            "update_other_field",
+            "insert_int_amount",
+            "update_failed",
+            "replace",
+            "delete",
+        ];
+        let id_of = |n: &&str| change_meta(&fixture(n)).unwrap().event_id;
+        let ids: Vec<_> = names.iter().map(id_of).collect();
+        let again: Vec<_> = names.iter().map(id_of).collect();
+        assert_eq!(ids, again);
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), names.len());
+    }
+
+    #[test]
+    fn bad_documents_are_refused_with_the_field_and_reason() {
+        let cases = [
+            (
+                "bad_missing_product_code",
+                "missing field `fullDocument.product.code`",
+            ),
+            (
+                "bad_amount_string",
+                "field `fullDocument.amount` is a string, expected a decimal or a number",
+            ),
+            (
+                "bad_unknown_status",
+                "field `fullDocument.status`: unknown status `REFUNDED`",
+            ),
+            (
+                "bad_product_not_document",
+                "field `fullDocument.product` is a string, expected a document",
+            ),
+        ];
+        for (name, expected) in cases {
+            let err = decode(&fixture(name)).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn other_bad_shapes_are_refused() {
+        let negative = edited("insert_pending", |d| {
+            d.get_document_mut("fullDocument")
+                .unwrap()
+                .insert("amount", -5_i32);
+        });
+        assert!(
+            decode(&negative)
+                .unwrap_err()
+                .to_string()
+                .contains("negative")
+        );
+        let object_id = edited("insert_pending", |d| {
+            d.get_document_mut("fullDocument")
+                .unwrap()
+                .insert("_id", mongodb::bson::oid::ObjectId::new());
+        });
+        assert!(
+            decode(&object_id)
+                .unwrap_err()
+                .to_string()
+                .contains("`fullDocument._id`")
+        );
+        let err = decode(&update_setting("SETTLED")).unwrap_err().to_string();
+        assert!(
+            err.contains("updateDescription.updatedFields.status"),
+            "{err}"
+        );
+        let no_lookup = edited("update_confirmed", |d| {
+            d.insert("fullDocument", Bson::Null);
+        });
+        assert_eq!(decode(&no_lookup).unwrap_err(), DecodeError::NoFullDocument);
+    }
+
+    #[test]
+    fn doubles_and_uuids_are_accepted_exactly() {
+        let raw = edited("insert_pending", |d| {
+            let full = d.get_document_mut("fullDocument").unwrap();
+            full.insert("amount", 19.99_f64);
+            full.insert(
+                "_id",
+                mongodb::bson::Uuid::parse_str("5f0c7a52-93b1-4c1e-9a43-0c8f8f0b2a11").unwrap(),
+            );
+        });
+        let PaymentEvent::Requested(s) = decode(&raw).unwrap().unwrap() else {
+            panic!("requested")
+        };
+        assert_eq!(s.payment.amount.to_string(), "19.99");
+        assert_eq!(s.payment.id, "5f0c7a52-93b1-4c1e-9a43-0c8f8f0b2a11");
+    }
+
+    #[test]
+    fn non_document_changes_are_not_payment_events() {
+        let raw = RawDocumentBuf::from_document(&doc! {"operationType": "drop"}).unwrap();
+        assert_eq!(decode(&raw).unwrap(), None);
+    }
+}
