@@ -3,6 +3,7 @@
 //!
 //! The pipeline and the rules that keep it correct are described in the README.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -1,0 +1,4 @@
+//! Where a stream stands: the acker decides how far is fully handled, the store keeps it.
+
+pub mod acker;
+pub mod store;
