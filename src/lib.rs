@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod extjson;
+pub mod handlers;
 pub mod redact;
 pub mod shutdown;
 pub mod source;

@@ -1,0 +1,48 @@
+//! In-process handlers behind one trait: each declares the event kinds it wants and
+//! applies its effect idempotently, so a replay after a crash changes nothing twice.
+
+pub mod counters;
+pub mod provider_simulator;
+pub mod status_updater;
+
+use futures::future::BoxFuture;
+
+use crate::domain::payments::{PaymentEvent, PaymentEventKind};
+
+/// Why a handler could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The database failed; trying again may succeed.
+    #[error("{handler}: {source}")]
+    Database {
+        /// The handler.
+        handler: &'static str,
+        /// The driver's error.
+        source: mongodb::error::Error,
+    },
+    /// The event cannot be applied however often it is tried.
+    #[error("{handler}: {reason}")]
+    Permanent {
+        /// The handler.
+        handler: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl HandlerError {
+    /// Whether retrying the same event may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, HandlerError::Database { .. })
+    }
+}
+
+/// An in-process consumer of payment events.
+pub trait Handler: Send + Sync {
+    /// Name for logs and metrics.
+    fn name(&self) -> &'static str;
+    /// Whether this handler wants events of `kind`.
+    fn wants(&self, kind: PaymentEventKind) -> bool;
+    /// Applies `event`. Must be idempotent: the same event may arrive again after a crash.
+    fn handle<'a>(&'a self, event: &'a PaymentEvent) -> BoxFuture<'a, Result<(), HandlerError>>;
+}
