@@ -41,7 +41,17 @@ pub async fn tail(
             "watching"
         );
         let database = target.database.clone();
-        streams.push(stream.map(move |item| (database.clone(), item)).boxed());
+        // The database name is only needed, and only cloned, when a read fails.
+        streams.push(
+            stream
+                .map(move |item| {
+                    item.map_err(|source| SourceError::Read {
+                        database: database.clone(),
+                        source,
+                    })
+                })
+                .boxed(),
+        );
     }
     let mut merged = stream::select_all(streams);
     tokio::pin!(shutdown);
@@ -51,8 +61,8 @@ pub async fn tail(
             _ = &mut shutdown => break,
             next = merged.next() => next,
         };
-        let Some((database, item)) = next else { break };
-        let change = item.map_err(|source| SourceError::Read { database, source })?;
+        let Some(item) = next else { break };
+        let change = item?;
         let json = to_relaxed_json(&change)?;
         writeln!(out, "{json}")?;
         out.flush()?;

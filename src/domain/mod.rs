@@ -20,11 +20,14 @@ pub struct EventId(String);
 impl EventId {
     /// The id of the change whose resume token `_data` is `token_data`.
     pub fn from_token_data(token_data: &str) -> EventId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::digest(token_data.as_bytes());
-        let mut hex = String::with_capacity(32);
-        for byte in &digest[..16] {
-            hex.push_str(&format!("{byte:02x}"));
-        }
+        // One allocation per event: this runs for every change read.
+        let hex = digest[..16]
+            .iter()
+            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0f)]])
+            .map(char::from)
+            .collect();
         EventId(hex)
     }
 
