@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use mongodb::bson::Timestamp;
+
+use crate::source::StartAt;
 
 /// changeflow: MongoDB change streams as typed domain events, to handlers and Kafka.
 #[derive(Debug, Parser)]
@@ -13,6 +16,11 @@ pub struct Cli {
     #[arg(long, short, env = "CHANGEFLOW_CONFIG", global = true)]
     pub config: Option<PathBuf>,
 
+    /// Override one configuration key, e.g. `--set provider.latency_ms=0` (repeatable;
+    /// applied after the file and the environment).
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
+    pub sets: Vec<String>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -21,6 +29,22 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the pipeline: one change stream per watched database, the payment handlers
+    /// (provider simulator, status updater, counters) and the HTTP API, until Ctrl-C /
+    /// SIGTERM (then in-flight work finishes and the checkpoint is stored).
+    Run {
+        /// Where streams without a checkpoint start: `now`, or a cluster time
+        /// `SECONDS[:INCREMENT]` (startAtOperationTime). A stored checkpoint always wins.
+        #[arg(long, default_value = "now", value_parser = parse_start_at)]
+        start_at: StartAt,
+    },
+    /// Run the pipeline with a small load: create payments through the API, show their
+    /// progress, print the counters, stop.
+    Demo {
+        /// Payments to create.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        payments: u32,
+    },
     /// Print every change of the watched collections as one relaxed Extended JSON line,
     /// from now until Ctrl-C / SIGTERM. One change stream per watched database.
     Tail,
@@ -29,9 +53,37 @@ pub enum Command {
     CheckConfig,
 }
 
+/// Parses `now` or `SECONDS[:INCREMENT]`.
+pub fn parse_start_at(s: &str) -> Result<StartAt, String> {
+    if s == "now" {
+        return Ok(StartAt::Now);
+    }
+    let (secs, inc) = s.split_once(':').unwrap_or((s, "0"));
+    match (secs.parse::<u32>(), inc.parse::<u32>()) {
+        (Ok(time), Ok(increment)) => Ok(StartAt::OperationTime(Timestamp { time, increment })),
+        _ => Err(format!(
+            "`{s}` is neither `now` nor a cluster time SECONDS[:INCREMENT] (e.g. 1763683200:1)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_positions_parse() {
+        assert_eq!(parse_start_at("now"), Ok(StartAt::Now));
+        assert_eq!(
+            parse_start_at("1763683200:7"),
+            Ok(StartAt::OperationTime(Timestamp {
+                time: 1_763_683_200,
+                increment: 7
+            }))
+        );
+        assert!(parse_start_at("yesterday").is_err());
+        assert!(parse_start_at("-5").is_err());
+    }
     use clap::CommandFactory;
 
     #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::handlers::provider_simulator::OutcomePolicy;
 use crate::redact::redact_uri;
 
 /// Prefix of every environment override.
@@ -26,8 +27,79 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// One change stream per entry: a database and the collections to watch in it.
     pub watch: Vec<WatchedDatabase>,
+    /// The payments domain: which watched collection holds payments.
+    pub payments: PaymentsConfig,
+    /// The simulated payment provider.
+    pub provider: ProviderConfig,
+    /// Where and how often stream positions are stored.
+    pub checkpoint: CheckpointConfig,
+    /// Reading and dispatching.
+    pub engine: EngineConfig,
+    /// The HTTP API.
+    pub http: HttpConfig,
     /// Log output.
     pub log: LogConfig,
+}
+
+/// The payments domain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsConfig {
+    /// Database of the payments collection; must be a watched database.
+    pub database: String,
+    /// The payments collection; must be one of that database's watched collections.
+    /// `payment_counters` and `changeflow_processed_events` live beside it.
+    pub collection: String,
+    /// How long the counters remember a processed event id, in hours. A replay reaching
+    /// further back than this counts its events again.
+    pub processed_ttl_hours: u64,
+}
+
+/// The simulated payment provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// How long the provider takes to answer, in milliseconds (0 allowed).
+    pub latency_ms: u64,
+    /// `alternate`, `ratio:P`, `always-confirm` or `always-fail`.
+    pub policy: OutcomePolicy,
+    /// Seed of `ratio:P` (the same seed decides a replay the same way).
+    pub seed: u64,
+    /// Payments waiting on the provider at once.
+    pub max_in_flight: usize,
+}
+
+/// Checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Database holding `changeflow_checkpoints` and `changeflow_dead_letters`.
+    pub database: String,
+    /// Store the position after at most this many events…
+    pub every_events: u64,
+    /// …or after this many milliseconds, whichever comes first.
+    pub every_ms: u64,
+}
+
+/// Reading and dispatching.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Operation types the server passes on (the `$match` of every stream).
+    pub operation_types: Vec<String>,
+    /// Events read but not yet checkpointed, per stream; reading pauses at this bound.
+    pub max_in_flight_events: usize,
+    /// On shutdown, how long in-flight handlers may run before they are abandoned (their
+    /// events are then handled again after the restart), in milliseconds.
+    pub shutdown_timeout_ms: u64,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address, `host:port`.
+    pub address: String,
 }
 
 /// MongoDB connection.
@@ -99,6 +171,32 @@ impl Default for Config {
                     ],
                 },
             ],
+            payments: PaymentsConfig {
+                database: "changeflow".to_owned(),
+                collection: "payments".to_owned(),
+                processed_ttl_hours: 7 * 24,
+            },
+            provider: ProviderConfig {
+                latency_ms: 2000,
+                policy: OutcomePolicy::Alternate,
+                seed: 0,
+                max_in_flight: 1024,
+            },
+            checkpoint: CheckpointConfig {
+                database: "changeflow".to_owned(),
+                every_events: 1000,
+                every_ms: 1000,
+            },
+            engine: EngineConfig {
+                operation_types: ["insert", "update", "replace", "delete"]
+                    .map(str::to_owned)
+                    .to_vec(),
+                max_in_flight_events: 10_000,
+                shutdown_timeout_ms: 10_000,
+            },
+            http: HttpConfig {
+                address: "127.0.0.1:8080".to_owned(),
+            },
             log: LogConfig {
                 format: LogFormat::Text,
                 level: "info".to_owned(),
@@ -122,6 +220,11 @@ impl fmt::Debug for Config {
             .field("mongodb", &self.mongodb)
             .field("kafka", &self.kafka)
             .field("watch", &self.watch)
+            .field("payments", &self.payments)
+            .field("provider", &self.provider)
+            .field("checkpoint", &self.checkpoint)
+            .field("engine", &self.engine)
+            .field("http", &self.http)
             .field("log", &self.log)
             .finish()
     }
@@ -183,10 +286,23 @@ impl Config {
         Config::load_with_env(file, |name| std::env::var(name).ok())
     }
 
+    /// As [`Config::load`], then `sets` (`key.path=value`, as from `--set`) on top.
+    pub fn load_with_sets(file: Option<&Path>, sets: &[String]) -> Result<Config, ConfigError> {
+        Config::load_layers(file, |name| std::env::var(name).ok(), sets)
+    }
+
     /// As [`Config::load`], reading variables through `env` (tests pass their own).
     pub fn load_with_env(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::load_layers(file, env, &[])
+    }
+
+    fn load_layers(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        sets: &[String],
     ) -> Result<Config, ConfigError> {
         let mut tree =
             toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
@@ -211,6 +327,9 @@ impl Config {
             None => "configuration".to_owned(),
         };
         apply_env(&mut tree, &mut Vec::new(), &env)?;
+        for set in sets {
+            apply_set(&mut tree, set)?;
+        }
         let config: Config =
             serde_path_to_error::deserialize(tree).map_err(|e| ConfigError::Shape {
                 origin: origin.clone(),
@@ -274,8 +393,103 @@ impl Config {
                 }
             }
         }
+        self.validate_payments()?;
+        self.validate_engine()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), format!("not a valid filter: {e}")));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_payments(&self) -> Result<(), (String, String)> {
+        let p = &self.payments;
+        let watched = self
+            .watch
+            .iter()
+            .find(|w| w.database == p.database)
+            .ok_or_else(|| {
+                (
+                    "payments.database".to_owned(),
+                    format!("`{}` is not a watched database (see [[watch]])", p.database),
+                )
+            })?;
+        if !watched.collections.contains(&p.collection) {
+            return Err((
+                "payments.collection".into(),
+                format!(
+                    "`{}` is not watched in database `{}`",
+                    p.collection, p.database
+                ),
+            ));
+        }
+        if p.processed_ttl_hours == 0 {
+            return Err((
+                "payments.processed_ttl_hours".into(),
+                "must be at least 1: processed ids are what makes counting exactly-once".into(),
+            ));
+        }
+        if self.provider.max_in_flight == 0 {
+            return Err(("provider.max_in_flight".into(), "must be at least 1".into()));
+        }
+        if self.provider.latency_ms > 3_600_000 {
+            return Err((
+                "provider.latency_ms".into(),
+                "more than an hour; did you mean seconds?".into(),
+            ));
+        }
+        check_database_name(&self.checkpoint.database)
+            .map_err(|m| ("checkpoint.database".to_owned(), m))?;
+        if self.checkpoint.every_events == 0 {
+            return Err(("checkpoint.every_events".into(), "must be at least 1".into()));
+        }
+        if self.checkpoint.every_ms == 0 {
+            return Err(("checkpoint.every_ms".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    fn validate_engine(&self) -> Result<(), (String, String)> {
+        const KNOWN: [&str; 8] = [
+            "insert",
+            "update",
+            "replace",
+            "delete",
+            "drop",
+            "rename",
+            "dropDatabase",
+            "invalidate",
+        ];
+        let types = &self.engine.operation_types;
+        if types.is_empty() {
+            return Err((
+                "engine.operation_types".into(),
+                "list at least one operation type".into(),
+            ));
+        }
+        for (i, t) in types.iter().enumerate() {
+            if !KNOWN.contains(&t.as_str()) {
+                return Err((
+                    format!("engine.operation_types[{i}]"),
+                    format!("unknown operation type `{t}` (known: {})", KNOWN.join(", ")),
+                ));
+            }
+        }
+        if self.engine.max_in_flight_events == 0 {
+            return Err((
+                "engine.max_in_flight_events".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.http.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err((
+                "http.address".into(),
+                format!(
+                    "`{}` is not a socket address like 127.0.0.1:8080",
+                    self.http.address
+                ),
+            ));
         }
         Ok(())
     }
@@ -356,6 +570,33 @@ fn apply_env(
     Ok(())
 }
 
+/// Applies one `key.path=value` override; the key must exist.
+fn apply_set(tree: &mut toml::Value, set: &str) -> Result<(), ConfigError> {
+    let error = |message: String| ConfigError::Invalid {
+        origin: "--set".into(),
+        key: set.split('=').next().unwrap_or_default().to_owned(),
+        message,
+    };
+    let Some((key, raw)) = set.split_once('=') else {
+        return Err(error("expected KEY=VALUE, e.g. provider.latency_ms=0".into()));
+    };
+    let mut node = tree;
+    for part in key.trim().split('.') {
+        node = match node {
+            toml::Value::Table(table) => table
+                .get_mut(part)
+                .ok_or_else(|| error(format!("unknown key `{}`", key.trim())))?,
+            _ => return Err(error(format!("unknown key `{}`", key.trim()))),
+        };
+    }
+    *node = match node {
+        toml::Value::String(_) => toml::Value::String(raw.to_owned()),
+        toml::Value::Table(_) => return Err(error("is a section; set one of its keys".into())),
+        _ => parse_toml_value(raw).map_err(error)?,
+    };
+    Ok(())
+}
+
 fn parse_toml_value(raw: &str) -> Result<toml::Value, String> {
     let table: toml::Table = toml::from_str(&format!("v = {raw}"))
         .map_err(|e| format!("`{raw}` is not a TOML value: {e}"))?;
@@ -408,6 +649,21 @@ mod tests {
     }
 
     #[test]
+    fn bad_policy_is_reported_with_its_path() {
+        let err = load_str("[provider]\npolicy = \"ratio:2\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("provider.policy"), "{err}");
+        assert!(err.to_string().contains("from 0 to 1"), "{err}");
+        let ok = load_str("", &[("CHANGEFLOW_PROVIDER_POLICY", "ratio:0.25")]).unwrap();
+        assert_eq!(
+            ok.provider.policy,
+            OutcomePolicy::Ratio {
+                confirm: 0.25,
+                seed: 0
+            }
+        );
+    }
+
+    #[test]
     fn syntax_error_names_the_line() {
         let err = load_str("[mongodb\n", &[]).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
@@ -425,8 +681,10 @@ mod tests {
                 ),
                 (
                     "CHANGEFLOW_WATCH",
-                    r#"[{database = "shop", collections = ["orders"]}]"#,
+                    r#"[{database = "shop", collections = ["orders", "payments"]}]"#,
                 ),
+                ("CHANGEFLOW_PAYMENTS_DATABASE", "shop"),
+                ("CHANGEFLOW_PROVIDER_LATENCY_MS", "0"),
             ],
         )
         .unwrap();
@@ -436,6 +694,28 @@ mod tests {
         );
         assert_eq!(config.watch.len(), 1);
         assert_eq!(config.watch[0].database, "shop");
+        assert_eq!(config.payments.database, "shop");
+        assert_eq!(config.provider.latency_ms, 0);
+    }
+
+    #[test]
+    fn set_overrides_known_keys_and_refuses_unknown_ones() {
+        let sets = |s: &[&str]| {
+            let sets: Vec<String> = s.iter().map(|s| s.to_string()).collect();
+            Config::load_layers(None, |_| None, &sets)
+        };
+        let c = sets(&["provider.latency_ms=0", "http.address=127.0.0.1:0"]).unwrap();
+        assert_eq!(c.provider.latency_ms, 0);
+        assert_eq!(c.http.address, "127.0.0.1:0");
+        for (bad, needle) in [
+            (&["provider.latncy_ms=0"][..], "unknown key"),
+            (&["provider=1"][..], "section"),
+            (&["provider.latency_ms"][..], "KEY=VALUE"),
+            (&["provider.latency_ms=soon"][..], "not a TOML value"),
+        ] {
+            let err = sets(bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad:?}: {err}");
+        }
     }
 
     #[test]
@@ -462,6 +742,15 @@ mod tests {
                 "watch[0].collections[0]",
             ),
             ("[log]\nlevel = \"info,,=[\"\n", "log.level"),
+            ("[payments]\ndatabase = \"other\"\n", "payments.database"),
+            ("[payments]\ncollection = \"orders\"\n", "payments.collection"),
+            ("[provider]\nmax_in_flight = 0\n", "provider.max_in_flight"),
+            ("[checkpoint]\nevery_ms = 0\n", "checkpoint.every_ms"),
+            (
+                "[engine]\noperation_types = [\"insert\", \"upsert\"]\n",
+                "engine.operation_types[1]",
+            ),
+            ("[http]\naddress = \"localhost\"\n", "http.address"),
         ];
         for (text, key) in cases {
             let err = load_str(text, &[]).unwrap_err();

@@ -3,12 +3,19 @@
 //!
 //! The pipeline and the rules that keep it correct are described in the README.
 
+pub mod app;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod dead_letter;
+pub mod demo;
 pub mod domain;
+pub mod engine;
 pub mod extjson;
 pub mod handlers;
+pub mod health;
+pub mod http;
+pub mod metrics;
 pub mod redact;
 pub mod shutdown;
 pub mod source;

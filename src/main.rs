@@ -1,6 +1,7 @@
 //! The `changeflow` binary: CLI, configuration, telemetry, run until a shutdown signal.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -9,11 +10,11 @@ use changeflow::cli::{Cli, Command};
 use changeflow::config::Config;
 use changeflow::redact::redact_uri;
 use changeflow::source::StartAt;
-use changeflow::{shutdown, tail, telemetry};
+use changeflow::{app, demo, shutdown, tail, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
+    let config = match Config::load_with_sets(cli.config.as_deref(), &cli.sets) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -21,11 +22,21 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(&config.log);
+    let runtime = || tokio::runtime::Runtime::new().context("starting the async runtime");
     let result = match cli.command {
         Command::CheckConfig => check_config(&config),
-        Command::Tail => tokio::runtime::Runtime::new()
-            .context("starting the async runtime")
-            .and_then(|rt| rt.block_on(run_tail(&config))),
+        Command::Tail => runtime().and_then(|rt| rt.block_on(run_tail(&config))),
+        Command::Run { start_at } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                app::start(Arc::new(config), start_at)
+                    .await?
+                    .until(shutdown::signal())
+                    .await
+            })
+        }),
+        Command::Demo { payments } => runtime().and_then(|rt| {
+            rt.block_on(demo::run(Arc::new(config), payments, shutdown::signal()))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,6 +66,7 @@ async fn run_tail(config: &Config) -> anyhow::Result<()> {
     let written = tail::tail(
         &client,
         &config.watch,
+        &config.engine.operation_types,
         &StartAt::Now,
         &mut out,
         shutdown::signal(),

@@ -28,13 +28,14 @@ pub enum TailError {
 pub async fn tail(
     client: &Client,
     targets: &[WatchedDatabase],
+    operation_types: &[String],
     start: &StartAt,
     out: &mut impl Write,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, TailError> {
     let mut streams = Vec::with_capacity(targets.len());
     for target in targets {
-        let stream = source::open(client, target, start).await?;
+        let stream = source::open(client, target, operation_types, start).await?;
         tracing::info!(
             database = %target.database,
             collections = ?target.collections,

@@ -9,7 +9,9 @@ pub mod payments;
 use std::fmt;
 
 use mongodb::bson::raw::ValueAccessErrorKind;
-use mongodb::bson::{DateTime, Document, RawDocument, Timestamp, spec::ElementType};
+use mongodb::bson::{
+    DateTime, Document, RawDocument, RawDocumentBuf, Timestamp, spec::ElementType,
+};
 use sha2::{Digest, Sha256};
 
 /// A stable event id: the same change, however it is read or replayed, gets the same id.
@@ -188,6 +190,82 @@ pub(crate) fn type_name(t: ElementType) -> &'static str {
         ElementType::Int64 => "an int64",
         ElementType::Decimal128 => "a decimal128",
         _ => "an unsupported BSON type",
+    }
+}
+
+/// A raw change after decoding: a typed event, a change no domain claims, or bad input.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A change of the payments collection.
+    Payment(payments::PaymentEvent),
+    /// A change of a watched collection without a domain type (yet), or a change that is
+    /// not about one document (drop, rename): nothing to handle, the checkpoint passes it.
+    Other,
+    /// A change that does not fit its domain type: it goes to the dead-letter collection.
+    Invalid {
+        /// The change as read.
+        raw: RawDocumentBuf,
+        /// Its stable id.
+        event_id: EventId,
+        /// Why it does not fit.
+        error: DecodeError,
+    },
+}
+
+impl Decoded {
+    /// Metric label of the event's kind (bounded set).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decoded::Payment(e) => e.kind().as_str(),
+            Decoded::Other => "other",
+            Decoded::Invalid { .. } => "invalid",
+        }
+    }
+}
+
+/// Maps each watched collection to its domain and decodes changes accordingly.
+#[derive(Debug, Clone)]
+pub struct Domains {
+    payments_database: String,
+    payments_collection: String,
+}
+
+impl Domains {
+    /// Payments live in `database`.`collection`.
+    pub fn new(payments_database: &str, payments_collection: &str) -> Domains {
+        Domains {
+            payments_database: payments_database.to_owned(),
+            payments_collection: payments_collection.to_owned(),
+        }
+    }
+
+    /// Decodes one raw change by the domain of its namespace.
+    pub fn decode(&self, raw: RawDocumentBuf) -> Decoded {
+        let is_payments = raw.get_document("ns").is_ok_and(|ns| {
+            ns.get_str("db") == Ok(self.payments_database.as_str())
+                && ns.get_str("coll") == Ok(self.payments_collection.as_str())
+        });
+        if !is_payments {
+            return Decoded::Other;
+        }
+        match payments::decode(&raw) {
+            Ok(Some(event)) => Decoded::Payment(event),
+            Ok(None) => Decoded::Other,
+            Err(error) => Decoded::Invalid {
+                event_id: event_id_of(&raw),
+                raw,
+                error,
+            },
+        }
+    }
+}
+
+/// The event id of a raw change; a change without a token (never sent by a server) is
+/// named by a hash of its bytes instead.
+pub fn event_id_of(raw: &RawDocument) -> EventId {
+    match raw.get_document("_id").and_then(|t| t.get_str("_data")) {
+        Ok(data) => EventId::from_token_data(data),
+        Err(_) => EventId::from_token_data(&format!("{:?}", raw.as_bytes())),
     }
 }
 

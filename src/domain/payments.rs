@@ -125,6 +125,28 @@ pub enum PaymentEventKind {
     Deleted,
 }
 
+impl PaymentEventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [PaymentEventKind; 5] = [
+        PaymentEventKind::Requested,
+        PaymentEventKind::Confirmed,
+        PaymentEventKind::Failed,
+        PaymentEventKind::Updated,
+        PaymentEventKind::Deleted,
+    ];
+
+    /// Name used in metrics, logs and (later) Kafka headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentEventKind::Requested => "payment_requested",
+            PaymentEventKind::Confirmed => "payment_confirmed",
+            PaymentEventKind::Failed => "payment_failed",
+            PaymentEventKind::Updated => "payment_updated",
+            PaymentEventKind::Deleted => "payment_deleted",
+        }
+    }
+}
+
 impl PaymentEvent {
     /// The event's kind.
     pub fn kind(&self) -> PaymentEventKind {
@@ -227,8 +249,14 @@ fn status_set_by_update(top: &Fields<'_>) -> Result<Option<PaymentStatus>, Decod
     }
 }
 
+/// A payment document as stored (for reading the collection, e.g. by the HTTP API).
+pub fn payment_from_document(doc: &RawDocument) -> Result<Payment, DecodeError> {
+    payment(&Fields::new(doc, ""))
+}
+
 fn payment(doc: &Fields<'_>) -> Result<Payment, DecodeError> {
-    let product = Fields::new(doc.document("product")?, "fullDocument.product");
+    let product_path = doc.path("product");
+    let product = Fields::new(doc.document("product")?, &product_path);
     let status = doc.str("status")?;
     Ok(Payment {
         id: payment_id(doc)?,

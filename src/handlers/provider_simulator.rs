@@ -16,8 +16,10 @@ use crate::domain::payments::{PaymentEvent, PaymentEventKind, PaymentStatus};
 
 const NAME: &str = "provider_simulator";
 
-/// How the simulated provider decides.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How the simulated provider decides. Written as text in configuration: see
+/// [`OutcomePolicy::from_str`].
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum OutcomePolicy {
     /// The reference sample's: the first call fails, then success, then failure…
     Alternate,
@@ -61,6 +63,24 @@ impl FromStr for OutcomePolicy {
                     )),
                 }
             }
+        }
+    }
+}
+
+impl TryFrom<String> for OutcomePolicy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<OutcomePolicy> for String {
+    fn from(policy: OutcomePolicy) -> String {
+        match policy {
+            OutcomePolicy::Alternate => "alternate".into(),
+            OutcomePolicy::Ratio { confirm, .. } => format!("ratio:{confirm}"),
+            OutcomePolicy::AlwaysConfirm => "always-confirm".into(),
+            OutcomePolicy::AlwaysFail => "always-fail".into(),
         }
     }
 }

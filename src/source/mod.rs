@@ -10,6 +10,8 @@ use mongodb::options::FullDocumentType;
 
 use crate::config::WatchedDatabase;
 
+pub mod reader;
+
 /// A change event exactly as the server sent it; its `_id` is the resume token.
 pub type RawChange = RawDocumentBuf;
 
@@ -46,36 +48,51 @@ pub enum SourceError {
 }
 
 impl SourceError {
-    /// Whether reopening the stream from the last checkpoint may succeed.
+    /// Whether reopening the stream from the last checkpoint may succeed. Everything is
+    /// worth retrying (servers come back, elections end) except errors that reopening
+    /// cannot fix: a resume point that fell off the oplog, a refused pipeline or token,
+    /// bad credentials.
     pub fn is_retryable(&self) -> bool {
         let (SourceError::Open { source, .. } | SourceError::Read { source, .. }) = self;
-        // Network trouble, elections and timeouts pass; a bad pipeline or a lost
-        // resume point (ChangeStreamHistoryLost) does not.
-        matches!(
-            source.kind.as_ref(),
-            ErrorKind::Io(_)
-                | ErrorKind::ServerSelection { .. }
-                | ErrorKind::ConnectionPoolCleared { .. }
-        ) || source.contains_label("RetryableError")
-            || source.contains_label("ResumableChangeStreamError")
+        /// ChangeStreamHistoryLost, ChangeStreamFatalError, InvalidResumeToken,
+        /// BadValue, FailedToParse, Unauthorized, AuthenticationFailed, InvalidNamespace.
+        const FATAL_CODES: [i32; 8] = [286, 280, 260, 2, 9, 13, 18, 73];
+        match source.kind.as_ref() {
+            ErrorKind::Command(c) => !FATAL_CODES.contains(&c.code),
+            ErrorKind::Authentication { .. }
+            | ErrorKind::InvalidArgument { .. }
+            | ErrorKind::InvalidResponse { .. } => false,
+            _ => !source.contains_label("NonResumableChangeStreamError"),
+        }
+    }
+
+    /// The driver's error.
+    pub fn driver_error(&self) -> &DriverError {
+        let (SourceError::Open { source, .. } | SourceError::Read { source, .. }) = self;
+        source
     }
 }
 
-/// The server-side filter: only the watched collections of the database.
-pub fn pipeline(collections: &[String]) -> Vec<Document> {
-    vec![doc! { "$match": { "ns.coll": { "$in": collections } } }]
+/// The server-side filter: only the watched collections of the database, only the given
+/// operation types.
+pub fn pipeline(collections: &[String], operation_types: &[String]) -> Vec<Document> {
+    vec![doc! { "$match": {
+        "ns.coll": { "$in": collections },
+        "operationType": { "$in": operation_types },
+    } }]
 }
 
 /// Opens the one change stream of `target`'s database.
 pub async fn open(
     client: &Client,
     target: &WatchedDatabase,
+    operation_types: &[String],
     start: &StartAt,
 ) -> Result<ChangeStream<RawChange>, SourceError> {
     let db = client.database(&target.database);
     let watch = db
         .watch()
-        .pipeline(pipeline(&target.collections))
+        .pipeline(pipeline(&target.collections, operation_types))
         .full_document(FullDocumentType::UpdateLookup);
     let watch = match start {
         StartAt::Now => watch,
@@ -95,10 +112,16 @@ mod tests {
 
     #[test]
     fn pipeline_matches_only_the_watched_collections() {
-        let p = pipeline(&["payments".to_owned(), "refunds".to_owned()]);
+        let p = pipeline(
+            &["payments".to_owned(), "refunds".to_owned()],
+            &["insert".to_owned()],
+        );
         assert_eq!(
             p,
-            vec![doc! {"$match": {"ns.coll": {"$in": ["payments", "refunds"]}}}]
+            vec![doc! {"$match": {
+                "ns.coll": {"$in": ["payments", "refunds"]},
+                "operationType": {"$in": ["insert"]},
+            }}]
         );
     }
 }

@@ -124,3 +124,8 @@ pub async fn create_topic(name: &str, partitions: i32) {
         }
     }
 }
+
+/// The operation types changeflow passes on by default.
+pub fn operation_types() -> Vec<String> {
+    changeflow::config::Config::default().engine.operation_types
+}

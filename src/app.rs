@@ -1,0 +1,116 @@
+//! Wiring for `changeflow run`: the engine with the payment handlers, and the HTTP API,
+//! stopped together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use mongodb::Client;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::engine::{self, Engine, EngineError};
+use crate::handlers::counters::COUNTERS;
+use crate::health::Health;
+use crate::http::payments::PaymentsApi;
+use crate::http::{self, ApiState};
+use crate::metrics::Metrics;
+use crate::redact::redact_uri;
+use crate::source::StartAt;
+
+/// A running changeflow: engine and HTTP API.
+pub struct Running {
+    /// Where the HTTP API listens (the bound address when the port was 0).
+    pub http_address: SocketAddr,
+    /// The API's state (the demo creates payments through it).
+    pub api: ApiState,
+    stop: CancellationToken,
+    engine: JoinHandle<Result<(), EngineError>>,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+/// Connects, prepares indexes, binds the HTTP address and starts the engine.
+pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Running> {
+    let client = Client::with_uri_str(&config.mongodb.uri)
+        .await
+        .with_context(|| format!("connecting to {}", redact_uri(&config.mongodb.uri)))?;
+    let handlers = engine::payment_handlers(&client, &config)
+        .await
+        .context("preparing the payment handlers")?;
+    let payments_db = client.database(&config.payments.database);
+    let payments = PaymentsApi::new(payments_db.collection(&config.payments.collection));
+    payments
+        .ensure_indexes()
+        .await
+        .context("creating the payments index")?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(config.watch.iter().map(|w| w.database.as_str())));
+    let api = ApiState {
+        payments,
+        counters: payments_db.collection(COUNTERS),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(&config.http.address)
+        .await
+        .with_context(|| format!("listening on {} (http.address)", config.http.address))?;
+    let http_address = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(address = %http_address, "HTTP API listening");
+    let stop = CancellationToken::new();
+    let router = http::router(api.clone());
+    let http = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    let engine = Engine::new(client, config, &handlers, metrics, health, start_at);
+    let engine = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
+    Ok(Running {
+        http_address,
+        api,
+        stop,
+        engine,
+        http,
+    })
+}
+
+impl Running {
+    /// Waits until every stream is open (changes made from then on are seen even on a
+    /// first start without checkpoint), or fails after `timeout`.
+    pub async fn ready(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.api.health.all_open() {
+            anyhow::ensure!(
+                !self.engine.is_finished(),
+                "the engine stopped while opening its streams; see the log"
+            );
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the change streams did not open within {timeout:?}: {:?}",
+                self.api.health.snapshot()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown` completes or the engine fails, then stops both parts (the
+    /// engine drains and stores its final checkpoints).
+    pub async fn until(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let engine_result = tokio::select! {
+            _ = shutdown => None,
+            result = &mut self.engine => Some(result),
+        };
+        self.stop.cancel();
+        let engine_result = match engine_result {
+            Some(r) => r,
+            None => (&mut self.engine).await,
+        };
+        if let Err(e) = self.http.await.context("HTTP task")? {
+            tracing::warn!(error = %e, "HTTP server stopped with an error");
+        }
+        engine_result.context("engine task")??;
+        Ok(())
+    }
+}

@@ -1,0 +1,103 @@
+//! The dead-letter collection `changeflow_dead_letters`: events that do not fit their
+//! domain type, or that a handler refused for good, with the raw event, the reason and
+//! the resume token. Keyed by stage and event id, so a replay does not add a second copy.
+
+use mongodb::bson::{Bson, DateTime, Document, RawDocument, Timestamp, doc};
+use mongodb::options::WriteConcern;
+use mongodb::{Collection, Database};
+
+/// The collection that holds dead letters.
+pub const COLLECTION: &str = "changeflow_dead_letters";
+/// Raw events above this size are stored without their body (a document holding one
+/// must stay under MongoDB's 16 MiB limit).
+const MAX_EVENT_BYTES: usize = 15 * 1024 * 1024;
+
+/// One event that could not be handled.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// `decode`, or `handler:<name>`.
+    pub stage: String,
+    /// Stable event id (from the resume token).
+    pub event_id: String,
+    /// Stream the event was read from.
+    pub stream: String,
+    /// Why it could not be handled.
+    pub reason: String,
+    /// The change's resume token (`_id`), to replay from it.
+    pub token: Option<Document>,
+    /// The change's cluster time.
+    pub cluster_time: Option<Timestamp>,
+    /// The event: the raw change for decode failures, the typed event for handler ones.
+    pub event: Bson,
+}
+
+impl DeadLetter {
+    /// A dead letter for the raw change `raw` at `stage`.
+    pub fn from_raw(stage: &str, stream: &str, event_id: &str, raw: &RawDocument, reason: String) -> DeadLetter {
+        let token = raw
+            .get_document("_id")
+            .ok()
+            .and_then(|t| Document::try_from(t).ok());
+        let event = if raw.as_bytes().len() > MAX_EVENT_BYTES {
+            Bson::String(format!(
+                "event of {} bytes omitted (too large to store beside its reason)",
+                raw.as_bytes().len()
+            ))
+        } else {
+            match Document::try_from(raw) {
+                Ok(d) => Bson::Document(d),
+                Err(e) => Bson::String(format!("event is not valid BSON: {e}")),
+            }
+        };
+        DeadLetter {
+            stage: stage.to_owned(),
+            event_id: event_id.to_owned(),
+            stream: stream.to_owned(),
+            reason,
+            token,
+            cluster_time: raw.get_timestamp("clusterTime").ok(),
+            event,
+        }
+    }
+}
+
+/// Writes dead letters.
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    collection: Collection<Document>,
+}
+
+impl DeadLetters {
+    /// The dead-letter collection in `database`.
+    pub fn new(database: &Database) -> DeadLetters {
+        DeadLetters {
+            collection: database.collection(COLLECTION),
+        }
+    }
+
+    /// Stores `letter` once (a second write of the same stage and event changes nothing),
+    /// majority-acknowledged: the checkpoint passes the event only after this returns.
+    pub async fn put(&self, letter: &DeadLetter) -> Result<(), mongodb::error::Error> {
+        let id = format!("{}:{}", letter.stage, letter.event_id);
+        let mut fields = doc! {
+            "stage": &letter.stage,
+            "event_id": &letter.event_id,
+            "stream": &letter.stream,
+            "reason": &letter.reason,
+            "event": letter.event.clone(),
+            "at": DateTime::now(),
+        };
+        if let Some(token) = &letter.token {
+            fields.insert("token", token.clone());
+        }
+        if let Some(t) = letter.cluster_time {
+            fields.insert("cluster_time", t);
+        }
+        self.collection
+            .update_one(doc! {"_id": id}, doc! {"$setOnInsert": fields})
+            .upsert(true)
+            .write_concern(WriteConcern::majority())
+            .await?;
+        Ok(())
+    }
+}

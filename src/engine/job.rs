@@ -1,0 +1,177 @@
+//! One event's trip through its handlers: every handler of the route runs (concurrently);
+//! retryable failures are retried with backoff until they succeed or the run is cancelled;
+//! permanent failures (and panics) dead-letter the event for that handler.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backoff::ExponentialBackoffBuilder;
+use backoff::backoff::Backoff;
+use futures::FutureExt;
+use mongodb::bson::{Bson, Document};
+use tokio_util::sync::CancellationToken;
+
+use super::router::Route;
+use crate::checkpoint::acker::Ticket;
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::domain::payments::PaymentEvent;
+use crate::handlers::Handler;
+use crate::metrics::Metrics;
+
+/// An event waiting for (or running through) its handlers.
+pub struct Job {
+    /// The acker's ticket of the event.
+    pub ticket: Ticket,
+    /// The lane: the payment id.
+    pub key: String,
+    /// The event.
+    pub event: Arc<PaymentEvent>,
+    /// Its handlers.
+    pub route: Route,
+}
+
+/// What running a job came to.
+pub struct Completion {
+    /// The acker's ticket.
+    pub ticket: Ticket,
+    /// The lane.
+    pub key: String,
+    /// Metric label of the event's kind.
+    pub kind: &'static str,
+    /// Every handler finished (applied, or dead-lettered); false when cancelled.
+    pub finished: bool,
+}
+
+/// What a job needs besides its event.
+#[derive(Clone)]
+pub struct JobContext {
+    /// Stream name, for dead letters.
+    pub stream: Arc<str>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where refused events go.
+    pub dead_letters: DeadLetters,
+    /// Stops retries (shutdown deadline passed).
+    pub cancel: CancellationToken,
+}
+
+/// Runs `job` to completion.
+pub async fn run(job: Job, ctx: JobContext) -> Completion {
+    let results = futures::future::join_all(
+        job.route
+            .iter()
+            .map(|handler| run_handler(handler.as_ref(), &job.event, &ctx)),
+    )
+    .await;
+    Completion {
+        ticket: job.ticket,
+        kind: job.event.kind().as_str(),
+        key: job.key,
+        finished: results.into_iter().all(|finished| finished),
+    }
+}
+
+fn retry_backoff() -> backoff::ExponentialBackoff {
+    ExponentialBackoffBuilder::new()
+        .with_initial_interval(Duration::from_millis(100))
+        .with_max_interval(Duration::from_secs(10))
+        .with_max_elapsed_time(None)
+        .build()
+}
+
+/// True when the handler finished (applied or dead-lettered), false when cancelled.
+async fn run_handler(handler: &dyn Handler, event: &PaymentEvent, ctx: &JobContext) -> bool {
+    let mut backoff = retry_backoff();
+    let timer = ctx.metrics.handler_seconds.with_label_values(&[handler.name()]);
+    loop {
+        let started = Instant::now();
+        let outcome = AssertUnwindSafe(handler.handle(event)).catch_unwind().await;
+        timer.observe(started.elapsed().as_secs_f64());
+        let reason = match outcome {
+            Ok(Ok(())) => return true,
+            Ok(Err(e)) if e.is_retryable() => {
+                let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
+                tracing::warn!(
+                    handler = handler.name(),
+                    event_id = %event.meta().event_id,
+                    error = %e,
+                    retry_in_ms = pause.as_millis() as u64,
+                    "handler failed; retrying"
+                );
+                tokio::select! {
+                    _ = ctx.cancel.cancelled() => return false,
+                    _ = tokio::time::sleep(pause) => continue,
+                }
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => format!("{} panicked: {}", handler.name(), panic_message(&*panic)),
+        };
+        tracing::error!(
+            handler = handler.name(),
+            event_id = %event.meta().event_id,
+            reason = %reason,
+            "handler refused the event; dead-lettering it"
+        );
+        return dead_letter(handler.name(), event, reason, ctx).await;
+    }
+}
+
+async fn dead_letter(handler: &str, event: &PaymentEvent, reason: String, ctx: &JobContext) -> bool {
+    let meta = event.meta();
+    let stage = format!("handler:{handler}");
+    let letter = DeadLetter {
+        stage: stage.clone(),
+        event_id: meta.event_id.to_string(),
+        stream: ctx.stream.to_string(),
+        reason,
+        token: None,
+        cluster_time: Some(meta.cluster_time),
+        event: Bson::Document(summary(event)),
+    };
+    let mut backoff = retry_backoff();
+    loop {
+        match ctx.dead_letters.put(&letter).await {
+            Ok(()) => {
+                ctx.metrics
+                    .events_dead_lettered
+                    .with_label_values(&[event.kind().as_str(), stage.as_str()])
+                    .inc();
+                return true;
+            }
+            Err(e) => {
+                let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
+                tracing::warn!(error = %e, "cannot write a dead letter; retrying");
+                tokio::select! {
+                    _ = ctx.cancel.cancelled() => return false,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
+/// What a dead letter keeps of a typed event (its raw form is gone after decoding).
+fn summary(event: &PaymentEvent) -> Document {
+    let meta = event.meta();
+    let mut doc = Document::new();
+    doc.insert("kind", event.kind().as_str());
+    doc.insert("payment_id", event.payment_id());
+    doc.insert("database", &meta.database);
+    doc.insert("collection", &meta.collection);
+    if let Some(key) = &meta.document_key {
+        doc.insert("document_key", key.clone());
+    }
+    doc.insert("debug", format!("{event:?}"));
+    doc
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-text panic".to_owned()
+    }
+}

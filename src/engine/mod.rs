@@ -1,0 +1,152 @@
+//! The engine: one stream worker per watched database, sharing the handlers, the
+//! checkpoint store, the dead-letter collection, metrics and health.
+
+mod job;
+pub mod lanes;
+pub mod router;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mongodb::Client;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::store::CheckpointStore;
+use crate::config::Config;
+use crate::dead_letter::DeadLetters;
+use crate::domain::Domains;
+use crate::handlers::counters::Counters;
+use crate::handlers::provider_simulator::ProviderSimulator;
+use crate::handlers::status_updater::StatusUpdater;
+use crate::handlers::{Handler, HandlerError};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::source::{SourceError, StartAt};
+use router::Router;
+
+/// Why the engine stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A stream failed in a way reopening cannot fix.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The server closed a stream for good (its database was dropped or renamed).
+    #[error(
+        "the change stream of database `{stream}` was invalidated (database dropped?); \
+         restart changeflow to open it again"
+    )]
+    StreamClosed {
+        /// The stream.
+        stream: String,
+    },
+    /// A stream task ended abnormally (a bug).
+    #[error("stream task failed: {0}")]
+    Task(String),
+}
+
+/// What the stream workers share.
+pub(crate) struct Shared {
+    client: Client,
+    config: Arc<Config>,
+    router: Router,
+    domains: Domains,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    checkpoints: CheckpointStore,
+    dead_letters: DeadLetters,
+    start: StartAt,
+}
+
+/// The pipeline: streams → decode → handlers → acker → checkpoints.
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl Engine {
+    /// An engine reading the streams of `config` with `handlers`; `start` applies to
+    /// streams without a checkpoint.
+    pub fn new(
+        client: Client,
+        config: Arc<Config>,
+        handlers: &[Arc<dyn Handler>],
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        start: StartAt,
+    ) -> Engine {
+        let state_db = client.database(&config.checkpoint.database);
+        Engine {
+            shared: Arc::new(Shared {
+                router: Router::new(handlers),
+                domains: Domains::new(&config.payments.database, &config.payments.collection),
+                checkpoints: CheckpointStore::new(&state_db),
+                dead_letters: DeadLetters::new(&state_db),
+                client,
+                config,
+                metrics,
+                health,
+                start,
+            }),
+        }
+    }
+
+    /// Runs every stream until `shutdown` completes (then drains, stores the final
+    /// checkpoints and returns `Ok`) or a stream fails for good.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
+        let stop = CancellationToken::new();
+        let mut workers = JoinSet::new();
+        for target in &self.shared.config.watch {
+            workers.spawn(stream::run(
+                self.shared.clone(),
+                target.clone(),
+                stop.child_token(),
+            ));
+        }
+        tokio::pin!(shutdown);
+        let mut first_error = None;
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown, if !stopping => {
+                    stopping = true;
+                    stop.cancel();
+                }
+                joined = workers.join_next() => {
+                    let Some(joined) = joined else { break };
+                    let result = joined.map_err(|e| EngineError::Task(e.to_string())).and_then(|r| r);
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "stream stopped; stopping the others");
+                        first_error.get_or_insert(e);
+                        stopping = true;
+                        stop.cancel();
+                    }
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The three payment handlers of `config`: provider simulator (which settles through the
+/// status updater) and counters. Creates the counters' indexes.
+pub async fn payment_handlers(
+    client: &Client,
+    config: &Config,
+) -> Result<Vec<Arc<dyn Handler>>, HandlerError> {
+    let db = client.database(&config.payments.database);
+    let updater = StatusUpdater::new(&db, &config.payments.collection);
+    let provider = ProviderSimulator::new(
+        Duration::from_millis(config.provider.latency_ms),
+        config.provider.policy.with_seed(config.provider.seed),
+        config.provider.max_in_flight,
+        updater,
+    );
+    let counters = Counters::new(
+        client,
+        &config.payments.database,
+        Duration::from_secs(config.payments.processed_ttl_hours * 3600),
+    );
+    counters.ensure_indexes().await?;
+    Ok(vec![Arc::new(provider), Arc::new(counters)])
+}

@@ -1,0 +1,39 @@
+//! Which handlers take an event of a given kind: computed once, looked up per event.
+
+use std::sync::Arc;
+
+use crate::domain::payments::PaymentEventKind;
+use crate::handlers::Handler;
+
+/// The handlers of one event kind.
+pub type Route = Arc<[Arc<dyn Handler>]>;
+
+/// Handlers per payment event kind.
+pub struct Router {
+    by_kind: [Route; PaymentEventKind::ALL.len()],
+}
+
+impl Router {
+    /// Routes each kind to the handlers that want it, in the order given.
+    pub fn new(handlers: &[Arc<dyn Handler>]) -> Router {
+        Router {
+            by_kind: PaymentEventKind::ALL.map(|kind| {
+                handlers
+                    .iter()
+                    .filter(|h| h.wants(kind))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .into()
+            }),
+        }
+    }
+
+    /// The handlers of `kind` (possibly none).
+    pub fn route(&self, kind: PaymentEventKind) -> &Route {
+        let index = PaymentEventKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or_default();
+        &self.by_kind[index]
+    }
+}

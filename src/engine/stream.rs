@@ -1,0 +1,392 @@
+//! One watched database: open its stream from the checkpoint, read, dispatch to ordered
+//! lanes, ack, store the checkpoint; on errors drain, store, and reopen with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backoff::ExponentialBackoffBuilder;
+use backoff::backoff::Backoff;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::job::{self, Completion, Job, JobContext};
+use super::lanes::Lanes;
+use super::{EngineError, Shared};
+use crate::checkpoint::acker::Acker;
+use crate::checkpoint::store::Checkpoint;
+use crate::config::WatchedDatabase;
+use crate::dead_letter::DeadLetter;
+use crate::domain::Decoded;
+use crate::source::reader::{self, Item, Position};
+use crate::source::{self, SourceError, StartAt};
+
+/// Channel depth between the reader task and the dispatcher.
+const READ_AHEAD: usize = 256;
+
+/// How a session with an open stream ended.
+enum End {
+    Shutdown,
+    Failed(SourceError),
+    Closed,
+}
+
+/// Runs the stream of `target` until `shutdown`, reopening after retryable errors.
+pub async fn run(
+    shared: Arc<Shared>,
+    target: WatchedDatabase,
+    shutdown: CancellationToken,
+) -> Result<(), EngineError> {
+    let name: Arc<str> = target.database.as_str().into();
+    let mut reconnect = ExponentialBackoffBuilder::new()
+        .with_initial_interval(Duration::from_millis(200))
+        .with_max_interval(Duration::from_secs(30))
+        .with_max_elapsed_time(None)
+        .build();
+    let mut events_since_start = 0u64;
+    loop {
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            opened = open(&shared, &name, &target) => opened,
+        };
+        let error = match opened {
+            Ok(stream) => {
+                shared.health.set_open(&name, true);
+                shared.metrics.stream_open.with_label_values(&[&name]).set(1);
+                tracing::info!(stream = %name, collections = ?target.collections, "stream open");
+                let mut session = Session::new(&shared, name.clone(), events_since_start);
+                let end = session.run(stream, &shutdown).await;
+                events_since_start = session.events_since_start;
+                shared.health.set_open(&name, false);
+                shared.metrics.stream_open.with_label_values(&[&name]).set(0);
+                match end {
+                    End::Shutdown => return Ok(()),
+                    End::Closed => {
+                        return Err(EngineError::StreamClosed {
+                            stream: name.to_string(),
+                        });
+                    }
+                    End::Failed(e) => {
+                        reconnect.reset();
+                        OpenError::Source(e)
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        match error {
+            OpenError::Source(e) if !e.is_retryable() => return Err(EngineError::Source(e)),
+            e => {
+                let pause = reconnect.next_backoff().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(
+                    stream = %name,
+                    error = %e,
+                    retry_in_ms = pause.as_millis() as u64,
+                    "stream failed; reopening from the checkpoint"
+                );
+                shared.metrics.stream_reconnects.with_label_values(&[&name]).inc();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Why a stream could not be (re)opened.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Source(SourceError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::store::StoreError),
+}
+
+impl From<SourceError> for OpenError {
+    fn from(e: SourceError) -> Self {
+        OpenError::Source(e)
+    }
+}
+
+/// Opens the stream after its checkpoint, or at the configured start. A stream without a
+/// checkpoint stores its opening position at once, so a crash before the first periodic
+/// checkpoint does not lose the changes made since.
+async fn open(
+    shared: &Shared,
+    name: &str,
+    target: &WatchedDatabase,
+) -> Result<mongodb::change_stream::ChangeStream<source::RawChange>, OpenError> {
+    let checkpoint = shared.checkpoints.load(name).await?;
+    let start = match &checkpoint {
+        Some(c) => StartAt::After(c.token.clone()),
+        None => shared.start.clone(),
+    };
+    let operation_types = &shared.config.engine.operation_types;
+    let stream = source::open(&shared.client, target, operation_types, &start).await?;
+    if checkpoint.is_none() {
+        if let Some(token) = stream.resume_token() {
+            shared
+                .checkpoints
+                .save(&Checkpoint {
+                    stream: name.to_owned(),
+                    token,
+                    cluster_time: None,
+                    wall_time: None,
+                    events_since_start: 0,
+                })
+                .await?;
+            shared.metrics.checkpoint_saved(name);
+        }
+    }
+    Ok(stream)
+}
+
+/// Everything one open stream needs; rebuilt on every reopen (the previous one drained).
+struct Session<'a> {
+    shared: &'a Shared,
+    name: Arc<str>,
+    acker: Acker<Position>,
+    lanes: Lanes<Job>,
+    running: JoinSet<Completion>,
+    ctx: JobContext,
+    /// Newest fully handled position not yet stored.
+    unsaved: Option<Position>,
+    events_since_save: u64,
+    events_since_start: u64,
+}
+
+impl<'a> Session<'a> {
+    fn new(shared: &'a Shared, name: Arc<str>, events_since_start: u64) -> Session<'a> {
+        Session {
+            shared,
+            ctx: JobContext {
+                stream: name.clone(),
+                metrics: shared.metrics.clone(),
+                dead_letters: shared.dead_letters.clone(),
+                cancel: CancellationToken::new(),
+            },
+            name,
+            acker: Acker::new(),
+            lanes: Lanes::new(),
+            running: JoinSet::new(),
+            unsaved: None,
+            events_since_save: 0,
+            events_since_start,
+        }
+    }
+
+    async fn run(
+        &mut self,
+        stream: mongodb::change_stream::ChangeStream<source::RawChange>,
+        shutdown: &CancellationToken,
+    ) -> End {
+        let (tx, mut rx) = mpsc::channel(READ_AHEAD);
+        let reader = tokio::spawn(reader::read(
+            stream,
+            self.name.to_string(),
+            self.shared.domains.clone(),
+            tx,
+        ));
+        let config = &self.shared.config;
+        let max_in_flight = config.engine.max_in_flight_events;
+        let mut tick = tokio::time::interval(Duration::from_millis(config.checkpoint.every_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let end = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break End::Shutdown,
+                Some(joined) = self.running.join_next() => self.complete(joined),
+                _ = tick.tick() => self.save().await,
+                item = rx.recv(), if self.acker.in_flight() < max_in_flight => match item {
+                    Some(Item::Change { position, decoded }) => {
+                        if !self.dispatch(position, decoded, shutdown).await {
+                            break End::Shutdown;
+                        }
+                    }
+                    Some(Item::Idle(position)) => self.acker.mark(position),
+                    Some(Item::Failed(e)) => break End::Failed(e),
+                    Some(Item::Closed) | None => break End::Closed,
+                },
+            }
+            self.collect_advanced();
+            if self.events_since_save >= config.checkpoint.every_events {
+                self.save().await;
+            }
+        };
+        reader.abort();
+        self.drain().await;
+        self.save().await;
+        end
+    }
+
+    /// Hands one change to its handlers (or the dead-letter collection). False when
+    /// shutdown interrupted a dead-letter write: the change stays unacknowledged.
+    async fn dispatch(
+        &mut self,
+        position: Position,
+        decoded: Decoded,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        self.shared
+            .metrics
+            .events_received
+            .with_label_values(&[&self.name, decoded.label()])
+            .inc();
+        self.events_since_save += 1;
+        match decoded {
+            Decoded::Payment(event) => {
+                let route = self.shared.router.route(event.kind());
+                if route.is_empty() {
+                    self.acker.track(position, 0);
+                    return true;
+                }
+                let job = Job {
+                    ticket: self.acker.track(position, 1),
+                    key: event.payment_id().to_owned(),
+                    event: Arc::new(event),
+                    route: route.clone(),
+                };
+                if let Some(job) = self.lanes.submit(&job.key.clone(), job) {
+                    self.start(job);
+                }
+            }
+            Decoded::Other => {
+                self.acker.track(position, 0);
+            }
+            Decoded::Invalid {
+                raw,
+                event_id,
+                error,
+            } => {
+                let letter = DeadLetter::from_raw(
+                    "decode",
+                    &self.name,
+                    event_id.as_str(),
+                    &raw,
+                    error.to_string(),
+                );
+                tracing::warn!(stream = %self.name, event_id = %event_id, reason = %error, "bad input; dead-lettering it");
+                if !self.put_dead_letter(&letter, shutdown).await {
+                    return false;
+                }
+                self.shared
+                    .metrics
+                    .events_dead_lettered
+                    .with_label_values(&["invalid", "decode"])
+                    .inc();
+                self.acker.track(position, 0);
+            }
+        }
+        true
+    }
+
+    async fn put_dead_letter(&self, letter: &DeadLetter, shutdown: &CancellationToken) -> bool {
+        let mut backoff = ExponentialBackoffBuilder::new()
+            .with_max_interval(Duration::from_secs(10))
+            .with_max_elapsed_time(None)
+            .build();
+        loop {
+            match self.shared.dead_letters.put(letter).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(error = %e, "cannot write a dead letter; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, job: Job) {
+        self.running.spawn(job::run(job, self.ctx.clone()));
+    }
+
+    fn complete(&mut self, joined: Result<Completion, tokio::task::JoinError>) {
+        let done = match joined {
+            Ok(done) => done,
+            // Jobs catch handler panics; a join error means the task was aborted.
+            Err(e) => {
+                tracing::error!(error = %e, "handler task lost");
+                return;
+            }
+        };
+        if done.finished {
+            if let Err(e) = self.acker.route_done(done.ticket) {
+                tracing::error!(error = %e, "acker refused a completion");
+            }
+            self.shared
+                .metrics
+                .events_handled
+                .with_label_values(&[done.kind])
+                .inc();
+        }
+        if let Some(next) = self.lanes.finish(&done.key) {
+            self.start(next);
+        }
+    }
+
+    fn collect_advanced(&mut self) {
+        if let Some(position) = self.acker.take_advanced() {
+            self.unsaved = Some(position);
+        }
+    }
+
+    /// Lets running and queued jobs finish, up to the shutdown timeout; then abandons the
+    /// rest (the checkpoint stays before them, so they run again after a restart).
+    async fn drain(&mut self) {
+        let timeout = Duration::from_millis(self.shared.config.engine.shutdown_timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let waiting = self.acker.in_flight();
+        if waiting > 0 {
+            tracing::info!(stream = %self.name, in_flight = waiting, "waiting for in-flight events");
+        }
+        while !self.running.is_empty() {
+            tokio::select! {
+                Some(joined) = self.running.join_next() => self.complete(joined),
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(
+                        stream = %self.name,
+                        abandoned = self.acker.in_flight(),
+                        "shutdown timeout: abandoning unfinished events (they run again after restart)"
+                    );
+                    self.ctx.cancel.cancel();
+                    self.running.abort_all();
+                    while self.running.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        self.collect_advanced();
+    }
+
+    /// Stores the newest handled position, if it moved: on the clock (`every_ms`), after
+    /// `every_events` events, and when the session ends.
+    async fn save(&mut self) {
+        self.collect_advanced();
+        let Some(position) = self.unsaved.take() else {
+            return;
+        };
+        let checkpoint = Checkpoint {
+            stream: self.name.to_string(),
+            token: position.token.clone(),
+            cluster_time: position.cluster_time,
+            wall_time: position.wall_time,
+            events_since_start: self.events_since_start + self.events_since_save,
+        };
+        match self.shared.checkpoints.save(&checkpoint).await {
+            Ok(()) => {
+                self.events_since_start += self.events_since_save;
+                self.events_since_save = 0;
+                self.shared.metrics.checkpoint_saved(&self.name);
+            }
+            Err(e) => {
+                tracing::warn!(stream = %self.name, error = %e, "cannot store the checkpoint; keeping it for the next try");
+                self.unsaved = Some(position);
+            }
+        }
+    }
+}

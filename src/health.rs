@@ -1,0 +1,54 @@
+//! Stream health: `/healthz` answers 200 only while every configured stream is open.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+/// Open/closed state of each stream.
+#[derive(Debug, Default)]
+pub struct Health {
+    streams: RwLock<BTreeMap<String, bool>>,
+}
+
+impl Health {
+    /// Health of `streams`, all closed.
+    pub fn new<'a>(streams: impl IntoIterator<Item = &'a str>) -> Health {
+        Health {
+            streams: RwLock::new(streams.into_iter().map(|s| (s.to_owned(), false)).collect()),
+        }
+    }
+
+    /// Records whether `stream` is open.
+    pub fn set_open(&self, stream: &str, open: bool) {
+        if let Ok(mut streams) = self.streams.write() {
+            streams.insert(stream.to_owned(), open);
+        }
+    }
+
+    /// Each stream and whether it is open.
+    pub fn snapshot(&self) -> BTreeMap<String, bool> {
+        self.streams.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Whether every stream is open (false when there is none).
+    pub fn all_open(&self) -> bool {
+        let streams = self.snapshot();
+        !streams.is_empty() && streams.values().all(|open| *open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthy_only_when_every_stream_is_open() {
+        let health = Health::new(["a", "b"]);
+        assert!(!health.all_open());
+        health.set_open("a", true);
+        assert!(!health.all_open());
+        health.set_open("b", true);
+        assert!(health.all_open());
+        health.set_open("a", false);
+        assert!(!health.all_open());
+    }
+}

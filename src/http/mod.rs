@@ -1,0 +1,101 @@
+//! The HTTP API (axum): payments, counters, health and metrics.
+
+pub mod counters;
+pub mod error;
+pub mod page;
+pub mod payments;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use mongodb::Collection;
+use mongodb::bson::Document;
+use serde_json::{Value, json};
+
+use crate::health::Health;
+use crate::metrics::Metrics;
+use error::ApiError;
+use page::Page;
+use payments::{NewPayment, PaymentsApi, payment_json};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The payments collection.
+    pub payments: PaymentsApi,
+    /// The counters collection.
+    pub counters: Collection<Document>,
+    /// Metrics to render.
+    pub metrics: Arc<Metrics>,
+    /// Stream health.
+    pub health: Arc<Health>,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> axum::Router {
+    axum::Router::new()
+        .route("/payments", get(list_payments).post(create_payment))
+        .route("/payment-counters", get(list_counters))
+        .route("/payment-counter", get(list_counters))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+fn page(query: Result<Query<HashMap<String, String>>, QueryRejection>) -> Result<Page, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(None, e.body_text()))?;
+    Page::from_query(&query)
+}
+
+async fn create_payment(
+    State(state): State<ApiState>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::bad_request(None, e.body_text()))?;
+    let new = NewPayment::from_json(&body)?;
+    let payment = state.payments.create(&new).await?;
+    Ok((StatusCode::ACCEPTED, Json(payment_json(&payment))).into_response())
+}
+
+async fn list_payments(
+    State(state): State<ApiState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.payments.list(page(query)?).await?))
+}
+
+async fn list_counters(
+    State(state): State<ApiState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(counters::list(&state.counters, page(query)?).await?))
+}
+
+async fn healthz(State(state): State<ApiState>) -> Response {
+    let streams = state.health.snapshot();
+    let status = if state.health.all_open() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let streams: serde_json::Map<String, Value> = streams
+        .into_iter()
+        .map(|(name, open)| (name, json!(if open { "open" } else { "closed" })))
+        .collect();
+    let body = json!({"status": if status == StatusCode::OK { "ok" } else { "unavailable" }, "streams": streams});
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
