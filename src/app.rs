@@ -45,7 +45,9 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
         .await
         .context("creating the payments index")?;
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::new(config.watch.iter().map(|w| w.database.as_str())));
+    let health = Arc::new(Health::new(
+        config.watch.iter().map(|w| w.database.as_str()),
+    ));
     let api = ApiState {
         payments,
         counters: payments_db.collection(COUNTERS),

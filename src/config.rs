@@ -442,7 +442,10 @@ impl Config {
         check_database_name(&self.checkpoint.database)
             .map_err(|m| ("checkpoint.database".to_owned(), m))?;
         if self.checkpoint.every_events == 0 {
-            return Err(("checkpoint.every_events".into(), "must be at least 1".into()));
+            return Err((
+                "checkpoint.every_events".into(),
+                "must be at least 1".into(),
+            ));
         }
         if self.checkpoint.every_ms == 0 {
             return Err(("checkpoint.every_ms".into(), "must be at least 1".into()));
@@ -578,7 +581,9 @@ fn apply_set(tree: &mut toml::Value, set: &str) -> Result<(), ConfigError> {
         message,
     };
     let Some((key, raw)) = set.split_once('=') else {
-        return Err(error("expected KEY=VALUE, e.g. provider.latency_ms=0".into()));
+        return Err(error(
+            "expected KEY=VALUE, e.g. provider.latency_ms=0".into(),
+        ));
     };
     let mut node = tree;
     for part in key.trim().split('.') {
@@ -743,7 +748,10 @@ mod tests {
             ),
             ("[log]\nlevel = \"info,,=[\"\n", "log.level"),
             ("[payments]\ndatabase = \"other\"\n", "payments.database"),
-            ("[payments]\ncollection = \"orders\"\n", "payments.collection"),
+            (
+                "[payments]\ncollection = \"orders\"\n",
+                "payments.collection",
+            ),
             ("[provider]\nmax_in_flight = 0\n", "provider.max_in_flight"),
             ("[checkpoint]\nevery_ms = 0\n", "checkpoint.every_ms"),
             (

@@ -33,7 +33,13 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// A dead letter for the raw change `raw` at `stage`.
-    pub fn from_raw(stage: &str, stream: &str, event_id: &str, raw: &RawDocument, reason: String) -> DeadLetter {
+    pub fn from_raw(
+        stage: &str,
+        stream: &str,
+        event_id: &str,
+        raw: &RawDocument,
+        reason: String,
+    ) -> DeadLetter {
         let token = raw
             .get_document("_id")
             .ok()

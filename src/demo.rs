@@ -16,7 +16,11 @@ use crate::source::StartAt;
 
 /// The demo's products: fixed codes, so repeated demos add to the same counters.
 const PRODUCTS: [(&str, &str, &str); 3] = [
-    ("5f1c5a4e-2b1d-4c1e-9a3f-0d7e6b1a2c01", "Fountain pen", "19.99"),
+    (
+        "5f1c5a4e-2b1d-4c1e-9a3f-0d7e6b1a2c01",
+        "Fountain pen",
+        "19.99",
+    ),
     ("5f1c5a4e-2b1d-4c1e-9a3f-0d7e6b1a2c02", "Notebook", "4.50"),
     ("5f1c5a4e-2b1d-4c1e-9a3f-0d7e6b1a2c03", "Ink bottle", "7.25"),
 ];
@@ -62,7 +66,9 @@ pub async fn run(
         let limit = Duration::from_millis(config.provider.latency_ms) * 2 + Duration::from_secs(60);
         loop {
             let pending = payments
-                .count_documents(doc! {"_id": {"$in": &ids}, "status": PaymentStatus::Pending.as_str()})
+                .count_documents(
+                    doc! {"_id": {"$in": &ids}, "status": PaymentStatus::Pending.as_str()},
+                )
                 .await?;
             let now = counted(&api.counters).await?;
             let newly = now.saturating_sub(before);

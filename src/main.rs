@@ -34,9 +34,8 @@ fn main() -> ExitCode {
                     .await
             })
         }),
-        Command::Demo { payments } => runtime().and_then(|rt| {
-            rt.block_on(demo::run(Arc::new(config), payments, shutdown::signal()))
-        }),
+        Command::Demo { payments } => runtime()
+            .and_then(|rt| rt.block_on(demo::run(Arc::new(config), payments, shutdown::signal()))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

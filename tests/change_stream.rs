@@ -39,9 +39,14 @@ async fn insert_reaches_a_stream_opened_before_it_with_full_document_and_token()
     let client = common::mongo().await;
     let db_name = common::unique_name("insert");
     let db = client.database(&db_name);
-    let mut stream = source::open(&client, &watched(&db_name, &["payments"]), &common::operation_types(), &StartAt::Now)
-        .await
-        .expect("opening the change stream");
+    let mut stream = source::open(
+        &client,
+        &watched(&db_name, &["payments"]),
+        &common::operation_types(),
+        &StartAt::Now,
+    )
+    .await
+    .expect("opening the change stream");
 
     // Written first, but to an unwatched collection: the server-side filter must drop it.
     db.collection::<Document>("audit")
@@ -89,7 +94,9 @@ async fn start_after_a_token_yields_exactly_the_events_after_it() {
     let db_name = common::unique_name("resume");
     let payments = client.database(&db_name).collection::<Document>("payments");
     let target = watched(&db_name, &["payments"]);
-    let mut first = source::open(&client, &target, &common::operation_types(), &StartAt::Now).await.unwrap();
+    let mut first = source::open(&client, &target, &common::operation_types(), &StartAt::Now)
+        .await
+        .unwrap();
     for seq in 0..5 {
         payments.insert_one(doc! {"seq": seq}).await.unwrap();
     }
@@ -103,9 +110,14 @@ async fn start_after_a_token_yields_exactly_the_events_after_it() {
     drop(first);
     payments.insert_one(doc! {"seq": 5}).await.unwrap();
 
-    let mut resumed = source::open(&client, &target, &common::operation_types(), &StartAt::After(tokens[1].clone()))
-        .await
-        .unwrap();
+    let mut resumed = source::open(
+        &client,
+        &target,
+        &common::operation_types(),
+        &StartAt::After(tokens[1].clone()),
+    )
+    .await
+    .unwrap();
     let mut seen = Vec::new();
     while seen.last() != Some(&5) {
         let event = next_change(&mut resumed).await;
@@ -134,7 +146,9 @@ async fn the_same_change_read_twice_gets_the_same_event_id() {
     let client = common::mongo().await;
     let db_name = common::unique_name("eventid");
     let target = watched(&db_name, &["payments"]);
-    let mut live = source::open(&client, &target, &common::operation_types(), &StartAt::Now).await.unwrap();
+    let mut live = source::open(&client, &target, &common::operation_types(), &StartAt::Now)
+        .await
+        .unwrap();
     client
         .database(&db_name)
         .collection::<Document>("payments")
@@ -155,7 +169,9 @@ async fn the_same_change_read_twice_gets_the_same_event_id() {
 
     // Read the same change again, this time replaying from its cluster time.
     let replay_from = StartAt::OperationTime(first.meta().cluster_time);
-    let mut replay = source::open(&client, &target, &common::operation_types(), &replay_from).await.unwrap();
+    let mut replay = source::open(&client, &target, &common::operation_types(), &replay_from)
+        .await
+        .unwrap();
     let again = within(DEADLINE, "the replayed change", replay.next())
         .await
         .unwrap()

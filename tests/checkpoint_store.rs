@@ -23,7 +23,9 @@ async fn a_stored_checkpoint_resumes_right_after_its_event() {
         collections: vec!["payments".into()],
     };
     let payments = db.collection::<Document>("payments");
-    let mut stream = source::open(&client, &target, &common::operation_types(), &StartAt::Now).await.unwrap();
+    let mut stream = source::open(&client, &target, &common::operation_types(), &StartAt::Now)
+        .await
+        .unwrap();
     for seq in 0..3 {
         payments.insert_one(doc! {"seq": seq}).await.unwrap();
     }
@@ -56,9 +58,14 @@ async fn a_stored_checkpoint_resumes_right_after_its_event() {
         .expect("checkpoint stored");
     assert_eq!(loaded, checkpoint);
 
-    let mut resumed = source::open(&client, &target, &common::operation_types(), &StartAt::After(loaded.token))
-        .await
-        .unwrap();
+    let mut resumed = source::open(
+        &client,
+        &target,
+        &common::operation_types(),
+        &StartAt::After(loaded.token),
+    )
+    .await
+    .unwrap();
     let mut seen = Vec::new();
     while seen.last() != Some(&3) {
         let raw = within(DEADLINE, "a resumed change", resumed.next())

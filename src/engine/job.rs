@@ -83,7 +83,10 @@ fn retry_backoff() -> backoff::ExponentialBackoff {
 /// True when the handler finished (applied or dead-lettered), false when cancelled.
 async fn run_handler(handler: &dyn Handler, event: &PaymentEvent, ctx: &JobContext) -> bool {
     let mut backoff = retry_backoff();
-    let timer = ctx.metrics.handler_seconds.with_label_values(&[handler.name()]);
+    let timer = ctx
+        .metrics
+        .handler_seconds
+        .with_label_values(&[handler.name()]);
     loop {
         let started = Instant::now();
         let outcome = AssertUnwindSafe(handler.handle(event)).catch_unwind().await;
@@ -117,7 +120,12 @@ async fn run_handler(handler: &dyn Handler, event: &PaymentEvent, ctx: &JobConte
     }
 }
 
-async fn dead_letter(handler: &str, event: &PaymentEvent, reason: String, ctx: &JobContext) -> bool {
+async fn dead_letter(
+    handler: &str,
+    event: &PaymentEvent,
+    reason: String,
+    ctx: &JobContext,
+) -> bool {
     let meta = event.meta();
     let stage = format!("handler:{handler}");
     let letter = DeadLetter {

@@ -62,7 +62,11 @@ mod tests {
         let mut lanes = Lanes::new();
         assert_eq!(lanes.submit("a", 1), Some(1));
         assert_eq!(lanes.submit("a", 2), None);
-        assert_eq!(lanes.submit("b", 10), Some(10), "other keys are not blocked");
+        assert_eq!(
+            lanes.submit("b", 10),
+            Some(10),
+            "other keys are not blocked"
+        );
         assert_eq!(lanes.submit("a", 3), None);
         assert_eq!(lanes.busy(), 2);
         assert_eq!(lanes.finish("a"), Some(2));

@@ -52,13 +52,21 @@ pub async fn run(
         let error = match opened {
             Ok(stream) => {
                 shared.health.set_open(&name, true);
-                shared.metrics.stream_open.with_label_values(&[&name]).set(1);
+                shared
+                    .metrics
+                    .stream_open
+                    .with_label_values(&[&name])
+                    .set(1);
                 tracing::info!(stream = %name, collections = ?target.collections, "stream open");
                 let mut session = Session::new(&shared, name.clone(), events_since_start);
                 let end = session.run(stream, &shutdown).await;
                 events_since_start = session.events_since_start;
                 shared.health.set_open(&name, false);
-                shared.metrics.stream_open.with_label_values(&[&name]).set(0);
+                shared
+                    .metrics
+                    .stream_open
+                    .with_label_values(&[&name])
+                    .set(0);
                 match end {
                     End::Shutdown => return Ok(()),
                     End::Closed => {
@@ -84,7 +92,11 @@ pub async fn run(
                     retry_in_ms = pause.as_millis() as u64,
                     "stream failed; reopening from the checkpoint"
                 );
-                shared.metrics.stream_reconnects.with_label_values(&[&name]).inc();
+                shared
+                    .metrics
+                    .stream_reconnects
+                    .with_label_values(&[&name])
+                    .inc();
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(pause) => {}
@@ -124,20 +136,20 @@ async fn open(
     };
     let operation_types = &shared.config.engine.operation_types;
     let stream = source::open(&shared.client, target, operation_types, &start).await?;
-    if checkpoint.is_none() {
-        if let Some(token) = stream.resume_token() {
-            shared
-                .checkpoints
-                .save(&Checkpoint {
-                    stream: name.to_owned(),
-                    token,
-                    cluster_time: None,
-                    wall_time: None,
-                    events_since_start: 0,
-                })
-                .await?;
-            shared.metrics.checkpoint_saved(name);
-        }
+    if checkpoint.is_none()
+        && let Some(token) = stream.resume_token()
+    {
+        shared
+            .checkpoints
+            .save(&Checkpoint {
+                stream: name.to_owned(),
+                token,
+                cluster_time: None,
+                wall_time: None,
+                events_since_start: 0,
+            })
+            .await?;
+        shared.metrics.checkpoint_saved(name);
     }
     Ok(stream)
 }

@@ -46,7 +46,10 @@ impl Page {
                 format!("`size` must be from 1 to {MAX_SIZE}, got {size}"),
             ));
         }
-        if page.checked_mul(size).is_none_or(|skip| skip > i64::MAX as u64) {
+        if page
+            .checked_mul(size)
+            .is_none_or(|skip| skip > i64::MAX as u64)
+        {
             return Err(ApiError::bad_request(Some("page"), "`page` is too large"));
         }
         Ok(Page { page, size })

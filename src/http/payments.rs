@@ -36,7 +36,10 @@ impl NewPayment {
     /// `unitPrice` may be a JSON number or a decimal string (exact: `"19.99"`).
     pub fn from_json(body: &Value) -> Result<NewPayment, ApiError> {
         let Value::Object(fields) = body else {
-            return Err(ApiError::bad_request(None, "the body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                None,
+                "the body must be a JSON object",
+            ));
         };
         const KNOWN: [&str; 4] = ["productCode", "productName", "unitPrice", "quantity"];
         if let Some(unknown) = fields.keys().find(|k| !KNOWN.contains(&k.as_str())) {
@@ -59,7 +62,9 @@ impl NewPayment {
     pub fn amount(&self) -> Result<Decimal, ApiError> {
         self.unit_price
             .checked_mul(Decimal::from(self.quantity))
-            .ok_or_else(|| ApiError::bad_request(Some("quantity"), "unitPrice × quantity is too large"))
+            .ok_or_else(|| {
+                ApiError::bad_request(Some("quantity"), "unitPrice × quantity is too large")
+            })
     }
 }
 
@@ -72,7 +77,10 @@ fn required<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a Value,
 
 fn text(fields: &Map<String, Value>, name: &str) -> Result<String, ApiError> {
     let Value::String(s) = required(fields, name)? else {
-        return Err(ApiError::bad_request(Some(name), format!("`{name}` must be a string")));
+        return Err(ApiError::bad_request(
+            Some(name),
+            format!("`{name}` must be a string"),
+        ));
     };
     let s = s.trim();
     if s.is_empty() || s.len() > MAX_TEXT {
@@ -97,7 +105,7 @@ fn unit_price(fields: &Map<String, Value>) -> Result<Decimal, ApiError> {
     if price <= Decimal::ZERO {
         return Err(bad("must be greater than 0"));
     }
-    Ok(price.normalize())
+    Ok(price)
 }
 
 fn quantity(fields: &Map<String, Value>) -> Result<u64, ApiError> {
@@ -130,7 +138,11 @@ impl PaymentsApi {
     /// The index the listing sorts by (idempotent).
     pub async fn ensure_indexes(&self) -> Result<(), mongodb::error::Error> {
         self.collection
-            .create_index(IndexModel::builder().keys(doc! {"created_at": -1, "_id": 1}).build())
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"created_at": -1, "_id": 1})
+                    .build(),
+            )
             .await?;
         Ok(())
     }
@@ -213,7 +225,6 @@ pub fn payment_json(p: &Payment) -> Value {
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,9 +235,15 @@ mod tests {
 
     #[test]
     fn valid_body_gives_an_exact_amount() {
-        let p = parse(json!({"productCode": "p1", "productName": "Pen", "unitPrice": 19.99, "quantity": 3})).unwrap();
+        let p = parse(
+            json!({"productCode": "p1", "productName": "Pen", "unitPrice": 19.99, "quantity": 3}),
+        )
+        .unwrap();
         assert_eq!(p.amount().unwrap().to_string(), "59.97");
-        let p = parse(json!({"productCode": "p1", "productName": "Pen", "unitPrice": "0.1", "quantity": 3})).unwrap();
+        let p = parse(
+            json!({"productCode": "p1", "productName": "Pen", "unitPrice": "0.1", "quantity": 3}),
+        )
+        .unwrap();
         assert_eq!(p.amount().unwrap().to_string(), "0.3");
     }
 

@@ -22,6 +22,8 @@ pub struct Position {
 }
 
 /// What the reader hands on.
+// Nearly every item is a change; boxing it would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Item {
     /// A change, decoded.

@@ -2,6 +2,8 @@
 //! waiting with a deadline. A missing server fails the test with how to start it.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod app;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

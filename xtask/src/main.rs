@@ -52,7 +52,8 @@ struct UpArgs {
     /// Replica set members (1 = single-node on 27017; 3 = 27017-27019).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=7))]
     nodes: Option<u8>,
-    /// `test` starts mongod with ttlMonitorSleepSecs=1 so TTL deletes happen within a second.
+    /// `test` starts mongod with ttlMonitorSleepSecs=1 (TTL deletes within a second) and
+    /// transactionLifetimeLimitSeconds=10 (transactions of killed clients end sooner).
     #[arg(long, value_enum)]
     profile: Option<Profile>,
     /// Broker storage: memory (default) or sqlite (kept across broker restarts).

@@ -149,6 +149,14 @@ pub fn mongod_version(mongod: &Path) -> Result<String> {
         .ok_or_else(|| anyhow!("unexpected `mongod --version` output: {out}"))
 }
 
+/// Server parameters of the test profile: the TTL monitor runs every second (TTL tests
+/// need not wait a minute), and a transaction left open by a killed client is aborted
+/// after 10 s instead of 60 s (crash tests wait for it before the replay can count).
+const TEST_PARAMETERS: [(&str, i32); 2] = [
+    ("ttlMonitorSleepSecs", 1),
+    ("transactionLifetimeLimitSeconds", 10),
+];
+
 fn mongod_args(member: &Member, profile: Profile) -> Vec<String> {
     let mut args: Vec<String> = [
         "--replSet",
@@ -167,7 +175,9 @@ fn mongod_args(member: &Member, profile: Profile) -> Vec<String> {
     .map(|s| s.to_string())
     .collect();
     if profile == Profile::Test {
-        args.extend(["--setParameter".into(), "ttlMonitorSleepSecs=1".into()]);
+        for (name, value) in TEST_PARAMETERS {
+            args.extend(["--setParameter".into(), format!("{name}={value}")]);
+        }
     }
     args
 }
@@ -256,12 +266,16 @@ pub async fn initiate_and_wait(
     if profile == Profile::Test {
         // Members started earlier with the dev profile get the test setting at runtime.
         for member in &members {
+            let mut command = doc! {"setParameter": 1};
+            for (name, value) in TEST_PARAMETERS {
+                command.insert(name, value);
+            }
             direct_client(member.port)
                 .await?
                 .database("admin")
-                .run_command(doc! {"setParameter": 1, "ttlMonitorSleepSecs": 1})
+                .run_command(command)
                 .await
-                .with_context(|| format!("setting ttlMonitorSleepSecs on port {}", member.port))?;
+                .with_context(|| format!("setting test parameters on port {}", member.port))?;
         }
     }
     let mut opts = ClientOptions::parse(uri(nodes)).await?;

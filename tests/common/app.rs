@@ -1,0 +1,211 @@
+//! Running changeflow in tests: a configuration for one test database, and the real binary
+//! as a child process (for signals: SIGTERM, SIGKILL).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use changeflow::config::{Config, WatchedDatabase};
+use mongodb::bson::{Document, doc};
+
+use super::{DEADLINE, mongodb_uri, wait_until};
+
+/// Configuration for a test: watches `database`.payments only, keeps all state in
+/// `database`, provider latency 0, checkpoints every 100 ms, HTTP on a free port.
+pub fn config(database: &str) -> Config {
+    let mut config = Config::default();
+    config.mongodb.uri = mongodb_uri();
+    config.watch = vec![WatchedDatabase {
+        database: database.to_owned(),
+        collections: vec!["payments".to_owned()],
+    }];
+    config.payments.database = database.to_owned();
+    config.checkpoint.database = database.to_owned();
+    config.checkpoint.every_ms = 100;
+    config.provider.latency_ms = 0;
+    config.http.address = "127.0.0.1:0".to_owned();
+    config
+}
+
+/// A free local port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free local port: {e}"))
+}
+
+/// The changeflow binary running `run` with a configuration file.
+pub struct Process {
+    child: Child,
+    /// Base URL of its HTTP API.
+    pub base_url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// Starts `changeflow run` with `config` (its HTTP port replaced by a free one).
+    pub fn spawn(config: &Config) -> Process {
+        let mut config = config.clone();
+        let port = free_port();
+        config.http.address = format!("127.0.0.1:{port}");
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let file = dir.path().join("changeflow.toml");
+        let text = toml::to_string(&config).unwrap_or_else(|e| panic!("config to TOML: {e}"));
+        std::fs::write(&file, text).unwrap_or_else(|e| panic!("writing {file:?}: {e}"));
+        let log = dir.path().join("changeflow.log");
+        let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{log:?}: {e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_changeflow"))
+            .arg("--config")
+            .arg(&file)
+            .arg("run")
+            .env("RUST_LOG", "changeflow=debug,info")
+            .env_remove("CHANGEFLOW_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting changeflow: {e}"));
+        Process {
+            child,
+            base_url: format!("http://127.0.0.1:{port}"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Its log so far (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `/healthz` answers 200 (every stream open).
+    pub async fn wait_healthy(&mut self) {
+        let url = format!("{}/healthz", self.base_url);
+        let until = Instant::now() + DEADLINE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "changeflow exited ({status}) before it was healthy:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "changeflow not healthy after {DEADLINE:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).unwrap_or_else(|_| panic!("pid out of range"));
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let until = Instant::now() + deadline;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Ok(None) => panic!(
+                    "changeflow did not exit within {deadline:?}:\n{}",
+                    self.log()
+                ),
+                Err(e) => panic!("waiting for changeflow: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A payment document as any writer could insert it.
+pub fn payment(id: &str, product: usize, status: &str) -> Document {
+    doc! {
+        "_id": id,
+        "amount": "10.50".parse::<mongodb::bson::Decimal128>().unwrap(),
+        "status": status,
+        "product": {"code": format!("product-{product}"), "name": format!("Product {product}")},
+    }
+}
+
+/// Per product code: (CONFIRMED, FAILED) payments, and the counters' (successful, failed).
+pub async fn outcomes_and_counters(
+    db: &mongodb::Database,
+) -> (
+    std::collections::BTreeMap<String, (i64, i64)>,
+    std::collections::BTreeMap<String, (i64, i64)>,
+) {
+    use futures::TryStreamExt;
+    let mut outcomes = std::collections::BTreeMap::new();
+    let payments: Vec<Document> = db
+        .collection::<Document>("payments")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    for p in payments {
+        let code = p
+            .get_document("product")
+            .and_then(|d| d.get_str("code"))
+            .unwrap_or("?")
+            .to_owned();
+        let entry: &mut (i64, i64) = outcomes.entry(code).or_default();
+        match p.get_str("status") {
+            Ok("CONFIRMED") => entry.0 += 1,
+            Ok("FAILED") => entry.1 += 1,
+            _ => {}
+        }
+    }
+    let mut counters = std::collections::BTreeMap::new();
+    let docs: Vec<Document> = db
+        .collection::<Document>("payment_counters")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    for c in docs {
+        let n = |f: &str| c.get_i64(f).unwrap_or(0);
+        counters.insert(
+            c.get_str("_id").unwrap_or("?").to_owned(),
+            (n("successfulPayments"), n("failedPayments")),
+        );
+    }
+    (outcomes, counters)
+}
+
+/// Waits until no payment in `db` is PENDING.
+pub async fn wait_all_settled(db: &mongodb::Database, deadline: Duration) {
+    let payments = db.collection::<Document>("payments");
+    wait_until(deadline, "every payment settled", || async {
+        let pending = payments
+            .count_documents(doc! {"status": "PENDING"})
+            .await
+            .ok()?;
+        (pending == 0).then_some(())
+    })
+    .await;
+}
