@@ -89,6 +89,8 @@ pub struct EngineConfig {
     pub operation_types: Vec<String>,
     /// Events read but not yet checkpointed, per stream; reading pauses at this bound.
     pub max_in_flight_events: usize,
+    /// Changes per server batch (getMore); bounds the memory a batch takes.
+    pub batch_size: u32,
     /// On shutdown, how long in-flight handlers may run before they are abandoned (their
     /// events are then handled again after the restart), in milliseconds.
     pub shutdown_timeout_ms: u64,
@@ -192,6 +194,7 @@ impl Default for Config {
                     .map(str::to_owned)
                     .to_vec(),
                 max_in_flight_events: 10_000,
+                batch_size: 1000,
                 shutdown_timeout_ms: 10_000,
             },
             http: HttpConfig {
@@ -483,6 +486,12 @@ impl Config {
             return Err((
                 "engine.max_in_flight_events".into(),
                 "must be at least 1".into(),
+            ));
+        }
+        if !(1..=100_000).contains(&self.engine.batch_size) {
+            return Err((
+                "engine.batch_size".into(),
+                "must be from 1 to 100000".into(),
             ));
         }
         if self.http.address.parse::<std::net::SocketAddr>().is_err() {

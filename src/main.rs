@@ -65,7 +65,7 @@ async fn run_tail(config: &Config) -> anyhow::Result<()> {
     let written = tail::tail(
         &client,
         &config.watch,
-        &config.engine.operation_types,
+        &config.engine,
         &StartAt::Now,
         &mut out,
         shutdown::signal(),

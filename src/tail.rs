@@ -5,7 +5,7 @@ use std::io::Write;
 use futures::{StreamExt, stream};
 use mongodb::Client;
 
-use crate::config::WatchedDatabase;
+use crate::config::{EngineConfig, WatchedDatabase};
 use crate::extjson::{RenderError, to_relaxed_json};
 use crate::source::{self, SourceError, StartAt};
 
@@ -28,14 +28,14 @@ pub enum TailError {
 pub async fn tail(
     client: &Client,
     targets: &[WatchedDatabase],
-    operation_types: &[String],
+    options: &EngineConfig,
     start: &StartAt,
     out: &mut impl Write,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, TailError> {
     let mut streams = Vec::with_capacity(targets.len());
     for target in targets {
-        let stream = source::open(client, target, operation_types, start).await?;
+        let stream = source::open(client, target, options, start).await?;
         tracing::info!(
             database = %target.database,
             collections = ?target.collections,

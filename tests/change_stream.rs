@@ -42,7 +42,7 @@ async fn insert_reaches_a_stream_opened_before_it_with_full_document_and_token()
     let mut stream = source::open(
         &client,
         &watched(&db_name, &["payments"]),
-        &common::operation_types(),
+        &common::engine_config(),
         &StartAt::Now,
     )
     .await
@@ -94,7 +94,7 @@ async fn start_after_a_token_yields_exactly_the_events_after_it() {
     let db_name = common::unique_name("resume");
     let payments = client.database(&db_name).collection::<Document>("payments");
     let target = watched(&db_name, &["payments"]);
-    let mut first = source::open(&client, &target, &common::operation_types(), &StartAt::Now)
+    let mut first = source::open(&client, &target, &common::engine_config(), &StartAt::Now)
         .await
         .unwrap();
     for seq in 0..5 {
@@ -113,7 +113,7 @@ async fn start_after_a_token_yields_exactly_the_events_after_it() {
     let mut resumed = source::open(
         &client,
         &target,
-        &common::operation_types(),
+        &common::engine_config(),
         &StartAt::After(tokens[1].clone()),
     )
     .await
@@ -146,7 +146,7 @@ async fn the_same_change_read_twice_gets_the_same_event_id() {
     let client = common::mongo().await;
     let db_name = common::unique_name("eventid");
     let target = watched(&db_name, &["payments"]);
-    let mut live = source::open(&client, &target, &common::operation_types(), &StartAt::Now)
+    let mut live = source::open(&client, &target, &common::engine_config(), &StartAt::Now)
         .await
         .unwrap();
     client
@@ -169,7 +169,7 @@ async fn the_same_change_read_twice_gets_the_same_event_id() {
 
     // Read the same change again, this time replaying from its cluster time.
     let replay_from = StartAt::OperationTime(first.meta().cluster_time);
-    let mut replay = source::open(&client, &target, &common::operation_types(), &replay_from)
+    let mut replay = source::open(&client, &target, &common::engine_config(), &replay_from)
         .await
         .unwrap();
     let again = within(DEADLINE, "the replayed change", replay.next())

@@ -23,7 +23,7 @@ async fn a_stored_checkpoint_resumes_right_after_its_event() {
         collections: vec!["payments".into()],
     };
     let payments = db.collection::<Document>("payments");
-    let mut stream = source::open(&client, &target, &common::operation_types(), &StartAt::Now)
+    let mut stream = source::open(&client, &target, &common::engine_config(), &StartAt::Now)
         .await
         .unwrap();
     for seq in 0..3 {
@@ -61,7 +61,7 @@ async fn a_stored_checkpoint_resumes_right_after_its_event() {
     let mut resumed = source::open(
         &client,
         &target,
-        &common::operation_types(),
+        &common::engine_config(),
         &StartAt::After(loaded.token),
     )
     .await

@@ -49,7 +49,7 @@ async fn watched_payments(
         database: db.name().to_owned(),
         collections: vec!["payments".into()],
     };
-    let stream = source::open(&client, &target, &common::operation_types(), &StartAt::Now)
+    let stream = source::open(&client, &target, &common::engine_config(), &StartAt::Now)
         .await
         .unwrap();
     (client, db, stream)

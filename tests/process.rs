@@ -326,7 +326,7 @@ async fn read_all(
         database: database.to_owned(),
         collections: vec!["payments".to_owned()],
     };
-    let mut stream = source::open(client, &target, &common::operation_types(), &start)
+    let mut stream = source::open(client, &target, &common::engine_config(), &start)
         .await
         .unwrap();
     let mut events = Vec::new();

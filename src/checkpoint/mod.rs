@@ -2,3 +2,4 @@
 
 pub mod acker;
 pub mod store;
+pub mod writer;

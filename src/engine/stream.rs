@@ -15,6 +15,7 @@ use super::lanes::Lanes;
 use super::{EngineError, Shared};
 use crate::checkpoint::acker::Acker;
 use crate::checkpoint::store::Checkpoint;
+use crate::checkpoint::writer::CheckpointWriter;
 use crate::config::WatchedDatabase;
 use crate::dead_letter::DeadLetter;
 use crate::domain::Decoded;
@@ -134,8 +135,7 @@ async fn open(
         Some(c) => StartAt::After(c.token.clone()),
         None => shared.start.clone(),
     };
-    let operation_types = &shared.config.engine.operation_types;
-    let stream = source::open(&shared.client, target, operation_types, &start).await?;
+    let stream = source::open(&shared.client, target, &shared.config.engine, &start).await?;
     if checkpoint.is_none()
         && let Some(token) = stream.resume_token()
     {
@@ -162,8 +162,9 @@ struct Session<'a> {
     lanes: Lanes<Job>,
     running: JoinSet<Completion>,
     ctx: JobContext,
-    /// Newest fully handled position not yet stored.
+    /// Newest fully handled position not yet handed to the writer.
     unsaved: Option<Position>,
+    writer: Option<CheckpointWriter>,
     events_since_save: u64,
     events_since_start: u64,
 }
@@ -183,6 +184,10 @@ impl<'a> Session<'a> {
             lanes: Lanes::new(),
             running: JoinSet::new(),
             unsaved: None,
+            writer: Some(CheckpointWriter::start(
+                shared.checkpoints.clone(),
+                shared.metrics.clone(),
+            )),
             events_since_save: 0,
             events_since_start,
         }
@@ -229,6 +234,10 @@ impl<'a> Session<'a> {
         reader.abort();
         self.drain().await;
         self.save().await;
+        if let Some(writer) = self.writer.take() {
+            let timeout = Duration::from_millis(self.shared.config.engine.shutdown_timeout_ms);
+            writer.finish(tokio::time::sleep(timeout)).await;
+        }
         end
     }
 
@@ -375,30 +384,21 @@ impl<'a> Session<'a> {
         self.collect_advanced();
     }
 
-    /// Stores the newest handled position, if it moved: on the clock (`every_ms`), after
-    /// `every_events` events, and when the session ends.
+    /// Hands the newest handled position to the writer, if it moved: on the clock
+    /// (`every_ms`), after `every_events` events, and when the session ends.
     async fn save(&mut self) {
         self.collect_advanced();
-        let Some(position) = self.unsaved.take() else {
+        let (Some(position), Some(writer)) = (self.unsaved.take(), &self.writer) else {
             return;
         };
-        let checkpoint = Checkpoint {
+        self.events_since_start += self.events_since_save;
+        self.events_since_save = 0;
+        writer.submit(Checkpoint {
             stream: self.name.to_string(),
-            token: position.token.clone(),
+            token: position.token,
             cluster_time: position.cluster_time,
             wall_time: position.wall_time,
-            events_since_start: self.events_since_start + self.events_since_save,
-        };
-        match self.shared.checkpoints.save(&checkpoint).await {
-            Ok(()) => {
-                self.events_since_start += self.events_since_save;
-                self.events_since_save = 0;
-                self.shared.metrics.checkpoint_saved(&self.name);
-            }
-            Err(e) => {
-                tracing::warn!(stream = %self.name, error = %e, "cannot store the checkpoint; keeping it for the next try");
-                self.unsaved = Some(position);
-            }
-        }
+            events_since_start: self.events_since_start,
+        });
     }
 }

@@ -8,7 +8,7 @@ use mongodb::change_stream::event::ResumeToken;
 use mongodb::error::{Error as DriverError, ErrorKind};
 use mongodb::options::FullDocumentType;
 
-use crate::config::WatchedDatabase;
+use crate::config::{EngineConfig, WatchedDatabase};
 
 pub mod reader;
 
@@ -82,17 +82,18 @@ pub fn pipeline(collections: &[String], operation_types: &[String]) -> Vec<Docum
     } }]
 }
 
-/// Opens the one change stream of `target`'s database.
+/// Opens the one change stream of `target`'s database, filtered and batched by `options`.
 pub async fn open(
     client: &Client,
     target: &WatchedDatabase,
-    operation_types: &[String],
+    options: &EngineConfig,
     start: &StartAt,
 ) -> Result<ChangeStream<RawChange>, SourceError> {
     let db = client.database(&target.database);
     let watch = db
         .watch()
-        .pipeline(pipeline(&target.collections, operation_types))
+        .pipeline(pipeline(&target.collections, &options.operation_types))
+        .batch_size(options.batch_size)
         .full_document(FullDocumentType::UpdateLookup);
     let watch = match start {
         StartAt::Now => watch,

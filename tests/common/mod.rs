@@ -127,7 +127,7 @@ pub async fn create_topic(name: &str, partitions: i32) {
     }
 }
 
-/// The operation types changeflow passes on by default.
-pub fn operation_types() -> Vec<String> {
-    changeflow::config::Config::default().engine.operation_types
+/// The stream options changeflow uses by default.
+pub fn engine_config() -> changeflow::config::EngineConfig {
+    changeflow::config::Config::default().engine
 }

@@ -1,0 +1,257 @@
+//! End-to-end throughput: N payment changes read by changeflow's pipeline (decode, route,
+//! ordered lanes, acker, checkpoints; handlers that do no I/O) next to a plain driver loop
+//! reading the same changes, in the same run. Prints events/s, the ratio, and peak RSS.
+//!
+//! Needs the replica set (`cargo xtask up`, or MONGODB_URI). `BENCH_N` sets N (default
+//! 200000), `BENCH_ROUNDS` the alternating rounds (default 2).
+//!
+//!     cargo bench --bench pipeline
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use changeflow::config::{Config, WatchedDatabase};
+use changeflow::domain::payments::{PaymentEvent, PaymentEventKind};
+use changeflow::engine::Engine;
+use changeflow::handlers::{Handler, HandlerError};
+use changeflow::health::Health;
+use changeflow::metrics::Metrics;
+use changeflow::source::{self, StartAt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use mongodb::Client;
+use mongodb::bson::{Decimal128, Document, RawDocumentBuf, Timestamp, doc};
+use mongodb::options::FullDocumentType;
+use tokio::sync::Notify;
+
+/// Counts requested payments; wakes the bench when all N arrived. No I/O.
+struct Counting {
+    seen: AtomicU64,
+    target: u64,
+    done: Notify,
+}
+
+impl Handler for Counting {
+    fn name(&self) -> &'static str {
+        "bench_counter"
+    }
+    fn wants(&self, kind: PaymentEventKind) -> bool {
+        kind == PaymentEventKind::Requested
+    }
+    fn handle<'a>(&'a self, _event: &'a PaymentEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
+        async move {
+            if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
+                self.done.notify_one();
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}=`{v}` is not a whole number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// CPU time (user + system) this process used so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Runs `phase`, returning its wall time and the CPU time this process spent on it.
+async fn measured<F: Future<Output = anyhow::Result<Duration>>>(
+    phase: F,
+) -> anyhow::Result<(Duration, Duration)> {
+    let cpu = cpu_time();
+    let wall = phase.await?;
+    Ok((wall, cpu_time().saturating_sub(cpu)))
+}
+
+/// Peak resident set size of this process (VmHWM), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+async fn write_payments(client: &Client, db: &str, n: u64) -> anyhow::Result<Timestamp> {
+    let database = client.database(db);
+    // The cluster time just before the first payment: both readers start there.
+    let mut session = client.start_session().await?;
+    database
+        .collection::<Document>("bench_marker")
+        .insert_one(doc! {"at": "start"})
+        .session(&mut session)
+        .await?;
+    let start = session
+        .operation_time()
+        .context("the server reported no operation time")?;
+    let payments = database.collection::<Document>("payments");
+    let amount: Decimal128 = "12.50".parse().context("decimal")?;
+    let mut written = 0;
+    while written < n {
+        let batch: Vec<Document> = (written..(written + 1000).min(n))
+            .map(|i| {
+                doc! {
+                    "_id": format!("bench-{i:08}"),
+                    "amount": amount,
+                    "status": "PENDING",
+                    "product": {"code": format!("product-{}", i % 16), "name": "Bench product"},
+                }
+            })
+            .collect();
+        written += batch.len() as u64;
+        payments.insert_many(batch).ordered(false).await?;
+    }
+    Ok(start)
+}
+
+/// The plain loop: one change stream, same filter and options, count N raw events.
+async fn plain_driver(
+    client: &Client,
+    target: &WatchedDatabase,
+    start: Timestamp,
+    n: u64,
+) -> anyhow::Result<Duration> {
+    let options = Config::default().engine;
+    let began = Instant::now();
+    let mut stream = client
+        .database(&target.database)
+        .watch()
+        .pipeline(source::pipeline(
+            &target.collections,
+            &options.operation_types,
+        ))
+        .batch_size(options.batch_size)
+        .full_document(FullDocumentType::UpdateLookup)
+        .start_at_operation_time(start)
+        .await?
+        .with_type::<RawDocumentBuf>();
+    let mut seen = 0;
+    while seen < n {
+        match stream.next().await {
+            Some(Ok(_)) => seen += 1,
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("stream ended after {seen} events"),
+        }
+    }
+    Ok(began.elapsed())
+}
+
+/// changeflow's pipeline over the same changes, until the handler saw N.
+async fn pipeline(
+    client: &Client,
+    db: &str,
+    round: u32,
+    start: Timestamp,
+    n: u64,
+) -> anyhow::Result<Duration> {
+    let mut config = Config::default();
+    config.watch = vec![WatchedDatabase {
+        database: db.to_owned(),
+        collections: vec!["payments".to_owned()],
+    }];
+    config.payments.database = db.to_owned();
+    // A fresh checkpoint database per round, so each round starts at `start`.
+    config.checkpoint.database = format!("{db}_cp{round}");
+    let counting = Arc::new(Counting {
+        seen: AtomicU64::new(0),
+        target: n,
+        done: Notify::new(),
+    });
+    let engine = Engine::new(
+        client.clone(),
+        Arc::new(config),
+        &[counting.clone() as Arc<dyn Handler>],
+        Arc::new(Metrics::new()),
+        Arc::new(Health::new([db])),
+        StartAt::OperationTime(start),
+    );
+    let began = Instant::now();
+    let done = counting.clone();
+    let run = tokio::spawn(engine.run(async move { done.done.notified().await }));
+    run.await.context("engine task")??;
+    let elapsed = began.elapsed();
+    let seen = counting.seen.load(Ordering::Relaxed);
+    if seen != n {
+        bail!("pipeline handled {seen} events, expected {n}");
+    }
+    Ok(elapsed)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n = env_number("BENCH_N", 200_000)?;
+    let rounds = env_number("BENCH_ROUNDS", 2)? as u32;
+    let uri = std::env::var("MONGODB_URI")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?replicaSet=rs0".to_owned());
+    let client = Client::with_uri_str(&uri).await?;
+    client
+        .database("admin")
+        .run_command(doc! {"ping": 1})
+        .await
+        .with_context(|| format!("no MongoDB at {uri}; start it with `cargo xtask up`"))?;
+    let db = format!("bench_{}", std::process::id());
+    let target = WatchedDatabase {
+        database: db.clone(),
+        collections: vec!["payments".to_owned()],
+    };
+
+    let began = Instant::now();
+    let start = write_payments(&client, &db, n).await?;
+    println!(
+        "wrote {n} payments in {:.1} s; peak RSS so far {:.1} MiB",
+        began.elapsed().as_secs_f64(),
+        peak_rss_mib()
+    );
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let mut best_plain = f64::MIN;
+    let mut best_pipeline = f64::MIN;
+    for round in 0..rounds {
+        let (plain_wall, plain_cpu) = measured(plain_driver(&client, &target, start, n)).await?;
+        let (piped_wall, piped_cpu) = measured(pipeline(&client, &db, round, start, n)).await?;
+        let (plain, piped) = (rate(plain_wall), rate(piped_wall));
+        let per_event = |cpu: Duration| cpu.as_secs_f64() * 1e6 / n as f64;
+        println!(
+            "round {}: plain driver loop {plain:>7.0} events/s ({:.1} µs CPU/event)   \
+             changeflow pipeline {piped:>7.0} events/s ({:.1} µs CPU/event)   ratio {:.3}",
+            round + 1,
+            per_event(plain_cpu),
+            per_event(piped_cpu),
+            piped / plain
+        );
+        best_plain = best_plain.max(plain);
+        best_pipeline = best_pipeline.max(piped);
+    }
+    println!(
+        "best of {rounds}: plain {best_plain:.0} events/s, pipeline {best_pipeline:.0} events/s, ratio {:.3} (target ≥ 0.9)",
+        best_pipeline / best_plain
+    );
+    println!(
+        "peak RSS of the whole run: {:.1} MiB (target ≤ 100)",
+        peak_rss_mib()
+    );
+    for name in std::iter::once(db.clone()).chain((0..rounds).map(|r| format!("{db}_cp{r}"))) {
+        client.database(&name).drop().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! The checkpoint writer: a task that stores the newest checkpoint it was given, so the
+//! stream never waits for a majority write. Newer checkpoints replace unwritten ones.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::store::{Checkpoint, CheckpointStore};
+use crate::metrics::Metrics;
+
+/// Pause before retrying a failed write when no newer checkpoint arrives.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Hands checkpoints to the writer task.
+pub struct CheckpointWriter {
+    latest: watch::Sender<Option<Checkpoint>>,
+    task: JoinHandle<()>,
+}
+
+impl CheckpointWriter {
+    /// Starts the writer task for one stream.
+    pub fn start(store: CheckpointStore, metrics: Arc<Metrics>) -> CheckpointWriter {
+        let (latest, rx) = watch::channel(None);
+        let task = tokio::spawn(write_loop(store, metrics, rx));
+        CheckpointWriter { latest, task }
+    }
+
+    /// Queues `checkpoint`, replacing any not yet written.
+    pub fn submit(&self, checkpoint: Checkpoint) {
+        self.latest.send_replace(Some(checkpoint));
+    }
+
+    /// Writes the last queued checkpoint (retrying until `give_up` completes) and stops.
+    pub async fn finish(self, give_up: impl Future<Output = ()>) {
+        let CheckpointWriter { latest, mut task } = self;
+        drop(latest);
+        tokio::select! {
+            _ = &mut task => {}
+            _ = give_up => {
+                task.abort();
+                tracing::warn!("final checkpoint not stored in time; the restart repeats some events");
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    store: CheckpointStore,
+    metrics: Arc<Metrics>,
+    mut rx: watch::Receiver<Option<Checkpoint>>,
+) {
+    // `changed` still reports a value sent just before the sender was dropped.
+    while rx.changed().await.is_ok() {
+        let mut next = rx.borrow_and_update().clone();
+        while let Some(checkpoint) = next.take() {
+            match store.save(&checkpoint).await {
+                Ok(()) => metrics.checkpoint_saved(&checkpoint.stream),
+                Err(e) => {
+                    tracing::warn!(stream = %checkpoint.stream, error = %e, "cannot store the checkpoint; retrying");
+                    let newer = tokio::select! {
+                        changed = rx.changed() => match changed {
+                            Ok(()) => true,
+                            Err(_) => {
+                                tokio::time::sleep(RETRY_PAUSE).await;
+                                false
+                            }
+                        },
+                        _ = tokio::time::sleep(RETRY_PAUSE) => false,
+                    };
+                    next = if newer {
+                        rx.borrow_and_update().clone()
+                    } else {
+                        Some(checkpoint)
+                    };
+                }
+            }
+        }
+    }
+}
