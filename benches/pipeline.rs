@@ -26,6 +26,10 @@ use mongodb::bson::{Decimal128, Document, RawDocumentBuf, Timestamp, doc};
 use mongodb::options::FullDocumentType;
 use tokio::sync::Notify;
 
+// The same allocator as the changeflow binary; both readers share it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Counts requested payments; wakes the bench when all N arrived. No I/O.
 struct Counting {
     seen: AtomicU64,
@@ -165,11 +169,13 @@ async fn pipeline(
     start: Timestamp,
     n: u64,
 ) -> anyhow::Result<Duration> {
-    let mut config = Config::default();
-    config.watch = vec![WatchedDatabase {
-        database: db.to_owned(),
-        collections: vec!["payments".to_owned()],
-    }];
+    let mut config = Config {
+        watch: vec![WatchedDatabase {
+            database: db.to_owned(),
+            collections: vec!["payments".to_owned()],
+        }],
+        ..Config::default()
+    };
     config.payments.database = db.to_owned();
     // A fresh checkpoint database per round, so each round starts at `start`.
     config.checkpoint.database = format!("{db}_cp{round}");

@@ -12,6 +12,10 @@ use changeflow::redact::redact_uri;
 use changeflow::source::StartAt;
 use changeflow::{app, demo, shutdown, tail, telemetry};
 
+// Every event allocates a handful of small objects; mimalloc makes that cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load_with_sets(cli.config.as_deref(), &cli.sets) {

@@ -9,9 +9,7 @@ pub mod payments;
 use std::fmt;
 
 use mongodb::bson::raw::ValueAccessErrorKind;
-use mongodb::bson::{
-    DateTime, Document, RawDocument, RawDocumentBuf, Timestamp, spec::ElementType,
-};
+use mongodb::bson::{DateTime, RawDocument, RawDocumentBuf, Timestamp, spec::ElementType};
 use sha2::{Digest, Sha256};
 
 /// A stable event id: the same change, however it is read or replayed, gets the same id.
@@ -60,7 +58,8 @@ pub struct ChangeMeta {
     pub wall_time: Option<DateTime>,
     /// The changed document's key (`_id`, plus the shard key on sharded collections),
     /// exactly as stored: filters built from it match the document whatever its `_id` type.
-    pub document_key: Option<Document>,
+    /// Kept raw: most events never need it as a [`Document`].
+    pub document_key: Option<RawDocumentBuf>,
 }
 
 /// Why a raw change event does not fit its domain type.
@@ -289,13 +288,10 @@ pub fn change_meta(event: &RawDocument) -> Result<ChangeMeta, DecodeError> {
             event.get_timestamp("clusterTime"),
         )?,
         wall_time,
-        document_key: match event.get_document("documentKey") {
-            Ok(key) => Some(
-                Document::try_from(key)
-                    .map_err(|_| DecodeError::invalid("documentKey", "malformed BSON"))?,
-            ),
-            Err(_) => None,
-        },
+        document_key: event
+            .get_document("documentKey")
+            .ok()
+            .map(|key| key.to_raw_document_buf()),
     })
 }
 

@@ -211,7 +211,7 @@ pub fn decode(event: &RawDocument) -> Result<Option<PaymentEvent>, DecodeError> 
         }
         Err(_) => return Err(top.document("fullDocument").unwrap_err()),
     };
-    let mut payment = payment(&Fields::new(full, "fullDocument"))?;
+    let mut payment = payment(&Fields::new(full, "fullDocument"), "fullDocument.product")?;
     let transition = match operation {
         "insert" => Some(payment.status),
         "update" => status_set_by_update(&top)?,
@@ -251,12 +251,12 @@ fn status_set_by_update(top: &Fields<'_>) -> Result<Option<PaymentStatus>, Decod
 
 /// A payment document as stored (for reading the collection, e.g. by the HTTP API).
 pub fn payment_from_document(doc: &RawDocument) -> Result<Payment, DecodeError> {
-    payment(&Fields::new(doc, ""))
+    payment(&Fields::new(doc, ""), "product")
 }
 
-fn payment(doc: &Fields<'_>) -> Result<Payment, DecodeError> {
-    let product_path = doc.path("product");
-    let product = Fields::new(doc.document("product")?, &product_path);
+/// `product_path` is the dotted path of `doc`'s product (static: no formatting per event).
+fn payment(doc: &Fields<'_>, product_path: &str) -> Result<Payment, DecodeError> {
+    let product = Fields::new(doc.document("product")?, product_path);
     let status = doc.str("status")?;
     Ok(Payment {
         id: payment_id(doc)?,

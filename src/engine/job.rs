@@ -2,6 +2,7 @@
 //! retryable failures are retried with backoff until they succeed or the run is cancelled;
 //! permanent failures (and panics) dead-letter the event for that handler.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use backoff::ExponentialBackoffBuilder;
 use backoff::backoff::Backoff;
 use futures::FutureExt;
 use mongodb::bson::{Bson, Document};
+use prometheus::Histogram;
 use tokio_util::sync::CancellationToken;
 
 use super::router::Route;
@@ -19,12 +21,10 @@ use crate::domain::payments::PaymentEvent;
 use crate::handlers::Handler;
 use crate::metrics::Metrics;
 
-/// An event waiting for (or running through) its handlers.
+/// An event waiting for (or running through) its handlers; its lane is its payment id.
 pub struct Job {
     /// The acker's ticket of the event.
     pub ticket: Ticket,
-    /// The lane: the payment id.
-    pub key: String,
     /// The event.
     pub event: Arc<PaymentEvent>,
     /// Its handlers.
@@ -35,16 +35,13 @@ pub struct Job {
 pub struct Completion {
     /// The acker's ticket.
     pub ticket: Ticket,
-    /// The lane.
-    pub key: String,
-    /// Metric label of the event's kind.
-    pub kind: &'static str,
+    /// The event (its payment id names the lane).
+    pub event: Arc<PaymentEvent>,
     /// Every handler finished (applied, or dead-lettered); false when cancelled.
     pub finished: bool,
 }
 
-/// What a job needs besides its event.
-#[derive(Clone)]
+/// What a job needs besides its event; shared by every job of a session.
 pub struct JobContext {
     /// Stream name, for dead letters.
     pub stream: Arc<str>,
@@ -54,21 +51,28 @@ pub struct JobContext {
     pub dead_letters: DeadLetters,
     /// Stops retries (shutdown deadline passed).
     pub cancel: CancellationToken,
+    /// Duration histogram of each handler, looked up once.
+    pub timers: HashMap<&'static str, Histogram>,
 }
 
 /// Runs `job` to completion.
-pub async fn run(job: Job, ctx: JobContext) -> Completion {
-    let results = futures::future::join_all(
-        job.route
-            .iter()
-            .map(|handler| run_handler(handler.as_ref(), &job.event, &ctx)),
-    )
-    .await;
+pub async fn run(job: Job, ctx: Arc<JobContext>) -> Completion {
+    let finished = match &job.route[..] {
+        // The common case: one handler, no join machinery.
+        [only] => run_handler(only.as_ref(), &job.event, &ctx).await,
+        route => futures::future::join_all(
+            route
+                .iter()
+                .map(|handler| run_handler(handler.as_ref(), &job.event, &ctx)),
+        )
+        .await
+        .into_iter()
+        .all(|finished| finished),
+    };
     Completion {
         ticket: job.ticket,
-        kind: job.event.kind().as_str(),
-        key: job.key,
-        finished: results.into_iter().all(|finished| finished),
+        event: job.event,
+        finished,
     }
 }
 
@@ -83,10 +87,13 @@ fn retry_backoff() -> backoff::ExponentialBackoff {
 /// True when the handler finished (applied or dead-lettered), false when cancelled.
 async fn run_handler(handler: &dyn Handler, event: &PaymentEvent, ctx: &JobContext) -> bool {
     let mut backoff = retry_backoff();
-    let timer = ctx
-        .metrics
-        .handler_seconds
-        .with_label_values(&[handler.name()]);
+    let timer = match ctx.timers.get(handler.name()) {
+        Some(t) => t.clone(),
+        None => ctx
+            .metrics
+            .handler_seconds
+            .with_label_values(&[handler.name()]),
+    };
     loop {
         let started = Instant::now();
         let outcome = AssertUnwindSafe(handler.handle(event)).catch_unwind().await;
@@ -167,8 +174,12 @@ fn summary(event: &PaymentEvent) -> Document {
     doc.insert("payment_id", event.payment_id());
     doc.insert("database", &meta.database);
     doc.insert("collection", &meta.collection);
-    if let Some(key) = &meta.document_key {
-        doc.insert("document_key", key.clone());
+    if let Some(key) = meta
+        .document_key
+        .as_ref()
+        .and_then(|k| Document::try_from(k.as_ref()).ok())
+    {
+        doc.insert("document_key", key);
     }
     doc.insert("debug", format!("{event:?}"));
     doc

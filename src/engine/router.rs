@@ -28,6 +28,18 @@ impl Router {
         }
     }
 
+    /// Every routed handler's name, once each.
+    pub fn handler_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self
+            .by_kind
+            .iter()
+            .flat_map(|route| route.iter().map(|h| h.name()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// The handlers of `kind` (possibly none).
     pub fn route(&self, kind: PaymentEventKind) -> &Route {
         let index = PaymentEventKind::ALL

@@ -1,13 +1,17 @@
 //! One watched database: open its stream from the checkpoint, read, dispatch to ordered
 //! lanes, ack, store the checkpoint; on errors drain, store, and reopen with backoff.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use backoff::ExponentialBackoffBuilder;
 use backoff::backoff::Backoff;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use prometheus::IntCounter;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::job::{self, Completion, Job, JobContext};
@@ -17,7 +21,7 @@ use crate::checkpoint::acker::Acker;
 use crate::checkpoint::store::Checkpoint;
 use crate::checkpoint::writer::CheckpointWriter;
 use crate::config::WatchedDatabase;
-use crate::dead_letter::DeadLetter;
+use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::domain::Decoded;
 use crate::source::reader::{self, Item, Position};
 use crate::source::{self, SourceError, StartAt};
@@ -160,8 +164,12 @@ struct Session<'a> {
     name: Arc<str>,
     acker: Acker<Position>,
     lanes: Lanes<Job>,
-    running: JoinSet<Completion>,
-    ctx: JobContext,
+    /// Jobs in progress, polled by this task: no spawn or cross-thread wake-up per event.
+    running: FuturesUnordered<BoxFuture<'static, Completion>>,
+    ctx: Arc<JobContext>,
+    /// Metric handles by label, looked up once per session instead of once per event.
+    received: HashMap<&'static str, IntCounter>,
+    handled: HashMap<&'static str, IntCounter>,
     /// Newest fully handled position not yet handed to the writer.
     unsaved: Option<Position>,
     writer: Option<CheckpointWriter>,
@@ -173,16 +181,24 @@ impl<'a> Session<'a> {
     fn new(shared: &'a Shared, name: Arc<str>, events_since_start: u64) -> Session<'a> {
         Session {
             shared,
-            ctx: JobContext {
+            ctx: Arc::new(JobContext {
                 stream: name.clone(),
                 metrics: shared.metrics.clone(),
                 dead_letters: shared.dead_letters.clone(),
                 cancel: CancellationToken::new(),
-            },
+                timers: shared
+                    .router
+                    .handler_names()
+                    .into_iter()
+                    .map(|n| (n, shared.metrics.handler_seconds.with_label_values(&[n])))
+                    .collect(),
+            }),
+            received: HashMap::new(),
+            handled: HashMap::new(),
             name,
             acker: Acker::new(),
             lanes: Lanes::new(),
-            running: JoinSet::new(),
+            running: FuturesUnordered::new(),
             unsaved: None,
             writer: Some(CheckpointWriter::start(
                 shared.checkpoints.clone(),
@@ -209,11 +225,13 @@ impl<'a> Session<'a> {
         let max_in_flight = config.engine.max_in_flight_events;
         let mut tick = tokio::time::interval(Duration::from_millis(config.checkpoint.every_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         let end = loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break End::Shutdown,
-                Some(joined) = self.running.join_next() => self.complete(joined),
+                _ = &mut cancelled => break End::Shutdown,
+                Some(done) = self.running.next() => self.complete(done),
                 _ = tick.tick() => self.save().await,
                 item = rx.recv(), if self.acker.in_flight() < max_in_flight => match item {
                     Some(Item::Change { position, decoded }) => {
@@ -249,10 +267,11 @@ impl<'a> Session<'a> {
         decoded: Decoded,
         shutdown: &CancellationToken,
     ) -> bool {
-        self.shared
-            .metrics
-            .events_received
-            .with_label_values(&[&self.name, decoded.label()])
+        let label = decoded.label();
+        let (metrics, name) = (&self.shared.metrics, &self.name);
+        self.received
+            .entry(label)
+            .or_insert_with(|| metrics.events_received.with_label_values(&[name, label]))
             .inc();
         self.events_since_save += 1;
         match decoded {
@@ -262,13 +281,13 @@ impl<'a> Session<'a> {
                     self.acker.track(position, 0);
                     return true;
                 }
+                let event = Arc::new(event);
                 let job = Job {
                     ticket: self.acker.track(position, 1),
-                    key: event.payment_id().to_owned(),
-                    event: Arc::new(event),
+                    event: event.clone(),
                     route: route.clone(),
                 };
-                if let Some(job) = self.lanes.submit(&job.key.clone(), job) {
+                if let Some(job) = self.lanes.submit(event.payment_id(), job) {
                     self.start(job);
                 }
             }
@@ -288,7 +307,7 @@ impl<'a> Session<'a> {
                     error.to_string(),
                 );
                 tracing::warn!(stream = %self.name, event_id = %event_id, reason = %error, "bad input; dead-lettering it");
-                if !self.put_dead_letter(&letter, shutdown).await {
+                if !put_dead_letter(&self.shared.dead_letters, &letter, shutdown).await {
                     return false;
                 }
                 self.shared
@@ -302,50 +321,23 @@ impl<'a> Session<'a> {
         true
     }
 
-    async fn put_dead_letter(&self, letter: &DeadLetter, shutdown: &CancellationToken) -> bool {
-        let mut backoff = ExponentialBackoffBuilder::new()
-            .with_max_interval(Duration::from_secs(10))
-            .with_max_elapsed_time(None)
-            .build();
-        loop {
-            match self.shared.dead_letters.put(letter).await {
-                Ok(()) => return true,
-                Err(e) => {
-                    let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(error = %e, "cannot write a dead letter; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(pause) => {}
-                    }
-                }
-            }
-        }
-    }
-
     fn start(&mut self, job: Job) {
-        self.running.spawn(job::run(job, self.ctx.clone()));
+        self.running.push(job::run(job, self.ctx.clone()).boxed());
     }
 
-    fn complete(&mut self, joined: Result<Completion, tokio::task::JoinError>) {
-        let done = match joined {
-            Ok(done) => done,
-            // Jobs catch handler panics; a join error means the task was aborted.
-            Err(e) => {
-                tracing::error!(error = %e, "handler task lost");
-                return;
-            }
-        };
+    fn complete(&mut self, done: Completion) {
         if done.finished {
             if let Err(e) = self.acker.route_done(done.ticket) {
                 tracing::error!(error = %e, "acker refused a completion");
             }
-            self.shared
-                .metrics
-                .events_handled
-                .with_label_values(&[done.kind])
+            let kind = done.event.kind().as_str();
+            let metrics = &self.shared.metrics;
+            self.handled
+                .entry(kind)
+                .or_insert_with(|| metrics.events_handled.with_label_values(&[kind]))
                 .inc();
         }
-        if let Some(next) = self.lanes.finish(&done.key) {
+        if let Some(next) = self.lanes.finish(done.event.payment_id()) {
             self.start(next);
         }
     }
@@ -367,7 +359,7 @@ impl<'a> Session<'a> {
         }
         while !self.running.is_empty() {
             tokio::select! {
-                Some(joined) = self.running.join_next() => self.complete(joined),
+                Some(done) = self.running.next() => self.complete(done),
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::warn!(
                         stream = %self.name,
@@ -375,8 +367,7 @@ impl<'a> Session<'a> {
                         "shutdown timeout: abandoning unfinished events (they run again after restart)"
                     );
                     self.ctx.cancel.cancel();
-                    self.running.abort_all();
-                    while self.running.join_next().await.is_some() {}
+                    self.running = FuturesUnordered::new();
                     break;
                 }
             }
@@ -400,5 +391,30 @@ impl<'a> Session<'a> {
             wall_time: position.wall_time,
             events_since_start: self.events_since_start,
         });
+    }
+}
+
+/// Writes `letter`, retrying until it is stored (true) or shutdown comes first (false).
+async fn put_dead_letter(
+    dead_letters: &DeadLetters,
+    letter: &DeadLetter,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut backoff = ExponentialBackoffBuilder::new()
+        .with_max_interval(Duration::from_secs(10))
+        .with_max_elapsed_time(None)
+        .build();
+    loop {
+        match dead_letters.put(letter).await {
+            Ok(()) => return true,
+            Err(e) => {
+                let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
+                tracing::warn!(error = %e, "cannot write a dead letter; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
     }
 }

@@ -177,15 +177,15 @@ impl Handler for ProviderSimulator {
             let PaymentEvent::Requested(snapshot) = event else {
                 return Ok(());
             };
-            let key =
-                snapshot
-                    .meta
-                    .document_key
-                    .as_ref()
-                    .ok_or_else(|| HandlerError::Permanent {
-                        handler: NAME,
-                        reason: "change event has no documentKey".into(),
-                    })?;
+            let key = snapshot
+                .meta
+                .document_key
+                .as_ref()
+                .and_then(|k| mongodb::bson::Document::try_from(k.as_ref()).ok())
+                .ok_or_else(|| HandlerError::Permanent {
+                    handler: NAME,
+                    reason: "change event has no usable documentKey".into(),
+                })?;
             let _permit = self
                 .in_flight
                 .acquire()
@@ -196,7 +196,7 @@ impl Handler for ProviderSimulator {
                 })?;
             tokio::time::sleep(self.latency).await;
             let outcome = self.decider.decide(&snapshot.payment.id);
-            self.updater.settle(key, outcome).await.map(drop)
+            self.updater.settle(&key, outcome).await.map(drop)
         }
         .boxed()
     }
