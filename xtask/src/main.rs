@@ -43,8 +43,13 @@ enum Cmd {
     Status,
     /// Run the whole test suite: fmt, clippy, compose validation, services, cargo test.
     Test(TestArgs),
-    /// Start services and `changeflow tail`, writing sample payments until Ctrl-C.
-    Demo,
+    /// Start the services and run `changeflow demo`: the full payment flow under a small
+    /// load, with progress and the final counters.
+    Demo {
+        /// Payments to create.
+        #[arg(long, default_value_t = 100)]
+        payments: u32,
+    },
 }
 
 #[derive(Args)]
@@ -130,6 +135,6 @@ async fn run(command: Cmd) -> Result<ExitCode> {
             ExitCode::FAILURE
         }),
         Cmd::Test(args) => checks::run_all(args.keep_services, &args.cargo_test_args).await,
-        Cmd::Demo => demo::run().await,
+        Cmd::Demo { payments } => demo::run(payments).await,
     }
 }
