@@ -9,7 +9,9 @@ pub mod payments;
 use std::fmt;
 
 use mongodb::bson::raw::ValueAccessErrorKind;
-use mongodb::bson::{DateTime, RawDocument, RawDocumentBuf, Timestamp, spec::ElementType};
+use mongodb::bson::{
+    DateTime, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp, spec::ElementType,
+};
 use sha2::{Digest, Sha256};
 
 /// A stable event id: the same change, however it is read or replayed, gets the same id.
@@ -268,31 +270,102 @@ pub fn event_id_of(raw: &RawDocument) -> EventId {
     }
 }
 
+/// The top-level fields of a change event, found in one pass over it (a lookup per field
+/// would scan the event again each time).
+#[derive(Default)]
+pub(crate) struct Envelope<'a> {
+    pub(crate) id: Option<RawBsonRef<'a>>,
+    pub(crate) operation_type: Option<RawBsonRef<'a>>,
+    pub(crate) cluster_time: Option<RawBsonRef<'a>>,
+    pub(crate) wall_time: Option<RawBsonRef<'a>>,
+    pub(crate) ns: Option<RawBsonRef<'a>>,
+    pub(crate) document_key: Option<RawBsonRef<'a>>,
+    pub(crate) full_document: Option<RawBsonRef<'a>>,
+    pub(crate) update_description: Option<RawBsonRef<'a>>,
+}
+
+impl<'a> Envelope<'a> {
+    pub(crate) fn read(event: &'a RawDocument) -> Result<Envelope<'a>, DecodeError> {
+        let mut e = Envelope::default();
+        for element in event {
+            let (key, value) =
+                element.map_err(|_| DecodeError::invalid("(change event)", "malformed BSON"))?;
+            let slot = match key {
+                "_id" => &mut e.id,
+                "operationType" => &mut e.operation_type,
+                "clusterTime" => &mut e.cluster_time,
+                "wallTime" => &mut e.wall_time,
+                "ns" => &mut e.ns,
+                "documentKey" => &mut e.document_key,
+                "fullDocument" => &mut e.full_document,
+                "updateDescription" => &mut e.update_description,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        Ok(e)
+    }
+
+    /// `value` as a document, or why not.
+    pub(crate) fn document(
+        value: Option<RawBsonRef<'a>>,
+        field: &str,
+    ) -> Result<&'a RawDocument, DecodeError> {
+        match value {
+            Some(RawBsonRef::Document(d)) => Ok(d),
+            Some(other) => Err(wrong_type(field, "a document", other)),
+            None => Err(DecodeError::missing(field)),
+        }
+    }
+
+    /// `operationType` as text.
+    pub(crate) fn operation(&self) -> Result<&'a str, DecodeError> {
+        match self.operation_type {
+            Some(RawBsonRef::String(s)) => Ok(s),
+            Some(other) => Err(wrong_type("operationType", "a string", other)),
+            None => Err(DecodeError::missing("operationType")),
+        }
+    }
+
+    /// What every domain event carries about its change.
+    pub(crate) fn meta(&self) -> Result<ChangeMeta, DecodeError> {
+        let token = Fields::new(Envelope::document(self.id, "_id")?, "_id");
+        let ns = Fields::new(Envelope::document(self.ns, "ns")?, "ns");
+        let cluster_time = match self.cluster_time {
+            Some(RawBsonRef::Timestamp(t)) => t,
+            Some(other) => return Err(wrong_type("clusterTime", "a timestamp", other)),
+            None => return Err(DecodeError::missing("clusterTime")),
+        };
+        let wall_time = match self.wall_time {
+            Some(RawBsonRef::DateTime(t)) => Some(t),
+            Some(other) => return Err(wrong_type("wallTime", "a date", other)),
+            None => None,
+        };
+        Ok(ChangeMeta {
+            event_id: EventId::from_token_data(token.str("_data")?),
+            database: ns.str("db")?.to_owned(),
+            collection: ns.str("coll").unwrap_or_default().to_owned(),
+            cluster_time,
+            wall_time,
+            document_key: match self.document_key {
+                Some(RawBsonRef::Document(key)) => Some(key.to_raw_document_buf()),
+                _ => None,
+            },
+        })
+    }
+}
+
+fn wrong_type(field: &str, expected: &'static str, found: RawBsonRef<'_>) -> DecodeError {
+    DecodeError::WrongType {
+        field: field.to_owned(),
+        expected,
+        found: type_name(found.element_type()).to_owned(),
+    }
+}
+
 /// Reads the envelope every change event has: token, namespace, times.
 pub fn change_meta(event: &RawDocument) -> Result<ChangeMeta, DecodeError> {
-    let top = Fields::new(event, "");
-    let token = Fields::new(top.document("_id")?, "_id");
-    let ns = Fields::new(top.document("ns")?, "ns");
-    let wall_time = match top.map("wallTime", "a date", event.get_datetime("wallTime")) {
-        Ok(t) => Some(t),
-        Err(DecodeError::Missing { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    Ok(ChangeMeta {
-        event_id: EventId::from_token_data(token.str("_data")?),
-        database: ns.str("db")?.to_owned(),
-        collection: ns.str("coll").unwrap_or_default().to_owned(),
-        cluster_time: top.map(
-            "clusterTime",
-            "a timestamp",
-            event.get_timestamp("clusterTime"),
-        )?,
-        wall_time,
-        document_key: event
-            .get_document("documentKey")
-            .ok()
-            .map(|key| key.to_raw_document_buf()),
-    })
+    Envelope::read(event)?.meta()
 }
 
 #[cfg(test)]

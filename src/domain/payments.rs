@@ -17,7 +17,7 @@ use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{RawBsonRef, RawDocument};
 use rust_decimal::Decimal;
 
-use super::{ChangeMeta, DecodeError, Fields, change_meta, type_name};
+use super::{ChangeMeta, DecodeError, Envelope, Fields, type_name};
 
 /// Where a payment is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,36 +185,31 @@ impl PaymentEvent {
 /// Decodes one raw change of the payments collection. `Ok(None)` for changes that are not
 /// about a payment document (drop, rename, invalidate…): the caller handles those.
 pub fn decode(event: &RawDocument) -> Result<Option<PaymentEvent>, DecodeError> {
-    let top = Fields::new(event, "");
-    let operation = top.str("operationType")?;
+    let envelope = Envelope::read(event)?;
+    let operation = envelope.operation()?;
     if !matches!(operation, "insert" | "update" | "replace" | "delete") {
         return Ok(None);
     }
-    let meta = change_meta(event)?;
+    let meta = envelope.meta()?;
     if operation == "delete" {
-        let key = Fields::new(top.document("documentKey")?, "documentKey");
+        let key = Fields::new(
+            Envelope::document(envelope.document_key, "documentKey")?,
+            "documentKey",
+        );
         let payment_id = payment_id(&key)?;
         return Ok(Some(PaymentEvent::Deleted(PaymentDeleted {
             meta,
             payment_id,
         })));
     }
-    let full = match event.get_document("fullDocument") {
-        Ok(doc) => doc,
-        Err(_)
-            if matches!(
-                event.get("fullDocument"),
-                Ok(None) | Ok(Some(RawBsonRef::Null))
-            ) =>
-        {
-            return Err(DecodeError::NoFullDocument);
-        }
-        Err(_) => return Err(top.document("fullDocument").unwrap_err()),
+    let full = match envelope.full_document {
+        None | Some(RawBsonRef::Null) => return Err(DecodeError::NoFullDocument),
+        other => Envelope::document(other, "fullDocument")?,
     };
     let mut payment = payment(&Fields::new(full, "fullDocument"), "fullDocument.product")?;
     let transition = match operation {
         "insert" => Some(payment.status),
-        "update" => status_set_by_update(&top)?,
+        "update" => status_set_by_update(envelope.update_description)?,
         _ => None, // replace: without a pre-image the transition is unknown
     };
     if let Some(status) = transition {
@@ -230,8 +225,13 @@ pub fn decode(event: &RawDocument) -> Result<Option<PaymentEvent>, DecodeError> 
 }
 
 /// The status an update's `updatedFields` sets, if it sets one.
-fn status_set_by_update(top: &Fields<'_>) -> Result<Option<PaymentStatus>, DecodeError> {
-    let description = Fields::new(top.document("updateDescription")?, "updateDescription");
+fn status_set_by_update(
+    description: Option<RawBsonRef<'_>>,
+) -> Result<Option<PaymentStatus>, DecodeError> {
+    let description = Fields::new(
+        Envelope::document(description, "updateDescription")?,
+        "updateDescription",
+    );
     let updated = Fields::new(
         description.document("updatedFields")?,
         "updateDescription.updatedFields",
@@ -302,7 +302,12 @@ fn amount(doc: &Fields<'_>) -> Result<Decimal, DecodeError> {
         reason,
     };
     let value = match doc.raw("amount")? {
-        RawBsonRef::Decimal128(d) => parse_decimal(&d.to_string()).map_err(invalid)?,
+        RawBsonRef::Decimal128(d) => match decimal_from_bid(d.bytes()) {
+            Some(value) => value,
+            // NaN, infinities, exponents or digits beyond rust_decimal: the text path
+            // reports them precisely.
+            None => parse_decimal(&d.to_string()).map_err(invalid)?,
+        },
         RawBsonRef::Int32(i) => Decimal::from(i),
         RawBsonRef::Int64(i) => Decimal::from(i),
         RawBsonRef::Double(f) if f.is_finite() => parse_decimal(&f.to_string()).map_err(invalid)?,
@@ -321,6 +326,31 @@ fn amount(doc: &Fields<'_>) -> Result<Decimal, DecodeError> {
     Ok(value)
 }
 
+/// A BSON Decimal128 (IEEE 754 BID, little-endian) as a `Decimal`, without going through
+/// text; `None` for values the fast path does not cover (specials, large exponents).
+fn decimal_from_bid(bytes: [u8; 16]) -> Option<Decimal> {
+    let bits = u128::from_le_bytes(bytes);
+    let high = (bits >> 64) as u64;
+    if (high >> 61) & 0b11 == 0b11 {
+        return None; // NaN, infinity, or the large-coefficient form (non-canonical)
+    }
+    let negative = high >> 63 == 1;
+    let exponent = ((high >> 49) & 0x3FFF) as i32 - 6176;
+    let coefficient = bits & ((1u128 << 113) - 1);
+    const MAX_MANTISSA: u128 = (1 << 96) - 1;
+    let (mantissa, scale) = if exponent <= 0 {
+        (coefficient, u32::try_from(-exponent).ok()?)
+    } else {
+        let factor = 10u128.checked_pow(u32::try_from(exponent).ok()?)?;
+        (coefficient.checked_mul(factor)?, 0)
+    };
+    if mantissa > MAX_MANTISSA || scale > 28 {
+        return None;
+    }
+    let signed = i128::try_from(mantissa).ok()?;
+    Decimal::try_from_i128_with_scale(if negative { -signed } else { signed }, scale).ok()
+}
+
 fn parse_decimal(text: &str) -> Result<Decimal, String> {
     Decimal::from_str(text)
         .or_else(|_| Decimal::from_scientific(text))
@@ -330,6 +360,7 @@ fn parse_decimal(text: &str) -> Result<Decimal, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::change_meta;
     use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
     use std::path::Path;
 
@@ -539,5 +570,32 @@ mod tests {
     fn non_document_changes_are_not_payment_events() {
         let raw = RawDocumentBuf::from_document(&doc! {"operationType": "drop"}).unwrap();
         assert_eq!(decode(&raw).unwrap(), None);
+    }
+
+    #[test]
+    fn decimal128_fast_path_equals_the_text_path() {
+        for text in [
+            "0",
+            "49.80",
+            "-0.01",
+            "12",
+            "1E+3",
+            "1.5E+2",
+            "0.0000000000000000000000000001",
+            "79228162514264337593543950335",
+            "-79228162514264337593543950335",
+            "123456789012345678901234567.8",
+        ] {
+            let d: mongodb::bson::Decimal128 = text.parse().unwrap();
+            let fast = decimal_from_bid(d.bytes());
+            let slow = parse_decimal(&d.to_string()).ok();
+            assert_eq!(fast, slow, "{text}");
+            assert!(fast.is_some(), "{text} takes the fast path");
+            assert_eq!(fast.unwrap().to_string(), slow.unwrap().to_string(), "{text}: scale kept");
+        }
+        for text in ["NaN", "Infinity", "1E-40", "1E+40", "79228162514264337593543950336"] {
+            let d: mongodb::bson::Decimal128 = text.parse().unwrap();
+            assert_eq!(decimal_from_bid(d.bytes()), None, "{text} falls back");
+        }
     }
 }
