@@ -20,7 +20,9 @@ fn fixture(name: &str) -> RawDocumentBuf {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
     let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
     match Bson::try_from(json) {
-        Ok(Bson::Document(doc)) => RawDocumentBuf::from_document(&doc).unwrap_or_else(|e| panic!("{e}")),
+        Ok(Bson::Document(doc)) => {
+            RawDocumentBuf::from_document(&doc).unwrap_or_else(|e| panic!("{e}"))
+        }
         other => panic!("{name}: not a document: {other:?}"),
     }
 }

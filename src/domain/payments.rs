@@ -591,9 +591,19 @@ mod tests {
             let slow = parse_decimal(&d.to_string()).ok();
             assert_eq!(fast, slow, "{text}");
             assert!(fast.is_some(), "{text} takes the fast path");
-            assert_eq!(fast.unwrap().to_string(), slow.unwrap().to_string(), "{text}: scale kept");
+            assert_eq!(
+                fast.unwrap().to_string(),
+                slow.unwrap().to_string(),
+                "{text}: scale kept"
+            );
         }
-        for text in ["NaN", "Infinity", "1E-40", "1E+40", "79228162514264337593543950336"] {
+        for text in [
+            "NaN",
+            "Infinity",
+            "1E-40",
+            "1E+40",
+            "79228162514264337593543950336",
+        ] {
             let d: mongodb::bson::Decimal128 = text.parse().unwrap();
             assert_eq!(decimal_from_bid(d.bytes()), None, "{text} falls back");
         }
