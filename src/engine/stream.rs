@@ -215,12 +215,7 @@ impl<'a> Session<'a> {
         shutdown: &CancellationToken,
     ) -> End {
         let (tx, mut rx) = mpsc::channel(READ_AHEAD);
-        let reader = tokio::spawn(reader::read(
-            stream,
-            self.name.to_string(),
-            self.shared.domains.clone(),
-            tx,
-        ));
+        let reader = tokio::spawn(reader::read(stream, self.name.to_string(), tx));
         let config = &self.shared.config;
         let max_in_flight = config.engine.max_in_flight_events;
         let mut tick = tokio::time::interval(Duration::from_millis(config.checkpoint.every_ms));
@@ -234,7 +229,8 @@ impl<'a> Session<'a> {
                 Some(done) = self.running.next() => self.complete(done),
                 _ = tick.tick() => self.save().await,
                 item = rx.recv(), if self.acker.in_flight() < max_in_flight => match item {
-                    Some(Item::Change { position, decoded }) => {
+                    Some(Item::Change { position, raw }) => {
+                        let decoded = self.shared.domains.decode(raw);
                         if !self.dispatch(position, decoded, shutdown).await {
                             break End::Shutdown;
                         }

@@ -1,6 +1,7 @@
 //! The reader task of one stream: pulls changes (and, on quiet streams, post-batch resume
-//! tokens), decodes each once and hands them on through a bounded channel, so a slow
-//! consumer pauses reading instead of growing a buffer.
+//! tokens) and hands them on raw through a bounded channel, so a slow consumer pauses
+//! reading instead of growing a buffer. Decoding happens on the consumer's side: reading
+//! and decoding then overlap instead of adding up on one task.
 
 use mongodb::bson::{DateTime, Timestamp};
 use mongodb::change_stream::ChangeStream;
@@ -8,7 +9,6 @@ use mongodb::change_stream::event::ResumeToken;
 use tokio::sync::mpsc;
 
 use super::{RawChange, SourceError};
-use crate::domain::{Decoded, Domains};
 
 /// A place in the stream the checkpoint can move to.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,16 +22,14 @@ pub struct Position {
 }
 
 /// What the reader hands on.
-// Nearly every item is a change; boxing it would cost an allocation per event.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Item {
-    /// A change, decoded.
+    /// A change, as read.
     Change {
         /// Where it is.
         position: Position,
-        /// What it is.
-        decoded: Decoded,
+        /// The raw change event.
+        raw: RawChange,
     },
     /// The stream is quiet and its resume token moved past filtered-out oplog entries.
     Idle(Position),
@@ -42,12 +40,7 @@ pub enum Item {
 }
 
 /// Reads `stream` until the receiver is dropped or reading fails.
-pub async fn read(
-    mut stream: ChangeStream<RawChange>,
-    database: String,
-    domains: Domains,
-    out: mpsc::Sender<Item>,
-) {
+pub async fn read(mut stream: ChangeStream<RawChange>, database: String, out: mpsc::Sender<Item>) {
     let mut last = stream.resume_token();
     loop {
         let item = match stream.next_if_any().await {
@@ -62,7 +55,7 @@ pub async fn read(
                         cluster_time: raw.get_timestamp("clusterTime").ok(),
                         wall_time: raw.get_datetime("wallTime").ok(),
                     },
-                    decoded: domains.decode(raw),
+                    raw,
                 }
             }
             Ok(None) if !stream.is_alive() => Item::Closed,
