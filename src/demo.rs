@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 use crate::app;
 use crate::config::Config;
 use crate::domain::payments::PaymentStatus;
+use crate::http::counters::counter_value;
 use crate::http::payments::NewPayment;
 use crate::source::StartAt;
 
@@ -109,9 +110,7 @@ async fn counted(counters: &mongodb::Collection<Document>) -> anyhow::Result<u64
 }
 
 fn count(doc: &Document, field: &str) -> u64 {
-    doc.get_i64(field)
-        .or_else(|_| doc.get_i32(field).map(i64::from))
-        .map_or(0, |n| u64::try_from(n).unwrap_or(0))
+    u64::try_from(counter_value(doc, field)).unwrap_or(0)
 }
 
 async fn print_counters(counters: &mongodb::Collection<Document>) -> anyhow::Result<()> {

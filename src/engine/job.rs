@@ -144,26 +144,17 @@ async fn dead_letter(
         cluster_time: Some(meta.cluster_time),
         event: Bson::Document(summary(event)),
     };
-    let mut backoff = retry_backoff();
-    loop {
-        match ctx.dead_letters.put(&letter).await {
-            Ok(()) => {
-                ctx.metrics
-                    .events_dead_lettered
-                    .with_label_values(&[event.kind().as_str(), stage.as_str()])
-                    .inc();
-                return true;
-            }
-            Err(e) => {
-                let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
-                tracing::warn!(error = %e, "cannot write a dead letter; retrying");
-                tokio::select! {
-                    _ = ctx.cancel.cancelled() => return false,
-                    _ = tokio::time::sleep(pause) => {}
-                }
-            }
-        }
+    let stored = ctx
+        .dead_letters
+        .put_until_stored(&letter, &ctx.cancel)
+        .await;
+    if stored {
+        ctx.metrics
+            .events_dead_lettered
+            .with_label_values(&[event.kind().as_str(), stage.as_str()])
+            .inc();
     }
+    stored
 }
 
 /// What a dead letter keeps of a typed event (its raw form is gone after decoding).

@@ -21,7 +21,7 @@ use crate::checkpoint::acker::Acker;
 use crate::checkpoint::store::Checkpoint;
 use crate::checkpoint::writer::CheckpointWriter;
 use crate::config::WatchedDatabase;
-use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::dead_letter::DeadLetter;
 use crate::domain::Decoded;
 use crate::source::reader::{self, Item, Position};
 use crate::source::{self, SourceError, StartAt};
@@ -56,22 +56,12 @@ pub async fn run(
         };
         let error = match opened {
             Ok(stream) => {
-                shared.health.set_open(&name, true);
-                shared
-                    .metrics
-                    .stream_open
-                    .with_label_values(&[&name])
-                    .set(1);
+                record_open(&shared, &name, true);
                 tracing::info!(stream = %name, collections = ?target.collections, "stream open");
                 let mut session = Session::new(&shared, name.clone(), events_since_start);
                 let end = session.run(stream, &shutdown).await;
                 events_since_start = session.events_since_start;
-                shared.health.set_open(&name, false);
-                shared
-                    .metrics
-                    .stream_open
-                    .with_label_values(&[&name])
-                    .set(0);
+                record_open(&shared, &name, false);
                 match end {
                     End::Shutdown => return Ok(()),
                     End::Closed => {
@@ -109,6 +99,16 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Health (for `/healthz`) and the `changeflow_stream_open` gauge, kept in step.
+fn record_open(shared: &Shared, name: &str, open: bool) {
+    shared.health.set_open(name, open);
+    shared
+        .metrics
+        .stream_open
+        .with_label_values(&[name])
+        .set(i64::from(open));
 }
 
 /// Why a stream could not be (re)opened.
@@ -227,7 +227,7 @@ impl<'a> Session<'a> {
                 biased;
                 _ = &mut cancelled => break End::Shutdown,
                 Some(done) = self.running.next() => self.complete(done),
-                _ = tick.tick() => self.save().await,
+                _ = tick.tick() => self.save(),
                 item = rx.recv(), if self.acker.in_flight() < max_in_flight => match item {
                     Some(Item::Change { position, raw }) => {
                         let decoded = self.shared.domains.decode(raw);
@@ -242,12 +242,12 @@ impl<'a> Session<'a> {
             }
             self.collect_advanced();
             if self.events_since_save >= config.checkpoint.every_events {
-                self.save().await;
+                self.save();
             }
         };
         reader.abort();
         self.drain().await;
-        self.save().await;
+        self.save();
         if let Some(writer) = self.writer.take() {
             let timeout = Duration::from_millis(self.shared.config.engine.shutdown_timeout_ms);
             writer.finish(tokio::time::sleep(timeout)).await;
@@ -303,7 +303,12 @@ impl<'a> Session<'a> {
                     error.to_string(),
                 );
                 tracing::warn!(stream = %self.name, event_id = %event_id, reason = %error, "bad input; dead-lettering it");
-                if !put_dead_letter(&self.shared.dead_letters, &letter, shutdown).await {
+                if !self
+                    .shared
+                    .dead_letters
+                    .put_until_stored(&letter, shutdown)
+                    .await
+                {
                     return false;
                 }
                 self.shared
@@ -373,7 +378,7 @@ impl<'a> Session<'a> {
 
     /// Hands the newest handled position to the writer, if it moved: on the clock
     /// (`every_ms`), after `every_events` events, and when the session ends.
-    async fn save(&mut self) {
+    fn save(&mut self) {
         self.collect_advanced();
         let (Some(position), Some(writer)) = (self.unsaved.take(), &self.writer) else {
             return;
@@ -387,30 +392,5 @@ impl<'a> Session<'a> {
             wall_time: position.wall_time,
             events_since_start: self.events_since_start,
         });
-    }
-}
-
-/// Writes `letter`, retrying until it is stored (true) or shutdown comes first (false).
-async fn put_dead_letter(
-    dead_letters: &DeadLetters,
-    letter: &DeadLetter,
-    shutdown: &CancellationToken,
-) -> bool {
-    let mut backoff = ExponentialBackoffBuilder::new()
-        .with_max_interval(Duration::from_secs(10))
-        .with_max_elapsed_time(None)
-        .build();
-    loop {
-        match dead_letters.put(letter).await {
-            Ok(()) => return true,
-            Err(e) => {
-                let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
-                tracing::warn!(error = %e, "cannot write a dead letter; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return false,
-                    _ = tokio::time::sleep(pause) => {}
-                }
-            }
-        }
     }
 }

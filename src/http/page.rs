@@ -3,6 +3,11 @@
 
 use std::collections::HashMap;
 
+use futures::TryStreamExt;
+use mongodb::Collection;
+use mongodb::bson::Document;
+use serde::de::DeserializeOwned;
+
 use super::error::ApiError;
 
 /// Largest page size served.
@@ -58,6 +63,32 @@ impl Page {
     /// Documents to skip.
     pub fn skip(&self) -> u64 {
         self.page * self.size
+    }
+
+    /// This page of `collection` in `sort` order, and the collection's estimated size.
+    pub async fn fetch<T>(
+        &self,
+        collection: &Collection<T>,
+        sort: Document,
+    ) -> Result<(Vec<T>, u64), ApiError>
+    where
+        T: DeserializeOwned + Send + Sync,
+    {
+        let items = collection
+            .find(mongodb::bson::doc! {})
+            .sort(sort)
+            .skip(self.skip())
+            .limit(self.size as i64)
+            .await
+            .map_err(ApiError::database)?
+            .try_collect()
+            .await
+            .map_err(ApiError::database)?;
+        let total = collection
+            .estimated_document_count()
+            .await
+            .map_err(ApiError::database)?;
+        Ok((items, total))
     }
 }
 

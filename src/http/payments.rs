@@ -2,7 +2,6 @@
 
 use std::str::FromStr;
 
-use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Decimal128, Document, RawDocumentBuf, doc};
 use mongodb::options::WriteConcern;
 use mongodb::{Collection, IndexModel};
@@ -179,21 +178,7 @@ impl PaymentsApi {
     /// shown with the reason instead of being hidden.
     pub async fn list(&self, page: Page) -> Result<Value, ApiError> {
         let raw = self.collection.clone_with_type::<RawDocumentBuf>();
-        let docs: Vec<RawDocumentBuf> = raw
-            .find(doc! {})
-            .sort(doc! {"created_at": -1, "_id": 1})
-            .skip(page.skip())
-            .limit(page.size as i64)
-            .await
-            .map_err(ApiError::database)?
-            .try_collect()
-            .await
-            .map_err(ApiError::database)?;
-        let total = self
-            .collection
-            .estimated_document_count()
-            .await
-            .map_err(ApiError::database)?;
+        let (docs, total) = page.fetch(&raw, doc! {"created_at": -1, "_id": 1}).await?;
         let items: Vec<Value> = docs
             .iter()
             .map(|doc| match payment_from_document(doc) {

@@ -148,6 +148,20 @@ pub fn payment(id: &str, product: usize, status: &str) -> Document {
     }
 }
 
+/// Every document of `collection` in `db`.
+pub async fn all_documents(db: &mongodb::Database, collection: &str) -> Vec<Document> {
+    use futures::TryStreamExt;
+    let cursor = db
+        .collection::<Document>(collection)
+        .find(doc! {})
+        .await
+        .unwrap_or_else(|e| panic!("reading {collection}: {e}"));
+    cursor
+        .try_collect()
+        .await
+        .unwrap_or_else(|e| panic!("reading {collection}: {e}"))
+}
+
 /// Per product code: (CONFIRMED, FAILED) payments, and the counters' (successful, failed).
 pub async fn outcomes_and_counters(
     db: &mongodb::Database,
@@ -155,16 +169,8 @@ pub async fn outcomes_and_counters(
     std::collections::BTreeMap<String, (i64, i64)>,
     std::collections::BTreeMap<String, (i64, i64)>,
 ) {
-    use futures::TryStreamExt;
     let mut outcomes = std::collections::BTreeMap::new();
-    let payments: Vec<Document> = db
-        .collection::<Document>("payments")
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let payments = all_documents(db, "payments").await;
     for p in payments {
         let code = p
             .get_document("product")
@@ -179,14 +185,7 @@ pub async fn outcomes_and_counters(
         }
     }
     let mut counters = std::collections::BTreeMap::new();
-    let docs: Vec<Document> = db
-        .collection::<Document>("payment_counters")
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let docs = all_documents(db, "payment_counters").await;
     for c in docs {
         let n = |f: &str| c.get_i64(f).unwrap_or(0);
         counters.insert(
