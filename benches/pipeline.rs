@@ -75,13 +75,57 @@ fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// Runs `phase`, returning its wall time and the CPU time this process spent on it.
-async fn measured<F: Future<Output = anyhow::Result<Duration>>>(
-    phase: F,
-) -> anyhow::Result<(Duration, Duration)> {
+/// CPU time (user + system) of every local `mongod`, when the server runs on this machine:
+/// shows whether the server or the reader is the bottleneck.
+fn server_cpu_time() -> Option<Duration> {
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks_per_second <= 0 {
+        return None;
+    }
+    let mut ticks = 0u64;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let path = entry.path();
+        if std::fs::read_to_string(path.join("comm")).ok().as_deref() != Some("mongod\n") {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // Fields after the command name (which ends with ')'): utime and stime are 12th and 13th.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        if let (Some(user), Some(system)) = (field(11), field(12)) {
+            ticks += user + system;
+            found = true;
+        }
+    }
+    found.then(|| Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64))
+}
+
+/// What one phase cost.
+struct Cost {
+    wall: Duration,
+    cpu: Duration,
+    server_cpu: Option<Duration>,
+}
+
+/// Runs `phase`, returning its wall time and the CPU time this process (and a local server)
+/// spent on it.
+async fn measured<F: Future<Output = anyhow::Result<Duration>>>(phase: F) -> anyhow::Result<Cost> {
     let cpu = cpu_time();
+    let server_cpu = server_cpu_time();
     let wall = phase.await?;
-    Ok((wall, cpu_time().saturating_sub(cpu)))
+    Ok(Cost {
+        wall,
+        cpu: cpu_time().saturating_sub(cpu),
+        server_cpu: server_cpu
+            .zip(server_cpu_time())
+            .map(|(before, after)| after.saturating_sub(before)),
+    })
 }
 
 /// Peak resident set size of this process (VmHWM), in MiB.
@@ -233,16 +277,26 @@ async fn main() -> anyhow::Result<()> {
     let mut best_plain = f64::MIN;
     let mut best_pipeline = f64::MIN;
     for round in 0..rounds {
-        let (plain_wall, plain_cpu) = measured(plain_driver(&client, &target, start, n)).await?;
-        let (piped_wall, piped_cpu) = measured(pipeline(&client, &db, round, start, n)).await?;
-        let (plain, piped) = (rate(plain_wall), rate(piped_wall));
-        let per_event = |cpu: Duration| cpu.as_secs_f64() * 1e6 / n as f64;
+        let plain_cost = measured(plain_driver(&client, &target, start, n)).await?;
+        let piped_cost = measured(pipeline(&client, &db, round, start, n)).await?;
+        let (plain, piped) = (rate(plain_cost.wall), rate(piped_cost.wall));
+        let per_event = |cost: &Cost| {
+            let micros = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+            match cost.server_cpu {
+                Some(server) => format!(
+                    "{:.1} µs CPU/event, mongod {:.1}",
+                    micros(cost.cpu),
+                    micros(server)
+                ),
+                None => format!("{:.1} µs CPU/event", micros(cost.cpu)),
+            }
+        };
         println!(
-            "round {}: plain driver loop {plain:>7.0} events/s ({:.1} µs CPU/event)   \
-             changeflow pipeline {piped:>7.0} events/s ({:.1} µs CPU/event)   ratio {:.3}",
+            "round {}: plain driver loop {plain:>7.0} events/s ({})   \
+             changeflow pipeline {piped:>7.0} events/s ({})   ratio {:.3}",
             round + 1,
-            per_event(plain_cpu),
-            per_event(piped_cpu),
+            per_event(&plain_cost),
+            per_event(&piped_cost),
             piped / plain
         );
         best_plain = best_plain.max(plain);

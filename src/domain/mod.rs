@@ -16,32 +16,39 @@ use sha2::{Digest, Sha256};
 
 /// A stable event id: the same change, however it is read or replayed, gets the same id.
 /// It is the first 128 bits of SHA-256 over the resume token's `_data`, as 32 hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EventId(String);
+/// Held inline: every change read gets one, so it costs no allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId([u8; 32]);
 
 impl EventId {
     /// The id of the change whose resume token `_data` is `token_data`.
     pub fn from_token_data(token_data: &str) -> EventId {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::digest(token_data.as_bytes());
-        // One allocation per event: this runs for every change read.
-        let hex = digest[..16]
-            .iter()
-            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0f)]])
-            .map(char::from)
-            .collect();
+        let mut hex = [0u8; 32];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(&digest[..16]) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0x0f)];
+        }
         EventId(hex)
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII hex digits are ever stored, so this never falls back.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventId({})", self.as_str())
     }
 }
 

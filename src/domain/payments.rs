@@ -296,9 +296,9 @@ fn payment_id(doc: &Fields<'_>) -> Result<String, DecodeError> {
 /// The amount as an exact decimal: Decimal128, int32/int64, or a finite double taken at
 /// its shortest decimal form. Negative amounts are refused.
 fn amount(doc: &Fields<'_>) -> Result<Decimal, DecodeError> {
-    let field = doc.path("amount");
+    // The path is only spelled out on the error path: this runs for every payment change.
     let invalid = |reason: String| DecodeError::Invalid {
-        field: field.clone(),
+        field: doc.path("amount"),
         reason,
     };
     let value = match doc.raw("amount")? {
@@ -314,7 +314,7 @@ fn amount(doc: &Fields<'_>) -> Result<Decimal, DecodeError> {
         RawBsonRef::Double(f) => return Err(invalid(format!("{f} is not an amount"))),
         other => {
             return Err(DecodeError::WrongType {
-                field,
+                field: doc.path("amount"),
                 expected: "a decimal or a number",
                 found: type_name(other.element_type()).to_owned(),
             });

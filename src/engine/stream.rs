@@ -26,8 +26,10 @@ use crate::domain::Decoded;
 use crate::source::reader::{self, Item, Position};
 use crate::source::{self, SourceError, StartAt};
 
-/// Channel depth between the reader task and the dispatcher.
-const READ_AHEAD: usize = 256;
+/// Chunks (about a server batch each) the reader may hold ahead of the dispatcher: one
+/// waiting while the driver fetches the next, so the server's work on a batch overlaps with
+/// ours on the previous one instead of adding to it.
+const CHUNKS_AHEAD: usize = 2;
 
 /// How a session with an open stream ended.
 enum End {
@@ -214,36 +216,46 @@ impl<'a> Session<'a> {
         stream: mongodb::change_stream::ChangeStream<source::RawChange>,
         shutdown: &CancellationToken,
     ) -> End {
-        let (tx, mut rx) = mpsc::channel(READ_AHEAD);
-        let reader = tokio::spawn(reader::read(stream, self.name.to_string(), tx));
         let config = &self.shared.config;
+        let batch = config.engine.batch_size as usize;
+        let (tx, mut rx) = mpsc::channel(CHUNKS_AHEAD);
+        let reader = tokio::spawn(reader::read(stream, self.name.to_string(), batch, tx));
         let max_in_flight = config.engine.max_in_flight_events;
         let mut tick = tokio::time::interval(Duration::from_millis(config.checkpoint.every_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
-        let end = loop {
+        // The chunk being worked through; taken up again whenever in-flight work allows.
+        let mut pending = Vec::new().into_iter();
+        let end = 'session: loop {
             tokio::select! {
                 biased;
                 _ = &mut cancelled => break End::Shutdown,
                 Some(done) = self.running.next() => self.complete(done),
                 _ = tick.tick() => self.save(),
-                item = rx.recv(), if self.acker.in_flight() < max_in_flight => match item {
-                    Some(Item::Change { position, raw }) => {
-                        let decoded = self.shared.domains.decode(raw);
-                        if !self.dispatch(position, decoded, shutdown).await {
-                            break End::Shutdown;
-                        }
-                    }
-                    Some(Item::Idle(position)) => self.acker.mark(position),
-                    Some(Item::Failed(e)) => break End::Failed(e),
-                    Some(Item::Closed) | None => break End::Closed,
+                chunk = rx.recv(), if pending.len() == 0 => match chunk {
+                    Some(chunk) => pending = chunk.into_iter(),
+                    None => break End::Closed,
                 },
             }
-            self.collect_advanced();
-            if self.events_since_save >= config.checkpoint.every_events {
-                self.save();
+            while self.acker.in_flight() < max_in_flight {
+                let Some(item) = pending.next() else { break };
+                match item {
+                    Item::Change { position, raw } => {
+                        let decoded = self.shared.domains.decode(raw);
+                        if !self.dispatch(position, decoded, shutdown).await {
+                            break 'session End::Shutdown;
+                        }
+                    }
+                    Item::Idle(position) => self.acker.mark(position),
+                    Item::Failed(e) => break 'session End::Failed(e),
+                    Item::Closed => break 'session End::Closed,
+                }
+                if self.events_since_save >= config.checkpoint.every_events {
+                    self.save();
+                }
             }
+            self.collect_advanced();
         };
         reader.abort();
         self.drain().await;
@@ -383,11 +395,19 @@ impl<'a> Session<'a> {
         let (Some(position), Some(writer)) = (self.unsaved.take(), &self.writer) else {
             return;
         };
+        let token = match reader::resume_token(&position.token) {
+            Ok(token) => token,
+            Err(e) => {
+                // Not expected from a server token; the checkpoint stays where it was.
+                tracing::error!(stream = %self.name, error = %e, "unreadable resume token; checkpoint not moved");
+                return;
+            }
+        };
         self.events_since_start += self.events_since_save;
         self.events_since_save = 0;
         writer.submit(Checkpoint {
             stream: self.name.to_string(),
-            token: position.token,
+            token,
             cluster_time: position.cluster_time,
             wall_time: position.wall_time,
             events_since_start: self.events_since_start,

@@ -2,8 +2,16 @@
 //! tokens) and hands them on raw through a bounded channel, so a slow consumer pauses
 //! reading instead of growing a buffer. Decoding happens on the consumer's side: reading
 //! and decoding then overlap instead of adding up on one task.
+//!
+//! Changes go on in chunks: everything the driver already holds, up to the moment it has
+//! to ask the server for more. One hand-off (and one thread wake-up) per server batch
+//! instead of one per change, and the next batch is requested before the consumer has
+//! worked through the last.
 
-use mongodb::bson::{DateTime, Timestamp};
+use std::pin::pin;
+use std::task::Poll;
+
+use mongodb::bson::{self, DateTime, RawDocumentBuf, Timestamp};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::ResumeToken;
 use tokio::sync::mpsc;
@@ -13,8 +21,9 @@ use super::{RawChange, SourceError};
 /// A place in the stream the checkpoint can move to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Position {
-    /// Resume with `startAfter` from here.
-    pub token: ResumeToken,
+    /// Resume with `startAfter` from here: the resume token, kept raw because only the few
+    /// positions that become checkpoints ever need it as a [`ResumeToken`].
+    pub token: RawDocumentBuf,
     /// Cluster time of the change, when the position is a change.
     pub cluster_time: Option<Timestamp>,
     /// Wall time of the change, when the position is a change.
@@ -39,16 +48,42 @@ pub enum Item {
     Closed,
 }
 
-/// Reads `stream` until the receiver is dropped or reading fails.
-pub async fn read(mut stream: ChangeStream<RawChange>, database: String, out: mpsc::Sender<Item>) {
-    let mut last = stream.resume_token();
+/// Reads `stream` until the receiver is dropped or reading fails, handing on chunks of at
+/// most `max_chunk` items.
+pub async fn read(
+    mut stream: ChangeStream<RawChange>,
+    database: String,
+    max_chunk: usize,
+    out: mpsc::Sender<Vec<Item>>,
+) {
+    // The last post-batch token handed on, so a quiet stream reports each one once.
+    let mut last_idle = stream.resume_token();
+    let mut chunk = Vec::with_capacity(max_chunk);
     loop {
-        let item = match stream.next_if_any().await {
+        let next = {
+            let mut next = pin!(stream.next_if_any());
+            match futures::poll!(next.as_mut()) {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    // The driver went to the server: pass on what we hold while it waits.
+                    if !chunk.is_empty() && out.send(fresh(&mut chunk, max_chunk)).await.is_err() {
+                        return;
+                    }
+                    next.await
+                }
+            }
+        };
+        let item = match next {
             Ok(Some(raw)) => {
-                let Some(token) = stream.resume_token() else {
-                    continue; // the driver always has a token after a change
+                // The change's own `_id` is its token (the driver refuses a change without).
+                let token = match raw.get_document("_id") {
+                    Ok(token) => token.to_raw_document_buf(),
+                    Err(_) => match stream.resume_token().as_ref().and_then(raw_token) {
+                        Some(token) => token,
+                        None => continue,
+                    },
                 };
-                last = Some(token.clone());
+                last_idle = None;
                 Item::Change {
                     position: Position {
                         token,
@@ -61,11 +96,11 @@ pub async fn read(mut stream: ChangeStream<RawChange>, database: String, out: mp
             Ok(None) if !stream.is_alive() => Item::Closed,
             Ok(None) => {
                 let token = stream.resume_token();
-                if token == last {
+                if token == last_idle {
                     continue;
                 }
-                last = token.clone();
-                match token {
+                last_idle = token.clone();
+                match token.as_ref().and_then(raw_token) {
                     Some(token) => Item::Idle(Position {
                         token,
                         cluster_time: None,
@@ -80,8 +115,48 @@ pub async fn read(mut stream: ChangeStream<RawChange>, database: String, out: mp
             }),
         };
         let last_item = matches!(item, Item::Failed(_) | Item::Closed);
-        if out.send(item).await.is_err() || last_item {
+        chunk.push(item);
+        if last_item {
+            // Stopping either way; a gone receiver has nothing left to tell.
+            let _ = out.send(chunk).await;
             return;
         }
+        if chunk.len() >= max_chunk && out.send(fresh(&mut chunk, max_chunk)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Takes the filled chunk, leaving an empty one with room for the next.
+fn fresh(chunk: &mut Vec<Item>, capacity: usize) -> Vec<Item> {
+    std::mem::replace(chunk, Vec::with_capacity(capacity))
+}
+
+/// `token` as a raw document (the shape the server sends it in).
+fn raw_token(token: &ResumeToken) -> Option<RawDocumentBuf> {
+    bson::to_raw_document_buf(token).ok()
+}
+
+/// A raw resume token as the driver's type, for `startAfter` and the checkpoint store.
+pub fn resume_token(raw: &RawDocumentBuf) -> Result<ResumeToken, bson::de::Error> {
+    bson::from_slice(raw.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::doc;
+
+    #[test]
+    fn raw_token_round_trips_to_the_drivers_type() {
+        let token: ResumeToken =
+            bson::from_document(doc! {"_data": "8263A1B2C3000000012B022C0100296E5A1004"})
+                .expect("a token document");
+        let raw = raw_token(&token).expect("serialises");
+        assert_eq!(
+            raw.get_str("_data").ok(),
+            Some("8263A1B2C3000000012B022C0100296E5A1004")
+        );
+        assert_eq!(resume_token(&raw).expect("deserialises"), token);
     }
 }
