@@ -2,6 +2,9 @@
 //! and the parts of it, in ns per call. Needs no server.
 //!
 //!     cargo bench --bench decode
+//!
+//! For counts that the machine's noise does not move, run the built bench under
+//! `DECODE_N=2000 valgrind --tool=callgrind` and compare instructions per call.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -40,7 +43,14 @@ fn time(label: &str, iterations: u32, mut f: impl FnMut()) {
 }
 
 fn main() {
-    let n = 200_000;
+    // DECODE_N=2000 keeps a run under `valgrind --tool=callgrind` short: instruction counts
+    // do not depend on what else the machine is doing, unlike these timings.
+    let n = match std::env::var("DECODE_N") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("DECODE_N=`{v}` is not a whole number")),
+        Err(_) => 200_000,
+    };
     let insert = fixture("insert_pending");
     let update = fixture("update_confirmed");
     let ns = insert.get_document("ns").unwrap_or_else(|e| panic!("{e}"));

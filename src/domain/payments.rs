@@ -185,7 +185,11 @@ impl PaymentEvent {
 /// Decodes one raw change of the payments collection. `Ok(None)` for changes that are not
 /// about a payment document (drop, rename, invalidate…): the caller handles those.
 pub fn decode(event: &RawDocument) -> Result<Option<PaymentEvent>, DecodeError> {
-    let envelope = Envelope::read(event)?;
+    from_envelope(&Envelope::read(event)?)
+}
+
+/// [`decode`] of an event whose envelope was already read.
+pub(crate) fn from_envelope(envelope: &Envelope<'_>) -> Result<Option<PaymentEvent>, DecodeError> {
     let operation = envelope.operation()?;
     if !matches!(operation, "insert" | "update" | "replace" | "delete") {
         return Ok(None);
@@ -196,7 +200,7 @@ pub fn decode(event: &RawDocument) -> Result<Option<PaymentEvent>, DecodeError> 
             Envelope::document(envelope.document_key, "documentKey")?,
             "documentKey",
         );
-        let payment_id = payment_id(&key)?;
+        let payment_id = payment_id(&key, key.lookup("_id")?)?;
         return Ok(Some(PaymentEvent::Deleted(PaymentDeleted {
             meta,
             payment_id,
@@ -256,25 +260,27 @@ pub fn payment_from_document(doc: &RawDocument) -> Result<Payment, DecodeError> 
 
 /// `product_path` is the dotted path of `doc`'s product (static: no formatting per event).
 fn payment(doc: &Fields<'_>, product_path: &str) -> Result<Payment, DecodeError> {
-    let product = Fields::new(doc.document("product")?, product_path);
-    let status = doc.str("status")?;
+    let [id, amount_value, status, product] = doc.pick(["_id", "amount", "status", "product"])?;
+    let product = Fields::new(doc.document_of("product", product)?, product_path);
+    let [code, name] = product.pick(["code", "name"])?;
+    let status = doc.str_of("status", status)?;
     Ok(Payment {
-        id: payment_id(doc)?,
-        amount: amount(doc)?,
+        id: payment_id(doc, id)?,
+        amount: amount(doc, amount_value)?,
         status: status.parse().map_err(|reason| DecodeError::Invalid {
             field: doc.path("status"),
             reason,
         })?,
         product: Product {
-            code: product.non_empty_str("code")?.to_owned(),
-            name: product.str("name")?.to_owned(),
+            code: product.non_empty_str_of("code", code)?.to_owned(),
+            name: product.str_of("name", name)?.to_owned(),
         },
     })
 }
 
 /// `_id` as text: a non-empty string, or a BSON UUID (binary subtype 4) rendered hyphenated.
-fn payment_id(doc: &Fields<'_>) -> Result<String, DecodeError> {
-    match doc.raw("_id")? {
+fn payment_id(doc: &Fields<'_>, value: Option<RawBsonRef<'_>>) -> Result<String, DecodeError> {
+    match doc.required("_id", value)? {
         RawBsonRef::String(s) if !s.trim().is_empty() => Ok(s.to_owned()),
         RawBsonRef::String(_) => Err(DecodeError::Invalid {
             field: doc.path("_id"),
@@ -295,13 +301,13 @@ fn payment_id(doc: &Fields<'_>) -> Result<String, DecodeError> {
 
 /// The amount as an exact decimal: Decimal128, int32/int64, or a finite double taken at
 /// its shortest decimal form. Negative amounts are refused.
-fn amount(doc: &Fields<'_>) -> Result<Decimal, DecodeError> {
+fn amount(doc: &Fields<'_>, value: Option<RawBsonRef<'_>>) -> Result<Decimal, DecodeError> {
     // The path is only spelled out on the error path: this runs for every payment change.
     let invalid = |reason: String| DecodeError::Invalid {
         field: doc.path("amount"),
         reason,
     };
-    let value = match doc.raw("amount")? {
+    let value = match doc.required("amount", value)? {
         RawBsonRef::Decimal128(d) => match decimal_from_bid(d.bytes()) {
             Some(value) => value,
             // NaN, infinities, exponents or digits beyond rust_decimal: the text path
