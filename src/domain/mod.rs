@@ -303,17 +303,19 @@ impl Domains {
         }
     }
 
-    /// Decodes one raw change by the domain of its namespace.
-    pub fn decode(&self, raw: RawDocumentBuf) -> Decoded {
-        // One pass over the event serves both the routing and the decoding.
+    /// Decodes one raw change by the domain of its namespace, and says when it happened
+    /// (for the checkpoint), from the same pass over the event.
+    pub fn decode(&self, raw: RawDocumentBuf) -> (Decoded, ChangeTimes) {
+        let mut times = ChangeTimes::default();
         let decoded = Envelope::read(&raw).and_then(|envelope| {
+            times = envelope.times();
             if self.is_payments(&envelope) {
                 payments::from_envelope(&envelope)
             } else {
                 Ok(None)
             }
         });
-        match decoded {
+        let decoded = match decoded {
             Ok(Some(event)) => Decoded::Payment(event),
             Ok(None) => Decoded::Other,
             Err(error) => Decoded::Invalid {
@@ -321,7 +323,8 @@ impl Domains {
                 raw,
                 error,
             },
-        }
+        };
+        (decoded, times)
     }
 
     fn is_payments(&self, envelope: &Envelope<'_>) -> bool {
@@ -331,6 +334,15 @@ impl Domains {
         ns.get_str("db") == Ok(self.payments_database.as_str())
             && ns.get_str("coll") == Ok(self.payments_collection.as_str())
     }
+}
+
+/// When a change happened, as far as its envelope says.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ChangeTimes {
+    /// The change's position in the oplog.
+    pub cluster_time: Option<Timestamp>,
+    /// The server's wall clock at the change.
+    pub wall_time: Option<DateTime>,
 }
 
 /// The event id of a raw change; a change without a token (never sent by a server) is
@@ -387,6 +399,20 @@ impl<'a> Envelope<'a> {
             Some(RawBsonRef::Document(d)) => Ok(d),
             Some(other) => Err(wrong_type(field, "a document", other)),
             None => Err(DecodeError::missing(field)),
+        }
+    }
+
+    /// The change's times, where they have the expected types.
+    pub(crate) fn times(&self) -> ChangeTimes {
+        ChangeTimes {
+            cluster_time: match self.cluster_time {
+                Some(RawBsonRef::Timestamp(t)) => Some(t),
+                _ => None,
+            },
+            wall_time: match self.wall_time {
+                Some(RawBsonRef::DateTime(t)) => Some(t),
+                _ => None,
+            },
         }
     }
 

@@ -84,20 +84,44 @@ fn retry_backoff() -> backoff::ExponentialBackoff {
         .build()
 }
 
+/// The outcome of one call of a handler: its result, or the panic it raised.
+type Attempt = std::thread::Result<Result<(), crate::handlers::HandlerError>>;
+
 /// True when the handler finished (applied or dead-lettered), false when cancelled.
 async fn run_handler(handler: &dyn Handler, event: &PaymentEvent, ctx: &JobContext) -> bool {
-    let mut backoff = retry_backoff();
-    let timer = match ctx.timers.get(handler.name()) {
-        Some(t) => t.clone(),
+    match attempt(handler, event, ctx).await {
+        Ok(Ok(())) => true,
+        // Retries and dead letters are rare; boxed, their state does not weigh on the
+        // future every event allocates.
+        failed => recover(handler, event, ctx, failed).boxed().await,
+    }
+}
+
+async fn attempt(handler: &dyn Handler, event: &PaymentEvent, ctx: &JobContext) -> Attempt {
+    let started = Instant::now();
+    let outcome = AssertUnwindSafe(handler.handle(event)).catch_unwind().await;
+    let seconds = started.elapsed().as_secs_f64();
+    match ctx.timers.get(handler.name()) {
+        Some(timer) => timer.observe(seconds),
         None => ctx
             .metrics
             .handler_seconds
-            .with_label_values(&[handler.name()]),
-    };
+            .with_label_values(&[handler.name()])
+            .observe(seconds),
+    }
+    outcome
+}
+
+/// After a failed attempt: retries retryable errors with backoff; dead-letters the event
+/// on a permanent error or a panic. False when cancelled.
+async fn recover(
+    handler: &dyn Handler,
+    event: &PaymentEvent,
+    ctx: &JobContext,
+    mut outcome: Attempt,
+) -> bool {
+    let mut backoff = retry_backoff();
     loop {
-        let started = Instant::now();
-        let outcome = AssertUnwindSafe(handler.handle(event)).catch_unwind().await;
-        timer.observe(started.elapsed().as_secs_f64());
         let reason = match outcome {
             Ok(Ok(())) => return true,
             Ok(Err(e)) if e.is_retryable() => {
@@ -111,8 +135,10 @@ async fn run_handler(handler: &dyn Handler, event: &PaymentEvent, ctx: &JobConte
                 );
                 tokio::select! {
                     _ = ctx.cancel.cancelled() => return false,
-                    _ = tokio::time::sleep(pause) => continue,
+                    _ = tokio::time::sleep(pause) => {}
                 }
+                outcome = attempt(handler, event, ctx).await;
+                continue;
             }
             Ok(Err(e)) => e.to_string(),
             Err(panic) => format!("{} panicked: {}", handler.name(), panic_message(&*panic)),
@@ -183,5 +209,22 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "a non-text panic".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, B, Fut, F: FnOnce(A, B) -> Fut>(_: F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn the_per_event_future_stays_small() {
+        // Every event allocates one; the rare retry and dead-letter paths are boxed so their
+        // state (driver futures, over a kilobyte) is not copied for every event.
+        let size = future_size(run);
+        assert!(size <= 512, "job future is {size} bytes");
     }
 }

@@ -241,8 +241,13 @@ impl<'a> Session<'a> {
             while self.acker.in_flight() < max_in_flight {
                 let Some(item) = pending.next() else { break };
                 match item {
-                    Item::Change { position, raw } => {
-                        let decoded = self.shared.domains.decode(raw);
+                    Item::Change { token, raw } => {
+                        let (decoded, times) = self.shared.domains.decode(raw);
+                        let position = Position {
+                            token,
+                            cluster_time: times.cluster_time,
+                            wall_time: times.wall_time,
+                        };
                         if !self.dispatch(position, decoded, shutdown).await {
                             break 'session End::Shutdown;
                         }

@@ -33,10 +33,11 @@ pub struct Position {
 /// What the reader hands on.
 #[derive(Debug)]
 pub enum Item {
-    /// A change, as read.
+    /// A change, as read. Its times are left to the decoder, which reads the envelope
+    /// anyway: the reader does no more per change than a plain driver loop.
     Change {
-        /// Where it is.
-        position: Position,
+        /// Its resume token.
+        token: RawDocumentBuf,
         /// The raw change event.
         raw: RawChange,
     },
@@ -84,14 +85,7 @@ pub async fn read(
                     },
                 };
                 last_idle = None;
-                Item::Change {
-                    position: Position {
-                        token,
-                        cluster_time: raw.get_timestamp("clusterTime").ok(),
-                        wall_time: raw.get_datetime("wallTime").ok(),
-                    },
-                    raw,
-                }
+                Item::Change { token, raw }
             }
             Ok(None) if !stream.is_alive() => Item::Closed,
             Ok(None) => {
