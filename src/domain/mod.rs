@@ -5,6 +5,7 @@
 //! [`DecodeError`]'s message as the reason and moves on.
 
 pub mod payments;
+mod walk;
 
 use std::fmt;
 
@@ -146,18 +147,8 @@ impl<'a> Fields<'a> {
         &self,
         keys: [&str; N],
     ) -> Result<[Option<RawBsonRef<'a>>; N], DecodeError> {
-        let mut values = [None; N];
-        for element in self.doc {
-            let (key, value) = element
-                .map_err(|_| DecodeError::invalid(self.prefix_or_root(), "malformed BSON"))?;
-            // The first of duplicate keys counts, as with a lookup.
-            if let Some(i) = keys.iter().position(|k| *k == key)
-                && values[i].is_none()
-            {
-                values[i] = Some(value);
-            }
-        }
-        Ok(values)
+        walk::pick(self.doc, keys)
+            .map_err(|_| DecodeError::invalid(self.prefix_or_root(), "malformed BSON"))
     }
 
     fn prefix_or_root(&self) -> String {
@@ -169,9 +160,9 @@ impl<'a> Fields<'a> {
     }
 
     pub(crate) fn lookup(&self, key: &str) -> Result<Option<RawBsonRef<'a>>, DecodeError> {
-        self.doc
-            .get(key)
-            .map_err(|_| DecodeError::invalid(self.path(key), "malformed BSON"))
+        let [value] = walk::pick(self.doc, [key])
+            .map_err(|_| DecodeError::invalid(self.path(key), "malformed BSON"))?;
+        Ok(value)
     }
 
     /// `value` (of `key`), which must be present.
@@ -331,8 +322,11 @@ impl Domains {
         let Some(RawBsonRef::Document(ns)) = envelope.ns else {
             return false;
         };
-        ns.get_str("db") == Ok(self.payments_database.as_str())
-            && ns.get_str("coll") == Ok(self.payments_collection.as_str())
+        matches!(
+            walk::pick(ns, ["db", "coll"]),
+            Ok([Some(RawBsonRef::String(db)), Some(RawBsonRef::String(coll))])
+                if db == self.payments_database && coll == self.payments_collection
+        )
     }
 }
 
@@ -356,7 +350,6 @@ pub fn event_id_of(raw: &RawDocument) -> EventId {
 
 /// The top-level fields of a change event, found in one pass over it (a lookup per field
 /// would scan the event again each time).
-#[derive(Default)]
 pub(crate) struct Envelope<'a> {
     pub(crate) id: Option<RawBsonRef<'a>>,
     pub(crate) operation_type: Option<RawBsonRef<'a>>,
@@ -370,24 +363,39 @@ pub(crate) struct Envelope<'a> {
 
 impl<'a> Envelope<'a> {
     pub(crate) fn read(event: &'a RawDocument) -> Result<Envelope<'a>, DecodeError> {
-        let mut e = Envelope::default();
-        for element in event {
-            let (key, value) =
-                element.map_err(|_| DecodeError::invalid("(change event)", "malformed BSON"))?;
-            let slot = match key {
-                "_id" => &mut e.id,
-                "operationType" => &mut e.operation_type,
-                "clusterTime" => &mut e.cluster_time,
-                "wallTime" => &mut e.wall_time,
-                "ns" => &mut e.ns,
-                "documentKey" => &mut e.document_key,
-                "fullDocument" => &mut e.full_document,
-                "updateDescription" => &mut e.update_description,
-                _ => continue,
-            };
-            *slot = Some(value);
-        }
-        Ok(e)
+        let [
+            id,
+            operation_type,
+            cluster_time,
+            wall_time,
+            ns,
+            document_key,
+            full_document,
+            update_description,
+        ] = walk::pick(
+            event,
+            [
+                "_id",
+                "operationType",
+                "clusterTime",
+                "wallTime",
+                "ns",
+                "documentKey",
+                "fullDocument",
+                "updateDescription",
+            ],
+        )
+        .map_err(|_| DecodeError::invalid("(change event)", "malformed BSON"))?;
+        Ok(Envelope {
+            id,
+            operation_type,
+            cluster_time,
+            wall_time,
+            ns,
+            document_key,
+            full_document,
+            update_description,
+        })
     }
 
     /// `value` as a document, or why not.
