@@ -351,6 +351,8 @@ pub fn event_id_of(raw: &RawDocument) -> EventId {
 /// The top-level fields of a change event, found in one pass over it (a lookup per field
 /// would scan the event again each time).
 pub(crate) struct Envelope<'a> {
+    /// The event itself, for typed access with errors naming top-level fields.
+    pub(crate) root: Fields<'a>,
     pub(crate) id: Option<RawBsonRef<'a>>,
     pub(crate) operation_type: Option<RawBsonRef<'a>>,
     pub(crate) cluster_time: Option<RawBsonRef<'a>>,
@@ -387,6 +389,7 @@ impl<'a> Envelope<'a> {
         )
         .map_err(|_| DecodeError::invalid("(change event)", "malformed BSON"))?;
         Ok(Envelope {
+            root: Fields::new(event, ""),
             id,
             operation_type,
             cluster_time,
@@ -398,16 +401,13 @@ impl<'a> Envelope<'a> {
         })
     }
 
-    /// `value` as a document, or why not.
-    pub(crate) fn document(
+    /// The top-level document `key` (whose value is `value`), with errors naming its fields.
+    pub(crate) fn section(
+        &self,
+        key: &'a str,
         value: Option<RawBsonRef<'a>>,
-        field: &str,
-    ) -> Result<&'a RawDocument, DecodeError> {
-        match value {
-            Some(RawBsonRef::Document(d)) => Ok(d),
-            Some(other) => Err(wrong_type(field, "a document", other)),
-            None => Err(DecodeError::missing(field)),
-        }
+    ) -> Result<Fields<'a>, DecodeError> {
+        Ok(Fields::new(self.root.document_of(key, value)?, key))
     }
 
     /// The change's times, where they have the expected types.
@@ -426,25 +426,21 @@ impl<'a> Envelope<'a> {
 
     /// `operationType` as text.
     pub(crate) fn operation(&self) -> Result<&'a str, DecodeError> {
-        match self.operation_type {
-            Some(RawBsonRef::String(s)) => Ok(s),
-            Some(other) => Err(wrong_type("operationType", "a string", other)),
-            None => Err(DecodeError::missing("operationType")),
-        }
+        self.root.str_of("operationType", self.operation_type)
     }
 
     /// What every domain event carries about its change.
     pub(crate) fn meta(&self) -> Result<ChangeMeta, DecodeError> {
-        let token = Fields::new(Envelope::document(self.id, "_id")?, "_id");
-        let ns = Fields::new(Envelope::document(self.ns, "ns")?, "ns");
+        let token = self.section("_id", self.id)?;
+        let ns = self.section("ns", self.ns)?;
         let cluster_time = match self.cluster_time {
             Some(RawBsonRef::Timestamp(t)) => t,
-            Some(other) => return Err(wrong_type("clusterTime", "a timestamp", other)),
+            Some(other) => return Err(self.root.wrong_type("clusterTime", "a timestamp", other)),
             None => return Err(DecodeError::missing("clusterTime")),
         };
         let wall_time = match self.wall_time {
             Some(RawBsonRef::DateTime(t)) => Some(t),
-            Some(other) => return Err(wrong_type("wallTime", "a date", other)),
+            Some(other) => return Err(self.root.wrong_type("wallTime", "a date", other)),
             None => None,
         };
         Ok(ChangeMeta {
@@ -458,14 +454,6 @@ impl<'a> Envelope<'a> {
                 _ => None,
             },
         })
-    }
-}
-
-fn wrong_type(field: &str, expected: &'static str, found: RawBsonRef<'_>) -> DecodeError {
-    DecodeError::WrongType {
-        field: field.to_owned(),
-        expected,
-        found: type_name(found.element_type()).to_owned(),
     }
 }
 

@@ -196,10 +196,7 @@ pub(crate) fn from_envelope(envelope: &Envelope<'_>) -> Result<Option<PaymentEve
     }
     let meta = envelope.meta()?;
     if operation == "delete" {
-        let key = Fields::new(
-            Envelope::document(envelope.document_key, "documentKey")?,
-            "documentKey",
-        );
+        let key = envelope.section("documentKey", envelope.document_key)?;
         let payment_id = payment_id(&key, key.lookup("_id")?)?;
         return Ok(Some(PaymentEvent::Deleted(PaymentDeleted {
             meta,
@@ -208,12 +205,12 @@ pub(crate) fn from_envelope(envelope: &Envelope<'_>) -> Result<Option<PaymentEve
     }
     let full = match envelope.full_document {
         None | Some(RawBsonRef::Null) => return Err(DecodeError::NoFullDocument),
-        other => Envelope::document(other, "fullDocument")?,
+        other => envelope.section("fullDocument", other)?,
     };
-    let mut payment = payment(&Fields::new(full, "fullDocument"), "fullDocument.product")?;
+    let mut payment = payment(&full, "fullDocument.product")?;
     let transition = match operation {
         "insert" => Some(payment.status),
-        "update" => status_set_by_update(envelope.update_description)?,
+        "update" => status_set_by_update(envelope)?,
         _ => None, // replace: without a pre-image the transition is unknown
     };
     if let Some(status) = transition {
@@ -229,13 +226,8 @@ pub(crate) fn from_envelope(envelope: &Envelope<'_>) -> Result<Option<PaymentEve
 }
 
 /// The status an update's `updatedFields` sets, if it sets one.
-fn status_set_by_update(
-    description: Option<RawBsonRef<'_>>,
-) -> Result<Option<PaymentStatus>, DecodeError> {
-    let description = Fields::new(
-        Envelope::document(description, "updateDescription")?,
-        "updateDescription",
-    );
+fn status_set_by_update(envelope: &Envelope<'_>) -> Result<Option<PaymentStatus>, DecodeError> {
+    let description = envelope.section("updateDescription", envelope.update_description)?;
     let updated = Fields::new(
         description.document("updatedFields")?,
         "updateDescription.updatedFields",

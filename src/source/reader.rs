@@ -81,7 +81,10 @@ pub async fn read(
                     Ok(token) => token.to_raw_document_buf(),
                     Err(_) => match stream.resume_token().as_ref().and_then(raw_token) {
                         Some(token) => token,
-                        None => continue,
+                        None => {
+                            tracing::error!(stream = %database, "change without a resume token; skipped");
+                            continue;
+                        }
                     },
                 };
                 last_idle = None;
