@@ -13,7 +13,7 @@ use changeflow::handlers::{Handler, HandlerError};
 use changeflow::health::Health;
 use changeflow::metrics::Metrics;
 use changeflow::source::StartAt;
-use common::app::{config, payment};
+use common::app::{config, insert_pending, payment};
 use common::{DEADLINE, mongo, unique_name, wait_until};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -108,12 +108,7 @@ async fn updates_of_one_payment_arrive_in_order_while_others_proceed() {
             .await
             .unwrap();
     }
-    for i in 0..10 {
-        payments
-            .insert_one(payment(&format!("fast-{i}"), 1, "PENDING"))
-            .await
-            .unwrap();
-    }
+    insert_pending(&payments, "fast", 10, 1).await;
     wait_until(DEADLINE, "all 51 events", || async {
         (recorder.seen().len() == 51).then_some(())
     })
@@ -145,12 +140,7 @@ async fn restart_resumes_after_the_checkpoint_without_repeating_events() {
 
     let first = Arc::new(Recorder::default());
     let (stop, task) = start_engine(&db_name, first.clone()).await;
-    for i in 0..5 {
-        payments
-            .insert_one(payment(&format!("before-{i}"), 0, "PENDING"))
-            .await
-            .unwrap();
-    }
+    insert_pending(&payments, "before", 5, 0).await;
     wait_until(DEADLINE, "the first 5 events", || async {
         (first.seen().len() == 5).then_some(())
     })
@@ -158,12 +148,7 @@ async fn restart_resumes_after_the_checkpoint_without_repeating_events() {
     stop.cancel();
     task.await.unwrap().unwrap();
 
-    for i in 0..5 {
-        payments
-            .insert_one(payment(&format!("while-stopped-{i}"), 0, "PENDING"))
-            .await
-            .unwrap();
-    }
+    insert_pending(&payments, "while-stopped", 5, 0).await;
     let second = Arc::new(Recorder::default());
     let (stop, task) = start_engine(&db_name, second.clone()).await;
     payments

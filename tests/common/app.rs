@@ -148,6 +148,22 @@ pub fn payment(id: &str, product: usize, status: &str) -> Document {
     }
 }
 
+/// Inserts `count` PENDING payments `{prefix}-0`, `{prefix}-1`… of `product`, one by one
+/// (one change each, in order).
+pub async fn insert_pending(
+    payments: &mongodb::Collection<Document>,
+    prefix: &str,
+    count: usize,
+    product: usize,
+) {
+    for i in 0..count {
+        payments
+            .insert_one(payment(&format!("{prefix}-{i}"), product, "PENDING"))
+            .await
+            .unwrap();
+    }
+}
+
 /// Every document of `collection` in `db`.
 pub async fn all_documents(db: &mongodb::Database, collection: &str) -> Vec<Document> {
     use futures::TryStreamExt;
