@@ -3,7 +3,7 @@
 //! reading the same changes, in the same run. Prints events/s, the ratio, and peak RSS.
 //!
 //! Needs the replica set (`cargo xtask up`, or MONGODB_URI). `BENCH_N` sets N (default
-//! 200000), `BENCH_ROUNDS` the rounds (default 5). Each round runs both readers, in turns
+//! 200000), `BENCH_ROUNDS` the rounds (default 9). Each round runs both readers, in turns
 //! (plain first in odd rounds, pipeline first in even ones); the figure is the median of the
 //! rounds' ratios, which a noisy neighbour slowing one phase moves least.
 //!
@@ -108,21 +108,30 @@ fn server_cpu_time() -> Option<Duration> {
     found.then(|| Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64))
 }
 
+/// How long one reader took, and (for the pipeline) how long its reader waited for the
+/// server's batches.
+struct Run {
+    wall: Duration,
+    server_wait: Option<Duration>,
+}
+
 /// What one phase cost.
 struct Cost {
     wall: Duration,
+    server_wait: Option<Duration>,
     cpu: Duration,
     server_cpu: Option<Duration>,
 }
 
 /// Runs `phase`, returning its wall time and the CPU time this process (and a local server)
 /// spent on it.
-async fn measured<F: Future<Output = anyhow::Result<Duration>>>(phase: F) -> anyhow::Result<Cost> {
+async fn measured<F: Future<Output = anyhow::Result<Run>>>(phase: F) -> anyhow::Result<Cost> {
     let cpu = cpu_time();
     let server_cpu = server_cpu_time();
-    let wall = phase.await?;
+    let Run { wall, server_wait } = phase.await?;
     Ok(Cost {
         wall,
+        server_wait,
         cpu: cpu_time().saturating_sub(cpu),
         server_cpu: server_cpu
             .zip(server_cpu_time())
@@ -181,7 +190,7 @@ async fn plain_driver(
     target: &WatchedDatabase,
     start: Timestamp,
     n: u64,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<Run> {
     let options = Config::default().engine;
     let began = Instant::now();
     let mut stream = client
@@ -204,7 +213,10 @@ async fn plain_driver(
             None => bail!("stream ended after {seen} events"),
         }
     }
-    Ok(began.elapsed())
+    Ok(Run {
+        wall: began.elapsed(),
+        server_wait: None,
+    })
 }
 
 /// changeflow's pipeline over the same changes, until the handler saw N.
@@ -214,7 +226,7 @@ async fn pipeline(
     round: u32,
     start: Timestamp,
     n: u64,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<Run> {
     let mut config = Config {
         watch: vec![WatchedDatabase {
             database: db.to_owned(),
@@ -230,11 +242,12 @@ async fn pipeline(
         target: n,
         done: Notify::new(),
     });
+    let metrics = Arc::new(Metrics::new());
     let engine = Engine::new(
         client.clone(),
         Arc::new(config),
         &[counting.clone() as Arc<dyn Handler>],
-        Arc::new(Metrics::new()),
+        metrics.clone(),
         Arc::new(Health::new([db])),
         StartAt::OperationTime(start),
     );
@@ -247,13 +260,17 @@ async fn pipeline(
     if seen != n {
         bail!("pipeline handled {seen} events, expected {n}");
     }
-    Ok(elapsed)
+    let waited = metrics.reader_waits(db).server.get();
+    Ok(Run {
+        wall: elapsed,
+        server_wait: Some(Duration::from_secs_f64(waited)),
+    })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let n = env_number("BENCH_N", 200_000)?;
-    let rounds = env_number("BENCH_ROUNDS", 5)?.max(1) as u32;
+    let rounds = env_number("BENCH_ROUNDS", 9)?.max(1) as u32;
     let uri = std::env::var("MONGODB_URI")
         .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?replicaSet=rs0".to_owned());
     let client = Client::with_uri_str(&uri).await?;
@@ -294,14 +311,15 @@ async fn main() -> anyhow::Result<()> {
         let (plain, piped) = (rate(plain_cost.wall), rate(piped_cost.wall));
         let per_event = |cost: &Cost| {
             let micros = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
-            match cost.server_cpu {
-                Some(server) => format!(
-                    "{:.1} µs CPU/event, mongod {:.1}",
-                    micros(cost.cpu),
-                    micros(server)
-                ),
-                None => format!("{:.1} µs CPU/event", micros(cost.cpu)),
+            let mut text = format!("{:.1} µs CPU/event", micros(cost.cpu));
+            if let Some(server) = cost.server_cpu {
+                text += &format!(", mongod {:.1}", micros(server));
             }
+            if let Some(waited) = cost.server_wait {
+                let share = waited.as_secs_f64() / cost.wall.as_secs_f64();
+                text += &format!(", waited for the server {:.0}%", share * 100.0);
+            }
+            text
         };
         println!(
             "round {}: plain driver loop {plain:>7.0} events/s ({})   \

@@ -186,7 +186,7 @@ impl Default for Config {
             },
             checkpoint: CheckpointConfig {
                 database: "changeflow".to_owned(),
-                every_events: 1000,
+                every_events: 10_000,
                 every_ms: 1000,
             },
             engine: EngineConfig {

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Counter, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric changeflow exports.
@@ -25,6 +25,9 @@ pub struct Metrics {
     pub stream_reconnects: IntCounterVec,
     /// 1 while a stream is open, per stream.
     pub stream_open: IntGaugeVec,
+    /// Seconds a stream's reader spent waiting, per stream and on what: `server` (a batch
+    /// was being fetched) or `dispatcher` (backpressure). Tells which side limits throughput.
+    pub reader_wait_seconds: CounterVec,
     checkpoint_age: GaugeVec,
     checkpoint_saved: Mutex<HashMap<String, Instant>>,
 }
@@ -86,8 +89,17 @@ impl Metrics {
             &["stream"],
         )
         .unwrap_or_else(|e| unreachable!("gauge is well-formed: {e}"));
+        let reader_wait_seconds = CounterVec::new(
+            Opts::new(
+                "changeflow_reader_wait_seconds_total",
+                "Seconds the stream's reader waited for the server (a batch being fetched) or for the dispatcher (backpressure).",
+            ),
+            &["stream", "on"],
+        )
+        .unwrap_or_else(|e| unreachable!("counter is well-formed: {e}"));
         for m in [
             Box::new(handler_seconds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reader_wait_seconds.clone()),
             Box::new(stream_open.clone()),
             Box::new(checkpoint_age.clone()),
         ] {
@@ -103,6 +115,7 @@ impl Metrics {
             handler_seconds,
             stream_reconnects,
             stream_open,
+            reader_wait_seconds,
             checkpoint_age,
             checkpoint_saved: Mutex::new(HashMap::new()),
         }
@@ -112,6 +125,15 @@ impl Metrics {
     pub fn checkpoint_saved(&self, stream: &str) {
         if let Ok(mut saved) = self.checkpoint_saved.lock() {
             saved.insert(stream.to_owned(), Instant::now());
+        }
+    }
+
+    /// The reader's wait counters of `stream`.
+    pub fn reader_waits(&self, stream: &str) -> ReaderWaits {
+        let on = |what: &str| self.reader_wait_seconds.with_label_values(&[stream, what]);
+        ReaderWaits {
+            server: on("server"),
+            dispatcher: on("dispatcher"),
         }
     }
 
@@ -132,6 +154,15 @@ impl Metrics {
     }
 }
 
+/// Where one stream's reader records its waits (see [`Metrics::reader_wait_seconds`]).
+#[derive(Clone)]
+pub struct ReaderWaits {
+    /// Waiting for the server to answer a fetch.
+    pub server: Counter,
+    /// Waiting for the dispatcher to take a chunk.
+    pub dispatcher: Counter,
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -149,6 +180,7 @@ mod tests {
             .with_label_values(&["shop", "payment_requested"])
             .inc();
         m.checkpoint_saved("shop");
+        m.reader_waits("shop").server.inc_by(0.25);
         let text = m.render();
         assert!(
             text.contains(
@@ -158,6 +190,12 @@ mod tests {
         );
         assert!(
             text.contains("changeflow_checkpoint_age_seconds{stream=\"shop\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "changeflow_reader_wait_seconds_total{on=\"server\",stream=\"shop\"} 0.25"
+            ),
             "{text}"
         );
     }

@@ -60,21 +60,31 @@ impl Handler for Recorder {
     }
 }
 
-/// Runs an engine over `db` with `recorder` until the returned token is cancelled.
-async fn start_engine(
-    db: &str,
-    recorder: Arc<Recorder>,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<Result<(), changeflow::engine::EngineError>>,
-) {
+/// An engine started by [`start_engine`].
+struct Started {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), changeflow::engine::EngineError>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Started {
+    async fn stop(self) -> Arc<Metrics> {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+        self.metrics
+    }
+}
+
+/// Runs an engine over `db` with `recorder` until stopped.
+async fn start_engine(db: &str, recorder: Arc<Recorder>) -> Started {
     let config = Arc::new(config(db));
     let health = Arc::new(Health::new([db]));
+    let metrics = Arc::new(Metrics::new());
     let engine = Engine::new(
         mongo().await,
         config,
         &[recorder as Arc<dyn Handler>],
-        Arc::new(Metrics::new()),
+        metrics.clone(),
         health.clone(),
         StartAt::Now,
     );
@@ -84,7 +94,11 @@ async fn start_engine(
         health.all_open().then_some(())
     })
     .await;
-    (stop, task)
+    Started {
+        stop,
+        task,
+        metrics,
+    }
 }
 
 #[tokio::test]
@@ -96,7 +110,7 @@ async fn updates_of_one_payment_arrive_in_order_while_others_proceed() {
         slow_id: Some("slow".into()),
         ..Default::default()
     });
-    let (stop, task) = start_engine(&db_name, recorder.clone()).await;
+    let engine = start_engine(&db_name, recorder.clone()).await;
 
     payments
         .insert_one(payment("slow", 0, "PENDING"))
@@ -113,8 +127,13 @@ async fn updates_of_one_payment_arrive_in_order_while_others_proceed() {
         (recorder.seen().len() == 51).then_some(())
     })
     .await;
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    let metrics = engine.stop().await;
+    let waited = metrics.reader_waits(&db_name).server.get();
+    assert!(
+        waited > 0.0,
+        "the reader counts its waits for the server's batches: {}",
+        metrics.render()
+    );
 
     let seen = recorder.seen();
     let slow: Vec<_> = seen.iter().filter(|(id, _, _)| id == "slow").collect();
@@ -139,18 +158,17 @@ async fn restart_resumes_after_the_checkpoint_without_repeating_events() {
     let payments = client.database(&db_name).collection::<Document>("payments");
 
     let first = Arc::new(Recorder::default());
-    let (stop, task) = start_engine(&db_name, first.clone()).await;
+    let engine = start_engine(&db_name, first.clone()).await;
     insert_pending(&payments, "before", 5, 0).await;
     wait_until(DEADLINE, "the first 5 events", || async {
         (first.seen().len() == 5).then_some(())
     })
     .await;
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    engine.stop().await;
 
     insert_pending(&payments, "while-stopped", 5, 0).await;
     let second = Arc::new(Recorder::default());
-    let (stop, task) = start_engine(&db_name, second.clone()).await;
+    let engine = start_engine(&db_name, second.clone()).await;
     payments
         .insert_one(payment("after-restart", 0, "PENDING"))
         .await
@@ -162,8 +180,7 @@ async fn restart_resumes_after_the_checkpoint_without_repeating_events() {
             .then_some(())
     })
     .await;
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    engine.stop().await;
 
     let mut ids = second.ids();
     ids.sort();

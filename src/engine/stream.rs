@@ -219,7 +219,14 @@ impl<'a> Session<'a> {
         let config = &self.shared.config;
         let batch = config.engine.batch_size as usize;
         let (tx, mut rx) = mpsc::channel(CHUNKS_AHEAD);
-        let reader = tokio::spawn(reader::read(stream, self.name.to_string(), batch, tx));
+        let waits = self.shared.metrics.reader_waits(&self.name);
+        let reader = tokio::spawn(reader::read(
+            stream,
+            self.name.to_string(),
+            batch,
+            tx,
+            waits,
+        ));
         let max_in_flight = config.engine.max_in_flight_events;
         let mut tick = tokio::time::interval(Duration::from_millis(config.checkpoint.every_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

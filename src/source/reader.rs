@@ -10,6 +10,7 @@
 
 use std::pin::pin;
 use std::task::Poll;
+use std::time::Instant;
 
 use mongodb::bson::{self, DateTime, RawDocumentBuf, Timestamp};
 use mongodb::change_stream::ChangeStream;
@@ -17,6 +18,7 @@ use mongodb::change_stream::event::ResumeToken;
 use tokio::sync::mpsc;
 
 use super::{RawChange, SourceError};
+use crate::metrics::ReaderWaits;
 
 /// A place in the stream the checkpoint can move to.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,13 +52,15 @@ pub enum Item {
 }
 
 /// Reads `stream` until the receiver is dropped or reading fails, handing on chunks of at
-/// most `max_chunk` items.
+/// most `max_chunk` items and counting its waits in `waits`.
 pub async fn read(
     mut stream: ChangeStream<RawChange>,
     database: String,
     max_chunk: usize,
     out: mpsc::Sender<Vec<Item>>,
+    waits: ReaderWaits,
 ) {
+    let out = Handoff { out, waits };
     // The last post-batch token handed on, so a quiet stream reports each one once.
     let mut last_idle = stream.resume_token();
     let mut chunk = Vec::with_capacity(max_chunk);
@@ -67,10 +71,13 @@ pub async fn read(
                 Poll::Ready(next) => next,
                 Poll::Pending => {
                     // The driver went to the server: pass on what we hold while it waits.
-                    if !chunk.is_empty() && out.send(fresh(&mut chunk, max_chunk)).await.is_err() {
+                    if !chunk.is_empty() && !out.send(fresh(&mut chunk, max_chunk)).await {
                         return;
                     }
-                    next.await
+                    let fetching = Instant::now();
+                    let next = next.await;
+                    out.waits.server.inc_by(fetching.elapsed().as_secs_f64());
+                    next
                 }
             }
         };
@@ -115,12 +122,30 @@ pub async fn read(
         chunk.push(item);
         if last_item {
             // Stopping either way; a gone receiver has nothing left to tell.
-            let _ = out.send(chunk).await;
+            out.send(chunk).await;
             return;
         }
-        if chunk.len() >= max_chunk && out.send(fresh(&mut chunk, max_chunk)).await.is_err() {
+        if chunk.len() >= max_chunk && !out.send(fresh(&mut chunk, max_chunk)).await {
             return;
         }
+    }
+}
+
+/// The reader's end of the channel, timing how long the dispatcher keeps it waiting.
+struct Handoff {
+    out: mpsc::Sender<Vec<Item>>,
+    waits: ReaderWaits,
+}
+
+impl Handoff {
+    /// False when the receiver is gone.
+    async fn send(&self, chunk: Vec<Item>) -> bool {
+        let started = Instant::now();
+        let sent = self.out.send(chunk).await.is_ok();
+        self.waits
+            .dispatcher
+            .inc_by(started.elapsed().as_secs_f64());
+        sent
     }
 }
 
