@@ -31,6 +31,11 @@ use crate::source::{self, SourceError, StartAt};
 /// ours on the previous one instead of adding to it.
 const CHUNKS_AHEAD: usize = 2;
 
+/// Events dispatched between yields to the scheduler. A whole chunk takes milliseconds;
+/// in between, the tasks that share this worker (the driver's connection pool handing the
+/// reader its connection for the next batch, the checkpoint writer, HTTP) get their turn.
+const YIELD_EVERY: usize = 64;
+
 /// How a session with an open stream ended.
 enum End {
     Shutdown,
@@ -245,8 +250,13 @@ impl<'a> Session<'a> {
                     None => break End::Closed,
                 },
             }
+            let mut burst = 0;
             while self.acker.in_flight() < max_in_flight {
                 let Some(item) = pending.next() else { break };
+                burst += 1;
+                if burst % YIELD_EVERY == 0 {
+                    tokio::task::yield_now().await;
+                }
                 match item {
                     Item::Change { token, raw } => {
                         let (decoded, times) = self.shared.domains.decode(raw);
