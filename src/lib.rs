@@ -16,6 +16,7 @@ pub mod handlers;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod publish;
 pub mod redact;
 pub mod shutdown;
 pub mod source;

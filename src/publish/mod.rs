@@ -1,0 +1,6 @@
+//! What changeflow publishes: typed events as CloudEvents 1.0 with a JSON Schema per event
+//! type and version. Pure: building an event's envelope and data needs no broker.
+
+pub mod catalog;
+pub mod cloudevent;
+pub mod data;
