@@ -12,7 +12,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::handlers::provider_simulator::OutcomePolicy;
+
+pub mod kafka;
+pub mod routes;
+
 use crate::redact::redact_uri;
+pub use kafka::KafkaConfig;
+pub use routes::RoutesConfig;
 
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "CHANGEFLOW_";
@@ -25,6 +31,8 @@ pub struct Config {
     pub mongodb: MongoConfig,
     /// Where events are published to.
     pub kafka: KafkaConfig,
+    /// Which targets (handlers, Kafka) take each event kind.
+    pub routes: RoutesConfig,
     /// One change stream per entry: a database and the collections to watch in it.
     pub watch: Vec<WatchedDatabase>,
     /// The payments domain: which watched collection holds payments.
@@ -112,14 +120,6 @@ pub struct MongoConfig {
     pub uri: String,
 }
 
-/// Kafka connection.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// Bootstrap brokers, comma separated `host:port`.
-    pub brokers: String,
-}
-
 /// A database watched by one change stream, filtered server-side to `collections`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,9 +156,8 @@ impl Default for Config {
             mongodb: MongoConfig {
                 uri: "mongodb://127.0.0.1:27017/?replicaSet=rs0".to_owned(),
             },
-            kafka: KafkaConfig {
-                brokers: "127.0.0.1:9092".to_owned(),
-            },
+            kafka: KafkaConfig::default(),
+            routes: RoutesConfig::default(),
             watch: vec![
                 WatchedDatabase {
                     database: "changeflow".to_owned(),
@@ -222,6 +221,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("mongodb", &self.mongodb)
             .field("kafka", &self.kafka)
+            .field("routes", &self.routes)
             .field("watch", &self.watch)
             .field("payments", &self.payments)
             .field("provider", &self.provider)
@@ -361,9 +361,8 @@ impl Config {
                 ),
             ));
         }
-        if self.kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
-            return Err(("kafka.brokers".into(), "no broker given".into()));
-        }
+        self.kafka.validate()?;
+        self.routes.validate()?;
         if self.watch.is_empty() {
             return Err(("watch".into(), "watch at least one database".into()));
         }

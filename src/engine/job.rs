@@ -18,7 +18,7 @@ use super::router::Route;
 use crate::checkpoint::acker::Ticket;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::domain::payments::PaymentEvent;
-use crate::handlers::Handler;
+use crate::handlers::{Handler, HandlerError};
 use crate::metrics::Metrics;
 
 /// An event waiting for (or running through) its handlers; its lane is its payment id.
@@ -37,8 +37,20 @@ pub struct Completion {
     pub ticket: Ticket,
     /// The event (its payment id names the lane).
     pub event: Arc<PaymentEvent>,
-    /// Every handler finished (applied, or dead-lettered); false when cancelled.
+    /// Every handler finished (applied, or dead-lettered); false when cancelled or fatal.
     pub finished: bool,
+    /// A handler could neither apply nor set aside the event: the stream must stop.
+    pub fatal: Option<String>,
+}
+
+/// How one handler's part of a job ended.
+enum Outcome {
+    /// Applied, or dead-lettered.
+    Done,
+    /// Stopped by the shutdown deadline.
+    Cancelled,
+    /// Neither applied nor set aside; the reason.
+    Fatal(String),
 }
 
 /// What a job needs besides its event; shared by every job of a session.
@@ -57,23 +69,35 @@ pub struct JobContext {
 
 /// Runs `job` to completion.
 pub async fn run(job: Job, ctx: Arc<JobContext>) -> Completion {
-    let finished = match &job.route[..] {
+    let outcomes = match &job.route[..] {
         // The common case: one handler, no join machinery.
-        [only] => run_handler(only.as_ref(), &job.event, &ctx).await,
-        route => futures::future::join_all(
-            route
-                .iter()
-                .map(|handler| run_handler(handler.as_ref(), &job.event, &ctx)),
-        )
-        .await
-        .into_iter()
-        .all(|finished| finished),
+        [only] => vec![run_handler(only.as_ref(), &job.event, &ctx).await],
+        route => {
+            futures::future::join_all(
+                route
+                    .iter()
+                    .map(|handler| run_handler(handler.as_ref(), &job.event, &ctx)),
+            )
+            .await
+        }
     };
-    Completion {
+    let mut completion = Completion {
         ticket: job.ticket,
         event: job.event,
-        finished,
+        finished: true,
+        fatal: None,
+    };
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Done => {}
+            Outcome::Cancelled => completion.finished = false,
+            Outcome::Fatal(reason) => {
+                completion.finished = false;
+                completion.fatal.get_or_insert(reason);
+            }
+        }
     }
+    completion
 }
 
 fn retry_backoff() -> backoff::ExponentialBackoff {
@@ -87,10 +111,9 @@ fn retry_backoff() -> backoff::ExponentialBackoff {
 /// The outcome of one call of a handler: its result, or the panic it raised.
 type Attempt = std::thread::Result<Result<(), crate::handlers::HandlerError>>;
 
-/// True when the handler finished (applied or dead-lettered), false when cancelled.
-async fn run_handler(handler: &dyn Handler, event: &PaymentEvent, ctx: &JobContext) -> bool {
+async fn run_handler(handler: &dyn Handler, event: &PaymentEvent, ctx: &JobContext) -> Outcome {
     match attempt(handler, event, ctx).await {
-        Ok(Ok(())) => true,
+        Ok(Ok(())) => Outcome::Done,
         // Retries and dead letters are rare; boxed, their state does not weigh on the
         // future every event allocates.
         failed => recover(handler, event, ctx, failed).boxed().await,
@@ -113,17 +136,18 @@ async fn attempt(handler: &dyn Handler, event: &PaymentEvent, ctx: &JobContext) 
 }
 
 /// After a failed attempt: retries retryable errors with backoff; dead-letters the event
-/// on a permanent error or a panic. False when cancelled.
+/// on a permanent error or a panic.
 async fn recover(
     handler: &dyn Handler,
     event: &PaymentEvent,
     ctx: &JobContext,
     mut outcome: Attempt,
-) -> bool {
+) -> Outcome {
     let mut backoff = retry_backoff();
     loop {
         let reason = match outcome {
-            Ok(Ok(())) => return true,
+            Ok(Ok(())) => return Outcome::Done,
+            Ok(Err(HandlerError::Fatal { reason, .. })) => return Outcome::Fatal(reason),
             Ok(Err(e)) if e.is_retryable() => {
                 let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
                 tracing::warn!(
@@ -134,7 +158,7 @@ async fn recover(
                     "handler failed; retrying"
                 );
                 tokio::select! {
-                    _ = ctx.cancel.cancelled() => return false,
+                    _ = ctx.cancel.cancelled() => return Outcome::Cancelled,
                     _ = tokio::time::sleep(pause) => {}
                 }
                 outcome = attempt(handler, event, ctx).await;
@@ -149,7 +173,11 @@ async fn recover(
             reason = %reason,
             "handler refused the event; dead-lettering it"
         );
-        return dead_letter(handler.name(), event, reason, ctx).await;
+        return if dead_letter(handler.name(), event, reason, ctx).await {
+            Outcome::Done
+        } else {
+            Outcome::Cancelled
+        };
     }
 }
 

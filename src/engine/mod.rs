@@ -15,14 +15,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::store::CheckpointStore;
 use crate::config::Config;
+use crate::config::routes::KAFKA;
 use crate::dead_letter::DeadLetters;
 use crate::domain::Domains;
-use crate::handlers::counters::Counters;
-use crate::handlers::provider_simulator::ProviderSimulator;
+use crate::handlers::counters::{self, Counters};
+use crate::handlers::provider_simulator::{self, ProviderSimulator};
 use crate::handlers::status_updater::StatusUpdater;
 use crate::handlers::{Handler, HandlerError};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::publish::kafka::{KafkaSink, PublishError};
 use crate::source::{SourceError, StartAt};
 use router::Router;
 
@@ -40,6 +42,14 @@ pub enum EngineError {
     StreamClosed {
         /// The stream.
         stream: String,
+    },
+    /// A handler could neither apply nor set aside an event; the checkpoint stays before it.
+    #[error("stream `{stream}` stopped: {reason}")]
+    Handler {
+        /// The stream.
+        stream: String,
+        /// Why.
+        reason: String,
     },
     /// A stream task ended abnormally (a bug).
     #[error("stream task failed: {0}")]
@@ -78,7 +88,7 @@ impl Engine {
         let state_db = client.database(&config.checkpoint.database);
         Engine {
             shared: Arc::new(Shared {
-                router: Router::new(handlers),
+                router: Router::new(handlers, &config.routes),
                 domains: Domains::new(&config.payments.database, &config.payments.collection),
                 checkpoints: CheckpointStore::new(&state_db),
                 dead_letters: DeadLetters::new(&state_db),
@@ -128,25 +138,46 @@ impl Engine {
     }
 }
 
-/// The three payment handlers of `config`: provider simulator (which settles through the
-/// status updater) and counters. Creates the counters' indexes.
+/// Why the handlers of `config` could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlersError {
+    /// The counters' indexes could not be created.
+    #[error(transparent)]
+    Indexes(#[from] HandlerError),
+    /// The Kafka target could not start.
+    #[error(transparent)]
+    Kafka(#[from] PublishError),
+}
+
+/// The targets `config.routes` uses: provider simulator (which settles through the status
+/// updater), counters (creating their indexes) and the Kafka sink (creating its topics).
 pub async fn payment_handlers(
     client: &Client,
     config: &Config,
-) -> Result<Vec<Arc<dyn Handler>>, HandlerError> {
-    let db = client.database(&config.payments.database);
-    let updater = StatusUpdater::new(&db, &config.payments.collection);
-    let provider = ProviderSimulator::new(
-        Duration::from_millis(config.provider.latency_ms),
-        config.provider.policy.with_seed(config.provider.seed),
-        config.provider.max_in_flight,
-        updater,
-    );
-    let counters = Counters::new(
-        client,
-        &config.payments.database,
-        Duration::from_secs(config.payments.processed_ttl_hours * 3600),
-    );
-    counters.ensure_indexes().await?;
-    Ok(vec![Arc::new(provider), Arc::new(counters)])
+) -> Result<Vec<Arc<dyn Handler>>, HandlersError> {
+    let routes = &config.routes;
+    let mut handlers: Vec<Arc<dyn Handler>> = Vec::new();
+    if routes.uses(provider_simulator::NAME) {
+        let db = client.database(&config.payments.database);
+        let updater = StatusUpdater::new(&db, &config.payments.collection);
+        handlers.push(Arc::new(ProviderSimulator::new(
+            Duration::from_millis(config.provider.latency_ms),
+            config.provider.policy.with_seed(config.provider.seed),
+            config.provider.max_in_flight,
+            updater,
+        )));
+    }
+    if routes.uses(counters::NAME) {
+        let counters = Counters::new(
+            client,
+            &config.payments.database,
+            Duration::from_secs(config.payments.processed_ttl_hours * 3600),
+        );
+        counters.ensure_indexes().await?;
+        handlers.push(Arc::new(counters));
+    }
+    if routes.uses(KAFKA) {
+        handlers.push(Arc::new(KafkaSink::start(&config.kafka).await?));
+    }
+    Ok(handlers)
 }

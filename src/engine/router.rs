@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::config::RoutesConfig;
 use crate::domain::payments::PaymentEventKind;
 use crate::handlers::Handler;
 
@@ -14,13 +15,14 @@ pub struct Router {
 }
 
 impl Router {
-    /// Routes each kind to the handlers that want it, in the order given.
-    pub fn new(handlers: &[Arc<dyn Handler>]) -> Router {
+    /// Routes each kind to the handlers that want it and that `routes` sends it to (it
+    /// governs the built-in targets), in the order given.
+    pub fn new(handlers: &[Arc<dyn Handler>], routes: &RoutesConfig) -> Router {
         Router {
             by_kind: PaymentEventKind::ALL.map(|kind| {
                 handlers
                     .iter()
-                    .filter(|h| h.wants(kind))
+                    .filter(|h| h.wants(kind) && routes.routes(kind, h.name()))
                     .cloned()
                     .collect::<Vec<_>>()
                     .into()

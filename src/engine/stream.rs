@@ -41,6 +41,8 @@ enum End {
     Shutdown,
     Failed(SourceError),
     Closed,
+    /// A handler could neither apply nor set aside an event.
+    Fatal(String),
 }
 
 /// Runs the stream of `target` until `shutdown`, reopening after retryable errors.
@@ -74,6 +76,12 @@ pub async fn run(
                     End::Closed => {
                         return Err(EngineError::StreamClosed {
                             stream: name.to_string(),
+                        });
+                    }
+                    End::Fatal(reason) => {
+                        return Err(EngineError::Handler {
+                            stream: name.to_string(),
+                            reason,
                         });
                     }
                     End::Failed(e) => {
@@ -182,6 +190,8 @@ struct Session<'a> {
     writer: Option<CheckpointWriter>,
     events_since_save: u64,
     events_since_start: u64,
+    /// Set when a job ended fatally: the session stops.
+    fatal: Option<String>,
 }
 
 impl<'a> Session<'a> {
@@ -213,6 +223,7 @@ impl<'a> Session<'a> {
             )),
             events_since_save: 0,
             events_since_start,
+            fatal: None,
         }
     }
 
@@ -278,6 +289,9 @@ impl<'a> Session<'a> {
                 }
             }
             self.collect_advanced();
+            if let Some(reason) = self.fatal.take() {
+                break End::Fatal(reason);
+            }
         };
         reader.abort();
         self.drain().await;
@@ -361,6 +375,11 @@ impl<'a> Session<'a> {
     }
 
     fn complete(&mut self, done: Completion) {
+        if let Some(reason) = done.fatal {
+            tracing::error!(stream = %self.name, event_id = %done.event.meta().event_id, reason = %reason, "stopping the stream");
+            self.fatal.get_or_insert(reason);
+            return;
+        }
         if done.finished {
             if let Err(e) = self.acker.route_done(done.ticket) {
                 tracing::error!(error = %e, "acker refused a completion");

@@ -27,7 +27,10 @@ pub const COUNTERS: &str = "payment_counters";
 /// How long a transaction keeps retrying transient errors (write conflicts on a busy
 /// product's counter) before the error goes to the caller.
 const RETRY_BUDGET: Duration = Duration::from_secs(30);
-const NAME: &str = "counters";
+/// The handler's name in `[routes]`, logs and metrics.
+pub const NAME: &str = "counters";
+/// The event kinds it can take.
+pub const KINDS: &[PaymentEventKind] = &[PaymentEventKind::Confirmed, PaymentEventKind::Failed];
 
 /// What applying one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +195,7 @@ impl Handler for Counters {
     }
 
     fn wants(&self, kind: PaymentEventKind) -> bool {
-        matches!(kind, PaymentEventKind::Confirmed | PaymentEventKind::Failed)
+        KINDS.contains(&kind)
     }
 
     fn handle<'a>(&'a self, event: &'a PaymentEvent) -> BoxFuture<'a, Result<(), HandlerError>> {

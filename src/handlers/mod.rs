@@ -20,6 +20,23 @@ pub enum HandlerError {
         /// The driver's error.
         source: mongodb::error::Error,
     },
+    /// A broker did not acknowledge the record (in time); sending again may succeed.
+    #[error("{handler}: {source}")]
+    Delivery {
+        /// The handler.
+        handler: &'static str,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// The event can neither be applied nor set aside: the stream must stop rather than
+    /// skip it.
+    #[error("{handler}: {reason}")]
+    Fatal {
+        /// The handler.
+        handler: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The event cannot be applied however often it is tried.
     #[error("{handler}: {reason}")]
     Permanent {
@@ -33,7 +50,10 @@ pub enum HandlerError {
 impl HandlerError {
     /// Whether retrying the same event may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, HandlerError::Database { .. })
+        matches!(
+            self,
+            HandlerError::Database { .. } | HandlerError::Delivery { .. }
+        )
     }
 }
 

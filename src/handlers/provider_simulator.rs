@@ -14,7 +14,10 @@ use super::status_updater::StatusUpdater;
 use super::{Handler, HandlerError};
 use crate::domain::payments::{PaymentEvent, PaymentEventKind, PaymentStatus};
 
-const NAME: &str = "provider_simulator";
+/// The handler's name in `[routes]`, logs and metrics.
+pub const NAME: &str = "provider_simulator";
+/// The event kinds it can take.
+pub const KINDS: &[PaymentEventKind] = &[PaymentEventKind::Requested];
 
 /// How the simulated provider decides. Written as text in configuration: see
 /// [`OutcomePolicy::from_str`].
@@ -169,7 +172,7 @@ impl Handler for ProviderSimulator {
     }
 
     fn wants(&self, kind: PaymentEventKind) -> bool {
-        kind == PaymentEventKind::Requested
+        KINDS.contains(&kind)
     }
 
     fn handle<'a>(&'a self, event: &'a PaymentEvent) -> BoxFuture<'a, Result<(), HandlerError>> {

@@ -4,3 +4,4 @@
 pub mod catalog;
 pub mod cloudevent;
 pub mod data;
+pub mod kafka;

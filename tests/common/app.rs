@@ -8,13 +8,17 @@ use std::time::{Duration, Instant};
 use changeflow::config::{Config, WatchedDatabase};
 use mongodb::bson::{Document, doc};
 
-use super::{DEADLINE, mongodb_uri, wait_until};
+use super::{DEADLINE, kafka_brokers, mongodb_uri, wait_until};
 
 /// Configuration for a test: watches `database`.payments only, keeps all state in
-/// `database`, provider latency 0, checkpoints every 100 ms, HTTP on a free port.
+/// `database`, publishes to topics prefixed `<database>.`, provider latency 0, checkpoints
+/// every 100 ms, HTTP on a free port.
 pub fn config(database: &str) -> Config {
     let mut config = Config::default();
     config.mongodb.uri = mongodb_uri();
+    config.kafka.brokers = kafka_brokers();
+    config.kafka.topic_prefix = format!("{database}.");
+    config.kafka.partitions = 3;
     config.watch = vec![WatchedDatabase {
         database: database.to_owned(),
         collections: vec!["payments".to_owned()],
