@@ -261,8 +261,10 @@ mod tests {
 
     #[test]
     fn bad_topic_names_are_refused() {
-        let mut config = KafkaConfig::default();
-        config.topic_prefix = "team a.".into();
+        let config = KafkaConfig {
+            topic_prefix: "team a.".into(),
+            ..KafkaConfig::default()
+        };
         let (key, message) = config.validate().expect_err("a space");
         assert_eq!(key, "kafka.topics.payments");
         assert!(message.contains("` `"), "{message}");

@@ -123,8 +123,10 @@ mod tests {
 
     #[test]
     fn unknown_or_unfit_targets_are_refused_with_their_key() {
-        let mut routes = RoutesConfig::default();
-        routes.payment_updated = vec!["kafak".into()];
+        let routes = RoutesConfig {
+            payment_updated: vec!["kafak".into()],
+            ..RoutesConfig::default()
+        };
         let (key, message) = routes.validate().expect_err("typo");
         assert_eq!(key, "routes.payment_updated[0]");
         assert!(

@@ -1,0 +1,331 @@
+//! Payment events published to a real broker: valid CloudEvents whose data validates against
+//! the schema `ce_dataschema` names, one partition and stream order per payment, and records
+//! the broker refuses for good in the dead-letter topic while the next event still goes out.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use changeflow::app;
+use changeflow::config::Config;
+use changeflow::domain::EventId;
+use changeflow::publish::catalog::PAYMENT_TYPES;
+use changeflow::publish::kafka::dead_letter_headers;
+use changeflow::source::{self, StartAt};
+use common::app::{config, insert_pending, payment, wait_all_settled};
+use common::{DEADLINE, kafka_brokers, mongo, unique_name, within};
+use futures::StreamExt;
+use mongodb::bson::{Document, doc};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+
+/// Reads `count` records of `topic` from the start.
+async fn consume(topic: &str, count: usize) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", unique_name("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("creating the consumer");
+    consumer.subscribe(&[topic]).expect("subscribing");
+    let mut records = Vec::new();
+    while records.len() < count {
+        let what = format!("record {} of {count} on {topic}", records.len() + 1);
+        let message = within(DEADLINE, &what, consumer.recv())
+            .await
+            .unwrap_or_else(|e| panic!("consuming {topic}: {e}"));
+        records.push(message.detach());
+    }
+    records
+}
+
+fn header<'a>(message: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+fn required<'a>(message: &'a OwnedMessage, name: &str) -> &'a str {
+    header(message, name)
+        .unwrap_or_else(|| panic!("header {name} missing at offset {}", message.offset()))
+}
+
+/// The committed schema whose `$id` is `id`, as a validator.
+fn schema_validator(id: &str) -> jsonschema::Validator {
+    let event_type = PAYMENT_TYPES
+        .iter()
+        .find(|t| t.schema_id == id)
+        .unwrap_or_else(|| panic!("ce_dataschema `{id}` names no committed schema"));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas/events")
+        .join(event_type.file_name());
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let schema: serde_json::Value = serde_json::from_str(&text).expect("schema JSON");
+    assert_eq!(schema["$id"], id, "the file's $id is the header's");
+    jsonschema::draft202012::new(&schema).expect("valid schema")
+}
+
+#[tokio::test]
+async fn every_event_of_the_payment_flow_is_a_valid_cloudevent_on_its_topic() {
+    let db_name = unique_name("ce");
+    let db = mongo().await.database(&db_name);
+    let config = config(&db_name);
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    let running = app::start(Arc::new(config), StartAt::Now).await.unwrap();
+    running.ready(DEADLINE).await.unwrap();
+
+    // Alternate policy: 3 confirmed, 3 failed; 6 requested + 6 settled events.
+    insert_pending(&db.collection("payments"), "pay", 6, 0).await;
+    wait_all_settled(&db, DEADLINE).await;
+    let records = consume(&topic, 12).await;
+    running.until(async {}).await.unwrap();
+
+    let mut ids = HashSet::new();
+    let mut types: HashMap<String, usize> = HashMap::new();
+    for record in &records {
+        assert_eq!(required(record, "ce_specversion"), "1.0");
+        let id = required(record, "ce_id");
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "ce_id `{id}`"
+        );
+        assert!(ids.insert(id.to_owned()), "ce_id {id} seen twice");
+        assert_eq!(
+            required(record, "ce_source"),
+            format!("/mongodb/{db_name}/payments")
+        );
+        let time = required(record, "ce_time");
+        assert!(
+            mongodb::bson::DateTime::parse_rfc3339_str(time).is_ok(),
+            "ce_time `{time}` is RFC 3339"
+        );
+        assert_eq!(required(record, "content-type"), "application/json");
+        let subject = required(record, "ce_subject");
+        assert_eq!(record.key(), Some(subject.as_bytes()), "key = subject");
+        let data: serde_json::Value =
+            serde_json::from_slice(record.payload().expect("a value")).expect("JSON value");
+        assert_eq!(data["paymentId"], subject);
+        let errors: Vec<String> = schema_validator(required(record, "ce_dataschema"))
+            .iter_errors(&data)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{data}: {errors:?}");
+        *types
+            .entry(required(record, "ce_type").to_owned())
+            .or_default() += 1;
+    }
+    let count = |t: &str| types.get(t).copied().unwrap_or(0);
+    assert_eq!(count("changeflow.payment.requested.v1"), 6, "{types:?}");
+    assert_eq!(count("changeflow.payment.confirmed.v1"), 3, "{types:?}");
+    assert_eq!(count("changeflow.payment.failed.v1"), 3, "{types:?}");
+}
+
+/// Only Kafka takes events, so nothing settles the payments behind the test's back.
+fn kafka_only(database: &str) -> Config {
+    let mut config = config(database);
+    let kafka = vec!["kafka".to_owned()];
+    config.routes.payment_requested = kafka.clone();
+    config.routes.payment_confirmed = kafka.clone();
+    config.routes.payment_failed = kafka.clone();
+    config.routes.payment_updated = kafka.clone();
+    config.routes.payment_deleted = kafka;
+    config
+}
+
+#[tokio::test]
+async fn updates_of_one_payment_arrive_on_one_partition_in_stream_order() {
+    let db_name = unique_name("order");
+    let client = mongo().await;
+    let payments = client.database(&db_name).collection::<Document>("payments");
+    let config = kafka_only(&db_name);
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    // The stream order, read independently: the ids the events must carry, in order.
+    let mut watch = source::open(&client, &config.watch[0], &config.engine, &StartAt::Now)
+        .await
+        .unwrap();
+    let running = app::start(Arc::new(config.clone()), StartAt::Now)
+        .await
+        .unwrap();
+    running.ready(DEADLINE).await.unwrap();
+
+    payments
+        .insert_one(payment("hot", 0, "PENDING"))
+        .await
+        .unwrap();
+    for step in 0..50 {
+        payments
+            .update_one(doc! {"_id": "hot"}, doc! {"$set": {"step": step}})
+            .await
+            .unwrap();
+        // Another payment's events interleave with the hot one's.
+        payments
+            .insert_one(payment(&format!("cold-{step}"), 1, "PENDING"))
+            .await
+            .unwrap();
+    }
+    let mut expected = Vec::new();
+    while expected.len() < 51 {
+        let change = within(DEADLINE, "the test's own change stream", watch.next())
+            .await
+            .expect("stream open")
+            .expect("a change");
+        let key = change
+            .get_document("documentKey")
+            .and_then(|k| k.get_str("_id"))
+            .expect("document key");
+        if key == "hot" {
+            let data = change
+                .get_document("_id")
+                .and_then(|t| t.get_str("_data"))
+                .expect("resume token");
+            expected.push(EventId::from_token_data(data).to_string());
+        }
+    }
+    let records = consume(&topic, 101).await;
+    running.until(async {}).await.unwrap();
+
+    let hot: Vec<&OwnedMessage> = records
+        .iter()
+        .filter(|r| r.key() == Some(b"hot".as_slice()))
+        .collect();
+    assert_eq!(hot.len(), 51, "1 insert + 50 updates");
+    let partitions: HashSet<i32> = hot.iter().map(|r| r.partition()).collect();
+    assert_eq!(
+        partitions.len(),
+        1,
+        "one key, one partition: {partitions:?}"
+    );
+    let got: Vec<String> = hot
+        .iter()
+        .map(|r| required(r, "ce_id").to_owned())
+        .collect();
+    assert_eq!(got, expected, "the payment's events in stream order");
+    assert_eq!(
+        required(hot[0], "ce_type"),
+        "changeflow.payment.requested.v1"
+    );
+    assert!(
+        hot[1..]
+            .iter()
+            .all(|r| required(r, "ce_type") == "changeflow.payment.updated.v1")
+    );
+}
+
+#[tokio::test]
+async fn a_record_too_large_goes_to_the_dead_letter_topic_and_the_next_is_delivered() {
+    let db_name = unique_name("dlq");
+    let db = mongo().await.database(&db_name);
+    let mut config = kafka_only(&db_name);
+    // librdkafka refuses records above this size before they reach the broker.
+    config
+        .kafka
+        .properties
+        .insert("message.max.bytes".into(), "2000".into());
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    let dlq = config.kafka.topic(&config.kafka.topics.dead_letters);
+    let running = app::start(Arc::new(config), StartAt::Now).await.unwrap();
+    running.ready(DEADLINE).await.unwrap();
+
+    let payments = db.collection::<Document>("payments");
+    let mut huge = payment("huge", 0, "PENDING");
+    huge.insert(
+        "product",
+        doc! {"code": "product-0", "name": "x".repeat(5000)},
+    );
+    payments.insert_one(huge).await.unwrap();
+    payments
+        .insert_one(payment("after-huge", 0, "PENDING"))
+        .await
+        .unwrap();
+
+    let delivered = consume(&topic, 1).await;
+    let dead = consume(&dlq, 1).await;
+    running.until(async {}).await.unwrap();
+
+    assert_eq!(delivered[0].key(), Some(b"after-huge".as_slice()));
+    let letter = &dead[0];
+    assert_eq!(letter.key(), Some(b"huge".as_slice()));
+    let reason = required(letter, dead_letter_headers::REASON);
+    assert!(
+        reason.to_lowercase().contains("too large"),
+        "reason `{reason}`"
+    );
+    assert_eq!(required(letter, dead_letter_headers::ORIGINAL_TOPIC), topic);
+    assert_eq!(
+        required(letter, dead_letter_headers::EVENT_ID),
+        required(letter, "ce_id")
+    );
+    assert_eq!(
+        required(letter, dead_letter_headers::VALUE_DROPPED),
+        "too large"
+    );
+    assert_eq!(required(letter, "ce_subject"), "huge");
+}
+
+#[tokio::test]
+async fn when_even_the_dead_letter_topic_refuses_the_stream_stops_before_the_event() {
+    let db_name = unique_name("dlqfail");
+    let client = mongo().await;
+    let db = client.database(&db_name);
+    let mut config = kafka_only(&db_name);
+    config
+        .kafka
+        .properties
+        .insert("message.max.bytes".into(), "2000".into());
+    let running = app::start(Arc::new(config.clone()), StartAt::Now)
+        .await
+        .unwrap();
+    running.ready(DEADLINE).await.unwrap();
+
+    // The key (the payment id) alone is over the limit: the dead letter cannot be written.
+    let long_id = "k".repeat(3000);
+    db.collection::<Document>("payments")
+        .insert_one(payment(&long_id, 0, "PENDING"))
+        .await
+        .unwrap();
+    let error = within(
+        DEADLINE,
+        "the engine to stop",
+        running.until(std::future::pending()),
+    )
+    .await
+    .expect_err("the stream must stop rather than skip the event");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("stopping instead of skipping"),
+        "a clear error: {message}"
+    );
+
+    // The checkpoint did not pass the event: reading after it starts with that insert.
+    let checkpoint = changeflow::checkpoint::store::CheckpointStore::new(&db)
+        .load(&db_name)
+        .await
+        .unwrap()
+        .expect("a checkpoint");
+    let mut after = source::open(
+        &client,
+        &config.watch[0],
+        &config.engine,
+        &StartAt::After(checkpoint.token),
+    )
+    .await
+    .unwrap();
+    let first = within(DEADLINE, "the change after the checkpoint", after.next())
+        .await
+        .expect("stream open")
+        .expect("a change");
+    let key = first
+        .get_document("documentKey")
+        .and_then(|k| k.get_str("_id"))
+        .expect("document key");
+    assert_eq!(
+        key, long_id,
+        "the refused event comes again after a restart"
+    );
+}
