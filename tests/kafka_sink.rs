@@ -8,52 +8,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use changeflow::app;
-use changeflow::config::Config;
 use changeflow::domain::EventId;
 use changeflow::publish::catalog::PAYMENT_TYPES;
 use changeflow::publish::kafka::dead_letter_headers;
 use changeflow::source::{self, StartAt};
-use common::app::{config, insert_pending, payment, wait_all_settled};
+use common::app::{config, insert_pending, kafka_only_config, payment, wait_all_settled};
+use common::records::{self, header, required};
 use common::{DEADLINE, kafka_brokers, mongo, unique_name, within};
 use futures::StreamExt;
 use mongodb::bson::{Document, doc};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 
-/// Reads `count` records of `topic` from the start.
+/// Reads `count` records of `topic` on the suite's broker.
 async fn consume(topic: &str, count: usize) -> Vec<OwnedMessage> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("group.id", unique_name("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("creating the consumer");
-    consumer.subscribe(&[topic]).expect("subscribing");
-    let mut records = Vec::new();
-    while records.len() < count {
-        let what = format!("record {} of {count} on {topic}", records.len() + 1);
-        let message = within(DEADLINE, &what, consumer.recv())
-            .await
-            .unwrap_or_else(|e| panic!("consuming {topic}: {e}"));
-        records.push(message.detach());
-    }
-    records
-}
-
-fn header<'a>(message: &'a OwnedMessage, name: &str) -> Option<&'a str> {
-    let headers = message.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-}
-
-fn required<'a>(message: &'a OwnedMessage, name: &str) -> &'a str {
-    header(message, name)
-        .unwrap_or_else(|| panic!("header {name} missing at offset {}", message.offset()))
+    records::consume(&kafka_brokers(), topic, count).await
 }
 
 /// The committed schema whose `$id` is `id`, as a validator.
@@ -126,24 +94,12 @@ async fn every_event_of_the_payment_flow_is_a_valid_cloudevent_on_its_topic() {
     assert_eq!(count("changeflow.payment.failed.v1"), 3, "{types:?}");
 }
 
-/// Only Kafka takes events, so nothing settles the payments behind the test's back.
-fn kafka_only(database: &str) -> Config {
-    let mut config = config(database);
-    let kafka = vec!["kafka".to_owned()];
-    config.routes.payment_requested = kafka.clone();
-    config.routes.payment_confirmed = kafka.clone();
-    config.routes.payment_failed = kafka.clone();
-    config.routes.payment_updated = kafka.clone();
-    config.routes.payment_deleted = kafka;
-    config
-}
-
 #[tokio::test]
 async fn updates_of_one_payment_arrive_on_one_partition_in_stream_order() {
     let db_name = unique_name("order");
     let client = mongo().await;
     let payments = client.database(&db_name).collection::<Document>("payments");
-    let config = kafka_only(&db_name);
+    let config = kafka_only_config(&db_name);
     let topic = config.kafka.topic(&config.kafka.topics.payments);
     // The stream order, read independently: the ids the events must carry, in order.
     let mut watch = source::open(&client, &config.watch[0], &config.engine, &StartAt::Now)
@@ -221,7 +177,7 @@ async fn updates_of_one_payment_arrive_on_one_partition_in_stream_order() {
 async fn a_record_too_large_goes_to_the_dead_letter_topic_and_the_next_is_delivered() {
     let db_name = unique_name("dlq");
     let db = mongo().await.database(&db_name);
-    let mut config = kafka_only(&db_name);
+    let mut config = kafka_only_config(&db_name);
     // librdkafka refuses records above this size before they reach the broker.
     config
         .kafka
@@ -273,7 +229,7 @@ async fn when_even_the_dead_letter_topic_refuses_the_stream_stops_before_the_eve
     let db_name = unique_name("dlqfail");
     let client = mongo().await;
     let db = client.database(&db_name);
-    let mut config = kafka_only(&db_name);
+    let mut config = kafka_only_config(&db_name);
     config
         .kafka
         .properties
@@ -328,4 +284,40 @@ async fn when_even_the_dead_letter_topic_refuses_the_stream_stops_before_the_eve
         key, long_id,
         "the refused event comes again after a restart"
     );
+}
+
+#[tokio::test]
+async fn structured_mode_sends_the_whole_cloudevent_as_the_value() {
+    let db_name = unique_name("structured");
+    let db = mongo().await.database(&db_name);
+    let mut config = kafka_only_config(&db_name);
+    config.kafka.content_mode = changeflow::config::kafka::ContentMode::Structured;
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    let running = app::start(Arc::new(config), StartAt::Now).await.unwrap();
+    running.ready(DEADLINE).await.unwrap();
+    db.collection::<Document>("payments")
+        .insert_one(payment("s-1", 0, "PENDING"))
+        .await
+        .unwrap();
+    let records = consume(&topic, 1).await;
+    running.until(async {}).await.unwrap();
+
+    let record = &records[0];
+    assert_eq!(
+        required(record, "content-type"),
+        "application/cloudevents+json"
+    );
+    assert_eq!(
+        header(record, "ce_id"),
+        None,
+        "attributes live in the value"
+    );
+    let event: serde_json::Value =
+        serde_json::from_slice(record.payload().expect("a value")).expect("JSON value");
+    assert_eq!(event["specversion"], "1.0");
+    assert_eq!(event["type"], "changeflow.payment.requested.v1");
+    assert_eq!(event["subject"], "s-1");
+    assert_eq!(event["datacontenttype"], "application/json");
+    let id = event["dataschema"].as_str().expect("dataschema");
+    assert!(schema_validator(id).is_valid(&event["data"]), "{event}");
 }

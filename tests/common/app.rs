@@ -31,6 +31,19 @@ pub fn config(database: &str) -> Config {
     config
 }
 
+/// [`config`] with Kafka as the only target of every event kind: nothing settles the
+/// payments behind the test's back.
+pub fn kafka_only_config(database: &str) -> Config {
+    let mut config = config(database);
+    let kafka = vec!["kafka".to_owned()];
+    config.routes.payment_requested = kafka.clone();
+    config.routes.payment_confirmed = kafka.clone();
+    config.routes.payment_failed = kafka.clone();
+    config.routes.payment_updated = kafka.clone();
+    config.routes.payment_deleted = kafka;
+    config
+}
+
 /// A free local port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -76,6 +89,37 @@ impl Process {
             log,
             _dir: dir,
         }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory now, in MiB (VmRSS).
+    pub fn rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// The value of the metric line starting with `series` (name and labels), 0 if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let url = format!("{}/metrics", self.base_url);
+        let Ok(response) = reqwest::get(&url).await else {
+            return 0.0;
+        };
+        let text = response.text().await.unwrap_or_default();
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// Its log so far (stderr).

@@ -92,6 +92,9 @@ pub async fn run_all(keep_services: bool, cargo_test_args: &[String]) -> Result<
         .0
         .push(("services".into(), start.elapsed().as_secs_f64()));
 
+    // Some tests stop and restart a broker of their own.
+    let tansu =
+        crate::kafka::locate_tansu().context("locating tansu for the broker-outage test")?;
     let tests_ok = timings.time("cargo test", || {
         run_step(
             "cargo test",
@@ -99,7 +102,8 @@ pub async fn run_all(keep_services: bool, cargo_test_args: &[String]) -> Result<
                 .args(["test", "--workspace", "--locked", "--no-fail-fast"])
                 .args(cargo_test_args)
                 .env("MONGODB_URI", &endpoints.mongodb_uri)
-                .env("KAFKA_BROKERS", &endpoints.kafka_brokers),
+                .env("KAFKA_BROKERS", &endpoints.kafka_brokers)
+                .env("TANSU_BIN", &tansu),
         )
     });
 

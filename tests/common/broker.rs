@@ -1,0 +1,121 @@
+//! A Kafka-protocol broker a test owns and can stop and start again: tansu on a free port
+//! with sqlite storage, so its topics survive the restart.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::app::free_port;
+
+/// The tansu binary: `TANSU_BIN` (set by `cargo xtask test`), else the one `cargo xtask up`
+/// builds into the cache.
+pub fn tansu_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TANSU_BIN").filter(|v| !v.is_empty()) {
+        return PathBuf::from(bin);
+    }
+    let cache = std::env::var_os("CHANGEFLOW_CACHE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+                        .join(".cache")
+                });
+            base.join("changeflow")
+        });
+    let bin = cache.join("tansu-0.6.0/bin/tansu");
+    assert!(
+        bin.is_file(),
+        "this test stops and restarts its own broker and needs the tansu binary: none at \
+         {bin:?} and TANSU_BIN is not set; run `cargo xtask up` (it builds tansu into the \
+         cache) or `cargo xtask test`, or set TANSU_BIN"
+    );
+    bin
+}
+
+/// A tansu broker owned by one test.
+pub struct OwnBroker {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnBroker {
+    /// Starts a broker on a free port, its data in a new temporary directory.
+    pub async fn start() -> OwnBroker {
+        let mut broker = OwnBroker {
+            bin: tansu_bin(),
+            dir: tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}")),
+            port: free_port(),
+            child: None,
+        };
+        broker.resume().await;
+        broker
+    }
+
+    /// `host:port` to bootstrap from.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (its data stays).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port and data, and waits until it answers.
+    pub async fn resume(&mut self) {
+        assert!(self.child.is_none(), "the broker is running");
+        let url = format!("tcp://{}", self.address());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tansu.log"))
+            .unwrap_or_else(|e| panic!("tansu log: {e}"));
+        let child = Command::new(&self.bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {:?}: {e}", self.bin));
+        self.child = Some(child);
+        let until = Instant::now() + super::DEADLINE;
+        while std::net::TcpStream::connect(self.address()).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("tansu exited ({status}); log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < until,
+                "tansu did not listen in time:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The broker's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
