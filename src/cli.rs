@@ -48,6 +48,9 @@ pub enum Command {
     /// Print every change of the watched collections as one relaxed Extended JSON line,
     /// from now until Ctrl-C / SIGTERM. One change stream per watched database.
     Tail,
+    /// Create the payments collection with its `$jsonSchema` validator and the indexes
+    /// changeflow uses. Idempotent: a second run changes nothing and says so.
+    Setup,
     /// Validate the configuration (file, defaults and environment) and print the result
     /// with secrets redacted. Exits 2 with the offending key when it is invalid.
     CheckConfig,

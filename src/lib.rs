@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod publish;
 pub mod redact;
+pub mod setup;
 pub mod shutdown;
 pub mod source;
 pub mod tail;

@@ -10,7 +10,7 @@ use changeflow::cli::{Cli, Command};
 use changeflow::config::Config;
 use changeflow::redact::redact_uri;
 use changeflow::source::StartAt;
-use changeflow::{app, demo, shutdown, tail, telemetry};
+use changeflow::{app, demo, setup, shutdown, tail, telemetry};
 
 // Every event allocates a handful of small objects; mimalloc makes that cheap.
 #[global_allocator]
@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::CheckConfig => check_config(&config),
         Command::Tail => runtime().and_then(|rt| rt.block_on(run_tail(&config))),
+        Command::Setup => runtime().and_then(|rt| rt.block_on(run_setup(&config))),
         Command::Run { start_at } => runtime().and_then(|rt| {
             rt.block_on(async {
                 app::start(Arc::new(config), start_at)
@@ -57,6 +58,24 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
     print!(
         "{}",
         toml::to_string(&shown).context("rendering the configuration")?
+    );
+    Ok(())
+}
+
+async fn run_setup(config: &Config) -> anyhow::Result<()> {
+    let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
+        .await
+        .with_context(|| format!("connecting to {}", redact_uri(&config.mongodb.uri)))?;
+    let step = setup::run(&client, config).await?;
+    let db = &config.payments.database;
+    match step {
+        setup::Step::Created(c) => println!("created {db}.{c} with its validator"),
+        setup::Step::ValidatorUpdated(c) => println!("updated the validator of {db}.{c}"),
+        setup::Step::Unchanged(c) => println!("{db}.{c} already has the validator"),
+    }
+    println!(
+        "indexes of {db}.{} and the counters are in place",
+        config.payments.collection
     );
     Ok(())
 }
