@@ -2,10 +2,14 @@
 //! ordered lanes, acker, checkpoints; handlers that do no I/O) next to a plain driver loop
 //! reading the same changes, in the same run. Prints events/s, the ratio, and peak RSS.
 //!
-//! Needs the replica set (`cargo xtask up`, or MONGODB_URI). `BENCH_N` sets N (default
-//! 200000), `BENCH_ROUNDS` the rounds (default 9). Each round runs both readers, in turns
-//! (plain first in odd rounds, pipeline first in even ones); the figure is the median of the
-//! rounds' ratios, which a noisy neighbour slowing one phase moves least.
+//! With Kafka (`BENCH_KAFKA=1`, the default) a third reader routes the same changes to a
+//! topic (idempotent producer, acks=all) and counts them once the broker acknowledged them.
+//!
+//! Needs the replica set and the broker (`cargo xtask up`, or MONGODB_URI / KAFKA_BROKERS).
+//! `BENCH_N` sets N (default 200000), `BENCH_ROUNDS` the rounds (default 9). Each round runs
+//! every reader, starting one later than the round before; the figures are the medians of
+//! the rounds' ratios to the plain loop, which a noisy neighbour slowing one phase moves
+//! least.
 //!
 //!     cargo bench --bench pipeline
 
@@ -20,6 +24,7 @@ use changeflow::engine::Engine;
 use changeflow::handlers::{Handler, HandlerError};
 use changeflow::health::Health;
 use changeflow::metrics::Metrics;
+use changeflow::publish::kafka::KafkaSink;
 use changeflow::source::{self, StartAt};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -32,8 +37,10 @@ use tokio::sync::Notify;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Counts requested payments; wakes the bench when all N arrived. No I/O.
+/// Counts requested payments (after publishing them, when it has a Kafka sink); wakes the
+/// bench when all N are done.
 struct Counting {
+    sink: Option<KafkaSink>,
     seen: AtomicU64,
     target: u64,
     done: Notify,
@@ -41,13 +48,19 @@ struct Counting {
 
 impl Handler for Counting {
     fn name(&self) -> &'static str {
-        "bench_counter"
+        match &self.sink {
+            Some(sink) => sink.name(),
+            None => "bench_counter",
+        }
     }
     fn wants(&self, kind: PaymentEventKind) -> bool {
         kind == PaymentEventKind::Requested
     }
-    fn handle<'a>(&'a self, _event: &'a PaymentEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle<'a>(&'a self, event: &'a PaymentEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
         async move {
+            if let Some(sink) = &self.sink {
+                sink.handle(event).await?;
+            }
             if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
                 self.done.notify_one();
             }
@@ -55,6 +68,10 @@ impl Handler for Counting {
         }
         .boxed()
     }
+}
+
+fn kafka_brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
 }
 
 fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
@@ -219,13 +236,43 @@ async fn plain_driver(
     })
 }
 
-/// changeflow's pipeline over the same changes, until the handler saw N.
+/// One reader of the N changes.
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    /// The plain driver loop.
+    Plain,
+    /// changeflow's pipeline, to the target.
+    Pipeline(Target),
+}
+
+impl Phase {
+    fn label(self) -> &'static str {
+        match self {
+            Phase::Plain => "plain driver loop",
+            Phase::Pipeline(Target::Nothing) => "changeflow pipeline",
+            Phase::Pipeline(Target::Kafka) => "changeflow pipeline to Kafka",
+        }
+    }
+}
+
+/// Where the pipeline sends the events.
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    /// A handler that does no I/O.
+    Nothing,
+    /// Kafka (idempotent producer, acks=all), then the same handler.
+    Kafka,
+}
+
+/// changeflow's pipeline over the same changes, until the handler saw N (and, with Kafka,
+/// the broker acknowledged them), including the final checkpoint write.
 async fn pipeline(
     client: &Client,
     db: &str,
     round: u32,
     start: Timestamp,
     n: u64,
+    target: Target,
 ) -> anyhow::Result<Run> {
     let mut config = Config {
         watch: vec![WatchedDatabase {
@@ -235,9 +282,24 @@ async fn pipeline(
         ..Config::default()
     };
     config.payments.database = db.to_owned();
-    // A fresh checkpoint database per round, so each round starts at `start`.
-    config.checkpoint.database = format!("{db}_cp{round}");
+    // A fresh checkpoint database per phase, so each starts at `start`.
+    config.checkpoint.database = match target {
+        Target::Nothing => format!("{db}_cp{round}"),
+        Target::Kafka => format!("{db}_kcp{round}"),
+    };
+    config.kafka.brokers = kafka_brokers();
+    config.kafka.topic_prefix = format!("{db}_{round}.");
+    let sink = match target {
+        Target::Nothing => None,
+        Target::Kafka => Some(KafkaSink::start(&config.kafka).await.with_context(|| {
+            format!(
+                "no Kafka broker at {}; start it with `cargo xtask up` or set BENCH_KAFKA=0",
+                config.kafka.brokers
+            )
+        })?),
+    };
     let counting = Arc::new(Counting {
+        sink,
         seen: AtomicU64::new(0),
         target: n,
         done: Notify::new(),
@@ -292,25 +354,33 @@ async fn main() -> anyhow::Result<()> {
         began.elapsed().as_secs_f64(),
         peak_rss_mib()
     );
+    let with_kafka = env_number("BENCH_KAFKA", 1)? != 0;
+    let mut phases = vec![Phase::Plain, Phase::Pipeline(Target::Nothing)];
+    if with_kafka {
+        phases.push(Phase::Pipeline(Target::Kafka));
+    }
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    let mut ratios = Vec::new();
+    let micros = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); phases.len()];
+    let mut kafka_rates = Vec::new();
     for round in 0..rounds {
-        let (plain_cost, piped_cost) = if round % 2 == 0 {
-            let plain = measured(plain_driver(&client, &target, start, n)).await?;
-            (
-                plain,
-                measured(pipeline(&client, &db, round, start, n)).await?,
-            )
-        } else {
-            let piped = measured(pipeline(&client, &db, round, start, n)).await?;
-            (
-                measured(plain_driver(&client, &target, start, n)).await?,
-                piped,
-            )
-        };
-        let (plain, piped) = (rate(plain_cost.wall), rate(piped_cost.wall));
-        let per_event = |cost: &Cost| {
-            let micros = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+        // Each round runs every phase, starting one later than the round before.
+        let mut costs: Vec<Option<Cost>> = phases.iter().map(|_| None).collect();
+        for i in 0..phases.len() {
+            let index = (i + round as usize) % phases.len();
+            let cost = match phases[index] {
+                Phase::Plain => measured(plain_driver(&client, &target, start, n)).await?,
+                Phase::Pipeline(to) => {
+                    measured(pipeline(&client, &db, round, start, n, to)).await?
+                }
+            };
+            costs[index] = Some(cost);
+        }
+        let costs: Vec<Cost> = costs.into_iter().flatten().collect();
+        let plain = rate(costs[0].wall);
+        let mut line = format!("round {}:", round + 1);
+        for (index, (phase, cost)) in phases.iter().zip(&costs).enumerate() {
+            let events = rate(cost.wall);
             let mut text = format!("{:.1} µs CPU/event", micros(cost.cpu));
             if let Some(server) = cost.server_cpu {
                 text += &format!(", mongod {:.1}", micros(server));
@@ -319,30 +389,43 @@ async fn main() -> anyhow::Result<()> {
                 let share = waited.as_secs_f64() / cost.wall.as_secs_f64();
                 text += &format!(", waited for the server {:.0}%", share * 100.0);
             }
-            text
-        };
-        println!(
-            "round {}: plain driver loop {plain:>7.0} events/s ({})   \
-             changeflow pipeline {piped:>7.0} events/s ({})   ratio {:.3}",
-            round + 1,
-            per_event(&plain_cost),
-            per_event(&piped_cost),
-            piped / plain
-        );
-        ratios.push(piped / plain);
+            line += &format!("\n  {:<28} {events:>7.0} events/s ({text})", phase.label());
+            if index > 0 {
+                line += &format!("   ratio {:.3}", events / plain);
+                ratios[index].push(events / plain);
+            }
+            if *phase == Phase::Pipeline(Target::Kafka) {
+                kafka_rates.push(events);
+            }
+        }
+        println!("{line}");
     }
-    ratios.sort_by(f64::total_cmp);
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        (
+            values[values.len() / 2],
+            values[0],
+            values[values.len() - 1],
+        )
+    };
+    let (m, lo, hi) = median(&mut ratios[1]);
     println!(
-        "median ratio of {rounds} rounds: {:.3} (target ≥ 0.9); lowest {:.3}, highest {:.3}",
-        ratios[ratios.len() / 2],
-        ratios[0],
-        ratios[ratios.len() - 1]
+        "pipeline / plain: median of {rounds} rounds {m:.3} (target ≥ 0.9); lowest {lo:.3}, highest {hi:.3}"
     );
+    if with_kafka {
+        let (m, lo, hi) = median(&mut ratios[2]);
+        let (rm, rlo, rhi) = median(&mut kafka_rates);
+        println!(
+            "to Kafka (acknowledged, checkpoint written): median {rm:.0} events/s (target ≥ 60000; \
+             rounds {rlo:.0}–{rhi:.0}); / plain: median {m:.3}, lowest {lo:.3}, highest {hi:.3}"
+        );
+    }
     println!(
         "peak RSS of the whole run: {:.1} MiB (target ≤ 100)",
         peak_rss_mib()
     );
-    for name in std::iter::once(db.clone()).chain((0..rounds).map(|r| format!("{db}_cp{r}"))) {
+    let checkpoints = (0..rounds).flat_map(|r| [format!("{db}_cp{r}"), format!("{db}_kcp{r}")]);
+    for name in std::iter::once(db.clone()).chain(checkpoints) {
         client.database(&name).drop().await?;
     }
     Ok(())
