@@ -35,9 +35,9 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
     let client = Client::with_uri_str(&config.mongodb.uri)
         .await
         .with_context(|| format!("connecting to {}", redact_uri(&config.mongodb.uri)))?;
-    let handlers = engine::payment_handlers(&client, &config)
+    let targets = engine::targets(&client, &config)
         .await
-        .context("preparing the payment handlers")?;
+        .context("preparing the handlers and the Kafka sink")?;
     let payments_db = client.database(&config.payments.database);
     let payments = PaymentsApi::new(payments_db.collection(&config.payments.collection));
     payments
@@ -66,7 +66,10 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future(),
     );
-    let engine = Engine::new(client, config, &handlers, metrics, health, start_at);
+    let mut engine = Engine::new(client, config, &targets.handlers, metrics, health, start_at);
+    if let Some(sink) = targets.kafka {
+        engine = engine.with_raw_sink(sink);
+    }
     let engine = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
     Ok(Running {
         http_address,

@@ -396,6 +396,7 @@ impl Config {
             }
         }
         self.validate_payments()?;
+        self.validate_raw()?;
         self.validate_engine()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), format!("not a valid filter: {e}")));
@@ -451,6 +452,36 @@ impl Config {
         }
         if self.checkpoint.every_ms == 0 {
             return Err(("checkpoint.every_ms".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Raw collections must be watched, and cannot be the payments collection (whose changes
+    /// are typed events).
+    fn validate_raw(&self) -> Result<(), (String, String)> {
+        for (i, raw) in self.kafka.raw.iter().enumerate() {
+            let watched = self
+                .watch
+                .iter()
+                .any(|w| w.database == raw.database && w.collections.contains(&raw.collection));
+            if !watched {
+                return Err((
+                    format!("kafka.raw[{i}]"),
+                    format!(
+                        "{}.{} is not watched (see [[watch]])",
+                        raw.database, raw.collection
+                    ),
+                ));
+            }
+            if raw.database == self.payments.database && raw.collection == self.payments.collection
+            {
+                return Err((
+                    format!("kafka.raw[{i}]"),
+                    "the payments collection is published as typed events; raw passthrough is \
+                     for other collections"
+                        .into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -767,6 +798,22 @@ mod tests {
                 "engine.operation_types[1]",
             ),
             ("[http]\naddress = \"localhost\"\n", "http.address"),
+            (
+                "[kafka]\nraw = [{database = \"changeflow\", collection = \"orders\", topic = \"o\"}]\n",
+                "kafka.raw[0]",
+            ),
+            (
+                "[kafka]\nraw = [{database = \"changeflow\", collection = \"payments\", topic = \"p\"}]\n",
+                "kafka.raw[0]",
+            ),
+            (
+                "[routes]\npayment_failed = [\"provider_simulator\"]\n",
+                "routes.payment_failed[0]",
+            ),
+            (
+                "[kafka.properties]\n\"enable.idempotence\" = \"false\"\n",
+                "kafka.properties.enable.idempotence",
+            ),
         ];
         for (text, key) in cases {
             let err = load_str(text, &[]).unwrap_err();

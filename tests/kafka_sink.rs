@@ -321,3 +321,69 @@ async fn structured_mode_sends_the_whole_cloudevent_as_the_value() {
     let id = event["dataschema"].as_str().expect("dataschema");
     assert!(schema_validator(id).is_valid(&event["data"]), "{event}");
 }
+
+#[tokio::test]
+async fn raw_collections_publish_the_change_itself_keyed_by_document_key() {
+    let db_name = unique_name("raw");
+    let db = mongo().await.database(&db_name);
+    let mut config = kafka_only_config(&db_name);
+    config.watch[0].collections.push("orders".into());
+    config.kafka.raw = vec![changeflow::config::kafka::RawCollection {
+        database: db_name.clone(),
+        collection: "orders".into(),
+        topic: "orders".into(),
+    }];
+    let topic = config.kafka.topic("orders");
+    let running = app::start(Arc::new(config), StartAt::Now).await.unwrap();
+    running.ready(DEADLINE).await.unwrap();
+
+    let orders = db.collection::<Document>("orders");
+    orders
+        .insert_one(doc! {"_id": 7_i64, "total": 9.5, "at": mongodb::bson::DateTime::from_millis(1_700_000_000_000)})
+        .await
+        .unwrap();
+    orders
+        .update_one(doc! {"_id": 7_i64}, doc! {"$set": {"total": 12.0}})
+        .await
+        .unwrap();
+    orders.delete_one(doc! {"_id": 7_i64}).await.unwrap();
+    let records = consume(&topic, 3).await;
+    running.until(async {}).await.unwrap();
+
+    let mut ids = HashSet::new();
+    let mut operations = Vec::new();
+    for record in &records {
+        assert_eq!(
+            record.key(),
+            Some(br#"{"_id":7}"#.as_slice()),
+            "key = documentKey"
+        );
+        assert!(
+            ids.insert(required(record, "ce_id").to_owned()),
+            "ids are unique"
+        );
+        let change: serde_json::Value =
+            serde_json::from_slice(record.payload().expect("a value")).expect("JSON");
+        assert_eq!(
+            change["ns"],
+            serde_json::json!({"db": db_name, "coll": "orders"})
+        );
+        assert!(
+            change["_id"]["_data"].is_string(),
+            "the resume token is kept"
+        );
+        operations.push(change["operationType"].as_str().unwrap_or("?").to_owned());
+        if change["operationType"] == "insert" {
+            assert_eq!(
+                change["fullDocument"],
+                serde_json::json!({"_id": 7, "total": 9.5, "at": {"$date": "2023-11-14T22:13:20Z"}}),
+                "relaxed Extended JSON"
+            );
+        }
+    }
+    assert_eq!(
+        operations,
+        ["insert", "update", "delete"],
+        "one key, stream order"
+    );
+}

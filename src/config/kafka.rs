@@ -35,6 +35,21 @@ pub struct KafkaConfig {
     /// Further librdkafka producer properties, passed as given (e.g. `"security.protocol" =
     /// "SASL_SSL"`). Properties changeflow sets itself are refused.
     pub properties: BTreeMap<String, String>,
+    /// Watched collections published raw: each change event as relaxed Extended JSON (the
+    /// MongoDB Kafka source connector's default shape), keyed by its `documentKey`.
+    pub raw: Vec<RawCollection>,
+}
+
+/// A watched collection whose changes are published as they are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCollection {
+    /// Its database (watched).
+    pub database: String,
+    /// The collection (watched in that database).
+    pub collection: String,
+    /// Topic (before the prefix).
+    pub topic: String,
 }
 
 /// Topic names (before [`KafkaConfig::topic_prefix`]).
@@ -106,6 +121,7 @@ impl Default for KafkaConfig {
             partitions: 6,
             replication_factor: 1,
             properties: BTreeMap::new(),
+            raw: Vec::new(),
         }
     }
 }
@@ -164,6 +180,20 @@ impl KafkaConfig {
         ];
         for (key, name) in topics {
             check_topic_name(&self.topic(name)).map_err(|m| (key.to_owned(), m))?;
+        }
+        for (i, raw) in self.raw.iter().enumerate() {
+            check_topic_name(&self.topic(&raw.topic))
+                .map_err(|m| (format!("kafka.raw[{i}].topic"), m))?;
+            let earlier = &self.raw[..i];
+            if earlier
+                .iter()
+                .any(|r| r.database == raw.database && r.collection == raw.collection)
+            {
+                return Err((
+                    format!("kafka.raw[{i}]"),
+                    format!("{}.{} is listed twice", raw.database, raw.collection),
+                ));
+            }
         }
         if !(1..=10_000).contains(&self.partitions) {
             return Err(("kafka.partitions".into(), "must be from 1 to 10000".into()));

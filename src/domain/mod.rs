@@ -5,6 +5,7 @@
 //! [`DecodeError`]'s message as the reason and moves on.
 
 pub mod payments;
+pub mod raw;
 mod walk;
 
 use std::fmt;
@@ -256,6 +257,8 @@ pub enum Decoded {
     /// A change of a watched collection without a domain type (yet), or a change that is
     /// not about one document (drop, rename): nothing to handle, the checkpoint passes it.
     Other,
+    /// A change of a collection published raw (`kafka.raw`).
+    Raw(raw::RawChangeEvent),
     /// A change that does not fit its domain type: it goes to the dead-letter collection.
     Invalid {
         /// The change as read.
@@ -273,6 +276,7 @@ impl Decoded {
         match self {
             Decoded::Payment(e) => e.kind().as_str(),
             Decoded::Other => "other",
+            Decoded::Raw(_) => "raw",
             Decoded::Invalid { .. } => "invalid",
         }
     }
@@ -283,6 +287,8 @@ impl Decoded {
 pub struct Domains {
     payments_database: String,
     payments_collection: String,
+    /// (database, collection) of each raw collection, in `kafka.raw` order.
+    raw: Vec<(String, String)>,
 }
 
 impl Domains {
@@ -291,25 +297,47 @@ impl Domains {
         Domains {
             payments_database: payments_database.to_owned(),
             payments_collection: payments_collection.to_owned(),
+            raw: Vec::new(),
         }
+    }
+
+    /// Changes of these (database, collection) pairs are published raw, in this order.
+    pub fn with_raw(mut self, raw: Vec<(String, String)>) -> Domains {
+        self.raw = raw;
+        self
     }
 
     /// Decodes one raw change by the domain of its namespace, and says when it happened
     /// (for the checkpoint), from the same pass over the event.
     pub fn decode(&self, raw: RawDocumentBuf) -> (Decoded, ChangeTimes) {
         let mut times = ChangeTimes::default();
+        let mut raw_target = None;
         let decoded = Envelope::read(&raw).and_then(|envelope| {
             times = envelope.times();
-            if self.is_payments(&envelope) {
-                payments::from_envelope(&envelope)
-            } else {
-                Ok(None)
+            match self.namespace(&envelope) {
+                Namespace::Payments => payments::from_envelope(&envelope),
+                Namespace::Raw(target) => {
+                    raw_target = Some(target);
+                    Ok(None)
+                }
+                Namespace::Other => Ok(None),
             }
         });
-        let decoded = match decoded {
-            Ok(Some(event)) => Decoded::Payment(event),
-            Ok(None) => Decoded::Other,
-            Err(error) => Decoded::Invalid {
+        let decoded = match (decoded, raw_target) {
+            (Ok(_), Some(target)) => match raw::RawChangeEvent::from_raw(&raw, target) {
+                Ok(event) => Decoded::Raw(event),
+                Err(reason) => Decoded::Invalid {
+                    event_id: event_id_of(&raw),
+                    raw,
+                    error: DecodeError::Invalid {
+                        field: "(change)".into(),
+                        reason,
+                    },
+                },
+            },
+            (Ok(Some(event)), None) => Decoded::Payment(event),
+            (Ok(None), None) => Decoded::Other,
+            (Err(error), _) => Decoded::Invalid {
                 event_id: event_id_of(&raw),
                 raw,
                 error,
@@ -318,16 +346,30 @@ impl Domains {
         (decoded, times)
     }
 
-    fn is_payments(&self, envelope: &Envelope<'_>) -> bool {
+    fn namespace(&self, envelope: &Envelope<'_>) -> Namespace {
         let Some(RawBsonRef::Document(ns)) = envelope.ns else {
-            return false;
+            return Namespace::Other;
         };
-        matches!(
-            walk::pick(ns, ["db", "coll"]),
-            Ok([Some(RawBsonRef::String(db)), Some(RawBsonRef::String(coll))])
-                if db == self.payments_database && coll == self.payments_collection
-        )
+        let Ok([Some(RawBsonRef::String(db)), Some(RawBsonRef::String(coll))]) =
+            walk::pick(ns, ["db", "coll"])
+        else {
+            return Namespace::Other;
+        };
+        if db == self.payments_database && coll == self.payments_collection {
+            return Namespace::Payments;
+        }
+        match self.raw.iter().position(|(d, c)| d == db && c == coll) {
+            Some(target) => Namespace::Raw(target),
+            None => Namespace::Other,
+        }
     }
+}
+
+/// Which domain a change's namespace belongs to.
+enum Namespace {
+    Payments,
+    Raw(usize),
+    Other,
 }
 
 /// When a change happened, as far as its envelope says.

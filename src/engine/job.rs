@@ -1,6 +1,7 @@
-//! One event's trip through its handlers: every handler of the route runs (concurrently);
-//! retryable failures are retried with backoff until they succeed or the run is cancelled;
-//! permanent failures (and panics) dead-letter the event for that handler.
+//! One event's trip through its targets: every handler of a payment event's route runs
+//! (concurrently), a raw change goes to its Kafka topic; retryable failures are retried with
+//! backoff until they succeed or the run is cancelled; permanent failures (and panics)
+//! dead-letter the event for that target; fatal ones stop the stream.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -10,33 +11,74 @@ use std::time::{Duration, Instant};
 use backoff::ExponentialBackoffBuilder;
 use backoff::backoff::Backoff;
 use futures::FutureExt;
-use mongodb::bson::{Bson, Document};
+use futures::future::BoxFuture;
+use mongodb::bson::{Bson, Document, Timestamp};
 use prometheus::Histogram;
 use tokio_util::sync::CancellationToken;
 
 use super::router::Route;
 use crate::checkpoint::acker::Ticket;
+use crate::config::routes::KAFKA;
 use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::domain::EventId;
 use crate::domain::payments::PaymentEvent;
+use crate::domain::raw::RawChangeEvent;
 use crate::handlers::{Handler, HandlerError};
 use crate::metrics::Metrics;
+use crate::publish::kafka::KafkaSink;
 
-/// An event waiting for (or running through) its handlers; its lane is its payment id.
+/// An event waiting for (or running through) its targets.
 pub struct Job {
     /// The acker's ticket of the event.
     pub ticket: Ticket,
-    /// The event.
-    pub event: Arc<PaymentEvent>,
-    /// Its handlers.
-    pub route: Route,
+    /// The event and where it goes.
+    pub work: Work,
+}
+
+/// An event and its targets.
+pub enum Work {
+    /// A payment event to its handlers; its lane is the payment id.
+    Payment {
+        /// The event.
+        event: Arc<PaymentEvent>,
+        /// Its handlers.
+        route: Route,
+    },
+    /// A raw change to its Kafka topic; its lane is its collection and document key.
+    Raw {
+        /// The change.
+        event: Arc<RawChangeEvent>,
+        /// The publisher.
+        sink: Arc<KafkaSink>,
+        /// `<database>.<collection>:<documentKey>`.
+        lane: String,
+    },
+}
+
+impl Work {
+    /// The lane: events of one lane are handled one at a time, in stream order.
+    pub fn lane(&self) -> &str {
+        match self {
+            Work::Payment { event, .. } => event.payment_id(),
+            Work::Raw { lane, .. } => lane,
+        }
+    }
+
+    /// Metric label of the event's kind.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Work::Payment { event, .. } => event.kind().as_str(),
+            Work::Raw { .. } => "raw",
+        }
+    }
 }
 
 /// What running a job came to.
 pub struct Completion {
     /// The acker's ticket.
     pub ticket: Ticket,
-    /// The event (its payment id names the lane).
-    pub event: Arc<PaymentEvent>,
+    /// The work (it names the lane).
+    pub work: Work,
     /// Every handler finished (applied, or dead-lettered); false when cancelled or fatal.
     pub finished: bool,
     /// A handler could neither apply nor set aside the event: the stream must stop.
@@ -69,21 +111,23 @@ pub struct JobContext {
 
 /// Runs `job` to completion.
 pub async fn run(job: Job, ctx: Arc<JobContext>) -> Completion {
-    let outcomes = match &job.route[..] {
-        // The common case: one handler, no join machinery.
-        [only] => vec![run_handler(only.as_ref(), &job.event, &ctx).await],
-        route => {
-            futures::future::join_all(
-                route
+    let outcomes = match &job.work {
+        Work::Payment { event, route } => match &route[..] {
+            // The common case: one handler, no join machinery.
+            [only] => vec![run_call(&HandlerCall(only.as_ref(), event), &ctx).await],
+            route => {
+                let calls: Vec<HandlerCall<'_>> = route
                     .iter()
-                    .map(|handler| run_handler(handler.as_ref(), &job.event, &ctx)),
-            )
-            .await
-        }
+                    .map(|handler| HandlerCall(handler.as_ref(), event))
+                    .collect();
+                futures::future::join_all(calls.iter().map(|call| run_call(call, &ctx))).await
+            }
+        },
+        Work::Raw { event, sink, .. } => vec![run_call(&RawCall(sink, event), &ctx).await],
     };
     let mut completion = Completion {
         ticket: job.ticket,
-        event: job.event,
+        work: job.work,
         finished: true,
         fatal: None,
     };
@@ -108,28 +152,99 @@ fn retry_backoff() -> backoff::ExponentialBackoff {
         .build()
 }
 
-/// The outcome of one call of a handler: its result, or the panic it raised.
-type Attempt = std::thread::Result<Result<(), crate::handlers::HandlerError>>;
+/// The outcome of one call of a target: its result, or the panic it raised.
+type Attempt = std::thread::Result<Result<(), HandlerError>>;
 
-async fn run_handler(handler: &dyn Handler, event: &PaymentEvent, ctx: &JobContext) -> Outcome {
-    match attempt(handler, event, ctx).await {
-        Ok(Ok(())) => Outcome::Done,
-        // Retries and dead letters are rare; boxed, their state does not weigh on the
-        // future every event allocates.
-        failed => recover(handler, event, ctx, failed).boxed().await,
+/// One event for one target: what the retry and dead-letter paths need of either kind.
+trait Call: Sync {
+    /// The target's name (logs, metrics, dead-letter stage).
+    fn target(&self) -> &'static str;
+    /// Hands the event to the target once.
+    fn call(&self) -> BoxFuture<'_, Result<(), HandlerError>>;
+    /// The event's id.
+    fn event_id(&self) -> EventId;
+    /// The event's cluster time, if known.
+    fn cluster_time(&self) -> Option<Timestamp>;
+    /// Metric label of the event's kind.
+    fn label(&self) -> &'static str;
+    /// What a dead letter keeps of the event.
+    fn summary(&self) -> Document;
+}
+
+/// A payment event for one handler.
+struct HandlerCall<'a>(&'a dyn Handler, &'a PaymentEvent);
+
+impl Call for HandlerCall<'_> {
+    fn target(&self) -> &'static str {
+        self.0.name()
+    }
+    fn call(&self) -> BoxFuture<'_, Result<(), HandlerError>> {
+        self.0.handle(self.1)
+    }
+    fn event_id(&self) -> EventId {
+        self.1.meta().event_id
+    }
+    fn cluster_time(&self) -> Option<Timestamp> {
+        Some(self.1.meta().cluster_time)
+    }
+    fn label(&self) -> &'static str {
+        self.1.kind().as_str()
+    }
+    fn summary(&self) -> Document {
+        summary(self.1)
     }
 }
 
-async fn attempt(handler: &dyn Handler, event: &PaymentEvent, ctx: &JobContext) -> Attempt {
+/// A raw change for its Kafka topic.
+struct RawCall<'a>(&'a KafkaSink, &'a RawChangeEvent);
+
+impl Call for RawCall<'_> {
+    fn target(&self) -> &'static str {
+        KAFKA
+    }
+    fn call(&self) -> BoxFuture<'_, Result<(), HandlerError>> {
+        self.0.publish_raw(self.1).boxed()
+    }
+    fn event_id(&self) -> EventId {
+        self.1.event_id
+    }
+    fn cluster_time(&self) -> Option<Timestamp> {
+        self.1.cluster_time
+    }
+    fn label(&self) -> &'static str {
+        "raw"
+    }
+    fn summary(&self) -> Document {
+        let mut doc = Document::new();
+        doc.insert("kind", "raw");
+        doc.insert("key", &self.1.key);
+        doc.insert(
+            "change",
+            String::from_utf8_lossy(&self.1.value).into_owned(),
+        );
+        doc
+    }
+}
+
+async fn run_call(call: &dyn Call, ctx: &JobContext) -> Outcome {
+    match attempt(call, ctx).await {
+        Ok(Ok(())) => Outcome::Done,
+        // Retries and dead letters are rare; boxed, their state does not weigh on the
+        // future every event allocates.
+        failed => recover(call, ctx, failed).boxed().await,
+    }
+}
+
+async fn attempt(call: &dyn Call, ctx: &JobContext) -> Attempt {
     let started = Instant::now();
-    let outcome = AssertUnwindSafe(handler.handle(event)).catch_unwind().await;
+    let outcome = AssertUnwindSafe(call.call()).catch_unwind().await;
     let seconds = started.elapsed().as_secs_f64();
-    match ctx.timers.get(handler.name()) {
+    match ctx.timers.get(call.target()) {
         Some(timer) => timer.observe(seconds),
         None => ctx
             .metrics
             .handler_seconds
-            .with_label_values(&[handler.name()])
+            .with_label_values(&[call.target()])
             .observe(seconds),
     }
     outcome
@@ -137,12 +252,7 @@ async fn attempt(handler: &dyn Handler, event: &PaymentEvent, ctx: &JobContext) 
 
 /// After a failed attempt: retries retryable errors with backoff; dead-letters the event
 /// on a permanent error or a panic.
-async fn recover(
-    handler: &dyn Handler,
-    event: &PaymentEvent,
-    ctx: &JobContext,
-    mut outcome: Attempt,
-) -> Outcome {
+async fn recover(call: &dyn Call, ctx: &JobContext, mut outcome: Attempt) -> Outcome {
     let mut backoff = retry_backoff();
     loop {
         let reason = match outcome {
@@ -151,8 +261,8 @@ async fn recover(
             Ok(Err(e)) if e.is_retryable() => {
                 let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
                 tracing::warn!(
-                    handler = handler.name(),
-                    event_id = %event.meta().event_id,
+                    handler = call.target(),
+                    event_id = %call.event_id(),
                     error = %e,
                     retry_in_ms = pause.as_millis() as u64,
                     "handler failed; retrying"
@@ -161,19 +271,19 @@ async fn recover(
                     _ = ctx.cancel.cancelled() => return Outcome::Cancelled,
                     _ = tokio::time::sleep(pause) => {}
                 }
-                outcome = attempt(handler, event, ctx).await;
+                outcome = attempt(call, ctx).await;
                 continue;
             }
             Ok(Err(e)) => e.to_string(),
-            Err(panic) => format!("{} panicked: {}", handler.name(), panic_message(&*panic)),
+            Err(panic) => format!("{} panicked: {}", call.target(), panic_message(&*panic)),
         };
         tracing::error!(
-            handler = handler.name(),
-            event_id = %event.meta().event_id,
+            handler = call.target(),
+            event_id = %call.event_id(),
             reason = %reason,
             "handler refused the event; dead-lettering it"
         );
-        return if dead_letter(handler.name(), event, reason, ctx).await {
+        return if dead_letter(call, reason, ctx).await {
             Outcome::Done
         } else {
             Outcome::Cancelled
@@ -181,22 +291,16 @@ async fn recover(
     }
 }
 
-async fn dead_letter(
-    handler: &str,
-    event: &PaymentEvent,
-    reason: String,
-    ctx: &JobContext,
-) -> bool {
-    let meta = event.meta();
-    let stage = format!("handler:{handler}");
+async fn dead_letter(call: &dyn Call, reason: String, ctx: &JobContext) -> bool {
+    let stage = format!("handler:{}", call.target());
     let letter = DeadLetter {
         stage: stage.clone(),
-        event_id: meta.event_id.to_string(),
+        event_id: call.event_id().to_string(),
         stream: ctx.stream.to_string(),
         reason,
         token: None,
-        cluster_time: Some(meta.cluster_time),
-        event: Bson::Document(summary(event)),
+        cluster_time: call.cluster_time(),
+        event: Bson::Document(call.summary()),
     };
     let stored = ctx
         .dead_letters
@@ -205,7 +309,7 @@ async fn dead_letter(
     if stored {
         ctx.metrics
             .events_dead_lettered
-            .with_label_values(&[event.kind().as_str(), stage.as_str()])
+            .with_label_values(&[call.label(), stage.as_str()])
             .inc();
     }
     stored

@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     checkpoints: CheckpointStore,
     dead_letters: DeadLetters,
     start: StartAt,
+    /// Publishes changes of the raw collections (`kafka.raw`).
+    raw_sink: Option<Arc<KafkaSink>>,
 }
 
 /// The pipeline: streams → decode → handlers → acker → checkpoints.
@@ -97,8 +99,26 @@ impl Engine {
                 metrics,
                 health,
                 start,
+                raw_sink: None,
             }),
         }
+    }
+
+    /// Publishes the changes of the raw collections (`kafka.raw`) through `sink`. Without
+    /// one, the engine does not tell raw collections apart from other watched ones.
+    pub fn with_raw_sink(mut self, sink: Arc<KafkaSink>) -> Engine {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            let raw = shared
+                .config
+                .kafka
+                .raw
+                .iter()
+                .map(|r| (r.database.clone(), r.collection.clone()))
+                .collect();
+            shared.domains = shared.domains.clone().with_raw(raw);
+            shared.raw_sink = Some(sink);
+        }
+        self
     }
 
     /// Runs every stream until `shutdown` completes (then drains, stores the final
@@ -149,12 +169,17 @@ pub enum HandlersError {
     Kafka(#[from] PublishError),
 }
 
-/// The targets `config.routes` uses: provider simulator (which settles through the status
+/// Everything events go to.
+pub struct Targets {
+    /// The in-process handlers and the Kafka sink, for payment events.
+    pub handlers: Vec<Arc<dyn Handler>>,
+    /// The Kafka sink, when a route or a raw collection uses it.
+    pub kafka: Option<Arc<KafkaSink>>,
+}
+
+/// The targets `config` uses: provider simulator (which settles through the status
 /// updater), counters (creating their indexes) and the Kafka sink (creating its topics).
-pub async fn payment_handlers(
-    client: &Client,
-    config: &Config,
-) -> Result<Vec<Arc<dyn Handler>>, HandlersError> {
+pub async fn targets(client: &Client, config: &Config) -> Result<Targets, HandlersError> {
     let routes = &config.routes;
     let mut handlers: Vec<Arc<dyn Handler>> = Vec::new();
     if routes.uses(provider_simulator::NAME) {
@@ -176,8 +201,13 @@ pub async fn payment_handlers(
         counters.ensure_indexes().await?;
         handlers.push(Arc::new(counters));
     }
-    if routes.uses(KAFKA) {
-        handlers.push(Arc::new(KafkaSink::start(&config.kafka).await?));
+    let mut kafka = None;
+    if routes.uses(KAFKA) || !config.kafka.raw.is_empty() {
+        let sink = Arc::new(KafkaSink::start(&config.kafka).await?);
+        if routes.uses(KAFKA) {
+            handlers.push(sink.clone());
+        }
+        kafka = Some(sink);
     }
-    Ok(handlers)
+    Ok(Targets { handlers, kafka })
 }

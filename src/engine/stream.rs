@@ -14,7 +14,7 @@ use prometheus::IntCounter;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::job::{self, Completion, Job, JobContext};
+use super::job::{self, Completion, Job, JobContext, Work};
 use super::lanes::Lanes;
 use super::{EngineError, Shared};
 use crate::checkpoint::acker::Acker;
@@ -325,15 +325,31 @@ impl<'a> Session<'a> {
                     self.acker.track(position, 0);
                     return true;
                 }
-                let event = Arc::new(event);
                 let job = Job {
                     ticket: self.acker.track(position, 1),
-                    event: event.clone(),
-                    route: route.clone(),
+                    work: Work::Payment {
+                        event: Arc::new(event),
+                        route: route.clone(),
+                    },
                 };
-                if let Some(job) = self.lanes.submit(event.payment_id(), job) {
-                    self.start(job);
-                }
+                self.submit(job);
+            }
+            Decoded::Raw(event) => {
+                let Some(sink) = &self.shared.raw_sink else {
+                    // Domains only knows raw collections when the engine has a publisher.
+                    self.acker.track(position, 0);
+                    return true;
+                };
+                let lane = format!("{}:{}", event.target, event.key);
+                let job = Job {
+                    ticket: self.acker.track(position, 1),
+                    work: Work::Raw {
+                        event: Arc::new(event),
+                        sink: sink.clone(),
+                        lane,
+                    },
+                };
+                self.submit(job);
             }
             Decoded::Other => {
                 self.acker.track(position, 0);
@@ -370,13 +386,21 @@ impl<'a> Session<'a> {
         true
     }
 
+    /// Starts `job` now, or queues it behind the running job of its lane.
+    fn submit(&mut self, job: Job) {
+        let lane = job.work.lane().to_owned();
+        if let Some(job) = self.lanes.submit(&lane, job) {
+            self.start(job);
+        }
+    }
+
     fn start(&mut self, job: Job) {
         self.running.push(job::run(job, self.ctx.clone()).boxed());
     }
 
     fn complete(&mut self, done: Completion) {
         if let Some(reason) = done.fatal {
-            tracing::error!(stream = %self.name, event_id = %done.event.meta().event_id, reason = %reason, "stopping the stream");
+            tracing::error!(stream = %self.name, reason = %reason, "stopping the stream");
             self.fatal.get_or_insert(reason);
             return;
         }
@@ -384,14 +408,14 @@ impl<'a> Session<'a> {
             if let Err(e) = self.acker.route_done(done.ticket) {
                 tracing::error!(error = %e, "acker refused a completion");
             }
-            let kind = done.event.kind().as_str();
+            let kind = done.work.label();
             let metrics = &self.shared.metrics;
             self.handled
                 .entry(kind)
                 .or_insert_with(|| metrics.events_handled.with_label_values(&[kind]))
                 .inc();
         }
-        if let Some(next) = self.lanes.finish(done.event.payment_id()) {
+        if let Some(next) = self.lanes.finish(done.work.lane()) {
             self.start(next);
         }
     }

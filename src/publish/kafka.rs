@@ -18,8 +18,9 @@ use rdkafka::util::Timeout;
 use crate::config::kafka::{ContentMode, KafkaConfig};
 use crate::config::routes::KAFKA;
 use crate::domain::payments::{PaymentEvent, PaymentEventKind};
+use crate::domain::raw::RawChangeEvent;
 use crate::handlers::{Handler, HandlerError};
-use crate::publish::cloudevent::{CloudEvent, STRUCTURED_CONTENT_TYPE};
+use crate::publish::cloudevent::{CloudEvent, DATA_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE};
 
 /// How long start-up waits for the broker to answer an admin request.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -62,11 +63,13 @@ pub struct KafkaSink {
     producer: FutureProducer,
     topic: String,
     dead_letter_topic: String,
+    /// Topic of each raw collection, in `kafka.raw` order.
+    raw_topics: Vec<String>,
     mode: ContentMode,
 }
 
 impl KafkaSink {
-    /// Creates the producer and makes sure the payments and dead-letter topics exist.
+    /// Creates the producer and makes sure its topics (payments, raw, dead letters) exist.
     pub async fn start(config: &KafkaConfig) -> Result<KafkaSink, PublishError> {
         let mut client = ClientConfig::new();
         for (name, value) in config.producer_properties() {
@@ -77,15 +80,51 @@ impl KafkaSink {
             producer,
             topic: config.topic(&config.topics.payments),
             dead_letter_topic: config.topic(&config.topics.dead_letters),
+            raw_topics: config.raw.iter().map(|r| config.topic(&r.topic)).collect(),
             mode: config.content_mode,
         };
-        ensure_topics(config, &[&sink.topic, &sink.dead_letter_topic]).await?;
+        let mut topics = vec![sink.topic.as_str(), sink.dead_letter_topic.as_str()];
+        topics.extend(sink.raw_topics.iter().map(String::as_str));
+        ensure_topics(config, &topics).await?;
         Ok(sink)
     }
 
     /// The topic payment events go to.
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// Publishes a raw change to its collection's topic: the change as relaxed Extended
+    /// JSON, keyed by its document key, with the event id in `ce_id`.
+    pub async fn publish_raw(&self, event: &RawChangeEvent) -> Result<(), HandlerError> {
+        let Some(topic) = self.raw_topics.get(event.target) else {
+            return Err(HandlerError::Fatal {
+                handler: KAFKA,
+                reason: format!("no topic for raw collection #{}", event.target),
+            });
+        };
+        let id = event.event_id.to_string();
+        let headers = headers([("ce_id", id.as_str()), ("content-type", DATA_CONTENT_TYPE)]);
+        let record = FutureRecord::to(topic)
+            .key(&event.key)
+            .payload(&event.value)
+            .headers(headers.clone());
+        match self.producer.send(record, Timeout::Never).await {
+            Ok(_) => Ok(()),
+            Err((error, _)) if refused_for_good(&error) => {
+                let refused = Refused {
+                    topic,
+                    key: &event.key,
+                    event_id: &id,
+                    value: &event.value,
+                };
+                self.dead_letter(refused, headers, &error).await
+            }
+            Err((error, _)) => Err(HandlerError::Delivery {
+                handler: KAFKA,
+                source: error,
+            }),
+        }
     }
 
     async fn publish(&self, event: &PaymentEvent) -> Result<(), HandlerError> {
@@ -112,8 +151,13 @@ impl KafkaSink {
         match self.producer.send(record, Timeout::Never).await {
             Ok(_) => Ok(()),
             Err((error, _)) if refused_for_good(&error) => {
-                self.dead_letter(event, &cloud_event, &value, headers, &error)
-                    .await
+                let refused = Refused {
+                    topic: &self.topic,
+                    key: event.payment_id(),
+                    event_id: &cloud_event.id,
+                    value: &value,
+                };
+                self.dead_letter(refused, headers, &error).await
             }
             Err((error, _)) => Err(HandlerError::Delivery {
                 handler: KAFKA,
@@ -125,12 +169,16 @@ impl KafkaSink {
     /// Sends a refused event to the dead-letter topic; a failure there stops the stream.
     async fn dead_letter(
         &self,
-        event: &PaymentEvent,
-        cloud_event: &CloudEvent,
-        value: &[u8],
+        refused: Refused<'_>,
         headers: OwnedHeaders,
         error: &KafkaError,
     ) -> Result<(), HandlerError> {
+        let Refused {
+            topic,
+            key,
+            event_id,
+            value,
+        } = refused;
         use dead_letter_headers::*;
         let reason = error.to_string();
         let too_large = matches!(
@@ -138,8 +186,8 @@ impl KafkaSink {
             Some(RDKafkaErrorCode::MessageSizeTooLarge)
         );
         tracing::error!(
-            event_id = %cloud_event.id,
-            topic = %self.topic,
+            event_id = %event_id,
+            topic = %topic,
             reason = %reason,
             "Kafka refused the event for good; sending it to the dead-letter topic"
         );
@@ -150,13 +198,13 @@ impl KafkaSink {
             })
             .insert(Header {
                 key: ORIGINAL_TOPIC,
-                value: Some(self.topic.as_str()),
+                value: Some(topic),
             })
             .insert(Header {
                 key: EVENT_ID,
-                value: Some(cloud_event.id.as_str()),
+                value: Some(event_id),
             });
-        let mut record = FutureRecord::to(&self.dead_letter_topic).key(event.payment_id());
+        let mut record = FutureRecord::to(&self.dead_letter_topic).key(key);
         if too_large {
             headers = headers.insert(Header {
                 key: VALUE_DROPPED,
@@ -174,10 +222,10 @@ impl KafkaSink {
             Err((dlq_error, _)) => Err(HandlerError::Fatal {
                 handler: KAFKA,
                 reason: format!(
-                    "event {} was refused by topic `{}` ({reason}) and could not be written to \
-                     the dead-letter topic `{}` either ({dlq_error}); stopping instead of \
-                     skipping it",
-                    cloud_event.id, self.topic, self.dead_letter_topic
+                    "event {event_id} was refused by topic `{topic}` ({reason}) and could not \
+                     be written to the dead-letter topic `{}` either ({dlq_error}); stopping \
+                     instead of skipping it",
+                    self.dead_letter_topic
                 ),
             }),
         }
@@ -196,6 +244,14 @@ impl Handler for KafkaSink {
     fn handle<'a>(&'a self, event: &'a PaymentEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
         self.publish(event).boxed()
     }
+}
+
+/// A record the broker refused for good.
+struct Refused<'a> {
+    topic: &'a str,
+    key: &'a str,
+    event_id: &'a str,
+    value: &'a [u8],
 }
 
 /// Kafka headers from name/value pairs.
