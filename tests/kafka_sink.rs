@@ -387,3 +387,20 @@ async fn raw_collections_publish_the_change_itself_keyed_by_document_key() {
         "one key, stream order"
     );
 }
+
+#[tokio::test]
+async fn a_missing_topic_stops_the_start_with_a_clear_error_when_creation_is_off() {
+    let db_name = unique_name("notopic");
+    let mut config = kafka_only_config(&db_name);
+    config.kafka.create_topics = false;
+    let error = match app::start(Arc::new(config), StartAt::Now).await {
+        Ok(_) => panic!("the start must fail: the topics do not exist"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        error.contains(&format!("{db_name}.changeflow.payments"))
+            && error.contains("does not exist")
+            && error.contains("create_topics"),
+        "{error}"
+    );
+}

@@ -11,7 +11,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
@@ -108,17 +108,18 @@ impl KafkaSink {
         let record = FutureRecord::to(topic)
             .key(&event.key)
             .payload(&event.value)
-            .headers(headers.clone());
+            .headers(headers);
         match self.producer.send(record, Timeout::Never).await {
             Ok(_) => Ok(()),
-            Err((error, _)) if refused_for_good(&error) => {
+            Err((error, message)) if refused_for_good(&error) => {
                 let refused = Refused {
                     topic,
                     key: &event.key,
                     event_id: &id,
                     value: &event.value,
                 };
-                self.dead_letter(refused, headers, &error).await
+                self.dead_letter(refused, returned_headers(&message), &error)
+                    .await
             }
             Err((error, _)) => Err(HandlerError::Delivery {
                 handler: KAFKA,
@@ -128,12 +129,12 @@ impl KafkaSink {
     }
 
     async fn publish(&self, event: &PaymentEvent) -> Result<(), HandlerError> {
-        let cloud_event = CloudEvent::of_payment(event);
+        let mut cloud_event = CloudEvent::of_payment(event);
         let (value, headers) = match self.mode {
-            ContentMode::Binary => (
-                cloud_event.data.clone(),
-                headers(cloud_event.binary_headers()),
-            ),
+            ContentMode::Binary => {
+                let headers = headers(cloud_event.binary_headers());
+                (std::mem::take(&mut cloud_event.data), headers)
+            }
             ContentMode::Structured => {
                 let value = cloud_event
                     .structured()
@@ -147,17 +148,18 @@ impl KafkaSink {
         let record = FutureRecord::to(&self.topic)
             .key(event.payment_id())
             .payload(&value)
-            .headers(headers.clone());
+            .headers(headers);
         match self.producer.send(record, Timeout::Never).await {
             Ok(_) => Ok(()),
-            Err((error, _)) if refused_for_good(&error) => {
+            Err((error, message)) if refused_for_good(&error) => {
                 let refused = Refused {
                     topic: &self.topic,
                     key: event.payment_id(),
                     event_id: &cloud_event.id,
                     value: &value,
                 };
-                self.dead_letter(refused, headers, &error).await
+                self.dead_letter(refused, returned_headers(&message), &error)
+                    .await
             }
             Err((error, _)) => Err(HandlerError::Delivery {
                 handler: KAFKA,
@@ -244,6 +246,12 @@ impl Handler for KafkaSink {
     fn handle<'a>(&'a self, event: &'a PaymentEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
         self.publish(event).boxed()
     }
+}
+
+/// The headers of a record the producer handed back (copying them up front, for the rare
+/// refusal, would cost every record).
+fn returned_headers(message: &OwnedMessage) -> OwnedHeaders {
+    message.headers().cloned().unwrap_or_else(OwnedHeaders::new)
 }
 
 /// A record the broker refused for good.
