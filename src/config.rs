@@ -37,6 +37,8 @@ pub struct Config {
     pub watch: Vec<WatchedDatabase>,
     /// The payments domain: which watched collection holds payments.
     pub payments: PaymentsConfig,
+    /// The agent-memory domain: where its collections live.
+    pub memory: MemoryConfig,
     /// The simulated payment provider.
     pub provider: ProviderConfig,
     /// Where and how often stream positions are stored.
@@ -61,6 +63,20 @@ pub struct PaymentsConfig {
     /// How long the counters remember a processed event id, in hours. A replay reaching
     /// further back than this counts its events again.
     pub processed_ttl_hours: u64,
+}
+
+/// The agent-memory domain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Database of the three memory collections.
+    pub database: String,
+    /// Conversation threads (TTL on `expires_at`).
+    pub short_term: String,
+    /// Finished threads: what happened.
+    pub episodic: String,
+    /// Facts, preferences and instructions learned about a user.
+    pub semantic: String,
 }
 
 /// The simulated payment provider.
@@ -177,6 +193,12 @@ impl Default for Config {
                 collection: "payments".to_owned(),
                 processed_ttl_hours: 7 * 24,
             },
+            memory: MemoryConfig {
+                database: "agent_memory".to_owned(),
+                short_term: "short_term_memory".to_owned(),
+                episodic: "episodic_memory".to_owned(),
+                semantic: "semantic_memory".to_owned(),
+            },
             provider: ProviderConfig {
                 latency_ms: 2000,
                 policy: OutcomePolicy::Alternate,
@@ -224,6 +246,7 @@ impl fmt::Debug for Config {
             .field("routes", &self.routes)
             .field("watch", &self.watch)
             .field("payments", &self.payments)
+            .field("memory", &self.memory)
             .field("provider", &self.provider)
             .field("checkpoint", &self.checkpoint)
             .field("engine", &self.engine)
@@ -396,6 +419,7 @@ impl Config {
             }
         }
         self.validate_payments()?;
+        self.validate_memory()?;
         self.validate_raw()?;
         self.validate_engine()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
@@ -452,6 +476,19 @@ impl Config {
         }
         if self.checkpoint.every_ms == 0 {
             return Err(("checkpoint.every_ms".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    fn validate_memory(&self) -> Result<(), (String, String)> {
+        let m = &self.memory;
+        check_database_name(&m.database).map_err(|e| ("memory.database".to_owned(), e))?;
+        for (key, name) in [
+            ("memory.short_term", &m.short_term),
+            ("memory.episodic", &m.episodic),
+            ("memory.semantic", &m.semantic),
+        ] {
+            check_collection_name(name).map_err(|e| (key.to_owned(), e))?;
         }
         Ok(())
     }

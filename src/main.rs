@@ -66,17 +66,15 @@ async fn run_setup(config: &Config) -> anyhow::Result<()> {
     let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
         .await
         .with_context(|| format!("connecting to {}", redact_uri(&config.mongodb.uri)))?;
-    let step = setup::run(&client, config).await?;
-    let db = &config.payments.database;
-    match step {
-        setup::Step::Created(c) => println!("created {db}.{c} with its validator"),
-        setup::Step::ValidatorUpdated(c) => println!("updated the validator of {db}.{c}"),
-        setup::Step::Unchanged(c) => println!("{db}.{c} already has the validator"),
+    for report in setup::run(&client, config).await? {
+        let namespace = &report.namespace;
+        match report.step {
+            setup::Step::Created => println!("created {namespace} with its validator"),
+            setup::Step::Updated => println!("brought {namespace} up to date"),
+            setup::Step::Unchanged => println!("{namespace} is already set up"),
+        }
     }
-    println!(
-        "indexes of {db}.{} and the counters are in place",
-        config.payments.collection
-    );
+    println!("indexes are in place");
     Ok(())
 }
 

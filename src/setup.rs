@@ -1,12 +1,20 @@
-//! `changeflow setup`: creates what changeflow works with — the payments collection with
-//! its `$jsonSchema` validator (`schemas/collections/payments.validator.json`), the indexes
-//! of payments, counters and processed events — idempotently: running it again changes
-//! nothing and says so.
+//! `changeflow setup`: creates what changeflow works with, idempotently (running it again
+//! changes nothing and says so):
+//! - the payments collection with its `$jsonSchema` validator, its index, and the indexes of
+//!   the counters and processed events;
+//! - the three agent-memory collections with their validators and the indexes of the
+//!   design, and change-stream pre- and post-images where decoding needs the previous state
+//!   (a thread's `expires_at` when it is deleted, a memory's strength before a change).
+//!
+//! The validators are committed in `schemas/collections/`.
 
 use std::time::Duration;
 
 use mongodb::bson::{Bson, Document, doc};
-use mongodb::{Client, Database};
+use mongodb::options::{
+    ChangeStreamPreAndPostImages, IndexOptions, ValidationAction, ValidationLevel,
+};
+use mongodb::{Client, Database, IndexModel};
 
 use crate::config::Config;
 use crate::handlers::counters::Counters;
@@ -14,59 +22,87 @@ use crate::http::payments::PaymentsApi;
 
 /// The committed validator of the payments collection.
 pub const PAYMENTS_VALIDATOR: &str = include_str!("../schemas/collections/payments.validator.json");
+/// The committed validator of the short-term memory collection.
+pub const SHORT_TERM_VALIDATOR: &str =
+    include_str!("../schemas/collections/short_term_memory.validator.json");
+/// The committed validator of the episodic memory collection.
+pub const EPISODIC_VALIDATOR: &str =
+    include_str!("../schemas/collections/episodic_memory.validator.json");
+/// The committed validator of the semantic memory collection.
+pub const SEMANTIC_VALIDATOR: &str =
+    include_str!("../schemas/collections/semantic_memory.validator.json");
 
 /// Why setup failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// The committed validator is not a JSON document (a build-time mistake).
-    #[error("schemas/collections/payments.validator.json: {0}")]
-    Validator(String),
+    /// A committed validator is not a JSON document (a build-time mistake).
+    #[error("the validator of `{collection}`: {reason}")]
+    Validator {
+        /// The collection.
+        collection: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The counters' indexes could not be created.
     #[error("creating the counters' indexes: {0}")]
     Counters(#[from] crate::handlers::HandlerError),
     /// The server refused a step.
-    #[error("{step}: {source}")]
+    #[error("{step} `{namespace}`: {source}")]
     Database {
         /// What was being done.
         step: &'static str,
+        /// `database.collection`.
+        namespace: String,
         /// The driver's error.
         source: mongodb::error::Error,
     },
 }
 
-/// What one setup step did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What setup did to one collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Created the collection with the validator.
-    Created(String),
-    /// The collection existed; its validator was replaced.
-    ValidatorUpdated(String),
-    /// The collection already had this validator.
-    Unchanged(String),
+    /// Created it with its validator (and pre- and post-images where needed).
+    Created,
+    /// It existed; its validator or pre- and post-images setting was brought up to date.
+    Updated,
+    /// It already was as it should be.
+    Unchanged,
 }
 
-/// The validator as a BSON document.
-pub fn payments_validator() -> Result<Document, SetupError> {
-    let json: serde_json::Value = serde_json::from_str(PAYMENTS_VALIDATOR)
-        .map_err(|e| SetupError::Validator(e.to_string()))?;
-    match Bson::try_from(json) {
-        Ok(Bson::Document(doc)) => Ok(doc),
-        Ok(other) => Err(SetupError::Validator(format!(
-            "expected an object, found {other}"
-        ))),
-        Err(e) => Err(SetupError::Validator(e.to_string())),
+/// One collection's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// `database.collection`.
+    pub namespace: String,
+    /// What was done.
+    pub step: Step,
+}
+
+/// A collection as changeflow wants it.
+struct CollectionSpec<'a> {
+    database: &'a str,
+    name: &'a str,
+    validator: &'static str,
+    indexes: Vec<IndexModel>,
+    pre_and_post_images: bool,
+}
+
+/// Runs every step, payments first; returns what was done to each collection.
+pub async fn run(client: &Client, config: &Config) -> Result<Vec<Report>, SetupError> {
+    let mut reports = Vec::new();
+    for spec in specs(config) {
+        reports.push(ensure_collection(&client.database(spec.database), &spec).await?);
     }
-}
-
-/// Runs every step; returns what the collection step did.
-pub async fn run(client: &Client, config: &Config) -> Result<Step, SetupError> {
-    let db = client.database(&config.payments.database);
-    let step = ensure_validated_collection(&db, &config.payments.collection).await?;
-    PaymentsApi::new(db.collection(&config.payments.collection))
+    let payments_db = client.database(&config.payments.database);
+    PaymentsApi::new(payments_db.collection(&config.payments.collection))
         .ensure_indexes()
         .await
         .map_err(|source| SetupError::Database {
-            step: "creating the payments index",
+            step: "creating the index of",
+            namespace: format!(
+                "{}.{}",
+                config.payments.database, config.payments.collection
+            ),
             source,
         })?;
     Counters::new(
@@ -76,51 +112,157 @@ pub async fn run(client: &Client, config: &Config) -> Result<Step, SetupError> {
     )
     .ensure_indexes()
     .await?;
-    Ok(step)
+    Ok(reports)
 }
 
-/// Creates `name` with the payments validator, or brings an existing collection's
-/// validator up to date.
-async fn ensure_validated_collection(db: &Database, name: &str) -> Result<Step, SetupError> {
-    let validator = payments_validator()?;
-    let failed = |step| move |source| SetupError::Database { step, source };
-    let existing = db
-        .run_command(doc! {"listCollections": 1, "filter": {"name": name}})
+fn index(keys: Document) -> IndexModel {
+    IndexModel::builder().keys(keys).build()
+}
+
+fn unique(keys: Document) -> IndexModel {
+    IndexModel::builder()
+        .keys(keys)
+        .options(IndexOptions::builder().unique(true).build())
+        .build()
+}
+
+/// The collections of the payments and memory domains, with the design's indexes.
+fn specs(config: &Config) -> Vec<CollectionSpec<'_>> {
+    let memory = &config.memory;
+    vec![
+        CollectionSpec {
+            database: &config.payments.database,
+            name: &config.payments.collection,
+            validator: PAYMENTS_VALIDATOR,
+            indexes: Vec::new(),
+            pre_and_post_images: false,
+        },
+        CollectionSpec {
+            database: &memory.database,
+            name: &memory.short_term,
+            validator: SHORT_TERM_VALIDATOR,
+            indexes: vec![
+                unique(doc! {"thread_id": 1}),
+                IndexModel::builder()
+                    .keys(doc! {"expires_at": 1})
+                    .options(
+                        IndexOptions::builder()
+                            .expire_after(Duration::from_secs(0))
+                            .build(),
+                    )
+                    .build(),
+            ],
+            // A delete by the TTL monitor is told from a manual one by the pre-image.
+            pre_and_post_images: true,
+        },
+        CollectionSpec {
+            database: &memory.database,
+            name: &memory.episodic,
+            validator: EPISODIC_VALIDATOR,
+            indexes: vec![
+                unique(doc! {"episode_id": 1}),
+                index(doc! {"user_id": 1, "started_at": -1}),
+                index(doc! {"user_id": 1, "tags": 1, "started_at": -1}),
+                index(doc! {"summary": "text"}),
+            ],
+            pre_and_post_images: false,
+        },
+        CollectionSpec {
+            database: &memory.database,
+            name: &memory.semantic,
+            validator: SEMANTIC_VALIDATOR,
+            indexes: vec![
+                unique(doc! {"memory_id": 1}),
+                index(doc! {"user_id": 1, "type": 1, "strength": -1}),
+                index(doc! {"source_episode_id": 1}),
+                index(doc! {"user_id": 1, "last_accessed_at": 1}),
+            ],
+            // Recalled vs decayed compares the strength before and after.
+            pre_and_post_images: true,
+        },
+    ]
+}
+
+/// A committed validator as a BSON document.
+pub fn validator(collection: &str, json: &str) -> Result<Document, SetupError> {
+    let invalid = |reason: String| SetupError::Validator {
+        collection: collection.to_owned(),
+        reason,
+    };
+    let json: serde_json::Value = serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
+    match Bson::try_from(json) {
+        Ok(Bson::Document(doc)) => Ok(doc),
+        Ok(other) => Err(invalid(format!("expected an object, found {other}"))),
+        Err(e) => Err(invalid(e.to_string())),
+    }
+}
+
+/// Creates the collection as `spec` says, or brings an existing one up to date; then its
+/// indexes (creating an index that exists changes nothing).
+async fn ensure_collection(db: &Database, spec: &CollectionSpec<'_>) -> Result<Report, SetupError> {
+    let namespace = format!("{}.{}", spec.database, spec.name);
+    let validator = validator(&namespace, spec.validator)?;
+    let failed = |step| {
+        let namespace = namespace.clone();
+        move |source| SetupError::Database {
+            step,
+            namespace,
+            source,
+        }
+    };
+    let listed = db
+        .run_command(doc! {"listCollections": 1, "filter": {"name": spec.name}})
         .await
-        .map_err(failed("listing collections"))?;
-    let current = existing
+        .map_err(failed("listing"))?;
+    let options = listed
         .get_document("cursor")
         .ok()
         .and_then(|c| c.get_array("firstBatch").ok())
         .and_then(|batch| batch.first())
         .and_then(Bson::as_document)
-        .map(|info| {
-            info.get_document("options")
-                .ok()
-                .and_then(|o| o.get_document("validator").ok())
-                .cloned()
-        });
-    match current {
+        .map(|info| info.get_document("options").cloned().unwrap_or_default());
+    let step = match options {
         None => {
-            db.create_collection(name)
+            db.create_collection(spec.name)
                 .validator(validator)
-                .validation_level(mongodb::options::ValidationLevel::Strict)
-                .validation_action(mongodb::options::ValidationAction::Error)
+                .validation_level(ValidationLevel::Strict)
+                .validation_action(ValidationAction::Error)
+                .change_stream_pre_and_post_images(
+                    ChangeStreamPreAndPostImages::builder()
+                        .enabled(spec.pre_and_post_images)
+                        .build(),
+                )
                 .await
-                .map_err(failed("creating the payments collection"))?;
-            Ok(Step::Created(name.to_owned()))
+                .map_err(failed("creating"))?;
+            Step::Created
         }
-        Some(Some(found)) if found == validator => Ok(Step::Unchanged(name.to_owned())),
-        Some(_) => {
-            db.run_command(doc! {
-                "collMod": name,
-                "validator": validator,
-                "validationLevel": "strict",
-                "validationAction": "error",
-            })
+        Some(options) => {
+            let same_validator = options.get_document("validator").ok() == Some(&validator);
+            let images = options
+                .get_document("changeStreamPreAndPostImages")
+                .and_then(|i| i.get_bool("enabled"))
+                .unwrap_or(false);
+            if same_validator && images == spec.pre_and_post_images {
+                Step::Unchanged
+            } else {
+                db.run_command(doc! {
+                    "collMod": spec.name,
+                    "validator": validator,
+                    "validationLevel": "strict",
+                    "validationAction": "error",
+                    "changeStreamPreAndPostImages": {"enabled": spec.pre_and_post_images},
+                })
+                .await
+                .map_err(failed("updating"))?;
+                Step::Updated
+            }
+        }
+    };
+    if !spec.indexes.is_empty() {
+        db.collection::<Document>(spec.name)
+            .create_indexes(spec.indexes.clone())
             .await
-            .map_err(failed("updating the payments validator"))?;
-            Ok(Step::ValidatorUpdated(name.to_owned()))
-        }
+            .map_err(failed("creating the indexes of"))?;
     }
+    Ok(Report { namespace, step })
 }
