@@ -54,6 +54,7 @@ fn main() -> ExitCode {
 fn check_config(config: &Config) -> anyhow::Result<()> {
     let mut shown = config.clone();
     shown.mongodb.uri = redact_uri(&shown.mongodb.uri);
+    shown.kafka = shown.kafka.redacted();
     println!("# configuration is valid");
     print!(
         "{}",

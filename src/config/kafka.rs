@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Kafka connection, topics and producer settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, comma separated `host:port`.
@@ -142,7 +142,45 @@ const OWNED_PROPERTIES: [(&str, Option<&str>); 11] = [
     ("message.timeout.ms", Some("kafka.delivery_timeout_ms")),
 ];
 
+// Secrets in `properties` (SASL and SSL passwords) never reach logs or error output.
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = self.redacted();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &shown.brokers)
+            .field("topic_prefix", &shown.topic_prefix)
+            .field("topics", &shown.topics)
+            .field("content_mode", &shown.content_mode)
+            .field("compression", &shown.compression)
+            .field("linger_ms", &shown.linger_ms)
+            .field("delivery_timeout_ms", &shown.delivery_timeout_ms)
+            .field("create_topics", &shown.create_topics)
+            .field("partitions", &shown.partitions)
+            .field("replication_factor", &shown.replication_factor)
+            .field("properties", &shown.properties)
+            .field("raw", &shown.raw)
+            .finish()
+    }
+}
+
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
+/// `sasl.oauthbearer.client.secret`…).
+fn is_secret(name: &str) -> bool {
+    name.contains("password") || name.contains("secret") || name.ends_with("sasl.jaas.config")
+}
+
 impl KafkaConfig {
+    /// A copy with secret property values replaced by `***`, for display.
+    pub fn redacted(&self) -> KafkaConfig {
+        let mut shown = self.clone();
+        for (name, value) in shown.properties.iter_mut() {
+            if is_secret(name) {
+                *value = "***".to_owned();
+            }
+        }
+        shown
+    }
+
     /// A topic's full name: the prefix and `name`.
     pub fn topic(&self, name: &str) -> String {
         format!("{}{name}", self.topic_prefix)
@@ -287,6 +325,25 @@ mod tests {
             .properties
             .insert("security.protocol".into(), "SASL_SSL".into());
         assert_eq!(config.validate(), Ok(()), "other properties pass through");
+    }
+
+    #[test]
+    fn secret_properties_are_never_shown() {
+        let mut config = KafkaConfig::default();
+        config
+            .properties
+            .insert("sasl.password".into(), "hunter2".into());
+        config
+            .properties
+            .insert("sasl.username".into(), "app".into());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("app"), "{shown}");
+        assert_eq!(config.redacted().properties["sasl.password"], "***");
+        assert_eq!(
+            config.properties["sasl.password"], "hunter2",
+            "only the copy"
+        );
     }
 
     #[test]
