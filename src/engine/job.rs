@@ -50,8 +50,8 @@ pub enum Work {
         event: Arc<RawChangeEvent>,
         /// The publisher.
         sink: Arc<KafkaSink>,
-        /// `<database>.<collection>:<documentKey>`.
-        lane: String,
+        /// The raw collection's index and the document key, `<index>:<documentKey>`.
+        lane: Arc<str>,
     },
 }
 

@@ -73,7 +73,7 @@ pub(crate) struct Shared {
 
 /// The pipeline: streams → decode → handlers → acker → checkpoints.
 pub struct Engine {
-    shared: Arc<Shared>,
+    shared: Shared,
 }
 
 impl Engine {
@@ -89,7 +89,7 @@ impl Engine {
     ) -> Engine {
         let state_db = client.database(&config.checkpoint.database);
         Engine {
-            shared: Arc::new(Shared {
+            shared: Shared {
                 router: Router::new(handlers, &config.routes),
                 domains: Domains::new(&config.payments.database, &config.payments.collection),
                 checkpoints: CheckpointStore::new(&state_db),
@@ -100,24 +100,23 @@ impl Engine {
                 health,
                 start,
                 raw_sink: None,
-            }),
+            },
         }
     }
 
     /// Publishes the changes of the raw collections (`kafka.raw`) through `sink`. Without
     /// one, the engine does not tell raw collections apart from other watched ones.
     pub fn with_raw_sink(mut self, sink: Arc<KafkaSink>) -> Engine {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            let raw = shared
-                .config
-                .kafka
-                .raw
-                .iter()
-                .map(|r| (r.database.clone(), r.collection.clone()))
-                .collect();
-            shared.domains = shared.domains.clone().with_raw(raw);
-            shared.raw_sink = Some(sink);
-        }
+        let shared = &mut self.shared;
+        let raw = shared
+            .config
+            .kafka
+            .raw
+            .iter()
+            .map(|r| (r.database.clone(), r.collection.clone()))
+            .collect();
+        shared.domains = shared.domains.clone().with_raw(raw);
+        shared.raw_sink = Some(sink);
         self
     }
 
@@ -126,9 +125,10 @@ impl Engine {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
         let stop = CancellationToken::new();
         let mut workers = JoinSet::new();
-        for target in &self.shared.config.watch {
+        let shared = Arc::new(self.shared);
+        for target in &shared.config.watch {
             workers.spawn(stream::run(
-                self.shared.clone(),
+                shared.clone(),
                 target.clone(),
                 stop.child_token(),
             ));

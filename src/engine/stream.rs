@@ -325,14 +325,15 @@ impl<'a> Session<'a> {
                     self.acker.track(position, 0);
                     return true;
                 }
+                let event = Arc::new(event);
                 let job = Job {
                     ticket: self.acker.track(position, 1),
                     work: Work::Payment {
-                        event: Arc::new(event),
+                        event: event.clone(),
                         route: route.clone(),
                     },
                 };
-                self.submit(job);
+                self.submit(event.payment_id(), job);
             }
             Decoded::Raw(event) => {
                 let Some(sink) = &self.shared.raw_sink else {
@@ -340,16 +341,16 @@ impl<'a> Session<'a> {
                     self.acker.track(position, 0);
                     return true;
                 };
-                let lane = format!("{}:{}", event.target, event.key);
+                let lane: Arc<str> = format!("{}:{}", event.target, event.key).into();
                 let job = Job {
                     ticket: self.acker.track(position, 1),
                     work: Work::Raw {
                         event: Arc::new(event),
                         sink: sink.clone(),
-                        lane,
+                        lane: lane.clone(),
                     },
                 };
-                self.submit(job);
+                self.submit(&lane, job);
             }
             Decoded::Other => {
                 self.acker.track(position, 0);
@@ -386,10 +387,10 @@ impl<'a> Session<'a> {
         true
     }
 
-    /// Starts `job` now, or queues it behind the running job of its lane.
-    fn submit(&mut self, job: Job) {
-        let lane = job.work.lane().to_owned();
-        if let Some(job) = self.lanes.submit(&lane, job) {
+    /// Starts `job` now, or queues it behind the running job of its lane. The caller lends
+    /// the lane key from its own handle on the event: no copy of it per event.
+    fn submit(&mut self, lane: &str, job: Job) {
+        if let Some(job) = self.lanes.submit(lane, job) {
             self.start(job);
         }
     }
