@@ -105,27 +105,13 @@ impl KafkaSink {
         };
         let id = event.event_id.to_string();
         let headers = headers([("ce_id", id.as_str()), ("content-type", DATA_CONTENT_TYPE)]);
-        let record = FutureRecord::to(topic)
-            .key(&event.key)
-            .payload(&event.value)
-            .headers(headers);
-        match self.producer.send(record, Timeout::Never).await {
-            Ok(_) => Ok(()),
-            Err((error, message)) if refused_for_good(&error) => {
-                let refused = Refused {
-                    topic,
-                    key: &event.key,
-                    event_id: &id,
-                    value: &event.value,
-                };
-                self.dead_letter(refused, returned_headers(&message), &error)
-                    .await
-            }
-            Err((error, _)) => Err(HandlerError::Delivery {
-                handler: KAFKA,
-                source: error,
-            }),
-        }
+        let record = Outgoing {
+            topic,
+            key: &event.key,
+            event_id: &id,
+            value: &event.value,
+        };
+        self.send(record, headers).await
     }
 
     async fn publish(&self, event: &PaymentEvent) -> Result<(), HandlerError> {
@@ -145,20 +131,26 @@ impl KafkaSink {
                 (value, headers([("content-type", STRUCTURED_CONTENT_TYPE)]))
             }
         };
-        let record = FutureRecord::to(&self.topic)
-            .key(event.payment_id())
-            .payload(&value)
+        let record = Outgoing {
+            topic: &self.topic,
+            key: event.payment_id(),
+            event_id: &cloud_event.id,
+            value: &value,
+        };
+        self.send(record, headers).await
+    }
+
+    /// Sends `record` and waits for the broker's acknowledgement; a record refused for good
+    /// goes to the dead-letter topic, any other failure is retryable.
+    async fn send(&self, record: Outgoing<'_>, headers: OwnedHeaders) -> Result<(), HandlerError> {
+        let sent = FutureRecord::to(record.topic)
+            .key(record.key)
+            .payload(record.value)
             .headers(headers);
-        match self.producer.send(record, Timeout::Never).await {
+        match self.producer.send(sent, Timeout::Never).await {
             Ok(_) => Ok(()),
             Err((error, message)) if refused_for_good(&error) => {
-                let refused = Refused {
-                    topic: &self.topic,
-                    key: event.payment_id(),
-                    event_id: &cloud_event.id,
-                    value: &value,
-                };
-                self.dead_letter(refused, returned_headers(&message), &error)
+                self.dead_letter(record, returned_headers(&message), &error)
                     .await
             }
             Err((error, _)) => Err(HandlerError::Delivery {
@@ -171,11 +163,11 @@ impl KafkaSink {
     /// Sends a refused event to the dead-letter topic; a failure there stops the stream.
     async fn dead_letter(
         &self,
-        refused: Refused<'_>,
+        refused: Outgoing<'_>,
         headers: OwnedHeaders,
         error: &KafkaError,
     ) -> Result<(), HandlerError> {
-        let Refused {
+        let Outgoing {
             topic,
             key,
             event_id,
@@ -254,8 +246,8 @@ fn returned_headers(message: &OwnedMessage) -> OwnedHeaders {
     message.headers().cloned().unwrap_or_else(OwnedHeaders::new)
 }
 
-/// A record the broker refused for good.
-struct Refused<'a> {
+/// A record to publish, and what its dead letter names if the broker refuses it.
+struct Outgoing<'a> {
     topic: &'a str,
     key: &'a str,
     event_id: &'a str,
