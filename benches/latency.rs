@@ -22,8 +22,11 @@ use changeflow::publish::kafka::KafkaSink;
 use changeflow::source::StartAt;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use mongodb::Client;
 use mongodb::bson::{Decimal128, Document, doc};
+
+mod common;
+
+use common::{env_number, kafka_brokers, mongo};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -58,15 +61,6 @@ impl Handler for Timed {
     }
 }
 
-fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}=`{v}` is not a whole number")),
-        Err(_) => Ok(default),
-    }
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -79,15 +73,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let rate = env_number("LATENCY_RATE", 2000)?.max(1);
     let seconds = env_number("LATENCY_SECONDS", 20)?.max(1);
-    let uri = std::env::var("MONGODB_URI")
-        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?replicaSet=rs0".to_owned());
-    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
-    let client = Client::with_uri_str(&uri).await?;
-    client
-        .database("admin")
-        .run_command(doc! {"ping": 1})
-        .await
-        .with_context(|| format!("no MongoDB at {uri}; start it with `cargo xtask up`"))?;
+    let brokers = kafka_brokers();
+    let client = mongo().await?;
     let db = format!("latency_{}", std::process::id());
 
     let mut config = Config {

@@ -34,6 +34,10 @@ use mongodb::options::FullDocumentType;
 use tokio::sync::Notify;
 
 // The same allocator as the changeflow binary; both readers share it.
+mod common;
+
+use common::{env_number, kafka_brokers, mongo};
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -67,19 +71,6 @@ impl Handler for Counting {
             Ok(())
         }
         .boxed()
-    }
-}
-
-fn kafka_brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
-fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}=`{v}` is not a whole number")),
-        Err(_) => Ok(default),
     }
 }
 
@@ -333,14 +324,7 @@ async fn pipeline(
 async fn main() -> anyhow::Result<()> {
     let n = env_number("BENCH_N", 200_000)?;
     let rounds = env_number("BENCH_ROUNDS", 9)?.max(1) as u32;
-    let uri = std::env::var("MONGODB_URI")
-        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?replicaSet=rs0".to_owned());
-    let client = Client::with_uri_str(&uri).await?;
-    client
-        .database("admin")
-        .run_command(doc! {"ping": 1})
-        .await
-        .with_context(|| format!("no MongoDB at {uri}; start it with `cargo xtask up`"))?;
+    let client = mongo().await?;
     let db = format!("bench_{}", std::process::id());
     let target = WatchedDatabase {
         database: db.clone(),
