@@ -11,12 +11,14 @@ use changeflow::app;
 use changeflow::domain::EventId;
 use changeflow::publish::catalog::PAYMENT_TYPES;
 use changeflow::publish::kafka::dead_letter_headers;
-use changeflow::source::{self, StartAt};
+use changeflow::source::{self, RawChange, StartAt};
 use common::app::{config, insert_pending, kafka_only_config, payment, wait_all_settled};
 use common::records::{self, header, required};
+use common::schemas::{self, committed_event_schema};
 use common::{DEADLINE, kafka_brokers, mongo, unique_name, within};
 use futures::StreamExt;
 use mongodb::bson::{Document, doc};
+use mongodb::change_stream::ChangeStream;
 use rdkafka::message::{Message, OwnedMessage};
 
 /// Reads `count` records of `topic` on the suite's broker.
@@ -30,13 +32,25 @@ fn schema_validator(id: &str) -> jsonschema::Validator {
         .iter()
         .find(|t| t.schema_id == id)
         .unwrap_or_else(|| panic!("ce_dataschema `{id}` names no committed schema"));
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("schemas/events")
-        .join(event_type.file_name());
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    let schema: serde_json::Value = serde_json::from_str(&text).expect("schema JSON");
+    let schema = committed_event_schema(&event_type.file_name());
     assert_eq!(schema["$id"], id, "the file's $id is the header's");
-    jsonschema::draft202012::new(&schema).expect("valid schema")
+    schemas::validator(&schema)
+}
+
+/// The next change `stream` reads, within the deadline.
+async fn next_change(stream: &mut ChangeStream<RawChange>, what: &str) -> RawChange {
+    within(DEADLINE, what, stream.next())
+        .await
+        .expect("stream open")
+        .expect("a change")
+}
+
+/// The changed document's string `_id`.
+fn document_id(change: &RawChange) -> &str {
+    change
+        .get_document("documentKey")
+        .and_then(|k| k.get_str("_id"))
+        .expect("document key")
 }
 
 #[tokio::test]
@@ -127,15 +141,8 @@ async fn updates_of_one_payment_arrive_on_one_partition_in_stream_order() {
     }
     let mut expected = Vec::new();
     while expected.len() < 51 {
-        let change = within(DEADLINE, "the test's own change stream", watch.next())
-            .await
-            .expect("stream open")
-            .expect("a change");
-        let key = change
-            .get_document("documentKey")
-            .and_then(|k| k.get_str("_id"))
-            .expect("document key");
-        if key == "hot" {
+        let change = next_change(&mut watch, "the test's own change stream").await;
+        if document_id(&change) == "hot" {
             let data = change
                 .get_document("_id")
                 .and_then(|t| t.get_str("_data"))
@@ -272,16 +279,10 @@ async fn when_even_the_dead_letter_topic_refuses_the_stream_stops_before_the_eve
     )
     .await
     .unwrap();
-    let first = within(DEADLINE, "the change after the checkpoint", after.next())
-        .await
-        .expect("stream open")
-        .expect("a change");
-    let key = first
-        .get_document("documentKey")
-        .and_then(|k| k.get_str("_id"))
-        .expect("document key");
+    let first = next_change(&mut after, "the change after the checkpoint").await;
     assert_eq!(
-        key, long_id,
+        document_id(&first),
+        long_id,
         "the refused event comes again after a restart"
     );
 }

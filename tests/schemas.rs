@@ -2,10 +2,13 @@
 //! published data validates against them. Regenerate with
 //! `CHANGEFLOW_UPDATE_SCHEMAS=1 cargo test --test schemas`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use changeflow::publish::catalog::{PAYMENT_TYPES, example_payment_event, readme};
 use changeflow::publish::cloudevent::CloudEvent;
+use common::schemas::{self, committed_event_schema};
 
 const UPDATE: &str = "CHANGEFLOW_UPDATE_SCHEMAS";
 
@@ -49,10 +52,7 @@ fn committed_schemas_and_catalog_match_the_code() {
 }
 
 fn validator(file_name: &str) -> jsonschema::Validator {
-    let path = schemas_dir().join("events").join(file_name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let schema: serde_json::Value = serde_json::from_str(&text).expect("schema is JSON");
-    jsonschema::draft202012::new(&schema).expect("a valid draft 2020-12 schema")
+    schemas::validator(&committed_event_schema(file_name))
 }
 
 #[test]

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod broker;
 pub mod records;
+pub mod schemas;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
