@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use changeflow::config::{Config, WatchedDatabase};
-use changeflow::domain::payments::{PaymentEvent, PaymentEventKind};
+use changeflow::domain::{DomainEvent, EventKind};
 use changeflow::engine::Engine;
 use changeflow::handlers::{Handler, HandlerError};
 use changeflow::health::Health;
@@ -41,10 +41,10 @@ impl Handler for Timed {
     fn name(&self) -> &'static str {
         self.sink.name()
     }
-    fn wants(&self, kind: PaymentEventKind) -> bool {
-        kind == PaymentEventKind::Requested
+    fn wants(&self, kind: EventKind) -> bool {
+        kind == EventKind::PaymentRequested
     }
-    fn handle<'a>(&'a self, event: &'a PaymentEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
         async move {
             self.sink.handle(event).await?;
             let acked = SystemTime::now()

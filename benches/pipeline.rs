@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use changeflow::config::{Config, WatchedDatabase};
-use changeflow::domain::payments::{PaymentEvent, PaymentEventKind};
+use changeflow::domain::{DomainEvent, EventKind};
 use changeflow::engine::Engine;
 use changeflow::handlers::{Handler, HandlerError};
 use changeflow::health::Health;
@@ -57,10 +57,10 @@ impl Handler for Counting {
             None => "bench_counter",
         }
     }
-    fn wants(&self, kind: PaymentEventKind) -> bool {
-        kind == PaymentEventKind::Requested
+    fn wants(&self, kind: EventKind) -> bool {
+        kind == EventKind::PaymentRequested
     }
-    fn handle<'a>(&'a self, event: &'a PaymentEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
         async move {
             if let Some(sink) = &self.sink {
                 sink.handle(event).await?;

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::MemoryDomain;
+use crate::domain::memory::{ContentMode, Privacy};
 use crate::handlers::provider_simulator::OutcomePolicy;
 
 pub mod kafka;
@@ -77,6 +79,42 @@ pub struct MemoryConfig {
     pub episodic: String,
     /// Facts, preferences and instructions learned about a user.
     pub semantic: String,
+    /// How long `memory_stats` remembers a processed event id, in hours.
+    pub processed_ttl_hours: u64,
+    /// Copy embedding values into events; otherwise only their dimension count.
+    pub include_embeddings: bool,
+    /// What events carry of each collection's text.
+    pub content: MemoryContentConfig,
+}
+
+/// Per memory collection: `include` the text, `hash` it (SHA-256) or `drop` it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryContentConfig {
+    /// Message content and thread summaries.
+    pub short_term: ContentMode,
+    /// Episode summaries.
+    pub episodic: ContentMode,
+    /// Memory content.
+    pub semantic: ContentMode,
+}
+
+impl MemoryConfig {
+    /// Where the memory collections live and what their events carry, for the decoder.
+    pub fn domain(&self) -> MemoryDomain {
+        MemoryDomain {
+            database: self.database.clone(),
+            short_term: self.short_term.clone(),
+            episodic: self.episodic.clone(),
+            semantic: self.semantic.clone(),
+            privacy: Privacy {
+                include_embeddings: self.include_embeddings,
+                short_term: self.content.short_term,
+                episodic: self.content.episodic,
+                semantic: self.content.semantic,
+            },
+        }
+    }
 }
 
 /// The simulated payment provider.
@@ -198,6 +236,13 @@ impl Default for Config {
                 short_term: "short_term_memory".to_owned(),
                 episodic: "episodic_memory".to_owned(),
                 semantic: "semantic_memory".to_owned(),
+                processed_ttl_hours: 7 * 24,
+                include_embeddings: false,
+                content: MemoryContentConfig {
+                    short_term: ContentMode::Include,
+                    episodic: ContentMode::Include,
+                    semantic: ContentMode::Include,
+                },
             },
             provider: ProviderConfig {
                 latency_ms: 2000,
@@ -510,13 +555,20 @@ impl Config {
                     ),
                 ));
             }
-            if raw.database == self.payments.database && raw.collection == self.payments.collection
-            {
+            let memory = &self.memory;
+            let typed = (raw.database == self.payments.database
+                && raw.collection == self.payments.collection)
+                || (raw.database == memory.database
+                    && [&memory.short_term, &memory.episodic, &memory.semantic]
+                        .contains(&&raw.collection));
+            if typed {
                 return Err((
                     format!("kafka.raw[{i}]"),
-                    "the payments collection is published as typed events; raw passthrough is \
-                     for other collections"
-                        .into(),
+                    format!(
+                        "{}.{} is published as typed events (payments or memory); raw \
+                         passthrough is for other collections",
+                        raw.database, raw.collection
+                    ),
                 ));
             }
         }

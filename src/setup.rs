@@ -18,6 +18,7 @@ use mongodb::{Client, Database, IndexModel};
 
 use crate::config::Config;
 use crate::handlers::counters::Counters;
+use crate::handlers::memory_stats::MemoryStats;
 use crate::http::payments::PaymentsApi;
 
 /// The committed validator of the payments collection.
@@ -112,6 +113,13 @@ pub async fn run(client: &Client, config: &Config) -> Result<Vec<Report>, SetupE
     )
     .ensure_indexes()
     .await?;
+    MemoryStats::new(
+        client,
+        &config.memory.database,
+        Duration::from_secs(config.memory.processed_ttl_hours * 3600),
+    )
+    .ensure_indexes()
+    .await?;
     Ok(reports)
 }
 
@@ -165,7 +173,8 @@ fn specs(config: &Config) -> Vec<CollectionSpec<'_>> {
                 index(doc! {"user_id": 1, "tags": 1, "started_at": -1}),
                 index(doc! {"summary": "text"}),
             ],
-            pre_and_post_images: false,
+            // A purged episode's user is only known from the pre-image.
+            pre_and_post_images: true,
         },
         CollectionSpec {
             database: &memory.database,

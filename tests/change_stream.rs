@@ -141,7 +141,8 @@ async fn start_after_a_token_yields_exactly_the_events_after_it() {
 
 #[tokio::test]
 async fn the_same_change_read_twice_gets_the_same_event_id() {
-    use changeflow::domain::payments::{self, PaymentEventKind};
+    use changeflow::domain::EventKind;
+    use changeflow::domain::payments;
 
     let client = common::mongo().await;
     let db_name = common::unique_name("eventid");
@@ -165,7 +166,7 @@ async fn the_same_change_read_twice_gets_the_same_event_id() {
         .unwrap()
         .unwrap();
     let first = payments::decode(&first).unwrap().unwrap();
-    assert_eq!(first.kind(), PaymentEventKind::Requested);
+    assert_eq!(first.kind(), EventKind::PaymentRequested);
 
     // Read the same change again, this time replaying from its cluster time.
     let replay_from = StartAt::OperationTime(first.meta().cluster_time);

@@ -7,7 +7,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use changeflow::config::WatchedDatabase;
-use changeflow::domain::payments::{self, PaymentEvent, PaymentEventKind, PaymentStatus};
+use changeflow::domain::payments::{self, PaymentEvent, PaymentStatus};
+use changeflow::domain::{DomainEvent, EventKind};
 use changeflow::handlers::Handler;
 use changeflow::handlers::counters::{Applied, COUNTERS, Counters, PROCESSED_EVENTS};
 use changeflow::handlers::provider_simulator::{OutcomePolicy, ProviderSimulator};
@@ -112,9 +113,12 @@ async fn provider_settles_requested_payments_and_counters_count_each_outcome_onc
 
     for _ in 0..2 {
         let requested = next_event(&mut stream).await;
-        assert_eq!(requested.kind(), PaymentEventKind::Requested);
+        assert_eq!(requested.kind(), EventKind::PaymentRequested);
         assert!(provider.wants(requested.kind()) && !counters.wants(requested.kind()));
-        provider.handle(&requested).await.unwrap();
+        provider
+            .handle(&DomainEvent::Payment(requested.clone()))
+            .await
+            .unwrap();
     }
     // Alternate: the first call fails, the second confirms.
     assert_eq!(status_of(&db, &doc! {"_id": "p-1"}).await, "FAILED");
@@ -122,8 +126,8 @@ async fn provider_settles_requested_payments_and_counters_count_each_outcome_onc
 
     let failed = next_event(&mut stream).await;
     let confirmed = next_event(&mut stream).await;
-    assert_eq!(failed.kind(), PaymentEventKind::Failed);
-    assert_eq!(confirmed.kind(), PaymentEventKind::Confirmed);
+    assert_eq!(failed.kind(), EventKind::PaymentFailed);
+    assert_eq!(confirmed.kind(), EventKind::PaymentConfirmed);
 
     let PaymentEvent::Confirmed(snapshot) = &confirmed else {
         unreachable!()
@@ -144,8 +148,14 @@ async fn provider_settles_requested_payments_and_counters_count_each_outcome_onc
         (a.unwrap(), b.unwrap()),
         (Applied::Duplicate, Applied::Duplicate)
     );
-    counters.handle(&failed).await.unwrap();
-    counters.handle(&failed).await.unwrap();
+    counters
+        .handle(&DomainEvent::Payment(failed.clone()))
+        .await
+        .unwrap();
+    counters
+        .handle(&DomainEvent::Payment(failed.clone()))
+        .await
+        .unwrap();
 
     let counter = db
         .collection::<Document>(COUNTERS)
@@ -183,8 +193,8 @@ async fn concurrent_distinct_events_are_all_counted() {
     let mut confirmed = Vec::new();
     while confirmed.len() < n {
         let event = next_event(&mut stream).await;
-        if event.kind() == PaymentEventKind::Confirmed {
-            confirmed.push(event);
+        if event.kind() == EventKind::PaymentConfirmed {
+            confirmed.push(DomainEvent::Payment(event));
         }
     }
     let counters = Counters::new(&client, &db_name, Duration::from_secs(3600));

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use changeflow::app;
-use changeflow::domain::payments::{PaymentEvent, PaymentEventKind};
+use changeflow::domain::{DomainEvent, EventKind};
 use changeflow::engine::Engine;
 use changeflow::handlers::{Handler, HandlerError};
 use changeflow::health::Health;
@@ -24,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 /// events of `slow_id` take 20 ms each.
 #[derive(Default)]
 struct Recorder {
-    seen: Mutex<Vec<(String, mongodb::bson::Timestamp, PaymentEventKind)>>,
+    seen: Mutex<Vec<(String, mongodb::bson::Timestamp, EventKind)>>,
     slow_id: Option<String>,
 }
 
 impl Recorder {
-    fn seen(&self) -> Vec<(String, mongodb::bson::Timestamp, PaymentEventKind)> {
+    fn seen(&self) -> Vec<(String, mongodb::bson::Timestamp, EventKind)> {
         self.seen.lock().unwrap().clone()
     }
     fn ids(&self) -> Vec<String> {
@@ -41,16 +41,16 @@ impl Handler for Recorder {
     fn name(&self) -> &'static str {
         "recorder"
     }
-    fn wants(&self, _: PaymentEventKind) -> bool {
+    fn wants(&self, _: EventKind) -> bool {
         true
     }
-    fn handle<'a>(&'a self, event: &'a PaymentEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
         async move {
-            if self.slow_id.as_deref() == Some(event.payment_id()) {
+            if self.slow_id.as_deref() == Some(event.key()) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             self.seen.lock().unwrap().push((
-                event.payment_id().to_owned(),
+                event.key().to_owned(),
                 event.meta().cluster_time,
                 event.kind(),
             ));
@@ -138,7 +138,7 @@ async fn updates_of_one_payment_arrive_in_order_while_others_proceed() {
     let seen = recorder.seen();
     let slow: Vec<_> = seen.iter().filter(|(id, _, _)| id == "slow").collect();
     assert_eq!(slow.len(), 41);
-    assert_eq!(slow[0].2, PaymentEventKind::Requested);
+    assert_eq!(slow[0].2, EventKind::PaymentRequested);
     assert!(
         slow.windows(2).all(|w| w[0].1 < w[1].1),
         "events of one payment must be handled in stream order: {slow:?}"

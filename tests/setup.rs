@@ -89,7 +89,7 @@ async fn setup_creates_then_changes_nothing_and_the_validators_guard_the_collect
     // Pre- and post-images where the decoders need the previous state.
     for (collection, wanted) in [
         ("short_term_memory", true),
-        ("episodic_memory", false),
+        ("episodic_memory", true),
         ("semantic_memory", true),
     ] {
         let enabled = options(&client, &memory, collection)

@@ -1,79 +1,96 @@
-//! The `[routes]` section: per payment event kind, the built-in targets that take it —
-//! in-process handlers by name and/or `kafka` (the payments topic).
+//! The `[routes]` section: per event kind, the built-in targets that take it — in-process
+//! handlers by name and/or `kafka` (the payments or memory topic).
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::payments::PaymentEventKind;
-use crate::handlers::{counters, provider_simulator};
+use crate::domain::EventKind;
+use crate::handlers::{counters, memory_stats, provider_simulator};
 
 /// The target that publishes to Kafka.
 pub const KAFKA: &str = "kafka";
 
 /// Every built-in target and the kinds it can take.
-const TARGETS: [(&str, &[PaymentEventKind]); 3] = [
+const TARGETS: [(&str, &[EventKind]); 4] = [
     (provider_simulator::NAME, provider_simulator::KINDS),
     (counters::NAME, counters::KINDS),
-    (KAFKA, &PaymentEventKind::ALL),
+    (memory_stats::NAME, memory_stats::KINDS),
+    (KAFKA, &EventKind::ALL),
 ];
 
-/// Targets per payment event kind. Handlers added through the library API (not built in)
-/// route by their own `wants` and are not named here.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoutesConfig {
-    /// Targets of `changeflow.payment.requested.v1`.
-    pub payment_requested: Vec<String>,
-    /// Targets of `changeflow.payment.confirmed.v1`.
-    pub payment_confirmed: Vec<String>,
-    /// Targets of `changeflow.payment.failed.v1`.
-    pub payment_failed: Vec<String>,
-    /// Targets of `changeflow.payment.updated.v1`.
-    pub payment_updated: Vec<String>,
-    /// Targets of `changeflow.payment.deleted.v1`.
-    pub payment_deleted: Vec<String>,
+/// Declares the section: one field per event kind, its default targets, and the lookup
+/// by kind (so a kind cannot be added without its key).
+macro_rules! routes_config {
+    ($($field:ident => $kind:ident [$($target:expr),*];)*) => {
+        /// Targets per event kind. Handlers added through the library API (not built in)
+        /// route by their own `wants` and are not named here.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RoutesConfig {
+            $(
+                #[doc = concat!("Targets of `", stringify!($field), "` events.")]
+                pub $field: Vec<String>,
+            )*
+        }
+
+        impl Default for RoutesConfig {
+            fn default() -> Self {
+                RoutesConfig {
+                    $($field: vec![$(String::from($target)),*],)*
+                }
+            }
+        }
+
+        impl RoutesConfig {
+            /// The targets of `kind`.
+            pub fn targets(&self, kind: EventKind) -> &[String] {
+                match kind {
+                    $(EventKind::$kind => &self.$field,)*
+                }
+            }
+        }
+    };
 }
 
-impl Default for RoutesConfig {
-    fn default() -> Self {
-        let targets = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
-        RoutesConfig {
-            payment_requested: targets(&[provider_simulator::NAME, KAFKA]),
-            payment_confirmed: targets(&[counters::NAME, KAFKA]),
-            payment_failed: targets(&[counters::NAME, KAFKA]),
-            payment_updated: targets(&[KAFKA]),
-            payment_deleted: targets(&[KAFKA]),
-        }
-    }
+routes_config! {
+    payment_requested => PaymentRequested [provider_simulator::NAME, KAFKA];
+    payment_confirmed => PaymentConfirmed [counters::NAME, KAFKA];
+    payment_failed => PaymentFailed [counters::NAME, KAFKA];
+    payment_updated => PaymentUpdated [KAFKA];
+    payment_deleted => PaymentDeleted [KAFKA];
+    thread_started => ThreadStarted [memory_stats::NAME, KAFKA];
+    messages_appended => MessagesAppended [memory_stats::NAME, KAFKA];
+    thread_summarized => ThreadSummarized [memory_stats::NAME, KAFKA];
+    thread_updated => ThreadUpdated [KAFKA];
+    thread_expired => ThreadExpired [memory_stats::NAME, KAFKA];
+    thread_deleted => ThreadDeleted [KAFKA];
+    episode_recorded => EpisodeRecorded [memory_stats::NAME, KAFKA];
+    episode_amended => EpisodeAmended [KAFKA];
+    episode_purged => EpisodePurged [KAFKA];
+    memory_learned => MemoryLearned [memory_stats::NAME, KAFKA];
+    memory_recalled => MemoryRecalled [memory_stats::NAME, KAFKA];
+    memory_decayed => MemoryDecayed [memory_stats::NAME, KAFKA];
+    memory_revised => MemoryRevised [KAFKA];
+    memory_updated => MemoryUpdated [KAFKA];
+    memory_forgotten => MemoryForgotten [KAFKA];
 }
 
 impl RoutesConfig {
-    /// The targets of `kind`.
-    pub fn targets(&self, kind: PaymentEventKind) -> &[String] {
-        match kind {
-            PaymentEventKind::Requested => &self.payment_requested,
-            PaymentEventKind::Confirmed => &self.payment_confirmed,
-            PaymentEventKind::Failed => &self.payment_failed,
-            PaymentEventKind::Updated => &self.payment_updated,
-            PaymentEventKind::Deleted => &self.payment_deleted,
-        }
-    }
-
     /// Whether `target` takes events of `kind`. Names that are not built-in targets are
     /// not governed by this section: always true.
-    pub fn routes(&self, kind: PaymentEventKind, target: &str) -> bool {
+    pub fn routes(&self, kind: EventKind, target: &str) -> bool {
         !is_built_in(target) || self.targets(kind).iter().any(|t| t == target)
     }
 
     /// Whether any kind goes to `target`.
     pub fn uses(&self, target: &str) -> bool {
-        PaymentEventKind::ALL
+        EventKind::ALL
             .iter()
             .any(|kind| self.targets(*kind).iter().any(|t| t == target))
     }
 
     /// Checks every named target exists and can take the kind; returns the key and why.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        for kind in PaymentEventKind::ALL {
+        for kind in EventKind::ALL {
             let mut seen = Vec::new();
             for (i, name) in self.targets(kind).iter().enumerate() {
                 let key = format!("routes.{}[{i}]", kind.as_str());
@@ -112,12 +129,12 @@ mod tests {
     fn defaults_publish_everything_and_feed_the_handlers() {
         let routes = RoutesConfig::default();
         assert_eq!(routes.validate(), Ok(()));
-        for kind in PaymentEventKind::ALL {
+        for kind in EventKind::ALL {
             assert!(routes.routes(kind, KAFKA), "{kind:?} goes to Kafka");
         }
-        assert!(routes.routes(PaymentEventKind::Requested, provider_simulator::NAME));
-        assert!(!routes.routes(PaymentEventKind::Requested, counters::NAME));
-        assert!(routes.routes(PaymentEventKind::Requested, "a_library_handler"));
+        assert!(routes.routes(EventKind::PaymentRequested, provider_simulator::NAME));
+        assert!(!routes.routes(EventKind::PaymentRequested, counters::NAME));
+        assert!(routes.routes(EventKind::PaymentRequested, "a_library_handler"));
         assert!(routes.uses(KAFKA));
     }
 
@@ -130,7 +147,7 @@ mod tests {
         let (key, message) = routes.validate().expect_err("typo");
         assert_eq!(key, "routes.payment_updated[0]");
         assert!(
-            message.contains("known: provider_simulator, counters, kafka"),
+            message.contains("known: provider_simulator, counters, memory_stats, kafka"),
             "{message}"
         );
 

@@ -4,11 +4,15 @@
 //! decode error is bad input, not a crash: the caller dead-letters the raw event with
 //! [`DecodeError`]'s message as the reason and moves on.
 
+pub mod kind;
+pub mod memory;
 pub mod payments;
 pub mod raw;
 mod walk;
 
 use std::fmt;
+
+pub use kind::EventKind;
 
 use mongodb::bson::{
     DateTime, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp, spec::ElementType,
@@ -105,6 +109,13 @@ pub enum DecodeError {
     /// the document was deleted before the server looked it up).
     #[error("change has no full document (deleted before the lookup?)")]
     NoFullDocument,
+    /// A delete without a pre-image: whose document it was is not known.
+    #[error(
+        "delete without a pre-image: the document's user is unknown (enable \
+         changeStreamPreAndPostImages on the collection: `changeflow setup` does; pre-images \
+         older than the server's expireAfterSeconds are gone)"
+    )]
+    NoPreImage,
 }
 
 impl DecodeError {
@@ -224,6 +235,10 @@ impl<'a> Fields<'a> {
         self.str_of(key, self.lookup(key)?)
     }
 
+    pub(crate) fn non_empty_str(&self, key: &str) -> Result<&'a str, DecodeError> {
+        self.non_empty_str_of(key, self.lookup(key)?)
+    }
+
     pub(crate) fn document(&self, key: &str) -> Result<&'a RawDocument, DecodeError> {
         self.document_of(key, self.lookup(key)?)
     }
@@ -249,13 +264,57 @@ pub(crate) fn type_name(t: ElementType) -> &'static str {
     }
 }
 
+/// A typed event of any domain.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DomainEvent {
+    /// A change of the payments collection.
+    Payment(payments::PaymentEvent),
+    /// A change of one of the agent-memory collections.
+    Memory(memory::MemoryEvent),
+}
+
+impl DomainEvent {
+    /// The event's kind.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            DomainEvent::Payment(e) => e.kind(),
+            DomainEvent::Memory(e) => e.kind(),
+        }
+    }
+
+    /// What every event carries about its change.
+    pub fn meta(&self) -> &ChangeMeta {
+        match self {
+            DomainEvent::Payment(e) => e.meta(),
+            DomainEvent::Memory(e) => &e.meta,
+        }
+    }
+
+    /// The aggregate id — payment id, or the memory's `user_id` — whose events stay in
+    /// order: the key of the event's lane and its Kafka key.
+    pub fn key(&self) -> &str {
+        match self {
+            DomainEvent::Payment(e) => e.payment_id(),
+            DomainEvent::Memory(e) => &e.user_id,
+        }
+    }
+
+    /// The changed document's own id (payment id, `thread_id`, `episode_id`, `memory_id`).
+    pub fn subject(&self) -> &str {
+        match self {
+            DomainEvent::Payment(e) => e.payment_id(),
+            DomainEvent::Memory(e) => &e.document_id,
+        }
+    }
+}
+
 /// A raw change after decoding: a typed event, a change no domain claims, or bad input.
 #[derive(Debug)]
 pub enum Decoded {
-    /// A change of the payments collection.
-    Payment(payments::PaymentEvent),
-    /// A change of a watched collection without a domain type (yet), or a change that is
-    /// not about one document (drop, rename): nothing to handle, the checkpoint passes it.
+    /// A change of a domain collection.
+    Event(DomainEvent),
+    /// A change of a watched collection without a domain type, or a change that is not
+    /// about one document (drop, rename): nothing to handle, the checkpoint passes it.
     Other,
     /// A change of a collection published raw (`kafka.raw`).
     Raw(raw::RawChangeEvent),
@@ -274,7 +333,7 @@ impl Decoded {
     /// Metric label of the event's kind (bounded set).
     pub fn label(&self) -> &'static str {
         match self {
-            Decoded::Payment(e) => e.kind().as_str(),
+            Decoded::Event(e) => e.kind().as_str(),
             Decoded::Other => "other",
             Decoded::Raw(_) => "raw",
             Decoded::Invalid { .. } => "invalid",
@@ -282,11 +341,27 @@ impl Decoded {
     }
 }
 
+/// Where the agent-memory collections live and what their events may carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryDomain {
+    /// Database of the three collections.
+    pub database: String,
+    /// The short-term (threads) collection.
+    pub short_term: String,
+    /// The episodic collection.
+    pub episodic: String,
+    /// The semantic collection.
+    pub semantic: String,
+    /// Content and embedding handling.
+    pub privacy: memory::Privacy,
+}
+
 /// Maps each watched collection to its domain and decodes changes accordingly.
 #[derive(Debug, Clone)]
 pub struct Domains {
     payments_database: String,
     payments_collection: String,
+    memory: Option<MemoryDomain>,
     /// (database, collection) of each raw collection, in `kafka.raw` order.
     raw: Vec<(String, String)>,
 }
@@ -297,8 +372,15 @@ impl Domains {
         Domains {
             payments_database: payments_database.to_owned(),
             payments_collection: payments_collection.to_owned(),
+            memory: None,
             raw: Vec::new(),
         }
+    }
+
+    /// Changes of the memory collections decode to memory events.
+    pub fn with_memory(mut self, memory: MemoryDomain) -> Domains {
+        self.memory = Some(memory);
+        self
     }
 
     /// Changes of these (database, collection) pairs are published raw, in this order.
@@ -315,7 +397,13 @@ impl Domains {
         let decoded = Envelope::read(&raw).and_then(|envelope| {
             times = envelope.times();
             match self.namespace(&envelope) {
-                Namespace::Payments => payments::from_envelope(&envelope),
+                Namespace::Payments => {
+                    Ok(payments::from_envelope(&envelope)?.map(DomainEvent::Payment))
+                }
+                Namespace::Memory(collection, privacy) => {
+                    Ok(memory::from_envelope(&envelope, collection, privacy)?
+                        .map(DomainEvent::Memory))
+                }
                 Namespace::Raw(target) => {
                     raw_target = Some(target);
                     Ok(None)
@@ -335,7 +423,7 @@ impl Domains {
                     },
                 },
             },
-            (Ok(Some(event)), None) => Decoded::Payment(event),
+            (Ok(Some(event)), None) => Decoded::Event(event),
             (Ok(None), None) => Decoded::Other,
             (Err(error), _) => Decoded::Invalid {
                 event_id: event_id_of(&raw),
@@ -346,7 +434,7 @@ impl Domains {
         (decoded, times)
     }
 
-    fn namespace(&self, envelope: &Envelope<'_>) -> Namespace {
+    fn namespace(&self, envelope: &Envelope<'_>) -> Namespace<'_> {
         let Some(RawBsonRef::Document(ns)) = envelope.ns else {
             return Namespace::Other;
         };
@@ -358,6 +446,22 @@ impl Domains {
         if db == self.payments_database && coll == self.payments_collection {
             return Namespace::Payments;
         }
+        if let Some(memory) = &self.memory
+            && db == memory.database
+        {
+            let collection = if coll == memory.short_term {
+                Some(memory::Collection::ShortTerm)
+            } else if coll == memory.episodic {
+                Some(memory::Collection::Episodic)
+            } else if coll == memory.semantic {
+                Some(memory::Collection::Semantic)
+            } else {
+                None
+            };
+            if let Some(collection) = collection {
+                return Namespace::Memory(collection, &memory.privacy);
+            }
+        }
         match self.raw.iter().position(|(d, c)| d == db && c == coll) {
             Some(target) => Namespace::Raw(target),
             None => Namespace::Other,
@@ -366,8 +470,9 @@ impl Domains {
 }
 
 /// Which domain a change's namespace belongs to.
-enum Namespace {
+enum Namespace<'a> {
     Payments,
+    Memory(memory::Collection, &'a memory::Privacy),
     Raw(usize),
     Other,
 }
@@ -403,6 +508,8 @@ pub(crate) struct Envelope<'a> {
     pub(crate) document_key: Option<RawBsonRef<'a>>,
     pub(crate) full_document: Option<RawBsonRef<'a>>,
     pub(crate) update_description: Option<RawBsonRef<'a>>,
+    /// `fullDocumentBeforeChange`: the pre-image, where the stream asked for it.
+    pub(crate) before: Option<RawBsonRef<'a>>,
 }
 
 impl<'a> Envelope<'a> {
@@ -416,6 +523,7 @@ impl<'a> Envelope<'a> {
             document_key,
             full_document,
             update_description,
+            before,
         ] = walk::pick(
             event,
             [
@@ -427,6 +535,7 @@ impl<'a> Envelope<'a> {
                 "documentKey",
                 "fullDocument",
                 "updateDescription",
+                "fullDocumentBeforeChange",
             ],
         )
         .map_err(|_| DecodeError::invalid("(change event)", "malformed BSON"))?;
@@ -440,6 +549,7 @@ impl<'a> Envelope<'a> {
             document_key,
             full_document,
             update_description,
+            before,
         })
     }
 
@@ -450,6 +560,18 @@ impl<'a> Envelope<'a> {
         value: Option<RawBsonRef<'a>>,
     ) -> Result<Fields<'a>, DecodeError> {
         Ok(Fields::new(self.root.document_of(key, value)?, key))
+    }
+
+    /// Like [`Envelope::section`], for a section that may be absent or null.
+    pub(crate) fn optional_section(
+        &self,
+        key: &'a str,
+        value: Option<RawBsonRef<'a>>,
+    ) -> Result<Option<Fields<'a>>, DecodeError> {
+        match value {
+            None | Some(RawBsonRef::Null) => Ok(None),
+            value => self.section(key, value).map(Some),
+        }
     }
 
     /// The change's times, where they have the expected types.

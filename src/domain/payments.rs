@@ -17,7 +17,7 @@ use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{RawBsonRef, RawDocument};
 use rust_decimal::Decimal;
 
-use super::{ChangeMeta, DecodeError, Envelope, Fields, type_name};
+use super::{ChangeMeta, DecodeError, Envelope, EventKind, Fields, type_name};
 
 /// Where a payment is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,52 +110,15 @@ pub enum PaymentEvent {
     Deleted(PaymentDeleted),
 }
 
-/// The kind of a payment event, for routing and metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PaymentEventKind {
-    /// See [`PaymentEvent::Requested`].
-    Requested,
-    /// See [`PaymentEvent::Confirmed`].
-    Confirmed,
-    /// See [`PaymentEvent::Failed`].
-    Failed,
-    /// See [`PaymentEvent::Updated`].
-    Updated,
-    /// See [`PaymentEvent::Deleted`].
-    Deleted,
-}
-
-impl PaymentEventKind {
-    /// Every kind, in declaration order.
-    pub const ALL: [PaymentEventKind; 5] = [
-        PaymentEventKind::Requested,
-        PaymentEventKind::Confirmed,
-        PaymentEventKind::Failed,
-        PaymentEventKind::Updated,
-        PaymentEventKind::Deleted,
-    ];
-
-    /// Name used in metrics, logs and (later) Kafka headers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentEventKind::Requested => "payment_requested",
-            PaymentEventKind::Confirmed => "payment_confirmed",
-            PaymentEventKind::Failed => "payment_failed",
-            PaymentEventKind::Updated => "payment_updated",
-            PaymentEventKind::Deleted => "payment_deleted",
-        }
-    }
-}
-
 impl PaymentEvent {
     /// The event's kind.
-    pub fn kind(&self) -> PaymentEventKind {
+    pub fn kind(&self) -> EventKind {
         match self {
-            PaymentEvent::Requested(_) => PaymentEventKind::Requested,
-            PaymentEvent::Confirmed(_) => PaymentEventKind::Confirmed,
-            PaymentEvent::Failed(_) => PaymentEventKind::Failed,
-            PaymentEvent::Updated(_) => PaymentEventKind::Updated,
-            PaymentEvent::Deleted(_) => PaymentEventKind::Deleted,
+            PaymentEvent::Requested(_) => EventKind::PaymentRequested,
+            PaymentEvent::Confirmed(_) => EventKind::PaymentConfirmed,
+            PaymentEvent::Failed(_) => EventKind::PaymentFailed,
+            PaymentEvent::Updated(_) => EventKind::PaymentUpdated,
+            PaymentEvent::Deleted(_) => EventKind::PaymentDeleted,
         }
     }
 
@@ -420,10 +383,10 @@ mod tests {
     fn status_updates_become_confirmed_and_failed() {
         assert_eq!(
             decoded("update_confirmed").kind(),
-            PaymentEventKind::Confirmed
+            EventKind::PaymentConfirmed
         );
         let failed = decode(&update_setting("FAILED")).unwrap().unwrap();
-        assert_eq!(failed.kind(), PaymentEventKind::Failed);
+        assert_eq!(failed.kind(), EventKind::PaymentFailed);
         let PaymentEvent::Requested(s) = decoded("insert_int_amount") else {
             panic!("requested")
         };
@@ -439,7 +402,7 @@ mod tests {
         // The looked-up document says CONFIRMED, but this update only touched `note`.
         assert_eq!(
             decoded("update_other_field").kind(),
-            PaymentEventKind::Updated
+            EventKind::PaymentUpdated
         );
         // The lookup saw CONFIRMED, but this change set FAILED: the event is Failed.
         let PaymentEvent::Failed(s) = decode(&update_setting("FAILED")).unwrap().unwrap() else {
@@ -460,7 +423,7 @@ mod tests {
 
     #[test]
     fn replace_is_updated_and_delete_carries_the_id() {
-        assert_eq!(decoded("replace").kind(), PaymentEventKind::Updated);
+        assert_eq!(decoded("replace").kind(), EventKind::PaymentUpdated);
         let PaymentEvent::Deleted(d) = decoded("delete") else {
             panic!("delete")
         };

@@ -1,4 +1,4 @@
-//! One event's trip through its targets: every handler of a payment event's route runs
+//! One event's trip through its targets: every handler of a typed event's route runs
 //! (concurrently), a raw change goes to its Kafka topic; retryable failures are retried with
 //! backoff until they succeed or the run is cancelled; permanent failures (and panics)
 //! dead-letter the event for that target; fatal ones stop the stream.
@@ -20,9 +20,8 @@ use super::router::Route;
 use crate::checkpoint::acker::Ticket;
 use crate::config::routes::KAFKA;
 use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::domain::EventId;
-use crate::domain::payments::PaymentEvent;
 use crate::domain::raw::RawChangeEvent;
+use crate::domain::{DomainEvent, EventId};
 use crate::handlers::{Handler, HandlerError};
 use crate::metrics::Metrics;
 use crate::publish::kafka::KafkaSink;
@@ -37,10 +36,10 @@ pub struct Job {
 
 /// An event and its targets.
 pub enum Work {
-    /// A payment event to its handlers; its lane is the payment id.
-    Payment {
+    /// A typed event to its handlers; its lane is its aggregate id (payment id, user id).
+    Event {
         /// The event.
-        event: Arc<PaymentEvent>,
+        event: Arc<DomainEvent>,
         /// Its handlers.
         route: Route,
     },
@@ -59,7 +58,7 @@ impl Work {
     /// The lane: events of one lane are handled one at a time, in stream order.
     pub fn lane(&self) -> &str {
         match self {
-            Work::Payment { event, .. } => event.payment_id(),
+            Work::Event { event, .. } => event.key(),
             Work::Raw { lane, .. } => lane,
         }
     }
@@ -67,7 +66,7 @@ impl Work {
     /// Metric label of the event's kind.
     pub fn label(&self) -> &'static str {
         match self {
-            Work::Payment { event, .. } => event.kind().as_str(),
+            Work::Event { event, .. } => event.kind().as_str(),
             Work::Raw { .. } => "raw",
         }
     }
@@ -112,7 +111,7 @@ pub struct JobContext {
 /// Runs `job` to completion.
 pub async fn run(job: Job, ctx: Arc<JobContext>) -> Completion {
     let outcomes = match &job.work {
-        Work::Payment { event, route } => match &route[..] {
+        Work::Event { event, route } => match &route[..] {
             // The common case: one handler, no join machinery.
             [only] => vec![run_call(&HandlerCall(only.as_ref(), event), &ctx).await],
             route => {
@@ -171,8 +170,8 @@ trait Call: Sync {
     fn summary(&self) -> Document;
 }
 
-/// A payment event for one handler.
-struct HandlerCall<'a>(&'a dyn Handler, &'a PaymentEvent);
+/// A typed event for one handler.
+struct HandlerCall<'a>(&'a dyn Handler, &'a DomainEvent);
 
 impl Call for HandlerCall<'_> {
     fn target(&self) -> &'static str {
@@ -316,11 +315,12 @@ async fn dead_letter(call: &dyn Call, reason: String, ctx: &JobContext) -> bool 
 }
 
 /// What a dead letter keeps of a typed event (its raw form is gone after decoding).
-fn summary(event: &PaymentEvent) -> Document {
+fn summary(event: &DomainEvent) -> Document {
     let meta = event.meta();
     let mut doc = Document::new();
     doc.insert("kind", event.kind().as_str());
-    doc.insert("payment_id", event.payment_id());
+    doc.insert("key", event.key());
+    doc.insert("subject", event.subject());
     doc.insert("database", &meta.database);
     doc.insert("collection", &meta.collection);
     if let Some(key) = meta

@@ -19,6 +19,7 @@ use crate::config::routes::KAFKA;
 use crate::dead_letter::DeadLetters;
 use crate::domain::Domains;
 use crate::handlers::counters::{self, Counters};
+use crate::handlers::memory_stats::{self, MemoryStats};
 use crate::handlers::provider_simulator::{self, ProviderSimulator};
 use crate::handlers::status_updater::StatusUpdater;
 use crate::handlers::{Handler, HandlerError};
@@ -91,7 +92,8 @@ impl Engine {
         Engine {
             shared: Shared {
                 router: Router::new(handlers, &config.routes),
-                domains: Domains::new(&config.payments.database, &config.payments.collection),
+                domains: Domains::new(&config.payments.database, &config.payments.collection)
+                    .with_memory(config.memory.domain()),
                 checkpoints: CheckpointStore::new(&state_db),
                 dead_letters: DeadLetters::new(&state_db),
                 client,
@@ -171,7 +173,7 @@ pub enum HandlersError {
 
 /// Everything events go to.
 pub struct Targets {
-    /// The in-process handlers and the Kafka sink, for payment events.
+    /// The in-process handlers and the Kafka sink, for typed events.
     pub handlers: Vec<Arc<dyn Handler>>,
     /// The Kafka sink, when a route or a raw collection uses it.
     pub kafka: Option<Arc<KafkaSink>>,
@@ -200,6 +202,15 @@ pub async fn targets(client: &Client, config: &Config) -> Result<Targets, Handle
         );
         counters.ensure_indexes().await?;
         handlers.push(Arc::new(counters));
+    }
+    if routes.uses(memory_stats::NAME) {
+        let stats = MemoryStats::new(
+            client,
+            &config.memory.database,
+            Duration::from_secs(config.memory.processed_ttl_hours * 3600),
+        );
+        stats.ensure_indexes().await?;
+        handlers.push(Arc::new(stats));
     }
     let mut kafka = None;
     if routes.uses(KAFKA) || !config.kafka.raw.is_empty() {

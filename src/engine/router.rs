@@ -3,15 +3,15 @@
 use std::sync::Arc;
 
 use crate::config::RoutesConfig;
-use crate::domain::payments::PaymentEventKind;
+use crate::domain::EventKind;
 use crate::handlers::Handler;
 
 /// The handlers of one event kind.
 pub type Route = Arc<[Arc<dyn Handler>]>;
 
-/// Handlers per payment event kind.
+/// Handlers per event kind.
 pub struct Router {
-    by_kind: [Route; PaymentEventKind::ALL.len()],
+    by_kind: [Route; EventKind::ALL.len()],
 }
 
 impl Router {
@@ -19,7 +19,7 @@ impl Router {
     /// governs the built-in targets), in the order given.
     pub fn new(handlers: &[Arc<dyn Handler>], routes: &RoutesConfig) -> Router {
         Router {
-            by_kind: PaymentEventKind::ALL.map(|kind| {
+            by_kind: EventKind::ALL.map(|kind| {
                 handlers
                     .iter()
                     .filter(|h| h.wants(kind) && routes.routes(kind, h.name()))
@@ -43,11 +43,7 @@ impl Router {
     }
 
     /// The handlers of `kind` (possibly none).
-    pub fn route(&self, kind: PaymentEventKind) -> &Route {
-        let index = PaymentEventKind::ALL
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or_default();
-        &self.by_kind[index]
+    pub fn route(&self, kind: EventKind) -> &Route {
+        &self.by_kind[kind.index()]
     }
 }

@@ -319,7 +319,7 @@ impl<'a> Session<'a> {
             .inc();
         self.events_since_save += 1;
         match decoded {
-            Decoded::Payment(event) => {
+            Decoded::Event(event) => {
                 let route = self.shared.router.route(event.kind());
                 if route.is_empty() {
                     self.acker.track(position, 0);
@@ -328,12 +328,12 @@ impl<'a> Session<'a> {
                 let event = Arc::new(event);
                 let job = Job {
                     ticket: self.acker.track(position, 1),
-                    work: Work::Payment {
+                    work: Work::Event {
                         event: event.clone(),
                         route: route.clone(),
                     },
                 };
-                self.submit(event.payment_id(), job);
+                self.submit(event.key(), job);
             }
             Decoded::Raw(event) => {
                 let Some(sink) = &self.shared.raw_sink else {

@@ -2,12 +2,14 @@
 //! applies its effect idempotently, so a replay after a crash changes nothing twice.
 
 pub mod counters;
+pub mod exactly_once;
+pub mod memory_stats;
 pub mod provider_simulator;
 pub mod status_updater;
 
 use futures::future::BoxFuture;
 
-use crate::domain::payments::{PaymentEvent, PaymentEventKind};
+use crate::domain::{DomainEvent, EventKind};
 
 /// Why a handler could not apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +59,12 @@ impl HandlerError {
     }
 }
 
-/// An in-process consumer of payment events.
+/// An in-process consumer of typed events.
 pub trait Handler: Send + Sync {
     /// Name for logs and metrics.
     fn name(&self) -> &'static str;
     /// Whether this handler wants events of `kind`.
-    fn wants(&self, kind: PaymentEventKind) -> bool;
+    fn wants(&self, kind: EventKind) -> bool;
     /// Applies `event`. Must be idempotent: the same event may arrive again after a crash.
-    fn handle<'a>(&'a self, event: &'a PaymentEvent) -> BoxFuture<'a, Result<(), HandlerError>>;
+    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>>;
 }

@@ -12,12 +12,13 @@ use tokio::sync::Semaphore;
 
 use super::status_updater::StatusUpdater;
 use super::{Handler, HandlerError};
-use crate::domain::payments::{PaymentEvent, PaymentEventKind, PaymentStatus};
+use crate::domain::payments::{PaymentEvent, PaymentStatus};
+use crate::domain::{DomainEvent, EventKind};
 
 /// The handler's name in `[routes]`, logs and metrics.
 pub const NAME: &str = "provider_simulator";
 /// The event kinds it can take.
-pub const KINDS: &[PaymentEventKind] = &[PaymentEventKind::Requested];
+pub const KINDS: &[EventKind] = &[EventKind::PaymentRequested];
 
 /// How the simulated provider decides. Written as text in configuration: see
 /// [`OutcomePolicy::from_str`].
@@ -171,13 +172,13 @@ impl Handler for ProviderSimulator {
         NAME
     }
 
-    fn wants(&self, kind: PaymentEventKind) -> bool {
+    fn wants(&self, kind: EventKind) -> bool {
         KINDS.contains(&kind)
     }
 
-    fn handle<'a>(&'a self, event: &'a PaymentEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
         async move {
-            let PaymentEvent::Requested(snapshot) = event else {
+            let DomainEvent::Payment(PaymentEvent::Requested(snapshot)) = event else {
                 return Ok(());
             };
             let key = snapshot

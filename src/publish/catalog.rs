@@ -7,16 +7,21 @@ use std::fmt::Write;
 use mongodb::bson::{DateTime, Timestamp};
 use schemars::Schema;
 
-use crate::domain::payments::{
-    Payment, PaymentDeleted, PaymentEvent, PaymentEventKind, PaymentSnapshot, PaymentStatus,
-    Product,
+use crate::domain::memory::{
+    Content, Direction, Embedding, Episode, MemoryChange, MemoryEvent, MemoryType, Message, Outcome,
 };
-use crate::domain::{ChangeMeta, EventId};
+use crate::domain::payments::{
+    Payment, PaymentDeleted, PaymentEvent, PaymentSnapshot, PaymentStatus, Product,
+};
+use crate::domain::{ChangeMeta, DomainEvent, EventId, EventKind};
 use crate::publish::cloudevent::CloudEvent;
 use crate::publish::data::{PaymentData, PaymentDeletedData};
+use crate::publish::memory_data::*;
 
 /// The topic payment events go to unless configured otherwise.
 pub const DEFAULT_PAYMENT_TOPIC: &str = "changeflow.payments";
+/// The topic memory events go to unless configured otherwise.
+pub const DEFAULT_MEMORY_TOPIC: &str = "changeflow.memory";
 
 /// Where the schemas' `$id`s live; `<base><type>.json` is the file in `schemas/events/`.
 pub const SCHEMA_BASE: &str = "https://changeflow.dev/schemas/events/";
@@ -28,66 +33,152 @@ pub struct EventType {
     pub name: &'static str,
     /// `$id` of its data's schema, the CloudEvent `dataschema`.
     pub schema_id: &'static str,
-    /// The payment event kind it publishes.
-    pub kind: PaymentEventKind,
+    /// The event kind it publishes.
+    pub kind: EventKind,
     /// When it fires, for the catalog.
     pub fires: &'static str,
     schema: fn() -> Schema,
 }
 
-macro_rules! payment_type {
+macro_rules! event_type {
     ($name:literal, $kind:ident, $data:ty, $fires:literal) => {
         EventType {
             name: $name,
             schema_id: concat!("https://changeflow.dev/schemas/events/", $name, ".json"),
-            kind: PaymentEventKind::$kind,
+            kind: EventKind::$kind,
             fires: $fires,
             schema: || schemars::schema_for!($data),
         }
     };
 }
 
-/// Every payment event type, in [`PaymentEventKind::ALL`] order.
-pub static PAYMENT_TYPES: [EventType; 5] = [
-    payment_type!(
+/// Every published event type, in [`EventKind::ALL`] order.
+pub static EVENT_TYPES: [EventType; 20] = [
+    event_type!(
         "changeflow.payment.requested.v1",
-        Requested,
+        PaymentRequested,
         PaymentData,
         "A payment was inserted with status PENDING."
     ),
-    payment_type!(
+    event_type!(
         "changeflow.payment.confirmed.v1",
-        Confirmed,
+        PaymentConfirmed,
         PaymentData,
         "An update set a payment's status to CONFIRMED (or it was inserted CONFIRMED)."
     ),
-    payment_type!(
+    event_type!(
         "changeflow.payment.failed.v1",
-        Failed,
+        PaymentFailed,
         PaymentData,
         "An update set a payment's status to FAILED (or it was inserted FAILED)."
     ),
-    payment_type!(
+    event_type!(
         "changeflow.payment.updated.v1",
-        Updated,
+        PaymentUpdated,
         PaymentData,
         "Any other update of a payment, and every replace."
     ),
-    payment_type!(
+    event_type!(
         "changeflow.payment.deleted.v1",
-        Deleted,
+        PaymentDeleted,
         PaymentDeletedData,
         "A payment was deleted."
     ),
+    event_type!(
+        "changeflow.memory.thread_started.v1",
+        ThreadStarted,
+        ThreadStartedData,
+        "A thread was inserted into short-term memory."
+    ),
+    event_type!(
+        "changeflow.memory.messages_appended.v1",
+        MessagesAppended,
+        MessagesAppendedData,
+        "An update appended messages to a thread (`$push`): one event per update, with all its new messages in order."
+    ),
+    event_type!(
+        "changeflow.memory.thread_summarized.v1",
+        ThreadSummarized,
+        ThreadSummarizedData,
+        "An update changed a thread's summary and/or dropped old messages (folded into the summary)."
+    ),
+    event_type!(
+        "changeflow.memory.thread_updated.v1",
+        ThreadUpdated,
+        ThreadUpdatedData,
+        "Any other update of a thread (e.g. its expiry moved), and every replace that neither appends nor folds."
+    ),
+    event_type!(
+        "changeflow.memory.thread_expired.v1",
+        ThreadExpired,
+        ThreadExpiredData,
+        "The TTL monitor deleted a thread: the pre-image's `expires_at` is not after the delete."
+    ),
+    event_type!(
+        "changeflow.memory.thread_deleted.v1",
+        ThreadDeleted,
+        ThreadDeletedData,
+        "A thread was deleted before its expiry (not by the TTL monitor)."
+    ),
+    event_type!(
+        "changeflow.memory.episode_recorded.v1",
+        EpisodeRecorded,
+        EpisodeRecordedData,
+        "An episode was inserted into episodic memory."
+    ),
+    event_type!(
+        "changeflow.memory.episode_amended.v1",
+        EpisodeAmended,
+        EpisodeAmendedData,
+        "An episode was updated or replaced."
+    ),
+    event_type!(
+        "changeflow.memory.episode_purged.v1",
+        EpisodePurged,
+        EpisodePurgedData,
+        "An episode was deleted (e.g. by a retention sweep)."
+    ),
+    event_type!(
+        "changeflow.memory.memory_learned.v1",
+        MemoryLearned,
+        MemoryLearnedData,
+        "A memory was inserted into semantic memory."
+    ),
+    event_type!(
+        "changeflow.memory.memory_recalled.v1",
+        MemoryRecalled,
+        MemoryRecalledData,
+        "An update advanced `last_accessed_at` and raised `strength` (compared with the pre-image)."
+    ),
+    event_type!(
+        "changeflow.memory.memory_decayed.v1",
+        MemoryDecayed,
+        MemoryDecayedData,
+        "An update lowered `strength` (compared with the pre-image)."
+    ),
+    event_type!(
+        "changeflow.memory.memory_revised.v1",
+        MemoryRevised,
+        MemoryRevisedData,
+        "An update or replace changed a memory's `content`, `type` or `embedding`."
+    ),
+    event_type!(
+        "changeflow.memory.memory_updated.v1",
+        MemoryUpdated,
+        MemoryUpdatedData,
+        "Any other update of a memory; `direction` is `unknown` when the pre-image was not available."
+    ),
+    event_type!(
+        "changeflow.memory.memory_forgotten.v1",
+        MemoryForgotten,
+        MemoryForgottenData,
+        "A memory was deleted."
+    ),
 ];
 
-/// The published type of payment events of `kind`.
-pub fn payment_type(kind: PaymentEventKind) -> &'static EventType {
-    let index = PaymentEventKind::ALL
-        .iter()
-        .position(|k| *k == kind)
-        .unwrap_or_default();
-    &PAYMENT_TYPES[index]
+/// The published type of events of `kind`.
+pub fn event_type(kind: EventKind) -> &'static EventType {
+    &EVENT_TYPES[kind.index()]
 }
 
 impl EventType {
@@ -106,21 +197,47 @@ impl EventType {
         );
         schema
     }
+
+    /// The default topic and the key of its records, for the catalog.
+    fn topic_and_key(&self) -> (&'static str, &'static str) {
+        if self.kind.is_payment() {
+            (DEFAULT_PAYMENT_TOPIC, "payment id")
+        } else {
+            (DEFAULT_MEMORY_TOPIC, "`user_id`")
+        }
+    }
 }
 
-/// A sample event of `kind`, for the catalog's examples and tests.
-pub fn example_payment_event(kind: PaymentEventKind) -> PaymentEvent {
-    let meta = ChangeMeta {
+fn example_meta(collection: &str) -> ChangeMeta {
+    ChangeMeta {
         event_id: EventId::from_token_data("8265A1B2C3000000012B022C0100296E5A1004"),
-        database: "changeflow".into(),
-        collection: "payments".into(),
+        database: if collection == "payments" {
+            "changeflow"
+        } else {
+            "agent_memory"
+        }
+        .into(),
+        collection: collection.into(),
         cluster_time: Timestamp {
             time: 1_700_000_000,
             increment: 1,
         },
         wall_time: Some(DateTime::from_millis(1_700_000_000_250)),
         document_key: None,
-    };
+    }
+}
+
+/// A sample event of `kind`, for the catalog's examples and tests.
+pub fn example_event(kind: EventKind) -> DomainEvent {
+    if kind.is_payment() {
+        DomainEvent::Payment(example_payment_event(kind))
+    } else {
+        DomainEvent::Memory(example_memory_event(kind))
+    }
+}
+
+fn example_payment_event(kind: EventKind) -> PaymentEvent {
+    let meta = example_meta("payments");
     let id = "0b6f1c9e-2d7a-4c3e-9f10-5a8e4d2c7b61";
     let snapshot = |status| PaymentSnapshot {
         meta: meta.clone(),
@@ -135,14 +252,175 @@ pub fn example_payment_event(kind: PaymentEventKind) -> PaymentEvent {
         },
     };
     match kind {
-        PaymentEventKind::Requested => PaymentEvent::Requested(snapshot(PaymentStatus::Pending)),
-        PaymentEventKind::Confirmed => PaymentEvent::Confirmed(snapshot(PaymentStatus::Confirmed)),
-        PaymentEventKind::Failed => PaymentEvent::Failed(snapshot(PaymentStatus::Failed)),
-        PaymentEventKind::Updated => PaymentEvent::Updated(snapshot(PaymentStatus::Pending)),
-        PaymentEventKind::Deleted => PaymentEvent::Deleted(PaymentDeleted {
+        EventKind::PaymentConfirmed => PaymentEvent::Confirmed(snapshot(PaymentStatus::Confirmed)),
+        EventKind::PaymentFailed => PaymentEvent::Failed(snapshot(PaymentStatus::Failed)),
+        EventKind::PaymentUpdated => PaymentEvent::Updated(snapshot(PaymentStatus::Pending)),
+        EventKind::PaymentDeleted => PaymentEvent::Deleted(PaymentDeleted {
             meta,
             payment_id: id.into(),
         }),
+        _ => PaymentEvent::Requested(snapshot(PaymentStatus::Pending)),
+    }
+}
+
+fn example_memory_event(kind: EventKind) -> MemoryEvent {
+    let at = |seconds: i64| DateTime::from_millis(1_700_000_000_000 + seconds * 1000);
+    let message = |role: &str, text: &str, tokens| Message {
+        role: role.into(),
+        content: Content::Text(text.into()),
+        timestamp: at(0),
+        token_count: tokens,
+    };
+    let fields = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
+    let (collection, document_id, change) = match kind {
+        EventKind::ThreadStarted => (
+            "short_term_memory",
+            "t-42",
+            MemoryChange::ThreadStarted {
+                messages: vec![message("user", "Plan a trip to Lisbon", 7)],
+                created_at: Some(at(0)),
+                expires_at: Some(at(3600)),
+            },
+        ),
+        EventKind::MessagesAppended => (
+            "short_term_memory",
+            "t-42",
+            MemoryChange::MessagesAppended {
+                messages: vec![
+                    message("assistant", "Which dates?", 3),
+                    message("user", "Early May", 3),
+                ],
+            },
+        ),
+        EventKind::ThreadSummarized => (
+            "short_term_memory",
+            "t-42",
+            MemoryChange::ThreadSummarized {
+                summary: Some(Content::Text("Trip to Lisbon in early May.".into())),
+                messages_dropped: Some(2),
+                messages_appended: Vec::new(),
+                messages_remaining: Some(1),
+            },
+        ),
+        EventKind::ThreadUpdated => (
+            "short_term_memory",
+            "t-42",
+            MemoryChange::ThreadUpdated {
+                changed_fields: fields(&["expires_at"]),
+            },
+        ),
+        EventKind::ThreadExpired => (
+            "short_term_memory",
+            "t-42",
+            MemoryChange::ThreadExpired {
+                expires_at: at(3600),
+                message_count: 3,
+            },
+        ),
+        EventKind::ThreadDeleted => (
+            "short_term_memory",
+            "t-42",
+            MemoryChange::ThreadDeleted {
+                expires_at: Some(at(3600)),
+                message_count: 3,
+            },
+        ),
+        EventKind::EpisodeRecorded => (
+            "episodic_memory",
+            "e-7",
+            MemoryChange::EpisodeRecorded(Box::new(Episode {
+                thread_id: Some("t-42".into()),
+                outcome: Outcome::Succeeded,
+                tags: vec!["travel".into(), "lisbon".into()],
+                tool_calls: 2,
+                failed_tool_calls: 1,
+                started_at: at(0),
+                ended_at: at(60),
+                summary: Content::Text("Planned a Lisbon trip.".into()),
+            })),
+        ),
+        EventKind::EpisodeAmended => (
+            "episodic_memory",
+            "e-7",
+            MemoryChange::EpisodeAmended {
+                changed_fields: fields(&["tags"]),
+                outcome: Some(Outcome::Succeeded),
+            },
+        ),
+        EventKind::EpisodePurged => (
+            "episodic_memory",
+            "e-7",
+            MemoryChange::EpisodePurged {
+                outcome: Some(Outcome::Succeeded),
+            },
+        ),
+        EventKind::MemoryLearned => (
+            "semantic_memory",
+            "m-3",
+            MemoryChange::MemoryLearned {
+                memory_type: MemoryType::Preference,
+                content: Content::Text("Prefers window seats".into()),
+                embedding: Some(Embedding {
+                    dimensions: 1024,
+                    values: None,
+                }),
+                source_episode_id: Some("e-7".into()),
+                strength: 0.5,
+            },
+        ),
+        EventKind::MemoryRecalled => (
+            "semantic_memory",
+            "m-3",
+            MemoryChange::MemoryRecalled {
+                strength: 0.65,
+                previous_strength: 0.5,
+                last_accessed_at: Some(at(120)),
+            },
+        ),
+        EventKind::MemoryDecayed => (
+            "semantic_memory",
+            "m-3",
+            MemoryChange::MemoryDecayed {
+                strength: 0.45,
+                previous_strength: 0.5,
+            },
+        ),
+        EventKind::MemoryRevised => (
+            "semantic_memory",
+            "m-3",
+            MemoryChange::MemoryRevised {
+                changed_fields: fields(&["content"]),
+                memory_type: Some(MemoryType::Preference),
+                content: Some(Content::Text("Prefers aisle seats".into())),
+                embedding: Some(Embedding {
+                    dimensions: 1024,
+                    values: None,
+                }),
+            },
+        ),
+        EventKind::MemoryUpdated => (
+            "semantic_memory",
+            "m-3",
+            MemoryChange::MemoryUpdated {
+                changed_fields: fields(&["strength"]),
+                strength: Some(0.7),
+                previous_strength: None,
+                direction: Direction::Unknown,
+            },
+        ),
+        _ => (
+            "semantic_memory",
+            "m-3",
+            MemoryChange::MemoryForgotten {
+                memory_type: Some(MemoryType::Preference),
+            },
+        ),
+    };
+    MemoryEvent {
+        meta: example_meta(collection),
+        user_id: "u-1".into(),
+        document_id: document_id.into(),
+        change,
     }
 }
 
@@ -173,10 +451,11 @@ pub fn readme() -> String {
          ## Event types\n\n\
          | type | topic (default) | key | fires when | schema |\n|---|---|---|---|---|\n",
     );
-    for event_type in &PAYMENT_TYPES {
+    for event_type in &EVENT_TYPES {
+        let (topic, key) = event_type.topic_and_key();
         let _ = writeln!(
             out,
-            "| `{}` | `{DEFAULT_PAYMENT_TOPIC}` | payment id | {} | [`events/{}`](events/{}) |",
+            "| `{}` | `{topic}` | {key} | {} | [`events/{}`](events/{}) |",
             event_type.name,
             event_type.fires,
             event_type.file_name(),
@@ -184,8 +463,8 @@ pub fn readme() -> String {
         );
     }
     out.push_str("\n## Examples\n");
-    for event_type in &PAYMENT_TYPES {
-        let event = CloudEvent::of_payment(&example_payment_event(event_type.kind));
+    for event_type in &EVENT_TYPES {
+        let event = CloudEvent::of(&example_event(event_type.kind));
         let data: serde_json::Value = serde_json::from_slice(&event.data).unwrap_or_default();
         let _ = write!(out, "\n### `{}`\n\nHeaders:\n\n```\n", event_type.name);
         for (name, value) in event.binary_headers() {
@@ -206,19 +485,19 @@ mod tests {
 
     #[test]
     fn types_follow_the_kind_order_and_ids_follow_the_base() {
-        for (kind, event_type) in PaymentEventKind::ALL.iter().zip(&PAYMENT_TYPES) {
-            assert_eq!(*kind, event_type.kind);
-            assert_eq!(payment_type(*kind).name, event_type.name);
+        for (kind, published) in EventKind::ALL.iter().zip(&EVENT_TYPES) {
+            assert_eq!(*kind, published.kind);
+            assert_eq!(event_type(*kind).name, published.name);
             assert_eq!(
-                event_type.schema_id,
-                format!("{SCHEMA_BASE}{}", event_type.file_name())
+                published.schema_id,
+                format!("{SCHEMA_BASE}{}", published.file_name())
             );
         }
     }
 
     #[test]
     fn schemas_are_draft_2020_12_with_their_id() {
-        for event_type in &PAYMENT_TYPES {
+        for event_type in &EVENT_TYPES {
             let schema = event_type.schema();
             assert_eq!(
                 schema.get("$schema").and_then(|v| v.as_str()),

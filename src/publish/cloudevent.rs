@@ -6,10 +6,9 @@ use mongodb::bson::{DateTime, Timestamp};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::domain::ChangeMeta;
-use crate::domain::payments::PaymentEvent;
-use crate::publish::catalog::payment_type;
-use crate::publish::data::payment_json;
+use crate::domain::{ChangeMeta, DomainEvent};
+use crate::publish::catalog::event_type;
+use crate::publish::data::event_json;
 
 /// The CloudEvents version written.
 pub const SPEC_VERSION: &str = "1.0";
@@ -39,18 +38,18 @@ pub struct CloudEvent {
 }
 
 impl CloudEvent {
-    /// The CloudEvent of a payment event.
-    pub fn of_payment(event: &PaymentEvent) -> CloudEvent {
+    /// The CloudEvent of a typed event.
+    pub fn of(event: &DomainEvent) -> CloudEvent {
         let meta = event.meta();
-        let event_type = payment_type(event.kind());
+        let event_type = event_type(event.kind());
         CloudEvent {
             id: meta.event_id.to_string(),
             source: source_of(meta),
             event_type: event_type.name,
             time: time_of(meta.wall_time, meta.cluster_time),
-            subject: event.payment_id().to_owned(),
+            subject: event.subject().to_owned(),
             dataschema: event_type.schema_id,
-            data: payment_json(event),
+            data: event_json(event),
         }
     }
 
@@ -118,7 +117,7 @@ mod tests {
     use super::*;
     use crate::domain::EventId;
     use crate::domain::payments::{
-        Payment, PaymentDeleted, PaymentSnapshot, PaymentStatus, Product,
+        Payment, PaymentDeleted, PaymentEvent, PaymentSnapshot, PaymentStatus, Product,
     };
 
     fn meta() -> ChangeMeta {
@@ -152,7 +151,7 @@ mod tests {
 
     #[test]
     fn binary_mode_headers_carry_every_required_attribute() {
-        let event = CloudEvent::of_payment(&confirmed());
+        let event = CloudEvent::of(&DomainEvent::Payment(confirmed()));
         let headers = event.binary_headers();
         let get = |name: &str| {
             headers
@@ -186,13 +185,15 @@ mod tests {
 
     #[test]
     fn structured_mode_embeds_the_data_as_json() {
-        let event = CloudEvent::of_payment(&PaymentEvent::Deleted(PaymentDeleted {
-            meta: ChangeMeta {
-                wall_time: None,
-                ..meta()
+        let event = CloudEvent::of(&DomainEvent::Payment(PaymentEvent::Deleted(
+            PaymentDeleted {
+                meta: ChangeMeta {
+                    wall_time: None,
+                    ..meta()
+                },
+                payment_id: "p-9".into(),
             },
-            payment_id: "p-9".into(),
-        }));
+        )));
         let value: serde_json::Value =
             serde_json::from_slice(&event.structured().expect("data is JSON"))
                 .expect("structured JSON");

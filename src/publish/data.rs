@@ -4,7 +4,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::DomainEvent;
 use crate::domain::payments::{PaymentEvent, PaymentSnapshot, PaymentStatus};
+use crate::publish::memory_data::memory_json;
 
 /// A payment as of the change that produced the event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -79,6 +81,14 @@ impl From<&PaymentSnapshot> for PaymentData {
                 name: payment.product.name.clone(),
             },
         }
+    }
+}
+
+/// The JSON data of a typed event.
+pub fn event_json(event: &DomainEvent) -> Vec<u8> {
+    match event {
+        DomainEvent::Payment(e) => payment_json(e),
+        DomainEvent::Memory(e) => memory_json(e),
     }
 }
 

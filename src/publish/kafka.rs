@@ -1,5 +1,5 @@
-//! The Kafka target: payment events as CloudEvents through an idempotent, acks=all
-//! producer, keyed by payment id. An event counts as done only once the broker acknowledged
+//! The Kafka target: typed events as CloudEvents through an idempotent, acks=all
+//! producer, keyed by their aggregate id (payment id, `user_id`). An event counts as done only once the broker acknowledged
 //! it; records the broker refuses for good go to the dead-letter topic, and if even that
 //! fails the stream stops rather than skip the event.
 
@@ -17,8 +17,8 @@ use rdkafka::util::Timeout;
 
 use crate::config::kafka::{ContentMode, KafkaConfig};
 use crate::config::routes::KAFKA;
-use crate::domain::payments::{PaymentEvent, PaymentEventKind};
 use crate::domain::raw::RawChangeEvent;
+use crate::domain::{DomainEvent, EventKind};
 use crate::handlers::{Handler, HandlerError};
 use crate::publish::cloudevent::{CloudEvent, DATA_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE};
 
@@ -58,10 +58,11 @@ pub enum PublishError {
     },
 }
 
-/// Publishes payment events to Kafka.
+/// Publishes typed events and raw changes to Kafka.
 pub struct KafkaSink {
     producer: FutureProducer,
     topic: String,
+    memory_topic: String,
     dead_letter_topic: String,
     /// Topic of each raw collection, in `kafka.raw` order.
     raw_topics: Vec<String>,
@@ -69,7 +70,8 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    /// Creates the producer and makes sure its topics (payments, raw, dead letters) exist.
+    /// Creates the producer and makes sure its topics (payments, memory, raw, dead letters)
+    /// exist.
     pub async fn start(config: &KafkaConfig) -> Result<KafkaSink, PublishError> {
         let mut client = ClientConfig::new();
         for (name, value) in config.producer_properties() {
@@ -79,11 +81,16 @@ impl KafkaSink {
         let sink = KafkaSink {
             producer,
             topic: config.topic(&config.topics.payments),
+            memory_topic: config.topic(&config.topics.memory),
             dead_letter_topic: config.topic(&config.topics.dead_letters),
             raw_topics: config.raw.iter().map(|r| config.topic(&r.topic)).collect(),
             mode: config.content_mode,
         };
-        let mut topics = vec![sink.topic.as_str(), sink.dead_letter_topic.as_str()];
+        let mut topics = vec![
+            sink.topic.as_str(),
+            sink.memory_topic.as_str(),
+            sink.dead_letter_topic.as_str(),
+        ];
         topics.extend(sink.raw_topics.iter().map(String::as_str));
         ensure_topics(config, &topics).await?;
         Ok(sink)
@@ -92,6 +99,11 @@ impl KafkaSink {
     /// The topic payment events go to.
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// The topic memory events go to.
+    pub fn memory_topic(&self) -> &str {
+        &self.memory_topic
     }
 
     /// Publishes a raw change to its collection's topic: the change as relaxed Extended
@@ -114,8 +126,8 @@ impl KafkaSink {
         self.send(record, headers).await
     }
 
-    async fn publish(&self, event: &PaymentEvent) -> Result<(), HandlerError> {
-        let mut cloud_event = CloudEvent::of_payment(event);
+    async fn publish(&self, event: &DomainEvent) -> Result<(), HandlerError> {
+        let mut cloud_event = CloudEvent::of(event);
         let (value, headers) = match self.mode {
             ContentMode::Binary => {
                 let headers = headers(cloud_event.binary_headers());
@@ -131,9 +143,13 @@ impl KafkaSink {
                 (value, headers([("content-type", STRUCTURED_CONTENT_TYPE)]))
             }
         };
+        let topic = match event {
+            DomainEvent::Payment(_) => &self.topic,
+            DomainEvent::Memory(_) => &self.memory_topic,
+        };
         let record = Outgoing {
-            topic: &self.topic,
-            key: event.payment_id(),
+            topic,
+            key: event.key(),
             event_id: &cloud_event.id,
             value: &value,
         };
@@ -231,11 +247,11 @@ impl Handler for KafkaSink {
         KAFKA
     }
 
-    fn wants(&self, _kind: PaymentEventKind) -> bool {
+    fn wants(&self, _kind: EventKind) -> bool {
         true
     }
 
-    fn handle<'a>(&'a self, event: &'a PaymentEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
         self.publish(event).boxed()
     }
 }

@@ -5,3 +5,4 @@ pub mod catalog;
 pub mod cloudevent;
 pub mod data;
 pub mod kafka;
+pub mod memory_data;

@@ -6,7 +6,7 @@ use mongodb::bson::{Document, RawDocumentBuf, Timestamp, doc};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::error::{Error as DriverError, ErrorKind};
-use mongodb::options::FullDocumentType;
+use mongodb::options::{FullDocumentBeforeChangeType, FullDocumentType};
 
 use crate::config::{EngineConfig, WatchedDatabase};
 
@@ -94,7 +94,11 @@ pub async fn open(
         .watch()
         .pipeline(pipeline(&target.collections, &options.operation_types))
         .batch_size(options.batch_size)
-        .full_document(FullDocumentType::UpdateLookup);
+        .full_document(FullDocumentType::UpdateLookup)
+        // Pre-images where the collection keeps them (the memory collections: their
+        // decoders tell recall from decay and TTL expiry from deletion by them); elsewhere
+        // the server sends null, at no cost.
+        .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable);
     let watch = match start {
         StartAt::Now => watch,
         StartAt::After(token) => watch.start_after(token.clone()),

@@ -44,6 +44,18 @@ pub fn kafka_only_config(database: &str) -> Config {
     config
 }
 
+/// [`config`] that also watches the agent-memory collections, kept in `database` too.
+pub fn memory_config(database: &str) -> Config {
+    let mut config = config(database);
+    config.memory.database = database.to_owned();
+    config.watch[0].collections.extend([
+        config.memory.short_term.clone(),
+        config.memory.episodic.clone(),
+        config.memory.semantic.clone(),
+    ]);
+    config
+}
+
 /// A free local port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
