@@ -25,6 +25,8 @@ pub struct Running {
     pub http_address: SocketAddr,
     /// The API's state (the demo creates payments through it).
     pub api: ApiState,
+    /// The client the engine reads with (the demo writes its memory workload with it).
+    pub client: Client,
     stop: CancellationToken,
     engine: JoinHandle<Result<(), EngineError>>,
     http: JoinHandle<std::io::Result<()>>,
@@ -66,7 +68,14 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future(),
     );
-    let mut engine = Engine::new(client, config, &targets.handlers, metrics, health, start_at);
+    let mut engine = Engine::new(
+        client.clone(),
+        config,
+        &targets.handlers,
+        metrics,
+        health,
+        start_at,
+    );
     if let Some(sink) = targets.kafka {
         engine = engine.with_raw_sink(sink);
     }
@@ -74,6 +83,7 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
     Ok(Running {
         http_address,
         api,
+        client,
         stop,
         engine,
         http,

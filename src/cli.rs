@@ -39,11 +39,16 @@ pub enum Command {
         start_at: StartAt,
     },
     /// Run the pipeline with a small load: create payments through the API, show their
-    /// progress, print the counters, stop.
+    /// progress, print the counters; then run the agent-memory workload and print
+    /// `memory_stats`; stop.
     Demo {
         /// Payments to create.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         payments: u32,
+        /// Users of the agent-memory workload (0: skip it). The demo runs `setup` first:
+        /// the workload needs the memory collections' TTL index and pre-images.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+        memory_users: u32,
     },
     /// Print every change of the watched collections as one relaxed Extended JSON line,
     /// from now until Ctrl-C / SIGTERM. One change stream per watched database.

@@ -39,8 +39,17 @@ fn main() -> ExitCode {
                     .await
             })
         }),
-        Command::Demo { payments } => runtime()
-            .and_then(|rt| rt.block_on(demo::run(Arc::new(config), payments, shutdown::signal()))),
+        Command::Demo {
+            payments,
+            memory_users,
+        } => runtime().and_then(|rt| {
+            rt.block_on(demo::run(
+                Arc::new(config),
+                payments,
+                memory_users,
+                shutdown::signal(),
+            ))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,20 +5,22 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use changeflow::app;
 use changeflow::dead_letter;
+use changeflow::demo::memory;
 use changeflow::handlers::memory_stats::MEMORY_STATS;
 use changeflow::publish::catalog::EVENT_TYPES;
 use changeflow::setup;
 use changeflow::source::StartAt;
-use common::app::memory_config;
+use common::app::{Process, memory_config};
 use common::records::{self, required};
 use common::schemas::{self, committed_event_schema};
 use common::{DEADLINE, kafka_brokers, mongo, unique_name, wait_until};
+use futures::TryStreamExt;
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::{Collection, Database};
 use rdkafka::message::{Message, OwnedMessage};
@@ -330,4 +332,94 @@ async fn every_memory_event_type_comes_from_its_write_and_lands_on_kafka() {
     .await;
     assert_eq!(u2.get_i64("threads_started").unwrap(), 1, "{u2}");
     running.until(async {}).await.unwrap();
+}
+
+/// Each user's `memory_stats` of this run, as field → count.
+async fn stats_by_user(db: &Database) -> BTreeMap<String, BTreeMap<String, i64>> {
+    let docs: Vec<Document> = db
+        .collection::<Document>(MEMORY_STATS)
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    docs.iter()
+        .map(|d| {
+            (
+                d.get_str("_id").unwrap_or("?").to_owned(),
+                memory::counts_of(d),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn memory_stats_equal_the_workload_after_a_sigkill_mid_workload() {
+    let db_name = unique_name("memkill");
+    let client = mongo().await;
+    let db = client.database(&db_name);
+    let config = memory_config(&db_name);
+    setup::run(&client, &config).await.unwrap();
+    let mut process = Process::spawn(&config);
+    process.wait_healthy().await;
+
+    let workload = memory::Workload {
+        users: 8,
+        ..memory::Workload::default()
+    };
+    let writer = {
+        let (db, memory) = (db.clone(), config.memory.clone());
+        tokio::spawn(async move { memory::run(&db, &memory, workload, "w", |_| {}).await })
+    };
+    // Kill once the stats of the first users are in, with the workload still writing.
+    wait_until(DEADLINE, "the first users counted", || async {
+        let counted = db
+            .collection::<Document>(MEMORY_STATS)
+            .count_documents(doc! {})
+            .await
+            .ok()?;
+        (counted >= 2).then_some(())
+    })
+    .await;
+    process.signal(libc::SIGKILL);
+    process.wait_exit(DEADLINE).await;
+    assert!(
+        !writer.is_finished(),
+        "the kill must land in the middle of the workload"
+    );
+    let at_kill = stats_by_user(&db).await;
+    let mut restarted = Process::spawn(&config);
+    restarted.wait_healthy().await;
+    let expected = writer.await.unwrap().unwrap();
+    assert_eq!(expected.len(), 8);
+
+    // A transaction the killed process left open holds its processed-event id until the
+    // server aborts it (transactionLifetimeLimitSeconds: 10 s under the test profile).
+    let matched = tokio::time::timeout(Duration::from_secs(90), async {
+        loop {
+            if stats_by_user(&db).await == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let now = stats_by_user(&db).await;
+    assert!(
+        matched.is_ok(),
+        "memory_stats differ from the workload\nexpected {expected:#?}\ngot {now:#?}\n\
+         at the kill {at_kill:#?}\n--- first run ---\n{}\n--- restarted ---\n{}",
+        process.log(),
+        restarted.log()
+    );
+    assert_ne!(
+        at_kill, expected,
+        "the kill landed before the workload was counted"
+    );
+    // A graceful stop finishes every event read: nothing may move afterwards.
+    restarted.signal(libc::SIGTERM);
+    let status = restarted.wait_exit(DEADLINE).await;
+    assert!(status.success(), "{}", restarted.log());
+    assert_eq!(stats_by_user(&db).await, expected);
 }

@@ -1,4 +1,7 @@
-//! `changeflow demo`: the pipeline under a small load, with progress and final counters.
+//! `changeflow demo`: the pipeline under a small load, with progress and final counters:
+//! payments through the HTTP API, then the agent-memory workload ([`memory`]).
+
+pub mod memory;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +33,7 @@ const PRODUCTS: [(&str, &str, &str); 3] = [
 pub async fn run(
     config: Arc<Config>,
     count: u32,
+    memory_users: u32,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let running = app::start(config.clone(), StartAt::Now).await?;
@@ -89,7 +93,11 @@ pub async fn run(
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        print_counters(&api.counters).await
+        print_counters(&api.counters).await?;
+        if memory_users > 0 {
+            memory_phase(&running.client, &config, memory_users).await?;
+        }
+        Ok(())
     };
     tokio::pin!(shutdown);
     let result = tokio::select! {
@@ -131,4 +139,65 @@ async fn print_counters(counters: &mongodb::Collection<Document>) -> anyhow::Res
         );
     }
     Ok(())
+}
+
+/// Runs the memory workload, waits until `memory_stats` counted all of it (threads expire
+/// when the TTL monitor next runs: up to a minute on a default server), prints the stats.
+async fn memory_phase(client: &mongodb::Client, config: &Config, users: u32) -> anyhow::Result<()> {
+    // The workload needs the TTL index and pre-images: set them up (idempotent).
+    crate::setup::run(client, config)
+        .await
+        .context("preparing the memory collections (changeflow setup)")?;
+    let db = client.database(&config.memory.database);
+    let run_id = format!("demo-{}", mongodb::bson::oid::ObjectId::new());
+    let workload = memory::Workload {
+        users,
+        ..memory::Workload::default()
+    };
+    println!("\nagent memory: {users} users follow the thread → episode → memory lifecycle");
+    let expected = memory::run(&db, &config.memory, workload, &run_id, |done| {
+        println!("  users done {done:>5}/{users}");
+    })
+    .await
+    .context("writing the memory workload")?;
+    let stats = db.collection::<Document>(crate::handlers::memory_stats::MEMORY_STATS);
+    let started = Instant::now();
+    let limit = Duration::from_secs(150);
+    loop {
+        let docs: Vec<Document> = stats
+            .find(doc! {"_id": {"$regex": format!("^{run_id}-")}})
+            .await?
+            .try_collect()
+            .await?;
+        let matched = docs
+            .iter()
+            .filter(|d| {
+                d.get_str("_id")
+                    .is_ok_and(|id| expected.get(id) == Some(&memory::counts_of(d)))
+            })
+            .count();
+        println!(
+            "  {:>5.1}s  users whose memory_stats match the workload {matched:>5}/{users}",
+            started.elapsed().as_secs_f64()
+        );
+        if matched == expected.len() {
+            print_memory_stats(&docs);
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "memory_stats did not reach the workload's counts within {limit:?}; are the memory \
+             collections watched, and is the TTL monitor running? See the log above for errors"
+        );
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+}
+
+fn print_memory_stats(docs: &[Document]) {
+    println!("\nmemory_stats (this run):");
+    for d in docs {
+        let counts = memory::counts_of(d);
+        let line: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("  {}: {}", d.get_str("_id").unwrap_or("?"), line.join(" "));
+    }
 }
