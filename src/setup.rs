@@ -106,20 +106,12 @@ pub async fn run(client: &Client, config: &Config) -> Result<Vec<Report>, SetupE
             ),
             source,
         })?;
-    Counters::new(
-        client,
-        &config.payments.database,
-        Duration::from_secs(config.payments.processed_ttl_hours * 3600),
-    )
-    .ensure_indexes()
-    .await?;
-    MemoryStats::new(
-        client,
-        &config.memory.database,
-        Duration::from_secs(config.memory.processed_ttl_hours * 3600),
-    )
-    .ensure_indexes()
-    .await?;
+    Counters::from_config(client, config)
+        .ensure_indexes()
+        .await?;
+    MemoryStats::from_config(client, config)
+        .ensure_indexes()
+        .await?;
     Ok(reports)
 }
 

@@ -622,13 +622,8 @@ impl<'a> Decoder<'a> {
             .unwrap_or(previous.len());
         fold.dropped = Some(len_u32(dropped));
         let kept = previous.len() - dropped;
-        let path = doc.path("messages");
-        let array_fields = Fields::new(array_doc(array)?, &path);
-        for (i, _) in new.iter().enumerate().skip(kept) {
-            let key = i.to_string();
-            fold.appended
-                .push(self.message(&array_fields, &key, array_fields.lookup(&key)?)?);
-        }
+        fold.appended
+            .extend(self.message_list(array, &doc.path("messages"), kept)?);
         Ok(())
     }
 
@@ -782,14 +777,23 @@ impl<'a> Decoder<'a> {
             RawBsonRef::Array(a) => a,
             other => return Err(doc.wrong_type(key, "an array", other)),
         };
-        let path = doc.path(key);
-        let items = Fields::new(array_doc(array)?, &path);
-        (0..documents(array).len())
-            .map(|i| {
-                let index = i.to_string();
-                self.message(&items, &index, items.lookup(&index)?)
-            })
-            .collect()
+        self.message_list(array, &doc.path(key), 0)
+    }
+
+    /// The messages of `array` (whose dotted path is `path`), from index `from` on.
+    fn message_list(
+        &self,
+        array: &RawArray,
+        path: &str,
+        from: usize,
+    ) -> Result<Vec<Message>, DecodeError> {
+        let items = Fields::new(array_doc(array)?, path);
+        let mut messages = Vec::new();
+        for (i, value) in array.into_iter().enumerate().skip(from) {
+            let value = value.map_err(|_| malformed(&items))?;
+            messages.push(self.message(&items, &i.to_string(), Some(value))?);
+        }
+        Ok(messages)
     }
 
     fn message<'d>(
@@ -899,9 +903,7 @@ impl<'a> Changes<'a> {
             for element in new.doc.iter() {
                 let (key, value) = element.map_err(|_| malformed(&new))?;
                 let same = match before {
-                    Some(before) => before
-                        .lookup(key)?
-                        .is_some_and(|old| same_value(old, value)),
+                    Some(before) => before.lookup(key)?.is_some_and(|old| old == value),
                     None => false,
                 };
                 if key != "_id" && !same {
@@ -991,10 +993,6 @@ impl<'a> Changes<'a> {
         }
         Ok(None)
     }
-}
-
-fn same_value(a: RawBsonRef<'_>, b: RawBsonRef<'_>) -> bool {
-    a.element_type() == b.element_type() && a == b
 }
 
 fn malformed(doc: &Fields<'_>) -> DecodeError {

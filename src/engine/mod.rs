@@ -180,7 +180,8 @@ pub struct Targets {
 }
 
 /// The targets `config` uses: provider simulator (which settles through the status
-/// updater), counters (creating their indexes) and the Kafka sink (creating its topics).
+/// updater), counters and memory stats (creating their indexes) and the Kafka sink
+/// (creating its topics).
 pub async fn targets(client: &Client, config: &Config) -> Result<Targets, HandlersError> {
     let routes = &config.routes;
     let mut handlers: Vec<Arc<dyn Handler>> = Vec::new();
@@ -195,20 +196,12 @@ pub async fn targets(client: &Client, config: &Config) -> Result<Targets, Handle
         )));
     }
     if routes.uses(counters::NAME) {
-        let counters = Counters::new(
-            client,
-            &config.payments.database,
-            Duration::from_secs(config.payments.processed_ttl_hours * 3600),
-        );
+        let counters = Counters::from_config(client, config);
         counters.ensure_indexes().await?;
         handlers.push(Arc::new(counters));
     }
     if routes.uses(memory_stats::NAME) {
-        let stats = MemoryStats::new(
-            client,
-            &config.memory.database,
-            Duration::from_secs(config.memory.processed_ttl_hours * 3600),
-        );
+        let stats = MemoryStats::from_config(client, config);
         stats.ensure_indexes().await?;
         handlers.push(Arc::new(stats));
     }

@@ -7,11 +7,11 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use mongodb::bson::{DateTime, Document, doc};
-use mongodb::error::Error as DriverError;
-use mongodb::{Client, ClientSession, Collection};
+use mongodb::{Client, Collection};
 
-use super::exactly_once::{Effect, ExactlyOnce};
+use super::exactly_once::{ExactlyOnce, Increment};
 use super::{Handler, HandlerError};
+use crate::config::Config;
 use crate::domain::payments::{PaymentEvent, PaymentSnapshot};
 use crate::domain::{DomainEvent, EventKind};
 
@@ -41,6 +41,16 @@ impl Counters {
         }
     }
 
+    /// The counters of `config`'s payments database (`payments.processed_ttl_hours`).
+    pub fn from_config(client: &Client, config: &Config) -> Counters {
+        let payments = &config.payments;
+        Counters::new(
+            client,
+            &payments.database,
+            Duration::from_secs(payments.processed_ttl_hours * 3600),
+        )
+    }
+
     /// Creates the TTL index on processed ids (idempotent).
     pub async fn ensure_indexes(&self) -> Result<(), HandlerError> {
         self.once.ensure_indexes().await
@@ -52,44 +62,14 @@ impl Counters {
         snapshot: &PaymentSnapshot,
         field: &str,
     ) -> Result<Applied, HandlerError> {
+        let product = &snapshot.payment.product;
         let increment = Increment {
-            counters: &self.counters,
-            product_code: &snapshot.payment.product.code,
-            product_name: &snapshot.payment.product.name,
-            field,
+            collection: &self.counters,
+            id: &product.code,
+            inc: doc! {field: 1_i64},
+            set: doc! {"productName": &product.name, "updatedAt": DateTime::now()},
         };
         self.once.apply(snapshot.meta.event_id, &increment).await
-    }
-}
-
-/// One product's counter moving by one.
-struct Increment<'a> {
-    counters: &'a Collection<Document>,
-    product_code: &'a str,
-    product_name: &'a str,
-    field: &'a str,
-}
-
-impl Effect for Increment<'_> {
-    fn apply<'s>(
-        &'s self,
-        session: &'s mut ClientSession,
-    ) -> BoxFuture<'s, Result<(), DriverError>> {
-        async move {
-            self.counters
-                .update_one(
-                    doc! {"_id": self.product_code},
-                    doc! {
-                        "$inc": {self.field: 1_i64},
-                        "$set": {"productName": self.product_name, "updatedAt": DateTime::now()},
-                    },
-                )
-                .upsert(true)
-                .session(session)
-                .await
-                .map(drop)
-        }
-        .boxed()
     }
 }
 

@@ -1,12 +1,11 @@
-//! Exactly-once effects under replay and crash: the event id is recorded in
-//! `changeflow_processed_events` in the same transaction as the effect, so a second
+//! Exactly-once counter effects under replay and crash: the event id is recorded in
+//! `changeflow_processed_events` in the same transaction as the `$inc`, so a second
 //! delivery of the same event finds its id and changes nothing.
 
 use std::time::Duration;
 
 use backoff::ExponentialBackoffBuilder;
 use backoff::backoff::Backoff;
-use futures::future::BoxFuture;
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::error::{
     Error as DriverError, ErrorKind, TRANSIENT_TRANSACTION_ERROR,
@@ -34,13 +33,18 @@ pub enum Applied {
     Duplicate,
 }
 
-/// The writes of one event, run inside the transaction that records its id.
-pub trait Effect: Sync {
-    /// Performs the writes in `session`.
-    fn apply<'s>(
-        &'s self,
-        session: &'s mut ClientSession,
-    ) -> BoxFuture<'s, Result<(), DriverError>>;
+/// The effect of one event: counters of one document move (`$inc`), other fields are
+/// set (`$set`); the document is created when missing.
+#[derive(Debug, Clone)]
+pub struct Increment<'a> {
+    /// The collection of the counters.
+    pub collection: &'a Collection<Document>,
+    /// The counters' document.
+    pub id: &'a str,
+    /// `$inc`: field → amount.
+    pub inc: Document,
+    /// `$set`: field → value.
+    pub set: Document,
 }
 
 /// Applies effects at most once per event id, for one handler, in one database.
@@ -99,7 +103,7 @@ impl ExactlyOnce {
     pub async fn apply(
         &self,
         event_id: EventId,
-        effect: &dyn Effect,
+        effect: &Increment<'_>,
     ) -> Result<Applied, HandlerError> {
         let processed_id = format!("{}:{event_id}", self.handler);
         let mut session = self
@@ -150,13 +154,22 @@ impl ExactlyOnce {
         &self,
         session: &mut ClientSession,
         processed_id: &str,
-        effect: &dyn Effect,
+        effect: &Increment<'_>,
     ) -> Result<(), DriverError> {
         self.processed
             .insert_one(doc! {"_id": processed_id, "at": DateTime::now()})
             .session(&mut *session)
             .await?;
-        effect.apply(session).await
+        effect
+            .collection
+            .update_one(
+                doc! {"_id": effect.id},
+                doc! {"$inc": effect.inc.clone(), "$set": effect.set.clone()},
+            )
+            .upsert(true)
+            .session(session)
+            .await
+            .map(drop)
     }
 }
 

@@ -17,11 +17,11 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use mongodb::bson::{DateTime, Document, doc};
-use mongodb::error::Error as DriverError;
-use mongodb::{Client, ClientSession, Collection};
+use mongodb::{Client, Collection};
 
-use super::exactly_once::{Applied, Effect, ExactlyOnce};
+use super::exactly_once::{Applied, ExactlyOnce, Increment};
 use super::{Handler, HandlerError};
+use crate::config::Config;
 use crate::domain::memory::{MemoryChange, MemoryEvent};
 use crate::domain::{DomainEvent, EventKind};
 
@@ -58,6 +58,16 @@ impl MemoryStats {
         }
     }
 
+    /// The statistics of `config`'s memory database (`memory.processed_ttl_hours`).
+    pub fn from_config(client: &Client, config: &Config) -> MemoryStats {
+        let memory = &config.memory;
+        MemoryStats::new(
+            client,
+            &memory.database,
+            Duration::from_secs(memory.processed_ttl_hours * 3600),
+        )
+    }
+
     /// Creates the TTL index on processed ids (idempotent).
     pub async fn ensure_indexes(&self) -> Result<(), HandlerError> {
         self.once.ensure_indexes().await
@@ -65,17 +75,18 @@ impl MemoryStats {
 
     /// Counts `event` once; `None` when the event moves no statistic.
     pub async fn apply(&self, event: &MemoryEvent) -> Result<Option<Applied>, HandlerError> {
-        let increments = increments(&event.change);
-        if increments.is_empty() {
+        let inc = increments(&event.change);
+        if inc.is_empty() {
             return Ok(None);
         }
-        let update = Update {
-            stats: &self.stats,
-            user_id: &event.user_id,
-            increments,
+        let increment = Increment {
+            collection: &self.stats,
+            id: &event.user_id,
+            inc,
+            set: doc! {"updated_at": DateTime::now()},
         };
         self.once
-            .apply(event.meta.event_id, &update)
+            .apply(event.meta.event_id, &increment)
             .await
             .map(Some)
     }
@@ -112,33 +123,6 @@ fn increments(change: &MemoryChange) -> Document {
         _ => {}
     }
     inc
-}
-
-/// One user's statistics moving.
-struct Update<'a> {
-    stats: &'a Collection<Document>,
-    user_id: &'a str,
-    increments: Document,
-}
-
-impl Effect for Update<'_> {
-    fn apply<'s>(
-        &'s self,
-        session: &'s mut ClientSession,
-    ) -> BoxFuture<'s, Result<(), DriverError>> {
-        async move {
-            self.stats
-                .update_one(
-                    doc! {"_id": self.user_id},
-                    doc! {"$inc": self.increments.clone(), "$set": {"updated_at": DateTime::now()}},
-                )
-                .upsert(true)
-                .session(session)
-                .await
-                .map(drop)
-        }
-        .boxed()
-    }
 }
 
 impl Handler for MemoryStats {

@@ -208,15 +208,10 @@ impl EventType {
     }
 }
 
-fn example_meta(collection: &str) -> ChangeMeta {
+fn example_meta(database: &str, collection: &str) -> ChangeMeta {
     ChangeMeta {
         event_id: EventId::from_token_data("8265A1B2C3000000012B022C0100296E5A1004"),
-        database: if collection == "payments" {
-            "changeflow"
-        } else {
-            "agent_memory"
-        }
-        .into(),
+        database: database.into(),
         collection: collection.into(),
         cluster_time: Timestamp {
             time: 1_700_000_000,
@@ -237,7 +232,7 @@ pub fn example_event(kind: EventKind) -> DomainEvent {
 }
 
 fn example_payment_event(kind: EventKind) -> PaymentEvent {
-    let meta = example_meta("payments");
+    let meta = example_meta("changeflow", "payments");
     let id = "0b6f1c9e-2d7a-4c3e-9f10-5a8e4d2c7b61";
     let snapshot = |status| PaymentSnapshot {
         meta: meta.clone(),
@@ -417,7 +412,7 @@ fn example_memory_event(kind: EventKind) -> MemoryEvent {
         ),
     };
     MemoryEvent {
-        meta: example_meta(collection),
+        meta: example_meta("agent_memory", collection),
         user_id: "u-1".into(),
         document_id: document_id.into(),
         change,
