@@ -16,8 +16,9 @@ use crate::health::Health;
 use crate::http::payments::PaymentsApi;
 use crate::http::{self, ApiState};
 use crate::metrics::Metrics;
-use crate::redact::redact_uri;
+use crate::oplog::OplogProbe;
 use crate::source::StartAt;
+use crate::status;
 
 /// A running changeflow: engine and HTTP API.
 pub struct Running {
@@ -34,9 +35,7 @@ pub struct Running {
 
 /// Connects, prepares indexes, binds the HTTP address and starts the engine.
 pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Running> {
-    let client = Client::with_uri_str(&config.mongodb.uri)
-        .await
-        .with_context(|| format!("connecting to {}", redact_uri(&config.mongodb.uri)))?;
+    let client = crate::connect::connect(&config.mongodb.uri).await?;
     let targets = engine::targets(&client, &config)
         .await
         .context("preparing the handlers and the Kafka sink")?;
@@ -70,16 +69,23 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
     );
     let mut engine = Engine::new(
         client.clone(),
-        config,
+        config.clone(),
         &targets.handlers,
-        metrics,
-        health,
+        metrics.clone(),
+        health.clone(),
         start_at,
     );
     if let Some(sink) = targets.kafka {
         engine = engine.with_raw_sink(sink);
     }
     let engine = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
+    tokio::spawn(watch_headroom(
+        client.clone(),
+        config.clone(),
+        metrics.clone(),
+        health.clone(),
+        stop.clone(),
+    ));
     Ok(Running {
         http_address,
         api,
@@ -88,6 +94,41 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
         engine,
         http,
     })
+}
+
+/// Measures every stream's oplog headroom and checkpoint lag each `history.check_every_ms`
+/// for `/metrics`, and flags `/healthz` degraded (with a warning logged) while a stream's
+/// headroom is below `history.headroom_warning_seconds`.
+async fn watch_headroom(
+    client: Client,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    let mut probe = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(
+        config.history.check_every_ms,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if probe.is_none() {
+            match OplogProbe::connect(&client, &config.mongodb.uri).await {
+                Ok(p) => probe = Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the oplog windows; headroom metrics unavailable");
+                    continue;
+                }
+            }
+        }
+        status::gather(&client, &config, probe.as_ref())
+            .await
+            .publish(&metrics, &health);
+    }
 }
 
 impl Running {

@@ -2,9 +2,12 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use mongodb::bson::Timestamp;
+use mongodb::change_stream::event::ResumeToken;
 
+use crate::config::LogFormat;
+use crate::position::{Bound, parse_time, token_from_hex};
 use crate::source::StartAt;
 
 /// changeflow: MongoDB change streams as typed domain events, to handlers and Kafka.
@@ -21,6 +24,11 @@ pub struct Cli {
     #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
     pub sets: Vec<String>,
 
+    /// Log lines as `text` (default) or `json` (overrides `log.format`); filter them with
+    /// RUST_LOG, e.g. RUST_LOG=changeflow=debug.
+    #[arg(long, value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -33,8 +41,9 @@ pub enum Command {
     /// (provider simulator, status updater, counters) and the HTTP API, until Ctrl-C /
     /// SIGTERM (then in-flight work finishes and the checkpoint is stored).
     Run {
-        /// Where streams without a checkpoint start: `now`, or a cluster time
-        /// `SECONDS[:INCREMENT]` (startAtOperationTime). A stored checkpoint always wins.
+        /// Where streams without a checkpoint start: `now`, or a time (RFC 3339 or a
+        /// cluster time `SECONDS[.INCREMENT]`; startAtOperationTime). A stored checkpoint
+        /// always wins.
         #[arg(long, default_value = "now", value_parser = parse_start_at)]
         start_at: StartAt,
     },
@@ -59,20 +68,169 @@ pub enum Command {
     /// Validate the configuration (file, defaults and environment) and print the result
     /// with secrets redacted. Exits 2 with the offending key when it is invalid.
     CheckConfig,
+    /// Re-emit the events of a stretch of history, with the live run's event ids, to
+    /// stdout or Kafka (into the handlers only with --handlers). The live checkpoints are
+    /// never moved: the replay keeps its own, so running the same command again after an
+    /// interruption continues where it stopped.
+    #[command(after_help = REPLAY_EXAMPLES)]
+    Replay(ReplayArgs),
+    /// Show or move the live checkpoints (one per stream, i.e. per watched database). Stop
+    /// `changeflow run` before moving one: a running process overwrites it.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+    /// For each stream: its checkpoint (token, cluster time, age), the oplog window of
+    /// every readable member and the headroom (seconds between the checkpoint and the
+    /// oldest oplog entry: how much more history may pass before the checkpoint is lost).
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-/// Parses `now` or `SECONDS[:INCREMENT]`.
+const REPLAY_EXAMPLES: &str = "Examples:
+  # everything since 14:02 UTC into a fresh topic
+  changeflow replay --from-time 2026-11-22T14:02:00Z --to kafka --topic incident-4711
+  # the payment stream after a token, as CloudEvent JSON lines
+  changeflow replay --stream changeflow --from-token 8269...04 --to stdout
+  # count what a window holds without sending anything
+  changeflow replay --from-time 1763820120.1 --until-time 1763823720.1 --dry-run
+
+TIME is RFC 3339 (whole seconds: --from-time includes all of that second, --until-time too)
+or an exact cluster time <seconds>.<increment>. Without --until-*, the replay ends at the
+cluster time it started at. Kinds are those [routes] sends to `kafka`.";
+
+const STATUS_EXAMPLES: &str = "Examples:
+  changeflow status
+  changeflow status --json | jq '.streams[] | {stream, headroom_seconds}'";
+
+const CHECKPOINT_EXAMPLES: &str = "Examples:
+  changeflow checkpoint show
+  changeflow checkpoint set --stream changeflow --time 2026-11-22T14:02:00Z
+  changeflow checkpoint set --stream changeflow --token 8269...04 --yes
+  changeflow checkpoint reset --stream agent_memory";
+
+/// Where `replay` sends events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplayTo {
+    /// Structured CloudEvents, one JSON line each.
+    Stdout,
+    /// The configured topics, or --topic.
+    Kafka,
+}
+
+/// `changeflow replay`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("from").required(true))]
+pub struct ReplayArgs {
+    /// Start right after the change with this resume token (the hex `_data`); needs
+    /// --stream when several databases are watched.
+    #[arg(long, value_name = "HEX", group = "from", value_parser = parse_token)]
+    pub from_token: Option<ResumeToken>,
+    /// Start at the first change at or after TIME.
+    #[arg(long, value_name = "TIME", group = "from", value_parser = parse_from_time)]
+    pub from_time: Option<Timestamp>,
+    /// Stop after the change with this token.
+    #[arg(long, value_name = "HEX", conflicts_with = "until_time")]
+    pub until_token: Option<String>,
+    /// Stop after the last change at or before TIME.
+    #[arg(long, value_name = "TIME", value_parser = parse_until_time)]
+    pub until_time: Option<Timestamp>,
+    /// Only this stream (watched database).
+    #[arg(long, value_name = "DATABASE")]
+    pub stream: Option<String>,
+    /// Only these collections (`name` or `database.name`, comma separated).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub collections: Vec<String>,
+    /// Where the events go.
+    #[arg(long, value_enum, default_value = "stdout")]
+    pub to: ReplayTo,
+    /// With --to kafka: every event into this topic instead of the configured ones.
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: Option<String>,
+    /// Decode and count, send nothing, store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also run the in-process handlers (provider simulator, counters, memory stats) on
+    /// their routed kinds. Their effects are idempotent, but a replay older than their
+    /// processed-id memory (`*.processed_ttl_hours`) applies again.
+    #[arg(long)]
+    pub handlers: bool,
+}
+
+/// `changeflow checkpoint …`.
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Print each stream's checkpoint: token, cluster time and age.
+    #[command(after_help = CHECKPOINT_EXAMPLES)]
+    Show {
+        /// Only this stream.
+        #[arg(long, value_name = "DATABASE")]
+        stream: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a stream's checkpoint to a token or a time (asks first; --yes for scripts).
+    #[command(after_help = CHECKPOINT_EXAMPLES)]
+    #[command(group = clap::ArgGroup::new("to").required(true))]
+    Set {
+        /// The stream (watched database).
+        #[arg(long, value_name = "DATABASE")]
+        stream: String,
+        /// Resume right after the change with this token.
+        #[arg(long, value_name = "HEX", group = "to", value_parser = parse_token)]
+        token: Option<ResumeToken>,
+        /// Resume at the first change at or after TIME (RFC 3339 or <seconds>.<increment>).
+        #[arg(long, value_name = "TIME", group = "to", value_parser = parse_from_time)]
+        time: Option<Timestamp>,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Delete a stream's checkpoint: it starts at `run --start-at` (default now) next time,
+    /// skipping everything in between (asks first; --yes for scripts).
+    #[command(after_help = CHECKPOINT_EXAMPLES)]
+    Reset {
+        /// The stream (watched database).
+        #[arg(long, value_name = "DATABASE")]
+        stream: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn parse_token(s: &str) -> Result<ResumeToken, String> {
+    token_from_hex(s).map_err(|e| e.to_string())
+}
+
+fn parse_from_time(s: &str) -> Result<Timestamp, String> {
+    parse_time(s, Bound::Start).map_err(|e| e.to_string())
+}
+
+fn parse_until_time(s: &str) -> Result<Timestamp, String> {
+    parse_time(s, Bound::End).map_err(|e| e.to_string())
+}
+
+/// Parses `now`, a bare `SECONDS`, or a TIME (RFC 3339, `SECONDS.INCREMENT`,
+/// `SECONDS:INCREMENT`).
 pub fn parse_start_at(s: &str) -> Result<StartAt, String> {
     if s == "now" {
         return Ok(StartAt::Now);
     }
-    let (secs, inc) = s.split_once(':').unwrap_or((s, "0"));
-    match (secs.parse::<u32>(), inc.parse::<u32>()) {
-        (Ok(time), Ok(increment)) => Ok(StartAt::OperationTime(Timestamp { time, increment })),
-        _ => Err(format!(
-            "`{s}` is neither `now` nor a cluster time SECONDS[:INCREMENT] (e.g. 1763683200:1)"
-        )),
+    if let Ok(time) = s.parse::<u32>() {
+        return Ok(StartAt::OperationTime(Timestamp { time, increment: 0 }));
     }
+    parse_time(s, Bound::Start)
+        .map(StartAt::OperationTime)
+        .map_err(|_| {
+            format!(
+                "`{s}` is neither `now` nor a time (RFC 3339, or a cluster time \
+                 SECONDS[.INCREMENT], e.g. 1763683200.1)"
+            )
+        })
 }
 
 #[cfg(test)]

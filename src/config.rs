@@ -15,10 +15,12 @@ use crate::domain::MemoryDomain;
 use crate::domain::memory::{ContentMode, Privacy};
 use crate::handlers::provider_simulator::OutcomePolicy;
 
+pub mod history;
 pub mod kafka;
 pub mod routes;
 
 use crate::redact::redact_uri;
+pub use history::{HistoryConfig, HistoryLostPolicy};
 pub use kafka::KafkaConfig;
 pub use routes::RoutesConfig;
 
@@ -45,6 +47,8 @@ pub struct Config {
     pub provider: ProviderConfig,
     /// Where and how often stream positions are stored.
     pub checkpoint: CheckpointConfig,
+    /// Lost history (resume points off the oplog) and the headroom warning.
+    pub history: HistoryConfig,
     /// Reading and dispatching.
     pub engine: EngineConfig,
     /// The HTTP API.
@@ -255,6 +259,7 @@ impl Default for Config {
                 every_events: 10_000,
                 every_ms: 1000,
             },
+            history: HistoryConfig::default(),
             engine: EngineConfig {
                 operation_types: ["insert", "update", "replace", "delete"]
                     .map(str::to_owned)
@@ -271,6 +276,16 @@ impl Default for Config {
                 level: "info".to_owned(),
             },
         }
+    }
+}
+
+impl Config {
+    /// Every secret value in the configuration (the MongoDB password in both forms, secret
+    /// Kafka properties), for scrubbing output that quotes other libraries.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets = crate::redact::uri_password(&self.mongodb.uri);
+        secrets.extend(self.kafka.secret_values());
+        secrets
     }
 }
 
@@ -294,6 +309,7 @@ impl fmt::Debug for Config {
             .field("memory", &self.memory)
             .field("provider", &self.provider)
             .field("checkpoint", &self.checkpoint)
+            .field("history", &self.history)
             .field("engine", &self.engine)
             .field("http", &self.http)
             .field("log", &self.log)
@@ -463,6 +479,8 @@ impl Config {
                 }
             }
         }
+        self.history
+            .validate(self.watch.iter().map(|w| w.database.as_str()))?;
         self.validate_payments()?;
         self.validate_memory()?;
         self.validate_raw()?;

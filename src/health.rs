@@ -1,4 +1,5 @@
-//! Stream health: `/healthz` answers 200 only while every configured stream is open.
+//! Stream health: `/healthz` answers 200 only while every configured stream is open, and
+//! reports `degraded` (still 200) while a stream's oplog headroom is below the warning.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -7,6 +8,7 @@ use std::sync::RwLock;
 #[derive(Debug, Default)]
 pub struct Health {
     streams: RwLock<BTreeMap<String, bool>>,
+    warnings: RwLock<BTreeMap<String, String>>,
 }
 
 impl Health {
@@ -14,6 +16,7 @@ impl Health {
     pub fn new<'a>(streams: impl IntoIterator<Item = &'a str>) -> Health {
         Health {
             streams: RwLock::new(streams.into_iter().map(|s| (s.to_owned(), false)).collect()),
+            warnings: RwLock::default(),
         }
     }
 
@@ -27,6 +30,21 @@ impl Health {
     /// Each stream and whether it is open.
     pub fn snapshot(&self) -> BTreeMap<String, bool> {
         self.streams.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Records why `stream` needs attention, or that it no longer does.
+    pub fn set_warning(&self, stream: &str, warning: Option<String>) {
+        if let Ok(mut warnings) = self.warnings.write() {
+            match warning {
+                Some(w) => warnings.insert(stream.to_owned(), w),
+                None => warnings.remove(stream),
+            };
+        }
+    }
+
+    /// Each stream that needs attention and why.
+    pub fn warnings(&self) -> BTreeMap<String, String> {
+        self.warnings.read().map(|w| w.clone()).unwrap_or_default()
     }
 
     /// Whether every stream is open (false when there is none).
@@ -50,5 +68,12 @@ mod tests {
         assert!(health.all_open());
         health.set_open("a", false);
         assert!(!health.all_open());
+        health.set_warning("b", Some("low headroom".into()));
+        assert_eq!(
+            health.warnings().get("b").map(String::as_str),
+            Some("low headroom")
+        );
+        health.set_warning("b", None);
+        assert!(health.warnings().is_empty());
     }
 }

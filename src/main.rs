@@ -1,16 +1,13 @@
-//! The `changeflow` binary: CLI, configuration, telemetry, run until a shutdown signal.
+//! The `changeflow` binary: CLI, configuration, telemetry; the commands live in the library.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
 
 use changeflow::cli::{Cli, Command};
 use changeflow::config::Config;
-use changeflow::redact::redact_uri;
-use changeflow::source::StartAt;
-use changeflow::{app, demo, setup, shutdown, tail, telemetry};
+use changeflow::redact::scrub;
+use changeflow::{commands, telemetry};
 
 // Every event allocates a handful of small objects; mimalloc makes that cheap.
 #[global_allocator]
@@ -18,97 +15,34 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load_with_sets(cli.config.as_deref(), &cli.sets) {
+    let mut config = match Config::load_with_sets(cli.config.as_deref(), &cli.sets) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
+            eprintln!(
+                "hint: `changeflow check-config` validates a configuration; config/changeflow.toml documents every key"
+            );
             return ExitCode::from(2);
         }
     };
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
     telemetry::init(&config.log);
-    let runtime = || tokio::runtime::Runtime::new().context("starting the async runtime");
-    let result = match cli.command {
-        Command::CheckConfig => check_config(&config),
-        Command::Tail => runtime().and_then(|rt| rt.block_on(run_tail(&config))),
-        Command::Setup => runtime().and_then(|rt| rt.block_on(run_setup(&config))),
-        Command::Run { start_at } => runtime().and_then(|rt| {
-            rt.block_on(async {
-                app::start(Arc::new(config), start_at)
-                    .await?
-                    .until(shutdown::signal())
-                    .await
-            })
-        }),
-        Command::Demo {
-            payments,
-            memory_users,
-        } => runtime().and_then(|rt| {
-            rt.block_on(demo::run(
-                Arc::new(config),
-                payments,
-                memory_users,
-                shutdown::signal(),
-            ))
-        }),
-    };
-    match result {
+    let long_running = matches!(cli.command, Command::Run { .. } | Command::Demo { .. });
+    let secrets = config.secrets();
+    match commands::run(cli.command, config.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "changeflow stopped");
+            let message = scrub(&format!("{e:#}"), &secrets);
+            let hint = scrub(&commands::hint(&e, &config), &secrets);
+            if long_running {
+                // Log pipelines see why the service stopped.
+                tracing::error!(error = %message, hint = %hint, "changeflow stopped");
+            }
+            eprintln!("error: {message}");
+            eprintln!("hint: {hint}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn check_config(config: &Config) -> anyhow::Result<()> {
-    let mut shown = config.clone();
-    shown.mongodb.uri = redact_uri(&shown.mongodb.uri);
-    shown.kafka = shown.kafka.redacted();
-    println!("# configuration is valid");
-    print!(
-        "{}",
-        toml::to_string(&shown).context("rendering the configuration")?
-    );
-    Ok(())
-}
-
-async fn run_setup(config: &Config) -> anyhow::Result<()> {
-    let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
-        .await
-        .with_context(|| format!("connecting to {}", redact_uri(&config.mongodb.uri)))?;
-    for report in setup::run(&client, config).await? {
-        let namespace = &report.namespace;
-        match report.step {
-            setup::Step::Created => println!("created {namespace} with its validator"),
-            setup::Step::Updated => println!("brought {namespace} up to date"),
-            setup::Step::Unchanged => println!("{namespace} is already set up"),
-        }
-    }
-    println!("indexes are in place");
-    Ok(())
-}
-
-async fn run_tail(config: &Config) -> anyhow::Result<()> {
-    let client = mongodb::Client::with_uri_str(&config.mongodb.uri)
-        .await
-        .with_context(|| format!("connecting to {}", redact_uri(&config.mongodb.uri)))?;
-    let mut out = std::io::stdout().lock();
-    let written = tail::tail(
-        &client,
-        &config.watch,
-        &config.engine,
-        &StartAt::Now,
-        &mut out,
-        shutdown::signal(),
-    )
-    .await;
-    match written {
-        Ok(n) => {
-            tracing::info!(events = n, "stopped");
-            Ok(())
-        }
-        // `changeflow tail | head` closes the pipe: a normal way to stop.
-        Err(tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }

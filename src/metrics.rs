@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use prometheus::core::Collector;
 use prometheus::{
     Counter, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -28,6 +29,12 @@ pub struct Metrics {
     /// Seconds a stream's reader spent waiting, per stream and on what: `server` (a batch
     /// was being fetched) or `dispatcher` (backpressure). Tells which side limits throughput.
     pub reader_wait_seconds: CounterVec,
+    /// Gaps recorded after lost history (`restart-from-now`), per stream.
+    pub gaps: IntCounterVec,
+    /// Seconds between a stream's checkpoint and the oldest oplog entry, per stream.
+    pub oplog_headroom: GaugeVec,
+    /// Seconds between the newest oplog entry and a stream's checkpoint, per stream.
+    pub checkpoint_lag: GaugeVec,
     checkpoint_age: GaugeVec,
     checkpoint_saved: Mutex<HashMap<String, Instant>>,
 }
@@ -64,6 +71,27 @@ impl Metrics {
             "Streams reopened from their checkpoint after an error.",
             &["stream"],
         );
+        let gaps = counter(
+            "changeflow_gaps_total",
+            "Stretches of history skipped because they had left the oplog (restart-from-now); each is recorded in changeflow_gaps.",
+            &["stream"],
+        );
+        let gauge = |name: &str, help: &str| {
+            let g = GaugeVec::new(Opts::new(name, help), &["stream"])
+                .unwrap_or_else(|e| unreachable!("gauge {name} is well-formed: {e}"));
+            registry
+                .register(Box::new(g.clone()))
+                .unwrap_or_else(|e| unreachable!("gauge {name} is registered once: {e}"));
+            g
+        };
+        let oplog_headroom = gauge(
+            "changeflow_oplog_headroom_seconds",
+            "Seconds between the stream's checkpoint and the oldest oplog entry: how much history may still be lost before the checkpoint falls off.",
+        );
+        let checkpoint_lag = gauge(
+            "changeflow_checkpoint_lag_seconds",
+            "Seconds between the newest oplog entry and the stream's checkpoint.",
+        );
         let handler_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "changeflow_handler_duration_seconds",
@@ -81,14 +109,10 @@ impl Metrics {
             &["stream"],
         )
         .unwrap_or_else(|e| unreachable!("gauge is well-formed: {e}"));
-        let checkpoint_age = GaugeVec::new(
-            Opts::new(
-                "changeflow_checkpoint_age_seconds",
-                "Seconds since the stream's checkpoint was last stored.",
-            ),
-            &["stream"],
-        )
-        .unwrap_or_else(|e| unreachable!("gauge is well-formed: {e}"));
+        let checkpoint_age = gauge(
+            "changeflow_checkpoint_age_seconds",
+            "Seconds since the stream's checkpoint was last stored.",
+        );
         let reader_wait_seconds = CounterVec::new(
             Opts::new(
                 "changeflow_reader_wait_seconds_total",
@@ -98,10 +122,9 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("counter is well-formed: {e}"));
         for m in [
-            Box::new(handler_seconds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(handler_seconds.clone()) as Box<dyn Collector>,
             Box::new(reader_wait_seconds.clone()),
             Box::new(stream_open.clone()),
-            Box::new(checkpoint_age.clone()),
         ] {
             registry
                 .register(m)
@@ -116,6 +139,9 @@ impl Metrics {
             stream_reconnects,
             stream_open,
             reader_wait_seconds,
+            gaps,
+            oplog_headroom,
+            checkpoint_lag,
             checkpoint_age,
             checkpoint_saved: Mutex::new(HashMap::new()),
         }
@@ -135,6 +161,24 @@ impl Metrics {
             server: on("server"),
             dispatcher: on("dispatcher"),
         }
+    }
+
+    /// Changes read so far per kind label (`payment_confirmed`, `invalid`...), over all
+    /// streams.
+    pub fn received_by_kind(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut counts = std::collections::BTreeMap::new();
+        for family in self.events_received.collect() {
+            for metric in family.get_metric() {
+                let kind = metric
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == "kind")
+                    .map(|l| l.value().to_owned())
+                    .unwrap_or_default();
+                *counts.entry(kind).or_insert(0) += metric.get_counter().get_value() as u64;
+            }
+        }
+        counts
     }
 
     /// The Prometheus text exposition of every metric.
@@ -180,6 +224,11 @@ mod tests {
             .with_label_values(&["shop", "payment_requested"])
             .inc();
         m.checkpoint_saved("shop");
+        assert_eq!(
+            m.received_by_kind().get("payment_requested"),
+            Some(&1),
+            "counted per kind"
+        );
         m.reader_waits("shop").server.inc_by(0.25);
         let text = m.render();
         assert!(

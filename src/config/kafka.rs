@@ -181,6 +181,15 @@ impl KafkaConfig {
         shown
     }
 
+    /// The values of secret properties (passwords, keys).
+    pub fn secret_values(&self) -> Vec<String> {
+        self.properties
+            .iter()
+            .filter(|(name, _)| is_secret(name))
+            .map(|(_, value)| value.clone())
+            .collect()
+    }
+
     /// A topic's full name: the prefix and `name`.
     pub fn topic(&self, name: &str) -> String {
         format!("{}{name}", self.topic_prefix)

@@ -47,6 +47,13 @@ macro_rules! routes_config {
                     $(EventKind::$kind => &self.$field,)*
                 }
             }
+
+            /// Replaces the targets of `kind`.
+            pub fn set_targets(&mut self, kind: EventKind, targets: Vec<String>) {
+                match kind {
+                    $(EventKind::$kind => self.$field = targets,)*
+                }
+            }
         }
     };
 }

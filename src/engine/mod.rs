@@ -1,8 +1,10 @@
 //! The engine: one stream worker per watched database, sharing the handlers, the
 //! checkpoint store, the dead-letter collection, metrics and health.
 
+pub mod history;
 mod job;
 pub mod lanes;
+pub mod replay;
 pub mod router;
 mod stream;
 
@@ -18,6 +20,7 @@ use crate::config::Config;
 use crate::config::routes::KAFKA;
 use crate::dead_letter::DeadLetters;
 use crate::domain::Domains;
+use crate::gaps::Gaps;
 use crate::handlers::counters::{self, Counters};
 use crate::handlers::memory_stats::{self, MemoryStats};
 use crate::handlers::provider_simulator::{self, ProviderSimulator};
@@ -52,6 +55,9 @@ pub enum EngineError {
         /// Why.
         reason: String,
     },
+    /// The stream's resume point is no longer in the oplog (policy `fail`, or a replay).
+    #[error(transparent)]
+    HistoryLost(Box<history::HistoryLost>),
     /// A stream task ended abnormally (a bug).
     #[error("stream task failed: {0}")]
     Task(String),
@@ -67,7 +73,10 @@ pub(crate) struct Shared {
     health: Arc<Health>,
     checkpoints: CheckpointStore,
     dead_letters: DeadLetters,
+    gaps: Gaps,
     start: StartAt,
+    /// Set for a replay: its bounds and progress.
+    replay: Option<Arc<replay::Bounds>>,
     /// Publishes changes of the raw collections (`kafka.raw`).
     raw_sink: Option<Arc<KafkaSink>>,
 }
@@ -96,6 +105,8 @@ impl Engine {
                     .with_memory(config.memory.domain()),
                 checkpoints: CheckpointStore::new(&state_db),
                 dead_letters: DeadLetters::new(&state_db),
+                gaps: Gaps::new(&state_db),
+                replay: None,
                 client,
                 config,
                 metrics,
@@ -119,6 +130,19 @@ impl Engine {
             .collect();
         shared.domains = shared.domains.clone().with_raw(raw);
         shared.raw_sink = Some(sink);
+        self
+    }
+
+    /// Keeps positions in `store` instead of the live checkpoints (a replay's own).
+    pub fn with_checkpoints(mut self, store: CheckpointStore) -> Engine {
+        self.shared.checkpoints = store;
+        self
+    }
+
+    /// Runs as a replay within `bounds`: each stream stops at the end, and the history-lost
+    /// policy is always `fail` (a replay's start point is the operator's choice).
+    pub fn with_replay(mut self, bounds: Arc<replay::Bounds>) -> Engine {
+        self.shared.replay = Some(bounds);
         self
     }
 

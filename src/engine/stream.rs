@@ -14,15 +14,19 @@ use prometheus::IntCounter;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::history::{self, HistoryLost};
 use super::job::{self, Completion, Job, JobContext, Work};
 use super::lanes::Lanes;
+use super::replay::StreamProgress;
 use super::{EngineError, Shared};
 use crate::checkpoint::acker::Acker;
-use crate::checkpoint::store::Checkpoint;
+use crate::checkpoint::store::{Checkpoint, Resume, Stored};
 use crate::checkpoint::writer::CheckpointWriter;
+use crate::config::HistoryLostPolicy;
 use crate::config::WatchedDatabase;
 use crate::dead_letter::DeadLetter;
 use crate::domain::Decoded;
+use crate::position::{data_time, describe, raw_token_data, token_time};
 use crate::source::reader::{self, Item, Position};
 use crate::source::{self, SourceError, StartAt};
 
@@ -39,6 +43,8 @@ const YIELD_EVERY: usize = 64;
 /// How a session with an open stream ended.
 enum End {
     Shutdown,
+    /// A replay reached its end.
+    Complete,
     Failed(SourceError),
     Closed,
     /// A handler could neither apply nor set aside an event.
@@ -73,6 +79,13 @@ pub async fn run(
                 record_open(&shared, &name, false);
                 match end {
                     End::Shutdown => return Ok(()),
+                    End::Complete => {
+                        tracing::info!(stream = %name, "replay reached its end");
+                        if let Some(p) = replay_progress(&shared, &name) {
+                            p.finish();
+                        }
+                        return Ok(());
+                    }
                     End::Closed => {
                         return Err(EngineError::StreamClosed {
                             stream: name.to_string(),
@@ -93,7 +106,11 @@ pub async fn run(
             Err(e) => e,
         };
         match error {
-            OpenError::Source(e) if !e.is_retryable() => return Err(EngineError::Source(e)),
+            OpenError::HistoryLost(lost) => return Err(EngineError::HistoryLost(lost)),
+            // Reopening from the checkpoint applies the history-lost policy.
+            OpenError::Source(e) if !e.is_retryable() && !e.is_history_lost() => {
+                return Err(EngineError::Source(e));
+            }
             e => {
                 let pause = reconnect.next_backoff().unwrap_or(Duration::from_secs(30));
                 tracing::warn!(
@@ -116,6 +133,10 @@ pub async fn run(
     }
 }
 
+fn replay_progress<'a>(shared: &'a Shared, name: &str) -> Option<&'a StreamProgress> {
+    shared.replay.as_deref()?.progress.stream(name)
+}
+
 /// Health (for `/healthz`) and the `changeflow_stream_open` gauge, kept in step.
 fn record_open(shared: &Shared, name: &str, open: bool) {
     shared.health.set_open(name, open);
@@ -133,6 +154,10 @@ enum OpenError {
     Source(SourceError),
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::store::StoreError),
+    #[error(transparent)]
+    HistoryLost(Box<HistoryLost>),
+    #[error("recording the gap in changeflow_gaps: {0}")]
+    Gap(mongodb::error::Error),
 }
 
 impl From<SourceError> for OpenError {
@@ -142,22 +167,33 @@ impl From<SourceError> for OpenError {
 }
 
 /// Opens the stream after its checkpoint, or at the configured start. A stream without a
-/// checkpoint stores its opening position at once, so a crash before the first periodic
-/// checkpoint does not lose the changes made since.
+/// token checkpoint stores its opening position at once, so a crash before the first
+/// periodic checkpoint does not lose the changes made since. History lost since the
+/// checkpoint goes by the stream's policy.
 async fn open(
     shared: &Shared,
     name: &str,
     target: &WatchedDatabase,
 ) -> Result<mongodb::change_stream::ChangeStream<source::RawChange>, OpenError> {
-    let checkpoint = shared.checkpoints.load(name).await?;
-    let start = match &checkpoint {
-        Some(c) => StartAt::After(c.token.clone()),
-        None => shared.start.clone(),
+    let stored = shared.checkpoints.load_stored(name).await?;
+    let start = stored
+        .as_ref()
+        .map_or_else(|| shared.start.clone(), Stored::start_at);
+    let has_token = matches!(&stored, Some(s) if matches!(s.resume, Resume::After(_)));
+    let (stream, fresh) = match open_at(shared, name, target, &start).await {
+        Ok(stream) => (stream, !has_token),
+        Err(OpenError::HistoryLost(lost))
+            if shared.replay.is_none()
+                && shared.config.history.policy(name) == HistoryLostPolicy::RestartFromNow =>
+        {
+            (restart_from_now(shared, name, target, &lost).await?, true)
+        }
+        Err(e) => return Err(e),
     };
-    let stream = source::open(&shared.client, target, &shared.config.engine, &start).await?;
-    if checkpoint.is_none()
-        && let Some(token) = stream.resume_token()
-    {
+    if fresh && let Some(token) = stream.resume_token() {
+        if shared.replay.as_ref().is_some_and(|r| r.dry_run) {
+            return Ok(stream);
+        }
         shared
             .checkpoints
             .save(&Checkpoint {
@@ -170,6 +206,64 @@ async fn open(
             .await?;
         shared.metrics.checkpoint_saved(name);
     }
+    Ok(stream)
+}
+
+/// Opens at `start`, first checking that its history is still in the oplog (when the
+/// oplog can be read; the server's own error covers the rest).
+async fn open_at(
+    shared: &Shared,
+    name: &str,
+    target: &WatchedDatabase,
+    start: &StartAt,
+) -> Result<mongodb::change_stream::ChangeStream<source::RawChange>, OpenError> {
+    let lost = |oldest, cause: String| {
+        OpenError::HistoryLost(Box::new(HistoryLost {
+            stream: name.to_owned(),
+            resume_from: history::resume_time(start),
+            oldest,
+            cause,
+            replay: shared.replay.is_some(),
+        }))
+    };
+    if history::resume_time(start).is_some()
+        && let Some(oldest) = history::oldest_available(&shared.client, name).await
+        && history::is_lost(start, oldest)
+    {
+        return Err(lost(
+            Some(oldest),
+            "found before resuming: the resume point is older than the oldest oplog entry".into(),
+        ));
+    }
+    match source::open(&shared.client, target, &shared.config.engine, start).await {
+        Err(e) if e.is_history_lost() => {
+            let oldest = history::oldest_available(&shared.client, name).await;
+            Err(lost(oldest, format!("the server: {}", e.driver_error())))
+        }
+        other => Ok(other?),
+    }
+}
+
+/// `restart-from-now`: opens at the present, records the gap (before the checkpoint
+/// moves past it, so a crash cannot lose the record) and says so loudly.
+async fn restart_from_now(
+    shared: &Shared,
+    name: &str,
+    target: &WatchedDatabase,
+    lost: &HistoryLost,
+) -> Result<mongodb::change_stream::ChangeStream<source::RawChange>, OpenError> {
+    let stream = source::open(&shared.client, target, &shared.config.engine, &StartAt::Now).await?;
+    let lost_to = stream.resume_token().as_ref().and_then(token_time);
+    let gap = history::gap(lost, lost_to);
+    shared.gaps.record(&gap).await.map_err(OpenError::Gap)?;
+    shared.metrics.gaps.with_label_values(&[name]).inc();
+    tracing::error!(
+        stream = %name,
+        lost_from = %gap.lost_from.map_or_else(|| "unknown".to_owned(), describe),
+        lost_to = %gap.lost_to.map_or_else(|| "unknown".to_owned(), describe),
+        cause = %lost.cause,
+        "history lost: continuing from now (history.on_lost = restart-from-now); the gap is recorded in changeflow_gaps"
+    );
     Ok(stream)
 }
 
@@ -232,7 +326,10 @@ impl<'a> Session<'a> {
         stream: mongodb::change_stream::ChangeStream<source::RawChange>,
         shutdown: &CancellationToken,
     ) -> End {
-        let config = &self.shared.config;
+        let shared: &'a Shared = self.shared;
+        let config = &shared.config;
+        let replay = shared.replay.as_deref();
+        let progress = replay_progress(shared, &self.name);
         let batch = config.engine.batch_size as usize;
         let (tx, mut rx) = mpsc::channel(CHUNKS_AHEAD);
         let waits = self.shared.metrics.reader_waits(&self.name);
@@ -270,7 +367,19 @@ impl<'a> Session<'a> {
                 }
                 match item {
                     Item::Change { token, raw } => {
-                        let (decoded, times) = self.shared.domains.decode(raw);
+                        let (decoded, times) = shared.domains.decode(raw);
+                        let mut last = false;
+                        if let Some(replay) = replay {
+                            let data = raw_token_data(&token).unwrap_or_default();
+                            if replay.until.is_past(data, times.cluster_time) {
+                                break 'session End::Complete;
+                            }
+                            last = replay.until.is_last(data);
+                            replay.progress.count_event();
+                            if let (Some(p), Some(t)) = (progress, times.cluster_time) {
+                                p.advance(t);
+                            }
+                        }
                         let position = Position {
                             token,
                             cluster_time: times.cluster_time,
@@ -279,8 +388,21 @@ impl<'a> Session<'a> {
                         if !self.dispatch(position, decoded, shutdown).await {
                             break 'session End::Shutdown;
                         }
+                        if last {
+                            break 'session End::Complete;
+                        }
                     }
-                    Item::Idle(position) => self.acker.mark(position),
+                    Item::Idle(position) => {
+                        let data = raw_token_data(&position.token).unwrap_or_default();
+                        let passed = replay.is_some_and(|r| r.until.idle_passed(data));
+                        if let (Some(p), Some(t)) = (progress, data_time(data)) {
+                            p.advance(t);
+                        }
+                        self.acker.mark(position);
+                        if passed {
+                            break 'session End::Complete;
+                        }
+                    }
                     Item::Failed(e) => break 'session End::Failed(e),
                     Item::Closed => break 'session End::Closed,
                 }
@@ -360,6 +482,11 @@ impl<'a> Session<'a> {
                 event_id,
                 error,
             } => {
+                if self.shared.replay.as_ref().is_some_and(|r| r.dry_run) {
+                    tracing::warn!(stream = %self.name, event_id = %event_id, reason = %error, "bad input (dry run: not dead-lettered)");
+                    self.acker.track(position, 0);
+                    return true;
+                }
                 let letter = DeadLetter::from_raw(
                     "decode",
                     &self.name,
@@ -458,6 +585,9 @@ impl<'a> Session<'a> {
     /// (`every_ms`), after `every_events` events, and when the session ends.
     fn save(&mut self) {
         self.collect_advanced();
+        if self.shared.replay.as_ref().is_some_and(|r| r.dry_run) {
+            return;
+        }
         let (Some(position), Some(writer)) = (self.unsaved.take(), &self.writer) else {
             return;
         };

@@ -88,7 +88,14 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         .into_iter()
         .map(|(name, open)| (name, json!(if open { "open" } else { "closed" })))
         .collect();
-    let body = json!({"status": if status == StatusCode::OK { "ok" } else { "unavailable" }, "streams": streams});
+    let warnings = state.health.warnings();
+    // Degraded still answers 200: restarting the process would not give history back.
+    let summary = match (status == StatusCode::OK, warnings.is_empty()) {
+        (false, _) => "unavailable",
+        (true, true) => "ok",
+        (true, false) => "degraded",
+    };
+    let body = json!({"status": summary, "streams": streams, "warnings": warnings});
     (status, Json(body)).into_response()
 }
 

@@ -6,3 +6,4 @@ pub mod cloudevent;
 pub mod data;
 pub mod kafka;
 pub mod memory_data;
+pub mod stdout;

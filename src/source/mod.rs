@@ -66,6 +66,13 @@ impl SourceError {
         }
     }
 
+    /// Whether the server said the resume point is no longer in the oplog
+    /// (ChangeStreamHistoryLost 286, or ChangeStreamFatalError 280: the token's entry was
+    /// not found).
+    pub fn is_history_lost(&self) -> bool {
+        matches!(self.driver_error().kind.as_ref(), ErrorKind::Command(c) if c.code == 286 || c.code == 280)
+    }
+
     /// The driver's error.
     pub fn driver_error(&self) -> &DriverError {
         let (SourceError::Open { source, .. } | SourceError::Read { source, .. }) = self;

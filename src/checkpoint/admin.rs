@@ -1,0 +1,134 @@
+//! `changeflow checkpoint show | set | reset`: an operator's view of the live checkpoints
+//! and the only sanctioned way to move them. Every change names what it replaces, so the
+//! old position can be put back.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+use mongodb::Client;
+use mongodb::bson::{DateTime, Timestamp};
+use mongodb::change_stream::event::ResumeToken;
+use serde_json::{Value, json};
+
+use super::store::{Checkpoint, CheckpointStore, Resume, Stored};
+use crate::config::Config;
+use crate::position::{cluster_time_text, describe, human_seconds, token_data};
+
+/// Where `checkpoint set` moves a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NewPosition {
+    /// Right after the change with this token.
+    Token(ResumeToken),
+    /// The first change at or after this cluster time.
+    Time(Timestamp),
+}
+
+/// The live checkpoint store of `config`.
+pub fn store(client: &Client, config: &Config) -> CheckpointStore {
+    CheckpointStore::new(&client.database(&config.checkpoint.database))
+}
+
+/// The watched database named `stream`, or an error listing them.
+pub fn check_stream(config: &Config, stream: &str) -> anyhow::Result<()> {
+    if config.watch.iter().any(|w| w.database == stream) {
+        return Ok(());
+    }
+    let names: Vec<&str> = config.watch.iter().map(|w| w.database.as_str()).collect();
+    bail!(
+        "`{stream}` is not a stream (one per watched database: {})",
+        names.join(", ")
+    )
+}
+
+/// One line per field of `stored`, for people.
+pub fn describe_stored(stored: Option<&Stored>) -> String {
+    let Some(stored) = stored else {
+        return "  none: the stream starts at `run --start-at` (default: now)\n".to_owned();
+    };
+    let mut out = String::new();
+    match &stored.resume {
+        Resume::After(token) => {
+            let _ = writeln!(out, "  token    {}", token_data(token).unwrap_or_default());
+        }
+        Resume::AtTime(t) => {
+            let _ = writeln!(
+                out,
+                "  start at {} (set by an operator; replaced by a token once the stream opens)",
+                describe(*t)
+            );
+        }
+    }
+    if let Some(t) = stored.cluster_time() {
+        let age = DateTime::now().timestamp_millis() / 1000 - i64::from(t.time);
+        let _ = writeln!(
+            out,
+            "  time     {}, {} ago",
+            describe(t),
+            human_seconds(age)
+        );
+    }
+    if let Some(at) = stored
+        .updated_at
+        .and_then(|d| d.try_to_rfc3339_string().ok())
+    {
+        let _ = writeln!(out, "  stored   {at}");
+    }
+    out
+}
+
+/// `stored` for scripts.
+pub fn stored_json(stream: &str, stored: Option<&Stored>) -> Value {
+    let token = stored.and_then(|s| match &s.resume {
+        Resume::After(t) => token_data(t),
+        Resume::AtTime(_) => None,
+    });
+    let time = stored.and_then(Stored::cluster_time);
+    json!({
+        "stream": stream,
+        "token": token,
+        "cluster_time": time.map(cluster_time_text),
+        "rfc3339": time.map(crate::position::rfc3339),
+        "start_at_time": stored.is_some_and(|s| matches!(s.resume, Resume::AtTime(_))),
+    })
+}
+
+/// Moves `stream`'s checkpoint to `to`; returns what it replaced.
+pub async fn set(
+    store: &CheckpointStore,
+    stream: &str,
+    to: &NewPosition,
+) -> anyhow::Result<Option<Stored>> {
+    let previous = store.load_stored(stream).await?;
+    match to {
+        NewPosition::Token(token) => store
+            .save(&Checkpoint {
+                stream: stream.to_owned(),
+                token: token.clone(),
+                cluster_time: None,
+                wall_time: None,
+                events_since_start: 0,
+            })
+            .await
+            .context("storing the checkpoint")?,
+        NewPosition::Time(t) => store
+            .set_time(stream, *t)
+            .await
+            .context("storing the checkpoint")?,
+    }
+    Ok(previous)
+}
+
+/// How `previous` can be put back, for the confirmation and the final message.
+pub fn undo_hint(stream: &str, previous: Option<&Stored>) -> String {
+    match previous.map(|p| &p.resume) {
+        Some(Resume::After(token)) => format!(
+            "to undo: changeflow checkpoint set --stream {stream} --token {} --yes",
+            token_data(token).unwrap_or_default()
+        ),
+        Some(Resume::AtTime(t)) => format!(
+            "to undo: changeflow checkpoint set --stream {stream} --time {} --yes",
+            cluster_time_text(*t)
+        ),
+        None => format!("to undo: changeflow checkpoint reset --stream {stream} --yes"),
+    }
+}

@@ -1,0 +1,64 @@
+//! Connecting to MongoDB: one place that parses the connection string, checks the server
+//! answers, and never lets the password into an error.
+
+use std::time::Duration;
+
+use mongodb::Client;
+use mongodb::bson::doc;
+use mongodb::options::ClientOptions;
+
+use crate::redact::{redact_uri, scrub, uri_password};
+
+/// How long a command-line tool waits for a server before giving up, unless the
+/// connection string sets `serverSelectionTimeoutMS`.
+const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why MongoDB could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The connection string is not valid.
+    #[error("mongodb.uri `{uri}` is not a valid connection string: {message}")]
+    Options {
+        /// The URI, password masked.
+        uri: String,
+        /// The driver's message, password removed.
+        message: String,
+    },
+    /// No server answered, or it refused the credentials.
+    #[error("MongoDB at `{uri}` did not answer: {message}")]
+    Unreachable {
+        /// The URI, password masked.
+        uri: String,
+        /// The driver's message, password removed.
+        message: String,
+    },
+}
+
+/// A client for `uri` whose server has answered a `ping` (so a wrong address or bad
+/// credentials fail here, not at the first real operation).
+pub async fn connect(uri: &str) -> Result<Client, ConnectError> {
+    let secrets = uri_password(uri);
+    let clean = |e: mongodb::error::Error| scrub(&e.to_string(), &secrets);
+    let mut options = ClientOptions::parse(uri)
+        .await
+        .map_err(|e| ConnectError::Options {
+            uri: redact_uri(uri),
+            message: clean(e),
+        })?;
+    options
+        .server_selection_timeout
+        .get_or_insert(SERVER_SELECTION_TIMEOUT);
+    let client = Client::with_options(options).map_err(|e| ConnectError::Options {
+        uri: redact_uri(uri),
+        message: clean(e),
+    })?;
+    client
+        .database("admin")
+        .run_command(doc! {"ping": 1})
+        .await
+        .map_err(|e| ConnectError::Unreachable {
+            uri: redact_uri(uri),
+            message: clean(e),
+        })?;
+    Ok(client)
+}
