@@ -36,7 +36,8 @@ pub fn raw_token_data(token: &RawDocumentBuf) -> Option<&str> {
 pub fn token_from_hex(hex: &str) -> Result<ResumeToken, PositionError> {
     let hex = hex.trim();
     // Every server token starts with its cluster time (type byte 0x82 + 8 bytes).
-    if hex.len() < 18 || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if hex.len() < 18 || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return Err(PositionError::Token(hex.to_owned()));
     }
     if data_time(hex).is_none() {

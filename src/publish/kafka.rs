@@ -92,6 +92,9 @@ impl KafkaSink {
             sink.dead_letter_topic.as_str(),
         ];
         topics.extend(sink.raw_topics.iter().map(String::as_str));
+        // One request may not name a topic twice (a replay sends everything to one topic).
+        topics.sort_unstable();
+        topics.dedup();
         ensure_topics(config, &topics).await?;
         Ok(sink)
     }

@@ -284,3 +284,42 @@ pub async fn wait_all_settled(db: &mongodb::Database, deadline: Duration) {
     })
     .await;
 }
+
+/// What a finished `changeflow` command printed.
+pub struct CliOutput {
+    /// Exit code (None: killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error (logs and the error line).
+    pub stderr: String,
+}
+
+/// Runs `changeflow --config <config> <args>` to its end (failing the test after 3 min).
+pub async fn run_cli(config: &Config, args: &[&str]) -> CliOutput {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let file = dir.path().join("changeflow.toml");
+    let text = toml::to_string(config).unwrap_or_else(|e| panic!("config to TOML: {e}"));
+    std::fs::write(&file, text).unwrap_or_else(|e| panic!("writing {file:?}: {e}"));
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_changeflow"))
+        .arg("--config")
+        .arg(&file)
+        .args(args)
+        .env("RUST_LOG", "changeflow=debug,info")
+        .env_remove("CHANGEFLOW_CONFIG")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = super::within(
+        Duration::from_secs(180),
+        &format!("changeflow {args:?}"),
+        run,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("running changeflow {args:?}: {e}"));
+    CliOutput {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
