@@ -2,10 +2,6 @@
 //! domain type, or that a handler refused for good, with the raw event, the reason and
 //! the resume token. Keyed by stage and event id, so a replay does not add a second copy.
 
-use std::time::Duration;
-
-use backoff::ExponentialBackoffBuilder;
-use backoff::backoff::Backoff;
 use mongodb::bson::{Bson, DateTime, Document, RawDocument, Timestamp, doc};
 use mongodb::options::WriteConcern;
 use mongodb::{Collection, Database};
@@ -115,20 +111,6 @@ impl DeadLetters {
     /// Stores `letter`, retrying with backoff while the database fails: true once stored,
     /// false when `cancel` fires first (the event then stays unacknowledged).
     pub async fn put_until_stored(&self, letter: &DeadLetter, cancel: &CancellationToken) -> bool {
-        let mut backoff = ExponentialBackoffBuilder::new()
-            .with_max_interval(Duration::from_secs(10))
-            .with_max_elapsed_time(None)
-            .build();
-        loop {
-            let Err(e) = self.put(letter).await else {
-                return true;
-            };
-            let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
-            tracing::warn!(error = %e, "cannot write a dead letter; retrying");
-            tokio::select! {
-                _ = cancel.cancelled() => return false,
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
+        crate::retry::until_ok("write a dead letter", cancel, || self.put(letter)).await
     }
 }

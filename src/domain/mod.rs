@@ -6,6 +6,7 @@
 
 pub mod kind;
 pub mod memory;
+pub mod namespace;
 pub mod payments;
 pub mod raw;
 mod walk;
@@ -318,6 +319,8 @@ pub enum Decoded {
     Other,
     /// A change of a collection published raw (`kafka.raw`).
     Raw(raw::RawChangeEvent),
+    /// A watched collection or database dropped or renamed, or the stream invalidated.
+    Namespace(namespace::NamespaceEvent),
     /// A change that does not fit its domain type: it goes to the dead-letter collection.
     Invalid {
         /// The change as read.
@@ -336,6 +339,7 @@ impl Decoded {
             Decoded::Event(e) => e.kind().as_str(),
             Decoded::Other => "other",
             Decoded::Raw(_) => "raw",
+            Decoded::Namespace(e) => e.label(),
             Decoded::Invalid { .. } => "invalid",
         }
     }
@@ -394,8 +398,13 @@ impl Domains {
     pub fn decode(&self, raw: RawDocumentBuf) -> (Decoded, ChangeTimes) {
         let mut times = ChangeTimes::default();
         let mut raw_target = None;
+        let mut namespace_event = None;
         let decoded = Envelope::read(&raw).and_then(|envelope| {
             times = envelope.times();
+            if let Some(event) = namespace::from_envelope(&raw, &envelope) {
+                namespace_event = Some(event);
+                return Ok(None);
+            }
             match self.namespace(&envelope) {
                 Namespace::Payments => {
                     Ok(payments::from_envelope(&envelope)?.map(DomainEvent::Payment))
@@ -411,6 +420,9 @@ impl Domains {
                 Namespace::Other => Ok(None),
             }
         });
+        if let Some(event) = namespace_event {
+            return (Decoded::Namespace(event), times);
+        }
         let decoded = match (decoded, raw_target) {
             (Ok(_), Some(target)) => match raw::RawChangeEvent::from_raw(&raw, target) {
                 Ok(event) => Decoded::Raw(event),

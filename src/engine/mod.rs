@@ -28,6 +28,7 @@ use crate::handlers::status_updater::StatusUpdater;
 use crate::handlers::{Handler, HandlerError};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::namespace_log::NamespaceLog;
 use crate::publish::kafka::{KafkaSink, PublishError};
 use crate::source::{SourceError, StartAt};
 use router::Router;
@@ -38,15 +39,6 @@ pub enum EngineError {
     /// A stream failed in a way reopening cannot fix.
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// The server closed a stream for good (its database was dropped or renamed).
-    #[error(
-        "the change stream of database `{stream}` was invalidated (database dropped?); \
-         restart changeflow to open it again"
-    )]
-    StreamClosed {
-        /// The stream.
-        stream: String,
-    },
     /// A handler could neither apply nor set aside an event; the checkpoint stays before it.
     #[error("stream `{stream}` stopped: {reason}")]
     Handler {
@@ -74,6 +66,7 @@ pub(crate) struct Shared {
     checkpoints: CheckpointStore,
     dead_letters: DeadLetters,
     gaps: Gaps,
+    namespace_log: NamespaceLog,
     start: StartAt,
     /// Set for a replay: its bounds and progress.
     replay: Option<Arc<replay::Bounds>>,
@@ -106,6 +99,7 @@ impl Engine {
                 checkpoints: CheckpointStore::new(&state_db),
                 dead_letters: DeadLetters::new(&state_db),
                 gaps: Gaps::new(&state_db),
+                namespace_log: NamespaceLog::new(&state_db),
                 replay: None,
                 client,
                 config,

@@ -26,6 +26,7 @@ use crate::config::HistoryLostPolicy;
 use crate::config::WatchedDatabase;
 use crate::dead_letter::DeadLetter;
 use crate::domain::Decoded;
+use crate::domain::namespace::NamespaceChange;
 use crate::position::{data_time, describe, raw_token_data, token_time};
 use crate::source::reader::{self, Item, Position};
 use crate::source::{self, SourceError, StartAt};
@@ -86,10 +87,12 @@ pub async fn run(
                         }
                         return Ok(());
                     }
+                    // An invalidate (database dropped): its event moved the checkpoint,
+                    // and the stream reopens right after it.
                     End::Closed => {
-                        return Err(EngineError::StreamClosed {
-                            stream: name.to_string(),
-                        });
+                        reconnect.reset();
+                        tracing::warn!(stream = %name, "stream closed by the server; reopening after the checkpoint");
+                        continue;
                     }
                     End::Fatal(reason) => {
                         return Err(EngineError::Handler {
@@ -475,6 +478,28 @@ impl<'a> Session<'a> {
                 self.submit(&lane, job);
             }
             Decoded::Other => {
+                self.acker.track(position, 0);
+            }
+            Decoded::Namespace(event) => {
+                let text = event.describe();
+                match event.change {
+                    NamespaceChange::StreamInvalidated => {
+                        tracing::warn!(stream = %self.name, event_id = %event.event_id, "{text}")
+                    }
+                    _ => {
+                        tracing::error!(stream = %self.name, event_id = %event.event_id, "{text}")
+                    }
+                }
+                let dry_run = self.shared.replay.as_ref().is_some_and(|r| r.dry_run);
+                let log = &self.shared.namespace_log;
+                if !dry_run
+                    && !crate::retry::until_ok("record a namespace event", shutdown, || {
+                        log.record(&self.name, &event)
+                    })
+                    .await
+                {
+                    return false;
+                }
                 self.acker.track(position, 0);
             }
             Decoded::Invalid {

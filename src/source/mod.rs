@@ -80,13 +80,25 @@ impl SourceError {
     }
 }
 
-/// The server-side filter: only the watched collections of the database, only the given
-/// operation types.
+/// Operations on a watched collection itself, always passed on (surfaced, never handled).
+const NAMESPACE_OPERATIONS: [&str; 2] = ["drop", "rename"];
+
+/// The server-side filter: only the watched collections of the database and the given
+/// operation types, plus what happens to the namespaces themselves (a watched collection
+/// dropped or renamed, or renamed into a watched name; the database dropped; the
+/// invalidate that follows), which are surfaced on their own.
 pub fn pipeline(collections: &[String], operation_types: &[String]) -> Vec<Document> {
-    vec![doc! { "$match": {
-        "ns.coll": { "$in": collections },
-        "operationType": { "$in": operation_types },
-    } }]
+    let mut operations: Vec<&str> = operation_types.iter().map(String::as_str).collect();
+    for op in NAMESPACE_OPERATIONS {
+        if !operations.contains(&op) {
+            operations.push(op);
+        }
+    }
+    vec![doc! { "$match": { "$or": [
+        { "ns.coll": { "$in": collections }, "operationType": { "$in": operations } },
+        { "to.coll": { "$in": collections }, "operationType": "rename" },
+        { "operationType": { "$in": ["dropDatabase", "invalidate"] } },
+    ] } }]
 }
 
 /// Opens the one change stream of `target`'s database, filtered and batched by `options`.
@@ -130,10 +142,11 @@ mod tests {
         );
         assert_eq!(
             p,
-            vec![doc! {"$match": {
-                "ns.coll": {"$in": ["payments", "refunds"]},
-                "operationType": {"$in": ["insert"]},
-            }}]
+            vec![doc! {"$match": {"$or": [
+                {"ns.coll": {"$in": ["payments", "refunds"]}, "operationType": {"$in": ["insert", "drop", "rename"]}},
+                {"to.coll": {"$in": ["payments", "refunds"]}, "operationType": "rename"},
+                {"operationType": {"$in": ["dropDatabase", "invalidate"]}},
+            ]}}]
         );
     }
 }

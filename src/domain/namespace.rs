@@ -1,0 +1,98 @@
+//! Changes to the watched namespaces themselves: a watched collection dropped or renamed,
+//! its database dropped, and the `invalidate` that closes a stream after a database drop.
+//! They carry no document, so no domain claims them; they are surfaced on their own.
+
+use mongodb::bson::{RawDocument, Timestamp};
+
+use super::{Envelope, EventId, event_id_of};
+
+/// What happened to the namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NamespaceChange {
+    /// The collection was dropped (its documents are gone without delete events).
+    CollectionDropped,
+    /// The collection was renamed to `to` (`database.collection`).
+    CollectionRenamed {
+        /// The new namespace.
+        to: String,
+    },
+    /// The whole database was dropped.
+    DatabaseDropped,
+    /// The server closed the stream; changeflow reopens it after this event.
+    StreamInvalidated,
+}
+
+/// A namespace change as read from a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceEvent {
+    /// Stable id from the resume token.
+    pub event_id: EventId,
+    /// What happened.
+    pub change: NamespaceChange,
+    /// `database` or `database.collection`, when the event names it.
+    pub namespace: Option<String>,
+    /// When it happened.
+    pub cluster_time: Option<Timestamp>,
+}
+
+impl NamespaceEvent {
+    /// Metric label and record kind (bounded set).
+    pub fn label(&self) -> &'static str {
+        match self.change {
+            NamespaceChange::CollectionDropped => "collection_dropped",
+            NamespaceChange::CollectionRenamed { .. } => "collection_renamed",
+            NamespaceChange::DatabaseDropped => "database_dropped",
+            NamespaceChange::StreamInvalidated => "stream_invalidated",
+        }
+    }
+
+    /// One sentence for the log.
+    pub fn describe(&self) -> String {
+        let ns = self.namespace.as_deref().unwrap_or("?");
+        match &self.change {
+            NamespaceChange::CollectionDropped => format!(
+                "watched collection `{ns}` was dropped; its documents are gone without delete events, \
+                 and a recreated collection is watched again"
+            ),
+            NamespaceChange::CollectionRenamed { to } => {
+                format!("watched namespace `{ns}` was renamed to `{to}`")
+            }
+            NamespaceChange::DatabaseDropped => {
+                format!("watched database `{ns}` was dropped")
+            }
+            NamespaceChange::StreamInvalidated => {
+                "the server invalidated the stream; reopening it right after the invalidate".into()
+            }
+        }
+    }
+}
+
+/// The namespace event of `raw`, if its operation is one (None for document changes).
+pub(crate) fn from_envelope(raw: &RawDocument, envelope: &Envelope<'_>) -> Option<NamespaceEvent> {
+    let operation = envelope.operation().ok()?;
+    let change = match operation {
+        "drop" => NamespaceChange::CollectionDropped,
+        "rename" => NamespaceChange::CollectionRenamed {
+            to: namespace_of(raw, "to").unwrap_or_else(|| "?".to_owned()),
+        },
+        "dropDatabase" => NamespaceChange::DatabaseDropped,
+        "invalidate" => NamespaceChange::StreamInvalidated,
+        _ => return None,
+    };
+    Some(NamespaceEvent {
+        event_id: event_id_of(raw),
+        change,
+        namespace: namespace_of(raw, "ns"),
+        cluster_time: envelope.times().cluster_time,
+    })
+}
+
+/// `db.coll` (or `db`) of the `ns`-shaped field `field`.
+fn namespace_of(raw: &RawDocument, field: &str) -> Option<String> {
+    let ns = raw.get_document(field).ok()?;
+    let db = ns.get_str("db").ok()?;
+    Some(match ns.get_str("coll") {
+        Ok(coll) => format!("{db}.{coll}"),
+        Err(_) => db.to_owned(),
+    })
+}

@@ -1,0 +1,32 @@
+//! Retrying a write that must happen before the stream moves on.
+
+use std::time::Duration;
+
+use backoff::ExponentialBackoffBuilder;
+use backoff::backoff::Backoff;
+use tokio_util::sync::CancellationToken;
+
+/// Runs `attempt` until it succeeds (true) or `cancel` fires first (false), with
+/// exponential backoff up to 10 s between tries; each failure is logged with `what`.
+pub async fn until_ok<F, Fut, E>(what: &str, cancel: &CancellationToken, mut attempt: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut backoff = ExponentialBackoffBuilder::new()
+        .with_max_interval(Duration::from_secs(10))
+        .with_max_elapsed_time(None)
+        .build();
+    loop {
+        let Err(e) = attempt().await else {
+            return true;
+        };
+        let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
+        tracing::warn!(error = %e, "cannot {what}; retrying");
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}

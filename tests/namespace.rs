@@ -1,0 +1,115 @@
+//! A watched collection renamed or dropped and its database dropped: each is surfaced as
+//! an event of its own (logged, recorded in changeflow_namespace_events), the stream goes
+//! on, and documents written into the recreated collection are still processed.
+
+mod common;
+
+use std::sync::Arc;
+
+use changeflow::namespace_log::COLLECTION;
+use changeflow::source::StartAt;
+use common::app::{insert_pending, kafka_only_config};
+use common::records::{consume, required};
+use common::{DEADLINE, unique_name, wait_until};
+use futures::TryStreamExt;
+use mongodb::bson::{Document, doc};
+
+#[tokio::test]
+async fn drops_and_renames_are_surfaced_and_the_stream_goes_on() {
+    let client = common::mongo().await;
+    let db_name = unique_name("ns_events");
+    let mut config = kafka_only_config(&db_name);
+    // State lives apart: this test drops the watched database.
+    config.checkpoint.database = format!("{db_name}_state");
+    let state = client.database(&config.checkpoint.database);
+    let running = changeflow::app::start(Arc::new(config.clone()), StartAt::Now)
+        .await
+        .expect("starting changeflow");
+    running.ready(DEADLINE).await.expect("stream open");
+    let db = client.database(&db_name);
+    let payments = db.collection::<Document>("payments");
+
+    let recorded = |n: usize| {
+        let log = state.collection::<Document>(COLLECTION);
+        async move {
+            wait_until(DEADLINE, &format!("{n} namespace events"), || {
+                let log = log.clone();
+                async move {
+                    let events: Vec<Document> = log
+                        .find(doc! {})
+                        .sort(doc! {"cluster_time": 1})
+                        .await
+                        .ok()?
+                        .try_collect()
+                        .await
+                        .ok()?;
+                    (events.len() >= n).then_some(events)
+                }
+            })
+            .await
+        }
+    };
+
+    insert_pending(&payments, "p1", 1, 1).await;
+    client
+        .database("admin")
+        .run_command(doc! {
+            "renameCollection": format!("{db_name}.payments"),
+            "to": format!("{db_name}.payments_old"),
+        })
+        .await
+        .expect("renaming the watched collection");
+    insert_pending(&payments, "p2", 1, 1).await;
+    payments
+        .drop()
+        .await
+        .expect("dropping the watched collection");
+    insert_pending(&payments, "p3", 1, 1).await;
+    let events = recorded(2).await;
+    assert_eq!(
+        events[0].get_str("kind"),
+        Ok("collection_renamed"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events[0].get_str("to"),
+        Ok(format!("{db_name}.payments_old").as_str())
+    );
+    assert_eq!(
+        events[1].get_str("kind"),
+        Ok("collection_dropped"),
+        "{events:?}"
+    );
+    running
+        .ready(DEADLINE)
+        .await
+        .expect("still running after drop and rename");
+
+    db.drop().await.expect("dropping the watched database");
+    let events = recorded(5).await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.get_str("kind").ok())
+        .collect();
+    assert_eq!(
+        kinds[2..],
+        [
+            "collection_dropped",
+            "database_dropped",
+            "stream_invalidated"
+        ],
+        "{events:?}"
+    );
+    insert_pending(&payments, "p4", 1, 1).await;
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    let records = consume(&common::kafka_brokers(), &topic, 4).await;
+    let mut subjects: Vec<&str> = records.iter().map(|m| required(m, "ce_subject")).collect();
+    subjects.sort_unstable();
+    assert_eq!(subjects, ["p1-0", "p2-0", "p3-0", "p4-0"]);
+    running
+        .ready(DEADLINE)
+        .await
+        .expect("still running after the database drop");
+    running.until(async {}).await.expect("graceful stop");
+    let _ = state.drop().await;
+}
