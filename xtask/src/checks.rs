@@ -95,6 +95,9 @@ pub async fn run_all(keep_services: bool, cargo_test_args: &[String]) -> Result<
     // Some tests stop and restart a broker of their own.
     let tansu =
         crate::kafka::locate_tansu().context("locating tansu for the broker-outage test")?;
+    // The credentials test starts its own mongod with access control.
+    let mongod =
+        crate::mongo::locate_mongod().context("locating mongod for the credentials test")?;
     let tests_ok = timings.time("cargo test", || {
         run_step(
             "cargo test",
@@ -103,7 +106,8 @@ pub async fn run_all(keep_services: bool, cargo_test_args: &[String]) -> Result<
                 .args(cargo_test_args)
                 .env("MONGODB_URI", &endpoints.mongodb_uri)
                 .env("KAFKA_BROKERS", &endpoints.kafka_brokers)
-                .env("TANSU_BIN", &tansu),
+                .env("TANSU_BIN", &tansu)
+                .env("MONGOD_BIN", &mongod),
         )
     });
 

