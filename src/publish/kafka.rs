@@ -93,8 +93,8 @@ impl KafkaSink {
         ];
         topics.extend(sink.raw_topics.iter().map(String::as_str));
         // One request may not name a topic twice (a replay sends everything to one topic).
-        topics.sort_unstable();
-        topics.dedup();
+        let mut seen = std::collections::HashSet::new();
+        topics.retain(|t| seen.insert(*t));
         ensure_topics(config, &topics).await?;
         Ok(sink)
     }
