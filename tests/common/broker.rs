@@ -10,30 +10,11 @@ use super::app::free_port;
 /// The tansu binary: `TANSU_BIN` (set by `cargo xtask test`), else the one `cargo xtask up`
 /// builds into the cache.
 pub fn tansu_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("TANSU_BIN").filter(|v| !v.is_empty()) {
-        return PathBuf::from(bin);
-    }
-    let cache = std::env::var_os("CHANGEFLOW_CACHE_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let base = std::env::var_os("XDG_CACHE_HOME")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
-                        .join(".cache")
-                });
-            base.join("changeflow")
-        });
-    let bin = cache.join("tansu-0.6.0/bin/tansu");
-    assert!(
-        bin.is_file(),
-        "this test stops and restarts its own broker and needs the tansu binary: none at \
-         {bin:?} and TANSU_BIN is not set; run `cargo xtask up` (it builds tansu into the \
-         cache) or `cargo xtask test`, or set TANSU_BIN"
-    );
-    bin
+    super::cached_binary(
+        "TANSU_BIN",
+        "tansu-0.6.0/bin/tansu",
+        "this test stops and restarts its own broker and needs the tansu binary",
+    )
 }
 
 /// A tansu broker owned by one test.

@@ -131,6 +131,30 @@ pub async fn create_topic(name: &str, partitions: i32) {
     }
 }
 
+/// A server binary: the path in `env_var` (set by `cargo xtask test`), else `cached` under
+/// the cache `cargo xtask up` fills; panics with `needed_for` and how to get it.
+pub fn cached_binary(env_var: &str, cached: &str, needed_for: &str) -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if let Some(bin) = std::env::var_os(env_var).filter(|v| !v.is_empty()) {
+        return PathBuf::from(bin);
+    }
+    let nonempty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let cache = nonempty("CHANGEFLOW_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| nonempty("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("changeflow")))
+        .unwrap_or_else(|| {
+            PathBuf::from(nonempty("HOME").unwrap_or_else(|| "/tmp".into()))
+                .join(".cache/changeflow")
+        });
+    let bin = cache.join(cached);
+    assert!(
+        bin.is_file(),
+        "{needed_for}: none at {bin:?} and {env_var} is not set; run `cargo xtask up` (it puts \
+         the servers into the cache) or `cargo xtask test`, or set {env_var}"
+    );
+    bin
+}
+
 /// The stream options changeflow uses by default.
 pub fn engine_config() -> changeflow::config::EngineConfig {
     changeflow::config::Config::default().engine

