@@ -132,8 +132,8 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "TIME", group = "from", value_parser = parse_from_time)]
     pub from_time: Option<Timestamp>,
     /// Stop after the change with this token.
-    #[arg(long, value_name = "HEX", conflicts_with = "until_time")]
-    pub until_token: Option<String>,
+    #[arg(long, value_name = "HEX", conflicts_with = "until_time", value_parser = parse_token)]
+    pub until_token: Option<ResumeToken>,
     /// Stop after the last change at or before TIME.
     #[arg(long, value_name = "TIME", value_parser = parse_until_time)]
     pub until_time: Option<Timestamp>,

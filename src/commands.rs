@@ -21,9 +21,6 @@ use crate::{app, demo, setup, shutdown, status, tail};
 
 /// Runs `command` to its end.
 pub fn run(command: Command, config: Config) -> anyhow::Result<()> {
-    if let Command::CheckConfig = command {
-        return check_config(&config);
-    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         match command {
@@ -267,12 +264,9 @@ async fn run_replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         (None, None) => bail!("give --from-token or --from-time"),
     };
     let until = match (args.until_token, args.until_time) {
-        (Some(hex), _) => {
-            let token = crate::position::token_from_hex(&hex)?;
-            Some(Until::Token(
-                crate::position::token_data(&token).unwrap_or(hex),
-            ))
-        }
+        (Some(token), _) => Some(Until::Token(
+            crate::position::token_data(&token).context("the --until-token has no `_data`")?,
+        )),
         (None, Some(time)) => Some(Until::Time(time)),
         (None, None) => None,
     };

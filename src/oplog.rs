@@ -94,19 +94,21 @@ impl OplogProbe {
         if hello.get_str("msg") == Ok("isdbgrid") {
             return Err(OplogError::Mongos);
         }
-        let mut hosts: Vec<String> = ["hosts", "passives"]
+        let hosts: Vec<String> = ["hosts", "passives"]
             .iter()
             .filter_map(|key| hello.get_array(key).ok())
             .flatten()
             .filter_map(|h| h.as_str().map(str::to_owned))
             .collect();
         if hosts.is_empty() {
-            // Not a replica-set member (a direct connection to a standalone): itself.
-            hosts.push(String::from("(connected server)"));
+            // Not a replica-set member (a direct connection): the server itself.
+            return Ok(OplogProbe {
+                members: vec![("(connected server)".to_owned(), Ok(oplog_of(client)))],
+            });
         }
         let mut members = Vec::with_capacity(hosts.len());
         for host in hosts {
-            let oplog = direct_oplog(client, uri, &host).await;
+            let oplog = direct_oplog(uri, &host).await;
             members.push((host, oplog));
         }
         Ok(OplogProbe { members })
@@ -130,17 +132,12 @@ impl OplogProbe {
     }
 }
 
-/// The oplog of `host`, over a direct connection with `uri`'s settings. A placeholder
-/// host (a standalone) reuses `client`.
-async fn direct_oplog(
-    client: &Client,
-    uri: &str,
-    host: &str,
-) -> Result<Collection<Document>, String> {
-    let oplog = |c: &Client| c.database("local").collection::<Document>("oplog.rs");
-    if host.starts_with('(') {
-        return Ok(oplog(client));
-    }
+fn oplog_of(client: &Client) -> Collection<Document> {
+    client.database("local").collection("oplog.rs")
+}
+
+/// The oplog of `host`, over a direct connection with `uri`'s settings.
+async fn direct_oplog(uri: &str, host: &str) -> Result<Collection<Document>, String> {
     let mut options = ClientOptions::parse(uri)
         .await
         .map_err(|e| redact_uri(&e.to_string()))?;
@@ -150,7 +147,7 @@ async fn direct_oplog(
     options.server_selection_timeout = Some(MEMBER_TIMEOUT);
     options.connect_timeout = Some(MEMBER_TIMEOUT);
     let direct = Client::with_options(options).map_err(|e| redact_uri(&e.to_string()))?;
-    Ok(oplog(&direct))
+    Ok(oplog_of(&direct))
 }
 
 async fn read_window(oplog: &Collection<Document>) -> Result<Window, String> {
@@ -178,7 +175,7 @@ async fn entry_time(oplog: &Collection<Document>, order: i32) -> Result<Timestam
 /// read preference says otherwise): where a stream opened through it can start. Fails
 /// when that oplog cannot be read (e.g. no read access to `local`).
 pub async fn oldest_entry(client: &Client) -> Result<Timestamp, String> {
-    entry_time(&client.database("local").collection("oplog.rs"), 1).await
+    entry_time(&oplog_of(client), 1).await
 }
 
 /// Seconds from the oldest oplog entry to `checkpoint`: how long until it falls off at the

@@ -103,11 +103,21 @@ pub fn cluster_time_text(t: Timestamp) -> String {
     format!("{}.{}", t.time, t.increment)
 }
 
+/// RFC 3339 (UTC) of a date. Only years beyond 9999 fail; such a date is shown as the
+/// epoch rather than lost.
+pub fn datetime_rfc3339(at: DateTime) -> String {
+    at.try_to_rfc3339_string()
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
 /// RFC 3339 (UTC, whole seconds) of a cluster time's seconds.
 pub fn rfc3339(t: Timestamp) -> String {
-    DateTime::from_millis(i64::from(t.time) * 1000)
-        .try_to_rfc3339_string()
-        .unwrap_or_else(|_| t.time.to_string())
+    datetime_rfc3339(DateTime::from_millis(i64::from(t.time) * 1000))
+}
+
+/// Seconds from the cluster time `t` to now (by this machine's clock).
+pub fn age_seconds(t: Timestamp) -> i64 {
+    DateTime::now().timestamp_millis() / 1000 - i64::from(t.time)
 }
 
 /// `2026-11-22T14:02:00Z (1763820120.1)`: readable and exact.

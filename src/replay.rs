@@ -137,7 +137,7 @@ pub fn select_streams(
         let known = selected.iter().any(|w| {
             w.collections
                 .iter()
-                .any(|c| *wanted == *c || *wanted == format!("{}.{c}", w.database))
+                .any(|c| names_collection(wanted, &w.database, c))
         });
         if !known {
             let all: Vec<String> = selected
@@ -154,15 +154,24 @@ pub fn select_streams(
         }
     }
     for w in &mut selected {
-        let database = w.database.clone();
+        let database = &w.database;
         w.collections.retain(|c| {
             collections
                 .iter()
-                .any(|wanted| wanted == c || *wanted == format!("{database}.{c}"))
+                .any(|wanted| names_collection(wanted, database, c))
         });
     }
     selected.retain(|w| !w.collections.is_empty());
     Ok(selected)
+}
+
+/// Whether `wanted` (`collection` or `database.collection`) names `database`.`collection`.
+fn names_collection(wanted: &str, database: &str, collection: &str) -> bool {
+    wanted == collection
+        || wanted
+            .strip_prefix(database)
+            .and_then(|rest| rest.strip_prefix('.'))
+            == Some(collection)
 }
 
 /// A replay's id: the same request gets the same id, so running it again continues it.
@@ -270,6 +279,7 @@ pub async fn run(
     let started = Instant::now();
     let reporter = tokio::spawn(report_progress(
         bounds.clone(),
+        metrics.clone(),
         request.from.time(),
         until.time(),
     ));
@@ -288,12 +298,13 @@ pub async fn run(
             .await
             .context("recording the replay as complete")?;
     }
+    let by_kind = metrics.received_by_kind();
     Ok(Outcome {
         id,
         complete,
         continued,
-        by_kind: metrics.received_by_kind(),
-        events: bounds.progress.events(),
+        events: by_kind.values().sum(),
+        by_kind,
         until,
         elapsed: started.elapsed(),
     })
@@ -408,7 +419,12 @@ fn replay_config(config: &Config, request: &Request, streams: Vec<WatchedDatabas
 
 /// A bar on a terminal (events, events/s, how far between start and end), a log line every
 /// ten seconds elsewhere.
-async fn report_progress(bounds: Arc<Bounds>, from: Option<Timestamp>, until: Option<Timestamp>) {
+async fn report_progress(
+    bounds: Arc<Bounds>,
+    metrics: Arc<Metrics>,
+    from: Option<Timestamp>,
+    until: Option<Timestamp>,
+) {
     use std::io::IsTerminal;
     let span = match (from, until) {
         (Some(f), Some(u)) => u64::from(u.time.saturating_sub(f.time)).max(1),
@@ -427,7 +443,7 @@ async fn report_progress(bounds: Arc<Bounds>, from: Option<Timestamp>, until: Op
     let mut last_log = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let events = bounds.progress.events();
+        let events: u64 = metrics.received_by_kind().values().sum();
         let rate = events as f64 / started.elapsed().as_secs_f64().max(0.001);
         let at = bounds.progress.slowest();
         let done = match (at, from) {
@@ -451,5 +467,33 @@ async fn report_progress(bounds: Arc<Bounds>, from: Option<Timestamp>, until: Op
             last_log = Instant::now();
             tracing::info!(progress = %format!("{}%", done * 100 / span), "{message}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collections_are_selected_by_name_or_namespace() {
+        let watch = vec![
+            WatchedDatabase {
+                database: "shop".into(),
+                collections: vec!["payments".into(), "orders".into()],
+            },
+            WatchedDatabase {
+                database: "mem".into(),
+                collections: vec!["orders".into()],
+            },
+        ];
+        let picked = select_streams(&watch, None, &["shop.orders".into()]).expect("known");
+        assert_eq!(picked.len(), 1);
+        assert_eq!(picked[0].collections, ["orders"]);
+        let picked = select_streams(&watch, None, &["orders".into()]).expect("known");
+        assert_eq!(picked.len(), 2);
+        let picked = select_streams(&watch, Some("mem"), &[]).expect("known");
+        assert_eq!(picked[0].database, "mem");
+        assert!(select_streams(&watch, None, &["shoporders".into()]).is_err());
+        assert!(select_streams(&watch, Some("nope"), &[]).is_err());
     }
 }

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use mongodb::Client;
-use mongodb::bson::{DateTime, Timestamp};
+use mongodb::bson::Timestamp;
 use serde_json::{Value, json};
 
 use crate::checkpoint::store::{CheckpointStore, Resume, Stored};
@@ -15,7 +15,9 @@ use crate::gaps::Gaps;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::oplog::{OplogProbe, Windows, headroom_seconds};
-use crate::position::{cluster_time_text, describe, human_seconds, rfc3339, token_data};
+use crate::position::{
+    age_seconds, cluster_time_text, describe, human_seconds, rfc3339, token_data,
+};
 
 /// One stream's standing.
 #[derive(Debug, Clone)]
@@ -83,7 +85,6 @@ impl Report {
     /// The report for people.
     pub fn text(&self) -> String {
         let mut out = String::new();
-        let now = DateTime::now().timestamp_millis() / 1000;
         for s in &self.streams {
             let _ = writeln!(out, "stream {} ({})", s.stream, s.collections.join(", "));
             match &s.checkpoint {
@@ -103,7 +104,7 @@ impl Report {
                     };
                     let _ = writeln!(out, "  checkpoint  {what} {value}");
                     if let Some(t) = c.cluster_time() {
-                        let age = now - i64::from(t.time);
+                        let age = age_seconds(t);
                         let _ = writeln!(
                             out,
                             "  position    {}, {} ago",
@@ -233,22 +234,26 @@ pub async fn gather(client: &Client, config: &Config, probe: Option<&OplogProbe>
     let state = client.database(&config.checkpoint.database);
     let store = CheckpointStore::new(&state);
     let gaps = Gaps::new(&state);
-    let mut streams = Vec::with_capacity(config.watch.len());
-    for w in &config.watch {
-        streams.push(StreamStatus {
-            stream: w.database.clone(),
-            collections: w.collections.clone(),
-            checkpoint: store
-                .load_stored(&w.database)
-                .await
-                .map_err(|e| crate::redact::redact_uri(&e.to_string())),
-            gaps: gaps.count(&w.database).await.map_err(|e| e.to_string()),
-        });
-    }
-    let oplog = match probe {
-        Some(p) => Ok(p.windows().await),
-        None => Err("no oplog probe".to_owned()),
+    let streams = futures::future::join_all(config.watch.iter().map(|w| {
+        let (store, gaps) = (&store, &gaps);
+        async move {
+            let (checkpoint, gap_count) =
+                futures::join!(store.load_stored(&w.database), gaps.count(&w.database));
+            StreamStatus {
+                stream: w.database.clone(),
+                collections: w.collections.clone(),
+                checkpoint: checkpoint.map_err(|e| e.to_string()),
+                gaps: gap_count.map_err(|e| e.to_string()),
+            }
+        }
+    }));
+    let windows = async {
+        match probe {
+            Some(p) => Ok(p.windows().await),
+            None => Err("no oplog probe".to_owned()),
+        }
     };
+    let (streams, oplog) = futures::join!(streams, windows);
     Report {
         streams,
         oplog,

@@ -162,19 +162,8 @@ async fn replay_between_two_times_stops_at_the_until_event() {
     let until = cluster_time_text(seen[19].time);
     let expected: Vec<String> = seen[9..=19].iter().map(Seen::id).collect();
 
-    let out = run_cli(
-        &config,
-        &[
-            "replay",
-            "--from-time",
-            &from,
-            "--until-time",
-            &until,
-            "--to",
-            "stdout",
-        ],
-    )
-    .await;
+    let window = ["replay", "--from-time", &from, "--until-time", &until];
+    let out = run_cli(&config, &[&window[..], &["--to", "stdout"]].concat()).await;
     assert_eq!(out.code, Some(0), "replay failed:\n{}", out.stderr);
     let events: Vec<serde_json::Value> = out
         .stdout
@@ -197,18 +186,7 @@ async fn replay_between_two_times_stops_at_the_until_event() {
     assert!(subjects.contains("t-9") && subjects.contains("t-19"));
     assert!(!subjects.contains("t-8") && !subjects.contains("t-20"));
 
-    let dry = run_cli(
-        &config,
-        &[
-            "replay",
-            "--from-time",
-            &from,
-            "--until-time",
-            &until,
-            "--dry-run",
-        ],
-    )
-    .await;
+    let dry = run_cli(&config, &[&window[..], &["--dry-run"]].concat()).await;
     assert_eq!(dry.code, Some(0), "dry run failed:\n{}", dry.stderr);
     assert!(dry.stdout.contains("dry run: 11 changes"), "{}", dry.stdout);
     assert!(

@@ -6,13 +6,15 @@ use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
 use mongodb::Client;
-use mongodb::bson::{DateTime, Timestamp};
+use mongodb::bson::Timestamp;
 use mongodb::change_stream::event::ResumeToken;
 use serde_json::{Value, json};
 
 use super::store::{Checkpoint, CheckpointStore, Resume, Stored};
 use crate::config::Config;
-use crate::position::{cluster_time_text, describe, human_seconds, token_data};
+use crate::position::{
+    age_seconds, cluster_time_text, datetime_rfc3339, describe, human_seconds, token_data,
+};
 
 /// Where `checkpoint set` moves a stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,19 +61,11 @@ pub fn describe_stored(stored: Option<&Stored>) -> String {
         }
     }
     if let Some(t) = stored.cluster_time() {
-        let age = DateTime::now().timestamp_millis() / 1000 - i64::from(t.time);
-        let _ = writeln!(
-            out,
-            "  time     {}, {} ago",
-            describe(t),
-            human_seconds(age)
-        );
+        let age = human_seconds(age_seconds(t));
+        let _ = writeln!(out, "  time     {}, {age} ago", describe(t));
     }
-    if let Some(at) = stored
-        .updated_at
-        .and_then(|d| d.try_to_rfc3339_string().ok())
-    {
-        let _ = writeln!(out, "  stored   {at}");
+    if let Some(at) = stored.updated_at {
+        let _ = writeln!(out, "  stored   {}", datetime_rfc3339(at));
     }
     out
 }

@@ -138,14 +138,9 @@ impl CheckpointStore {
         else {
             return Ok(None);
         };
-        let Some(token) = doc.get("token").cloned() else {
-            return match doc.get_timestamp(START_AT_FIELD) {
-                Ok(_) => Ok(None),
-                Err(_) => Err(malformed(stream, "neither `token` nor a start time")),
-            };
+        let Resume::After(token) = stored(&doc)?.resume else {
+            return Ok(None);
         };
-        let token: ResumeToken =
-            bson::from_bson(token).map_err(|e| malformed(stream, format!("`token`: {e}")))?;
         let events = doc.get_i64("events_since_start").unwrap_or(0);
         Ok(Some(Checkpoint {
             stream: stream.to_owned(),

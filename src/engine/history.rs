@@ -90,14 +90,10 @@ pub async fn oldest_available(client: &Client, stream: &str) -> Option<Timestamp
     }
 }
 
-/// Whether resuming at `start` would need history older than `oldest`. Resuming after a
-/// token needs the token's own entry; starting at a time needs nothing before it.
+/// Whether resuming at `start` would need history older than `oldest` (resuming after a
+/// token needs the token's own entry; starting at a time needs nothing before it).
 pub fn is_lost(start: &StartAt, oldest: Timestamp) -> bool {
-    match (start, resume_time(start)) {
-        (StartAt::After(_), Some(t)) => t < oldest,
-        (StartAt::OperationTime(_), Some(t)) => t < oldest,
-        _ => false,
-    }
+    resume_time(start).is_some_and(|t| t < oldest)
 }
 
 /// The gap a restart from now leaves, for the record.

@@ -74,6 +74,14 @@ pub(crate) struct Shared {
     raw_sink: Option<Arc<KafkaSink>>,
 }
 
+impl Shared {
+    /// A dry-run replay: decode and count only (no dead letter, namespace record or
+    /// checkpoint is written).
+    fn dry_run(&self) -> bool {
+        self.replay.as_ref().is_some_and(|r| r.dry_run)
+    }
+}
+
 /// The pipeline: streams → decode → handlers → acker → checkpoints.
 pub struct Engine {
     shared: Shared,

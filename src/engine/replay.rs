@@ -2,11 +2,11 @@
 //! it has come (for the progress bar).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use mongodb::bson::Timestamp;
+use mongodb::bson::{RawDocumentBuf, Timestamp};
 
-use crate::position::data_time;
+use crate::position::{data_time, raw_token_data};
 
 /// The last change a replay emits.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,11 +70,10 @@ impl StreamProgress {
     }
 }
 
-/// Progress of every stream of a replay, and the events read.
+/// Progress of every stream of a replay.
 #[derive(Debug)]
 pub struct Progress {
     streams: HashMap<String, StreamProgress>,
-    events: AtomicU64,
 }
 
 impl Progress {
@@ -85,23 +84,12 @@ impl Progress {
                 .into_iter()
                 .map(|s| (s.to_owned(), StreamProgress::default()))
                 .collect(),
-            events: AtomicU64::new(0),
         }
     }
 
     /// The progress of `stream`.
     pub fn stream(&self, stream: &str) -> Option<&StreamProgress> {
         self.streams.get(stream)
-    }
-
-    /// Counts one change read.
-    pub fn count_event(&self) {
-        self.events.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Changes read so far.
-    pub fn events(&self) -> u64 {
-        self.events.load(Ordering::Relaxed)
     }
 
     /// Seconds of the slowest unfinished stream's position (None before every unfinished
@@ -123,6 +111,17 @@ impl Progress {
     }
 }
 
+/// Where a change read by a replay stands against its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStep {
+    /// Before the end: emit it.
+    Within,
+    /// The last change to emit.
+    Last,
+    /// Beyond the end: the stream is done without it.
+    Past,
+}
+
 /// A replay's settings, shared by its stream workers.
 #[derive(Debug)]
 pub struct Bounds {
@@ -132,6 +131,39 @@ pub struct Bounds {
     pub dry_run: bool,
     /// How far it has come.
     pub progress: Progress,
+}
+
+impl Bounds {
+    /// Places the change with `token` at `time` against the end, recording progress.
+    pub fn change(
+        &self,
+        token: &RawDocumentBuf,
+        time: Option<Timestamp>,
+        progress: Option<&StreamProgress>,
+    ) -> ReplayStep {
+        let data = raw_token_data(token).unwrap_or_default();
+        if self.until.is_past(data, time) {
+            return ReplayStep::Past;
+        }
+        if let (Some(p), Some(t)) = (progress, time) {
+            p.advance(t);
+        }
+        if self.until.is_last(data) {
+            ReplayStep::Last
+        } else {
+            ReplayStep::Within
+        }
+    }
+
+    /// Whether a quiet stream's post-batch `token` shows the end was passed, recording
+    /// progress.
+    pub fn idle(&self, token: &RawDocumentBuf, progress: Option<&StreamProgress>) -> bool {
+        let data = raw_token_data(token).unwrap_or_default();
+        if let (Some(p), Some(t)) = (progress, data_time(data)) {
+            p.advance(t);
+        }
+        self.until.idle_passed(data)
+    }
 }
 
 #[cfg(test)]

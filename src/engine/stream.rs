@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::history::{self, HistoryLost};
 use super::job::{self, Completion, Job, JobContext, Work};
 use super::lanes::Lanes;
-use super::replay::StreamProgress;
+use super::replay::{ReplayStep, StreamProgress};
 use super::{EngineError, Shared};
 use crate::checkpoint::acker::Acker;
 use crate::checkpoint::store::{Checkpoint, Resume, Stored};
@@ -27,7 +27,7 @@ use crate::config::WatchedDatabase;
 use crate::dead_letter::DeadLetter;
 use crate::domain::Decoded;
 use crate::domain::namespace::NamespaceChange;
-use crate::position::{data_time, describe, raw_token_data, token_time};
+use crate::position::{describe, token_time};
 use crate::source::reader::{self, Item, Position};
 use crate::source::{self, SourceError, StartAt};
 
@@ -193,10 +193,10 @@ async fn open(
         }
         Err(e) => return Err(e),
     };
-    if fresh && let Some(token) = stream.resume_token() {
-        if shared.replay.as_ref().is_some_and(|r| r.dry_run) {
-            return Ok(stream);
-        }
+    if fresh
+        && !shared.dry_run()
+        && let Some(token) = stream.resume_token()
+    {
         shared
             .checkpoints
             .save(&Checkpoint {
@@ -229,7 +229,7 @@ async fn open_at(
             replay: shared.replay.is_some(),
         }))
     };
-    if history::resume_time(start).is_some()
+    if !matches!(start, StartAt::Now)
         && let Some(oldest) = history::oldest_available(&shared.client, name).await
         && history::is_lost(start, oldest)
     {
@@ -371,18 +371,16 @@ impl<'a> Session<'a> {
                 match item {
                     Item::Change { token, raw } => {
                         let (decoded, times) = shared.domains.decode(raw);
-                        let mut last = false;
-                        if let Some(replay) = replay {
-                            let data = raw_token_data(&token).unwrap_or_default();
-                            if replay.until.is_past(data, times.cluster_time) {
-                                break 'session End::Complete;
+                        let last = match replay {
+                            None => false,
+                            Some(replay) => {
+                                match replay.change(&token, times.cluster_time, progress) {
+                                    ReplayStep::Past => break 'session End::Complete,
+                                    ReplayStep::Last => true,
+                                    ReplayStep::Within => false,
+                                }
                             }
-                            last = replay.until.is_last(data);
-                            replay.progress.count_event();
-                            if let (Some(p), Some(t)) = (progress, times.cluster_time) {
-                                p.advance(t);
-                            }
-                        }
+                        };
                         let position = Position {
                             token,
                             cluster_time: times.cluster_time,
@@ -396,11 +394,7 @@ impl<'a> Session<'a> {
                         }
                     }
                     Item::Idle(position) => {
-                        let data = raw_token_data(&position.token).unwrap_or_default();
-                        let passed = replay.is_some_and(|r| r.until.idle_passed(data));
-                        if let (Some(p), Some(t)) = (progress, data_time(data)) {
-                            p.advance(t);
-                        }
+                        let passed = replay.is_some_and(|r| r.idle(&position.token, progress));
                         self.acker.mark(position);
                         if passed {
                             break 'session End::Complete;
@@ -490,9 +484,8 @@ impl<'a> Session<'a> {
                         tracing::error!(stream = %self.name, event_id = %event.event_id, "{text}")
                     }
                 }
-                let dry_run = self.shared.replay.as_ref().is_some_and(|r| r.dry_run);
                 let log = &self.shared.namespace_log;
-                if !dry_run
+                if !self.shared.dry_run()
                     && !crate::retry::until_ok("record a namespace event", shutdown, || {
                         log.record(&self.name, &event)
                     })
@@ -507,7 +500,7 @@ impl<'a> Session<'a> {
                 event_id,
                 error,
             } => {
-                if self.shared.replay.as_ref().is_some_and(|r| r.dry_run) {
+                if self.shared.dry_run() {
                     tracing::warn!(stream = %self.name, event_id = %event_id, reason = %error, "bad input (dry run: not dead-lettered)");
                     self.acker.track(position, 0);
                     return true;
@@ -610,7 +603,7 @@ impl<'a> Session<'a> {
     /// (`every_ms`), after `every_events` events, and when the session ends.
     fn save(&mut self) {
         self.collect_advanced();
-        if self.shared.replay.as_ref().is_some_and(|r| r.dry_run) {
+        if self.shared.dry_run() {
             return;
         }
         let (Some(position), Some(writer)) = (self.unsaved.take(), &self.writer) else {

@@ -107,9 +107,7 @@ fn source_of(meta: &ChangeMeta) -> String {
 /// RFC 3339 with milliseconds, UTC: the wall time, or the cluster time's seconds.
 fn time_of(wall: Option<DateTime>, cluster: Timestamp) -> String {
     let at = wall.unwrap_or_else(|| DateTime::from_millis(i64::from(cluster.time) * 1000));
-    // Only years beyond 9999 fail; the server's clock does not produce them.
-    at.try_to_rfc3339_string()
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+    crate::position::datetime_rfc3339(at)
 }
 
 #[cfg(test)]

@@ -3,14 +3,13 @@
 //! configured (`content` / `contentSha256` / neither), embeddings as their dimension count
 //! unless configured otherwise.
 
-use mongodb::bson::DateTime;
 use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::domain::memory::{
     Content, Direction, Embedding, MemoryChange, MemoryEvent, MemoryType, Message, Outcome,
 };
-use crate::position::cluster_time_text;
+use crate::position::{cluster_time_text, datetime_rfc3339 as rfc3339};
 
 /// Declares a data type with the fields every memory event carries.
 macro_rules! memory_data {
@@ -347,12 +346,6 @@ memory_data!(
         memory_type: Option<MemoryTypeData>,
     }
 );
-
-fn rfc3339(at: DateTime) -> String {
-    // Only years beyond 9999 fail; such a date is shown as the epoch rather than lost.
-    at.try_to_rfc3339_string()
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
-}
 
 fn message(m: &Message) -> MessageData {
     let text = Text::from(&m.content);

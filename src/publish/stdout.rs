@@ -3,7 +3,6 @@
 //! flushed.
 
 use std::io::Write;
-use std::sync::Mutex;
 
 use futures::future::BoxFuture;
 
@@ -17,7 +16,6 @@ pub const NAME: &str = "stdout";
 /// Writes events to standard output.
 pub struct StdoutSink {
     kinds: [bool; EventKind::ALL.len()],
-    out: Mutex<std::io::Stdout>,
 }
 
 impl StdoutSink {
@@ -27,10 +25,7 @@ impl StdoutSink {
         for kind in kinds {
             wanted[kind.index()] = true;
         }
-        StdoutSink {
-            kinds: wanted,
-            out: Mutex::new(std::io::stdout()),
-        }
+        StdoutSink { kinds: wanted }
     }
 
     fn write(&self, event: &DomainEvent) -> Result<(), HandlerError> {
@@ -41,11 +36,8 @@ impl StdoutSink {
         let line = CloudEvent::of(event)
             .structured()
             .map_err(|e| fatal(format!("encoding the event: {e}")))?;
-        let out = self
-            .out
-            .lock()
-            .map_err(|_| fatal("standard output lock poisoned".into()))?;
-        let mut out = out.lock();
+        // One lock for the line: lines of concurrent lanes never interleave.
+        let mut out = std::io::stdout().lock();
         out.write_all(&line)
             .and_then(|()| out.write_all(b"\n"))
             .and_then(|()| out.flush())
