@@ -77,6 +77,14 @@ pub fn hint(error: &anyhow::Error, config: &Config) -> String {
             );
         }
     }
+    if error
+        .chain()
+        .any(|c| c.to_string().contains("(Unauthorized)"))
+    {
+        return "the MongoDB user lacks a privilege named above; README \"Privileges\" lists \
+                what each command needs"
+            .to_owned();
+    }
     "`changeflow <command> --help` lists the options with examples".to_owned()
 }
 

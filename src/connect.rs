@@ -38,7 +38,8 @@ pub enum ConnectError {
 /// credentials fail here, not at the first real operation).
 pub async fn connect(uri: &str) -> Result<Client, ConnectError> {
     let secrets = uri_password(uri);
-    let clean = |e: mongodb::error::Error| scrub(&e.to_string(), &secrets);
+    let clean =
+        |e: mongodb::error::Error| scrub(&crate::error_text::tidy(&e.to_string()), &secrets);
     let mut options = ClientOptions::parse(uri)
         .await
         .map_err(|e| ConnectError::Options {

@@ -13,6 +13,7 @@ pub mod dead_letter;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod error_text;
 pub mod extjson;
 pub mod gaps;
 pub mod handlers;

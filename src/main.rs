@@ -7,7 +7,7 @@ use clap::Parser;
 use changeflow::cli::{Cli, Command};
 use changeflow::config::Config;
 use changeflow::redact::scrub;
-use changeflow::{commands, telemetry};
+use changeflow::{commands, error_text, telemetry};
 
 // Every event allocates a handful of small objects; mimalloc makes that cheap.
 #[global_allocator]
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     match commands::run(cli.command, config.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let message = scrub(&format!("{e:#}"), &secrets);
+            let message = scrub(&error_text::tidy(&format!("{e:#}")), &secrets);
             let hint = scrub(&commands::hint(&e, &config), &secrets);
             if long_running {
                 // Log pipelines see why the service stopped.

@@ -4,7 +4,7 @@
 mod common;
 
 use common::app::{Process, insert_pending, kafka_only_config, run_cli};
-use common::own_mongod::{AuthMongod, PASSWORD, PASSWORD_IN_URI};
+use common::own_mongod::{OwnMongod, PASSWORD, PASSWORD_IN_URI};
 use common::{DEADLINE, unique_name};
 use mongodb::bson::Document;
 
@@ -16,7 +16,7 @@ fn assert_no_password(what: &str, text: &str) {
 
 #[tokio::test]
 async fn passwords_never_appear_in_any_output() {
-    let server = AuthMongod::start().await;
+    let server = OwnMongod::start().await;
     let uri = server.uri_with(PASSWORD_IN_URI);
     let db_name = unique_name("creds");
     let mut config = kafka_only_config(&db_name);

@@ -1,12 +1,13 @@
 //! A single-node replica set a test owns, with access control on (`--auth` and a key
-//! file), started from the same `mongod` binary as the shared one.
+//! file), started from the same `mongod` binary as the shared one. A test that wraps the
+//! oplog or limits a user's rights does it here, never on the shared server.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mongodb::Client;
-use mongodb::bson::doc;
+use mongodb::bson::{Document, doc};
 
 use super::app::free_port;
 
@@ -26,16 +27,29 @@ pub fn mongod_bin() -> PathBuf {
     )
 }
 
+/// How an own server is started.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// `--oplogSize` in MB (the server's minimum is 990), checkpointing every second so
+    /// that the oplog is truncated as soon as it is over size; None: the default size.
+    pub oplog_mb: Option<u32>,
+}
+
 /// A running `mongod --auth` replica set of one member.
-pub struct AuthMongod {
+pub struct OwnMongod {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
-impl AuthMongod {
+impl OwnMongod {
+    /// Starts it with the default oplog, initiates the set and creates [`USER`].
+    pub async fn start() -> OwnMongod {
+        OwnMongod::start_with(Options::default()).await
+    }
+
     /// Starts it, initiates the set and creates [`USER`] (through the localhost exception).
-    pub async fn start() -> AuthMongod {
+    pub async fn start_with(options: Options) -> OwnMongod {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let key = dir.path().join("keyfile");
         std::fs::write(&key, "changeflowtestkeyfile0123456789abcdef").expect("key file");
@@ -45,7 +59,12 @@ impl AuthMongod {
         std::fs::create_dir_all(&data).expect("data dir");
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("mongod.log")).expect("log file");
-        let child = Command::new(mongod_bin())
+        let mut command = Command::new(mongod_bin());
+        if let Some(mb) = options.oplog_mb {
+            // Oplog truncation waits for a checkpoint (every 60 s by default).
+            command.args(["--oplogSize", &mb.to_string(), "--syncdelay", "1"]);
+        }
+        let child = command
             .args(["--replSet", "rsauth", "--bind_ip", "127.0.0.1", "--port"])
             .arg(port.to_string())
             .arg("--dbpath")
@@ -57,7 +76,7 @@ impl AuthMongod {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting mongod: {e}"));
-        let server = AuthMongod {
+        let server = OwnMongod {
             child,
             port,
             _dir: dir,
@@ -94,16 +113,38 @@ impl AuthMongod {
         server
     }
 
-    /// Its connection string with `user:password` (as written in a URI).
+    /// Its connection string with [`USER`] and `password_in_uri` (as written in a URI).
     pub fn uri_with(&self, password_in_uri: &str) -> String {
+        self.uri_for(USER, password_in_uri)
+    }
+
+    /// Its connection string for `user` with `password_in_uri`.
+    pub fn uri_for(&self, user: &str, password_in_uri: &str) -> String {
         format!(
-            "mongodb://{USER}:{password_in_uri}@127.0.0.1:{}/?replicaSet=rsauth&authSource=admin",
+            "mongodb://{user}:{password_in_uri}@127.0.0.1:{}/?replicaSet=rsauth&authSource=admin",
             self.port
         )
     }
+
+    /// A client logged in as [`USER`].
+    pub async fn client(&self) -> Client {
+        Client::with_uri_str(self.uri_with(PASSWORD_IN_URI))
+            .await
+            .expect("client for the own mongod")
+    }
+
+    /// Creates `user` (password `password`, no characters to encode) with `roles`.
+    pub async fn create_user(&self, user: &str, password: &str, roles: Vec<Document>) {
+        self.client()
+            .await
+            .database("admin")
+            .run_command(doc! {"createUser": user, "pwd": password, "roles": roles})
+            .await
+            .unwrap_or_else(|e| panic!("createUser {user}: {e}"));
+    }
 }
 
-impl Drop for AuthMongod {
+impl Drop for OwnMongod {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

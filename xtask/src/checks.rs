@@ -95,9 +95,9 @@ pub async fn run_all(keep_services: bool, cargo_test_args: &[String]) -> Result<
     // Some tests stop and restart a broker of their own.
     let tansu =
         crate::kafka::locate_tansu().context("locating tansu for the broker-outage test")?;
-    // The credentials test starts its own mongod with access control.
-    let mongod =
-        crate::mongo::locate_mongod().context("locating mongod for the credentials test")?;
+    // The credentials and oplog-wrap tests start their own mongod with access control.
+    let mongod = crate::mongo::locate_mongod()
+        .context("locating mongod for the tests that start their own")?;
     let tests_ok = timings.time("cargo test", || {
         run_step(
             "cargo test",
