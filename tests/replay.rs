@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use changeflow::config::Config;
 use changeflow::domain::EventId;
-use changeflow::position::cluster_time_text;
+use changeflow::position::{cluster_time_text, describe};
+use changeflow::replay;
 use changeflow::source::{self, StartAt};
 use common::app::{insert_pending, kafka_only_config, run_cli};
 use common::records::{consume, consume_until, required};
@@ -229,4 +230,107 @@ async fn replay_refuses_a_token_when_several_streams_are_watched() {
         bad_time.stderr
     );
     assert!(bad_time.stderr.contains("RFC 3339"), "{}", bad_time.stderr);
+}
+
+#[tokio::test]
+async fn an_interrupted_replay_continues_where_it_stopped_with_the_same_end() {
+    let db_name = unique_name("replay_cont");
+    let config = kafka_only_config(&db_name);
+    let brokers = common::kafka_brokers();
+    let seen = insert_watched(&config, "c", 2000).await;
+    let topic = unique_name("continued");
+    let from = cluster_time_text(seen[0].time);
+    let request = replay::Request {
+        from: replay::From::Time(seen[0].time),
+        until: None,
+        stream: None,
+        collections: Vec::new(),
+        to: replay::Destination::Kafka {
+            topic: Some(topic.clone()),
+        },
+        dry_run: false,
+        handlers: false,
+    };
+
+    // Slowed down (small batches held for half a second), stopped after 100 records.
+    let mut slow = config.clone();
+    slow.kafka.linger_ms = 500;
+    slow.engine.max_in_flight_events = 50;
+    let first = replay::run(&slow, request, async {
+        consume(&brokers, &topic, 100).await;
+    })
+    .await
+    .expect("first run");
+    assert!(!first.complete, "stopped before the end: {first:?}");
+    assert!(!first.continued);
+    assert!(first.events < 2000, "{first:?}");
+
+    // Written after the replay began: beyond its end, so the continued run leaves them out.
+    let payments = common::mongo()
+        .await
+        .database(&db_name)
+        .collection::<Document>("payments");
+    insert_pending(&payments, "later", 50, 1).await;
+
+    let out = run_cli(
+        &config,
+        &[
+            "replay",
+            "--from-time",
+            &from,
+            "--to",
+            "kafka",
+            "--topic",
+            &topic,
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "second run failed:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("continuing an interrupted run"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "complete up to {}",
+            describe(first.until.time().expect("an end time"))
+        )),
+        "the same end as the first run:\n{}",
+        out.stderr
+    );
+
+    let records = consume_until(
+        &brokers,
+        &topic,
+        DEADLINE * 2,
+        std::time::Duration::from_secs(3),
+        {
+            let mut ids = HashSet::new();
+            move |m| {
+                ids.insert(required(m, "ce_id").to_owned());
+                ids.len() >= 2000
+            }
+        },
+    )
+    .await;
+    let ids: HashSet<String> = records
+        .iter()
+        .map(|m| required(m, "ce_id").to_owned())
+        .collect();
+    let expected: HashSet<String> = seen.iter().map(Seen::id).collect();
+    assert_eq!(
+        ids, expected,
+        "every event of the window, none after its end"
+    );
+    let repeated = records.len() - ids.len();
+    eprintln!(
+        "interrupted replay: {} changes in the first run, {} records in all, {repeated} repeated",
+        first.events,
+        records.len()
+    );
+    assert_eq!(
+        repeated, 0,
+        "a graceful stop stores the position of everything it sent"
+    );
 }
