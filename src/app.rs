@@ -76,7 +76,7 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
         start_at,
     );
     if let Some(sink) = targets.kafka {
-        engine = engine.with_raw_sink(sink);
+        engine = engine.with_kafka_sink(sink);
     }
     let engine = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
     tokio::spawn(watch_headroom(

@@ -274,7 +274,7 @@ pub async fn run(
     .with_checkpoints(checkpoints)
     .with_replay(bounds.clone());
     if let Some(sink) = kafka {
-        engine = engine.with_raw_sink(sink);
+        engine = engine.with_kafka_sink(sink);
     }
     let started = Instant::now();
     let reporter = tokio::spawn(report_progress(
@@ -389,6 +389,7 @@ fn replay_config(config: &Config, request: &Request, streams: Vec<WatchedDatabas
         kafka.topic_prefix.clear();
         kafka.topics.payments = topic.clone();
         kafka.topics.memory = topic.clone();
+        kafka.topics.namespace = topic.clone();
         for raw in &mut kafka.raw {
             raw.topic = topic.clone();
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use changeflow::app;
 use changeflow::domain::EventId;
-use changeflow::publish::catalog::EVENT_TYPES;
+use changeflow::publish::catalog::by_schema_id;
 use changeflow::publish::kafka::dead_letter_headers;
 use changeflow::source::{self, RawChange, StartAt};
 use common::app::{config, insert_pending, kafka_only_config, payment, wait_all_settled};
@@ -28,9 +28,7 @@ async fn consume(topic: &str, count: usize) -> Vec<OwnedMessage> {
 
 /// The committed schema whose `$id` is `id`, as a validator.
 fn schema_validator(id: &str) -> jsonschema::Validator {
-    let event_type = EVENT_TYPES
-        .iter()
-        .find(|t| t.schema_id == id)
+    let event_type = by_schema_id(id)
         .unwrap_or_else(|| panic!("ce_dataschema `{id}` names no committed schema"));
     let schema = committed_event_schema(&event_type.file_name());
     assert_eq!(schema["$id"], id, "the file's $id is the header's");

@@ -13,7 +13,7 @@ use changeflow::app;
 use changeflow::dead_letter;
 use changeflow::demo::memory;
 use changeflow::handlers::memory_stats::MEMORY_STATS;
-use changeflow::publish::catalog::EVENT_TYPES;
+use changeflow::publish::catalog::by_schema_id;
 use changeflow::setup;
 use changeflow::source::StartAt;
 use common::app::{Process, memory_config};
@@ -154,9 +154,7 @@ async fn lifecycle(db: &Database) -> Vec<&'static str> {
 }
 
 fn validator(id: &str) -> jsonschema::Validator {
-    let event_type = EVENT_TYPES
-        .iter()
-        .find(|t| t.schema_id == id)
+    let event_type = by_schema_id(id)
         .unwrap_or_else(|| panic!("ce_dataschema `{id}` names no committed schema"));
     schemas::validator(&committed_event_schema(&event_type.file_name()))
 }

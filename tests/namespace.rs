@@ -1,18 +1,22 @@
 //! A watched collection renamed or dropped and its database dropped: each is surfaced as
 //! an event of its own (logged, recorded in changeflow_namespace_events), the stream goes
-//! on, and documents written into the recreated collection are still processed.
+//! on, and documents written into the recreated collection are still processed. Each is
+//! published to the namespace topic too.
 
 mod common;
 
 use std::sync::Arc;
 
 use changeflow::namespace_log::COLLECTION;
+use changeflow::publish::catalog::by_schema_id;
 use changeflow::source::StartAt;
 use common::app::{insert_pending, kafka_only_config};
 use common::records::{consume, required};
+use common::schemas::committed_event_schema;
 use common::{DEADLINE, unique_name, wait_until};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
+use rdkafka::Message;
 
 #[tokio::test]
 async fn drops_and_renames_are_surfaced_and_the_stream_goes_on() {
@@ -110,6 +114,46 @@ async fn drops_and_renames_are_surfaced_and_the_stream_goes_on() {
         .ready(DEADLINE)
         .await
         .expect("still running after the database drop");
+
+    // Each is also published, as a CloudEvent of its own type, with the recorded id.
+    let topic = config.kafka.topic(&config.kafka.topics.namespace);
+    let mut published = consume(&common::kafka_brokers(), &topic, 5).await;
+    let time = |m: &rdkafka::message::OwnedMessage| -> (u64, u64) {
+        let data: serde_json::Value =
+            serde_json::from_slice(m.payload().expect("a value")).expect("JSON data");
+        let schema = by_schema_id(required(m, "ce_dataschema")).expect("a published type");
+        let validator = common::schemas::validator(&committed_event_schema(&schema.file_name()));
+        assert!(validator.is_valid(&data), "{data}");
+        assert_eq!(data["stream"], db_name.as_str(), "{data}");
+        let at = data["clusterTime"].as_str().expect("clusterTime");
+        let (seconds, increment) = at.split_once('.').expect("<seconds>.<increment>");
+        (
+            seconds.parse().expect("seconds"),
+            increment.parse().expect("increment"),
+        )
+    };
+    published.sort_by_key(|m| time(m));
+    let types: Vec<&str> = published.iter().map(|m| required(m, "ce_type")).collect();
+    assert_eq!(
+        types,
+        [
+            "changeflow.namespace.collection_renamed.v1",
+            "changeflow.namespace.collection_dropped.v1",
+            "changeflow.namespace.collection_dropped.v1",
+            "changeflow.namespace.database_dropped.v1",
+            "changeflow.namespace.stream_invalidated.v1",
+        ]
+    );
+    let ids: Vec<&str> = published.iter().map(|m| required(m, "ce_id")).collect();
+    let recorded_ids: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.get_str("_id").ok())
+        .collect();
+    assert_eq!(ids, recorded_ids, "the same events, the same ids");
+    assert_eq!(
+        std::str::from_utf8(published[0].key().expect("a key")).ok(),
+        Some(format!("{db_name}.payments").as_str())
+    );
     running.until(async {}).await.expect("graceful stop");
     let _ = state.drop().await;
 }

@@ -62,6 +62,9 @@ pub struct TopicsConfig {
     pub memory: String,
     /// Events the broker refused for good (too large, not authorised, invalid).
     pub dead_letters: String,
+    /// Namespace events: a watched collection dropped or renamed, its database dropped,
+    /// a stream invalidated.
+    pub namespace: String,
 }
 
 /// How a CloudEvent is laid out in a record.
@@ -112,6 +115,7 @@ impl Default for KafkaConfig {
                 payments: "changeflow.payments".to_owned(),
                 memory: "changeflow.memory".to_owned(),
                 dead_letters: "changeflow.dlq".to_owned(),
+                namespace: "changeflow.namespace".to_owned(),
             },
             content_mode: ContentMode::Binary,
             compression: Compression::Lz4,
@@ -224,6 +228,7 @@ impl KafkaConfig {
             ("kafka.topics.payments", &self.topics.payments),
             ("kafka.topics.memory", &self.topics.memory),
             ("kafka.topics.dead_letters", &self.topics.dead_letters),
+            ("kafka.topics.namespace", &self.topics.namespace),
         ];
         for (key, name) in topics {
             check_topic_name(&self.topic(name)).map_err(|m| (key.to_owned(), m))?;

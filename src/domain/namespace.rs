@@ -2,7 +2,7 @@
 //! its database dropped, and the `invalidate` that closes a stream after a database drop.
 //! They carry no document, so no domain claims them; they are surfaced on their own.
 
-use mongodb::bson::{RawDocument, Timestamp};
+use mongodb::bson::{DateTime, RawDocument, Timestamp};
 
 use super::{Envelope, EventId, event_id_of};
 
@@ -33,6 +33,8 @@ pub struct NamespaceEvent {
     pub namespace: Option<String>,
     /// When it happened.
     pub cluster_time: Option<Timestamp>,
+    /// The server's wall clock when it happened.
+    pub wall_time: Option<DateTime>,
 }
 
 impl NamespaceEvent {
@@ -79,11 +81,13 @@ pub(crate) fn from_envelope(raw: &RawDocument, envelope: &Envelope<'_>) -> Optio
         "invalidate" => NamespaceChange::StreamInvalidated,
         _ => return None,
     };
+    let times = envelope.times();
     Some(NamespaceEvent {
         event_id: event_id_of(raw),
         change,
         namespace: namespace_of(raw, "ns"),
-        cluster_time: envelope.times().cluster_time,
+        cluster_time: times.cluster_time,
+        wall_time: times.wall_time,
     })
 }
 

@@ -20,6 +20,7 @@ use super::router::Route;
 use crate::checkpoint::acker::Ticket;
 use crate::config::routes::KAFKA;
 use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::domain::namespace::NamespaceEvent;
 use crate::domain::raw::RawChangeEvent;
 use crate::domain::{DomainEvent, EventId};
 use crate::handlers::{Handler, HandlerError};
@@ -52,6 +53,17 @@ pub enum Work {
         /// The raw collection's index and the document key, `<index>:<documentKey>`.
         lane: Arc<str>,
     },
+    /// A namespace event to the namespace topic; its lane is the namespace.
+    Namespace {
+        /// The event.
+        event: Arc<NamespaceEvent>,
+        /// The stream that saw it.
+        stream: Arc<str>,
+        /// The publisher.
+        sink: Arc<KafkaSink>,
+        /// `ns:<namespace>`.
+        lane: Arc<str>,
+    },
 }
 
 impl Work {
@@ -59,7 +71,7 @@ impl Work {
     pub fn lane(&self) -> &str {
         match self {
             Work::Event { event, .. } => event.key(),
-            Work::Raw { lane, .. } => lane,
+            Work::Raw { lane, .. } | Work::Namespace { lane, .. } => lane,
         }
     }
 
@@ -68,6 +80,7 @@ impl Work {
         match self {
             Work::Event { event, .. } => event.kind().as_str(),
             Work::Raw { .. } => "raw",
+            Work::Namespace { event, .. } => event.label(),
         }
     }
 }
@@ -123,6 +136,12 @@ pub async fn run(job: Job, ctx: Arc<JobContext>) -> Completion {
             }
         },
         Work::Raw { event, sink, .. } => vec![run_call(&RawCall(sink, event), &ctx).await],
+        Work::Namespace {
+            event,
+            stream,
+            sink,
+            ..
+        } => vec![run_call(&NamespaceCall(sink, stream, event), &ctx).await],
     };
     let mut completion = Completion {
         ticket: job.ticket,
@@ -221,6 +240,35 @@ impl Call for RawCall<'_> {
             "change",
             String::from_utf8_lossy(&self.1.value).into_owned(),
         );
+        doc
+    }
+}
+
+/// A namespace event for the namespace topic.
+struct NamespaceCall<'a>(&'a KafkaSink, &'a str, &'a NamespaceEvent);
+
+impl Call for NamespaceCall<'_> {
+    fn target(&self) -> &'static str {
+        KAFKA
+    }
+    fn call(&self) -> BoxFuture<'_, Result<(), HandlerError>> {
+        self.0.publish_namespace(self.1, self.2).boxed()
+    }
+    fn event_id(&self) -> EventId {
+        self.2.event_id
+    }
+    fn cluster_time(&self) -> Option<Timestamp> {
+        self.2.cluster_time
+    }
+    fn label(&self) -> &'static str {
+        self.2.label()
+    }
+    fn summary(&self) -> Document {
+        let mut doc = Document::new();
+        doc.insert("kind", self.2.label());
+        if let Some(ns) = &self.2.namespace {
+            doc.insert("namespace", ns);
+        }
         doc
     }
 }

@@ -70,8 +70,8 @@ pub(crate) struct Shared {
     start: StartAt,
     /// Set for a replay: its bounds and progress.
     replay: Option<Arc<replay::Bounds>>,
-    /// Publishes changes of the raw collections (`kafka.raw`).
-    raw_sink: Option<Arc<KafkaSink>>,
+    /// Publishes changes of the raw collections (`kafka.raw`) and namespace events.
+    kafka_sink: Option<Arc<KafkaSink>>,
 }
 
 impl Shared {
@@ -114,14 +114,15 @@ impl Engine {
                 metrics,
                 health,
                 start,
-                raw_sink: None,
+                kafka_sink: None,
             },
         }
     }
 
-    /// Publishes the changes of the raw collections (`kafka.raw`) through `sink`. Without
-    /// one, the engine does not tell raw collections apart from other watched ones.
-    pub fn with_raw_sink(mut self, sink: Arc<KafkaSink>) -> Engine {
+    /// Publishes the changes of the raw collections (`kafka.raw`) and the namespace events
+    /// through `sink`. Without one, the engine does not tell raw collections apart from
+    /// other watched ones, and namespace events are only logged and recorded.
+    pub fn with_kafka_sink(mut self, sink: Arc<KafkaSink>) -> Engine {
         let shared = &mut self.shared;
         let raw = shared
             .config
@@ -131,7 +132,7 @@ impl Engine {
             .map(|r| (r.database.clone(), r.collection.clone()))
             .collect();
         shared.domains = shared.domains.clone().with_raw(raw);
-        shared.raw_sink = Some(sink);
+        shared.kafka_sink = Some(sink);
         self
     }
 

@@ -455,7 +455,7 @@ impl<'a> Session<'a> {
                 self.submit(event.key(), job);
             }
             Decoded::Raw(event) => {
-                let Some(sink) = &self.shared.raw_sink else {
+                let Some(sink) = &self.shared.kafka_sink else {
                     // Domains only knows raw collections when the engine has a publisher.
                     self.acker.track(position, 0);
                     return true;
@@ -484,16 +484,34 @@ impl<'a> Session<'a> {
                         tracing::error!(stream = %self.name, event_id = %event.event_id, "{text}")
                     }
                 }
+                if self.shared.dry_run() {
+                    self.acker.track(position, 0);
+                    return true;
+                }
                 let log = &self.shared.namespace_log;
-                if !self.shared.dry_run()
-                    && !crate::retry::until_ok("record a namespace event", shutdown, || {
-                        log.record(&self.name, &event)
-                    })
-                    .await
+                if !crate::retry::until_ok("record a namespace event", shutdown, || {
+                    log.record(&self.name, &event)
+                })
+                .await
                 {
                     return false;
                 }
-                self.acker.track(position, 0);
+                let Some(sink) = &self.shared.kafka_sink else {
+                    self.acker.track(position, 0);
+                    return true;
+                };
+                let subject = event.namespace.as_deref().unwrap_or(&self.name);
+                let lane: Arc<str> = format!("ns:{subject}").into();
+                let job = Job {
+                    ticket: self.acker.track(position, 1),
+                    work: Work::Namespace {
+                        event: Arc::new(event),
+                        stream: self.name.clone(),
+                        sink: sink.clone(),
+                        lane: lane.clone(),
+                    },
+                };
+                self.submit(&lane, job);
             }
             Decoded::Invalid {
                 raw,

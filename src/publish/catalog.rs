@@ -10,6 +10,7 @@ use schemars::Schema;
 use crate::domain::memory::{
     Content, Direction, Embedding, Episode, MemoryChange, MemoryEvent, MemoryType, Message, Outcome,
 };
+use crate::domain::namespace::{NamespaceChange, NamespaceEvent};
 use crate::domain::payments::{
     Payment, PaymentDeleted, PaymentEvent, PaymentSnapshot, PaymentStatus, Product,
 };
@@ -17,11 +18,14 @@ use crate::domain::{ChangeMeta, DomainEvent, EventId, EventKind};
 use crate::publish::cloudevent::CloudEvent;
 use crate::publish::data::{PaymentData, PaymentDeletedData};
 use crate::publish::memory_data::*;
+use crate::publish::namespace_data::NamespaceData;
 
 /// The topic payment events go to unless configured otherwise.
 pub const DEFAULT_PAYMENT_TOPIC: &str = "changeflow.payments";
 /// The topic memory events go to unless configured otherwise.
 pub const DEFAULT_MEMORY_TOPIC: &str = "changeflow.memory";
+/// The topic namespace events go to unless configured otherwise.
+pub const DEFAULT_NAMESPACE_TOPIC: &str = "changeflow.namespace";
 
 /// Where the schemas' `$id`s live; `<base><type>.json` is the file in `schemas/events/`.
 pub const SCHEMA_BASE: &str = "https://changeflow.dev/schemas/events/";
@@ -33,11 +37,12 @@ pub struct EventType {
     pub name: &'static str,
     /// `$id` of its data's schema, the CloudEvent `dataschema`.
     pub schema_id: &'static str,
-    /// The event kind it publishes.
-    pub kind: EventKind,
+    /// The event kind it publishes; None for a namespace event.
+    pub kind: Option<EventKind>,
     /// When it fires, for the catalog.
     pub fires: &'static str,
     schema: fn() -> Schema,
+    example: fn() -> CloudEvent,
 }
 
 macro_rules! event_type {
@@ -45,9 +50,23 @@ macro_rules! event_type {
         EventType {
             name: $name,
             schema_id: concat!("https://changeflow.dev/schemas/events/", $name, ".json"),
-            kind: EventKind::$kind,
+            kind: Some(EventKind::$kind),
             fires: $fires,
             schema: || schemars::schema_for!($data),
+            example: || CloudEvent::of(&example_event(EventKind::$kind)),
+        }
+    };
+}
+
+macro_rules! namespace_type {
+    ($name:literal, $example:expr, $fires:literal) => {
+        EventType {
+            name: $name,
+            schema_id: concat!("https://changeflow.dev/schemas/events/", $name, ".json"),
+            kind: None,
+            fires: $fires,
+            schema: || schemars::schema_for!(NamespaceData),
+            example: || CloudEvent::of_namespace("changeflow", &example_namespace_event($example)),
         }
     };
 }
@@ -176,9 +195,55 @@ pub static EVENT_TYPES: [EventType; 20] = [
     ),
 ];
 
+/// The namespace event types, in [`NamespaceChange`] declaration order.
+pub static NAMESPACE_TYPES: [EventType; 4] = [
+    namespace_type!(
+        "changeflow.namespace.collection_dropped.v1",
+        NamespaceChange::CollectionDropped,
+        "A watched collection was dropped: its documents are gone without delete events."
+    ),
+    namespace_type!(
+        "changeflow.namespace.collection_renamed.v1",
+        NamespaceChange::CollectionRenamed {
+            to: "changeflow.payments_2025".into()
+        },
+        "A watched collection was renamed (away, or into a watched name); `to` is the new name."
+    ),
+    namespace_type!(
+        "changeflow.namespace.database_dropped.v1",
+        NamespaceChange::DatabaseDropped,
+        "The watched database was dropped (after one `collection_dropped` per collection)."
+    ),
+    namespace_type!(
+        "changeflow.namespace.stream_invalidated.v1",
+        NamespaceChange::StreamInvalidated,
+        "The server closed the stream (after a database drop); changeflow reopens it right after."
+    ),
+];
+
 /// The published type of events of `kind`.
 pub fn event_type(kind: EventKind) -> &'static EventType {
     &EVENT_TYPES[kind.index()]
+}
+
+/// The published type of a namespace change.
+pub fn namespace_type(change: &NamespaceChange) -> &'static EventType {
+    &NAMESPACE_TYPES[match change {
+        NamespaceChange::CollectionDropped => 0,
+        NamespaceChange::CollectionRenamed { .. } => 1,
+        NamespaceChange::DatabaseDropped => 2,
+        NamespaceChange::StreamInvalidated => 3,
+    }]
+}
+
+/// Every published type: the domain events, then the namespace events.
+pub fn published_types() -> impl Iterator<Item = &'static EventType> {
+    EVENT_TYPES.iter().chain(&NAMESPACE_TYPES)
+}
+
+/// The published type whose schema has `$id` `id`.
+pub fn by_schema_id(id: &str) -> Option<&'static EventType> {
+    published_types().find(|t| t.schema_id == id)
 }
 
 impl EventType {
@@ -198,13 +263,37 @@ impl EventType {
         schema
     }
 
+    /// A sample event of this type, for the catalog and tests.
+    pub fn example(&self) -> CloudEvent {
+        (self.example)()
+    }
+
     /// The default topic and the key of its records, for the catalog.
     fn topic_and_key(&self) -> (&'static str, &'static str) {
-        if self.kind.is_payment() {
-            (DEFAULT_PAYMENT_TOPIC, "payment id")
-        } else {
-            (DEFAULT_MEMORY_TOPIC, "`user_id`")
+        match self.kind {
+            Some(kind) if kind.is_payment() => (DEFAULT_PAYMENT_TOPIC, "payment id"),
+            Some(_) => (DEFAULT_MEMORY_TOPIC, "`user_id`"),
+            None => (
+                DEFAULT_NAMESPACE_TOPIC,
+                "the namespace (the stream for an invalidate)",
+            ),
         }
+    }
+}
+
+fn example_namespace_event(change: NamespaceChange) -> NamespaceEvent {
+    let meta = example_meta("changeflow", "payments");
+    let namespace = match change {
+        NamespaceChange::StreamInvalidated => None,
+        NamespaceChange::DatabaseDropped => Some("changeflow".to_owned()),
+        _ => Some("changeflow.payments".to_owned()),
+    };
+    NamespaceEvent {
+        event_id: meta.event_id,
+        change,
+        namespace,
+        cluster_time: Some(meta.cluster_time),
+        wall_time: meta.wall_time,
     }
 }
 
@@ -435,10 +524,12 @@ pub fn readme() -> String {
          | `ce_id` | stable id of the change: the first 128 bits of BLAKE3 over the resume \
          token's `_data` string, as 32 lowercase hex digits. The same change always gets the \
          same id (after a restart or a replay too), so consumers drop duplicates by it. |\n\
-         | `ce_source` | `/mongodb/<database>/<collection>` |\n\
+         | `ce_source` | `/mongodb/<database>/<collection>` (`/mongodb/<database>` for the \
+         database-wide namespace events) |\n\
          | `ce_type` | the event type below |\n\
          | `ce_time` | the change's wall time (its cluster time when the server gave none), RFC 3339, UTC |\n\
-         | `ce_subject` | the document's id |\n\
+         | `ce_subject` | the document's id (namespace events: the namespace, or the stream \
+         for an invalidate) |\n\
          | `ce_dataschema` | `$id` of the data's schema |\n\
          | `content-type` | `application/json` |\n\n\
          In structured mode the record value is the whole CloudEvent as one JSON object \
@@ -446,7 +537,7 @@ pub fn readme() -> String {
          ## Event types\n\n\
          | type | topic (default) | key | fires when | schema |\n|---|---|---|---|---|\n",
     );
-    for event_type in &EVENT_TYPES {
+    for event_type in published_types() {
         let (topic, key) = event_type.topic_and_key();
         let _ = writeln!(
             out,
@@ -458,8 +549,8 @@ pub fn readme() -> String {
         );
     }
     out.push_str("\n## Examples\n");
-    for event_type in &EVENT_TYPES {
-        let event = CloudEvent::of(&example_event(event_type.kind));
+    for event_type in published_types() {
+        let event = event_type.example();
         let data: serde_json::Value = serde_json::from_slice(&event.data).unwrap_or_default();
         let _ = write!(out, "\n### `{}`\n\nHeaders:\n\n```\n", event_type.name);
         for (name, value) in event.binary_headers() {
@@ -481,7 +572,7 @@ mod tests {
     #[test]
     fn types_follow_the_kind_order_and_ids_follow_the_base() {
         for (kind, published) in EventKind::ALL.iter().zip(&EVENT_TYPES) {
-            assert_eq!(*kind, published.kind);
+            assert_eq!(Some(*kind), published.kind);
             assert_eq!(event_type(*kind).name, published.name);
             assert_eq!(
                 published.schema_id,
@@ -491,8 +582,20 @@ mod tests {
     }
 
     #[test]
+    fn namespace_types_match_their_changes() {
+        for published in &NAMESPACE_TYPES {
+            let event = published.example();
+            assert_eq!(event.event_type, published.name);
+            assert_eq!(
+                by_schema_id(published.schema_id).map(|t| t.name),
+                Some(published.name)
+            );
+        }
+    }
+
+    #[test]
     fn schemas_are_draft_2020_12_with_their_id() {
-        for event_type in &EVENT_TYPES {
+        for event_type in published_types() {
             let schema = event_type.schema();
             assert_eq!(
                 schema.get("$schema").and_then(|v| v.as_str()),

@@ -6,9 +6,11 @@ use mongodb::bson::{DateTime, Timestamp};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::domain::namespace::NamespaceEvent;
 use crate::domain::{ChangeMeta, DomainEvent};
-use crate::publish::catalog::event_type;
+use crate::publish::catalog::{event_type, namespace_type};
 use crate::publish::data::event_json;
+use crate::publish::namespace_data::NamespaceData;
 
 /// The CloudEvents version written.
 pub const SPEC_VERSION: &str = "1.0";
@@ -50,6 +52,28 @@ impl CloudEvent {
             subject: event.subject().to_owned(),
             dataschema: event_type.schema_id,
             data: event_json(event),
+        }
+    }
+
+    /// The CloudEvent of a namespace event seen by `stream`; its subject (and record key)
+    /// is the namespace, or the stream for an invalidate.
+    pub fn of_namespace(stream: &str, event: &NamespaceEvent) -> CloudEvent {
+        let event_type = namespace_type(&event.change);
+        let subject = event.namespace.clone().unwrap_or_else(|| stream.to_owned());
+        let cluster_time = event.cluster_time.unwrap_or(Timestamp {
+            time: 0,
+            increment: 0,
+        });
+        let data = serde_json::to_vec(&NamespaceData::of(stream, event))
+            .unwrap_or_else(|e| unreachable!("namespace data is serialisable: {e}"));
+        CloudEvent {
+            id: event.event_id.to_string(),
+            source: format!("/mongodb/{}", subject.replacen('.', "/", 1)),
+            event_type: event_type.name,
+            time: time_of(event.wall_time, cluster_time),
+            subject,
+            dataschema: event_type.schema_id,
+            data,
         }
     }
 

@@ -17,6 +17,7 @@ use rdkafka::util::Timeout;
 
 use crate::config::kafka::{ContentMode, KafkaConfig};
 use crate::config::routes::KAFKA;
+use crate::domain::namespace::NamespaceEvent;
 use crate::domain::raw::RawChangeEvent;
 use crate::domain::{DomainEvent, EventKind};
 use crate::handlers::{Handler, HandlerError};
@@ -63,6 +64,7 @@ pub struct KafkaSink {
     producer: FutureProducer,
     topic: String,
     memory_topic: String,
+    namespace_topic: String,
     dead_letter_topic: String,
     /// Topic of each raw collection, in `kafka.raw` order.
     raw_topics: Vec<String>,
@@ -82,6 +84,7 @@ impl KafkaSink {
             producer,
             topic: config.topic(&config.topics.payments),
             memory_topic: config.topic(&config.topics.memory),
+            namespace_topic: config.topic(&config.topics.namespace),
             dead_letter_topic: config.topic(&config.topics.dead_letters),
             raw_topics: config.raw.iter().map(|r| config.topic(&r.topic)).collect(),
             mode: config.content_mode,
@@ -89,6 +92,7 @@ impl KafkaSink {
         let mut topics = vec![
             sink.topic.as_str(),
             sink.memory_topic.as_str(),
+            sink.namespace_topic.as_str(),
             sink.dead_letter_topic.as_str(),
         ];
         topics.extend(sink.raw_topics.iter().map(String::as_str));
@@ -130,7 +134,33 @@ impl KafkaSink {
     }
 
     async fn publish(&self, event: &DomainEvent) -> Result<(), HandlerError> {
-        let mut cloud_event = CloudEvent::of(event);
+        let topic = match event {
+            DomainEvent::Payment(_) => &self.topic,
+            DomainEvent::Memory(_) => &self.memory_topic,
+        };
+        self.publish_cloud_event(topic, event.key(), CloudEvent::of(event))
+            .await
+    }
+
+    /// Publishes a namespace event seen by `stream` to the namespace topic, keyed by the
+    /// namespace.
+    pub async fn publish_namespace(
+        &self,
+        stream: &str,
+        event: &NamespaceEvent,
+    ) -> Result<(), HandlerError> {
+        let cloud_event = CloudEvent::of_namespace(stream, event);
+        let key = cloud_event.subject.clone();
+        self.publish_cloud_event(&self.namespace_topic, &key, cloud_event)
+            .await
+    }
+
+    async fn publish_cloud_event(
+        &self,
+        topic: &str,
+        key: &str,
+        mut cloud_event: CloudEvent,
+    ) -> Result<(), HandlerError> {
         let (value, headers) = match self.mode {
             ContentMode::Binary => {
                 let headers = headers(cloud_event.binary_headers());
@@ -146,13 +176,9 @@ impl KafkaSink {
                 (value, headers([("content-type", STRUCTURED_CONTENT_TYPE)]))
             }
         };
-        let topic = match event {
-            DomainEvent::Payment(_) => &self.topic,
-            DomainEvent::Memory(_) => &self.memory_topic,
-        };
         let record = Outgoing {
             topic,
-            key: event.key(),
+            key,
             event_id: &cloud_event.id,
             value: &value,
         };
