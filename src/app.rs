@@ -9,6 +9,7 @@ use mongodb::Client;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::presence::{self, Presence};
 use crate::config::Config;
 use crate::engine::{self, Engine, EngineError};
 use crate::handlers::counters::COUNTERS;
@@ -31,6 +32,8 @@ pub struct Running {
     stop: CancellationToken,
     engine: JoinHandle<Result<(), EngineError>>,
     http: JoinHandle<std::io::Result<()>>,
+    presence: JoinHandle<()>,
+    presence_stop: CancellationToken,
 }
 
 /// Connects, prepares indexes, binds the HTTP address and starts the engine.
@@ -79,6 +82,13 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
         engine = engine.with_kafka_sink(sink);
     }
     let engine = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
+    // Stopped only after the engine has stored its final checkpoints.
+    let presence_stop = CancellationToken::new();
+    let presence = tokio::spawn(keep_presence(
+        Presence::new(&client.database(&config.checkpoint.database)),
+        config.watch.iter().map(|w| w.database.clone()).collect(),
+        presence_stop.clone(),
+    ));
     tokio::spawn(watch_headroom(
         client.clone(),
         config.clone(),
@@ -93,7 +103,41 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
         stop,
         engine,
         http,
+        presence,
+        presence_stop,
     })
+}
+
+/// Stamps this run's heartbeat on each stream every [`presence::BEAT_EVERY`] (after
+/// warning about another live run on the same streams) and removes it on stop.
+async fn keep_presence(presence: Presence, streams: Vec<String>, stop: CancellationToken) {
+    for stream in &streams {
+        match presence.other_holder(stream).await {
+            Ok(Some(holder)) => tracing::warn!(
+                stream = %stream,
+                other = %holder,
+                "another changeflow run is processing this stream: both handle every event \
+                 (effects stay exactly-once, Kafka gets repeats with the same ce_id) and race \
+                 on the checkpoint; stop one of them (a killed process counts as gone after {} s)",
+                presence::GONE_AFTER.as_secs()
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read {}", presence::COLLECTION),
+        }
+    }
+    let mut tick = tokio::time::interval(presence::BEAT_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = presence.beat(&streams).await {
+            tracing::warn!(error = %e, "cannot stamp the heartbeat in {}", presence::COLLECTION);
+        }
+    }
+    if let Err(e) = presence.release(&streams).await {
+        tracing::warn!(error = %e, "cannot remove the heartbeat from {}", presence::COLLECTION);
+    }
 }
 
 /// Measures every stream's oplog headroom and checkpoint lag each `history.check_every_ms`
@@ -166,6 +210,9 @@ impl Running {
         if let Err(e) = self.http.await.context("HTTP task")? {
             tracing::warn!(error = %e, "HTTP server stopped with an error");
         }
+        // After the final checkpoints: `checkpoint set` may move them from now on.
+        self.presence_stop.cancel();
+        self.presence.await.context("presence task")?;
         engine_result.context("engine task")??;
         Ok(())
     }

@@ -188,6 +188,10 @@ pub enum CheckpointCommand {
         /// Do not ask.
         #[arg(long)]
         yes: bool,
+        /// Write even while a `changeflow run` processes the stream (it would overwrite
+        /// the change with its next checkpoint unless stopped right after).
+        #[arg(long)]
+        force: bool,
     },
     /// Delete a stream's checkpoint: it starts at `run --start-at` (default now) next time,
     /// skipping everything in between (asks first; --yes for scripts).
@@ -199,6 +203,10 @@ pub enum CheckpointCommand {
         /// Do not ask.
         #[arg(long)]
         yes: bool,
+        /// Write even while a `changeflow run` processes the stream (it would overwrite
+        /// the change with its next checkpoint unless stopped right after).
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -186,8 +186,10 @@ async fn run_checkpoint(config: &Config, command: CheckpointCommand) -> anyhow::
             token,
             time,
             yes,
+            force,
         } => {
             admin::check_stream(config, &stream)?;
+            admin::refuse_while_running(&client, config, &stream, force).await?;
             let to = match (token, time) {
                 (Some(token), _) => NewPosition::Token(token),
                 (None, Some(time)) => NewPosition::Time(time),
@@ -215,8 +217,9 @@ async fn run_checkpoint(config: &Config, command: CheckpointCommand) -> anyhow::
                 admin::undo_hint(&stream, previous.as_ref())
             );
         }
-        CheckpointCommand::Reset { stream, yes } => {
+        CheckpointCommand::Reset { stream, yes, force } => {
             admin::check_stream(config, &stream)?;
+            admin::refuse_while_running(&client, config, &stream, force).await?;
             let current = store.load_stored(&stream).await?;
             if current.is_none() {
                 println!("stream `{stream}` has no checkpoint; nothing to reset");

@@ -9,6 +9,7 @@ use mongodb::Client;
 use mongodb::bson::Timestamp;
 use serde_json::{Value, json};
 
+use crate::checkpoint::presence::{self, Holder};
 use crate::checkpoint::store::{CheckpointStore, Resume, Stored};
 use crate::config::Config;
 use crate::gaps::Gaps;
@@ -30,6 +31,8 @@ pub struct StreamStatus {
     pub checkpoint: Result<Option<Stored>, String>,
     /// Gaps recorded for it (history lost and skipped).
     pub gaps: Result<u64, String>,
+    /// The live `changeflow run` processing it, if any.
+    pub run: Result<Option<Holder>, String>,
 }
 
 impl StreamStatus {
@@ -114,6 +117,11 @@ impl Report {
                     }
                 }
             }
+            let _ = match &s.run {
+                Ok(Some(holder)) => writeln!(out, "  run         {holder}"),
+                Ok(None) => writeln!(out, "  run         none"),
+                Err(e) => writeln!(out, "  run         unknown: {e}"),
+            };
             match self.headroom(s) {
                 Some(h) => {
                     let _ = writeln!(out, "  headroom    {}", human_seconds(h));
@@ -185,6 +193,7 @@ impl Report {
                     "headroom_seconds": self.headroom(s),
                     "lag_seconds": self.lag(s),
                     "gaps": s.gaps.as_ref().ok(),
+                    "run": s.run.as_ref().ok(),
                     "warning": self.warning(s),
                 })
             })
@@ -235,15 +244,19 @@ pub async fn gather(client: &Client, config: &Config, probe: Option<&OplogProbe>
     let store = CheckpointStore::new(&state);
     let gaps = Gaps::new(&state);
     let streams = futures::future::join_all(config.watch.iter().map(|w| {
-        let (store, gaps) = (&store, &gaps);
+        let (store, gaps, state) = (&store, &gaps, &state);
         async move {
-            let (checkpoint, gap_count) =
-                futures::join!(store.load_stored(&w.database), gaps.count(&w.database));
+            let (checkpoint, gap_count, run) = futures::join!(
+                store.load_stored(&w.database),
+                gaps.count(&w.database),
+                presence::holder(state, &w.database)
+            );
             StreamStatus {
                 stream: w.database.clone(),
                 collections: w.collections.clone(),
                 checkpoint: checkpoint.map_err(|e| e.to_string()),
                 gaps: gap_count.map_err(|e| e.to_string()),
+                run: run.map_err(|e| e.to_string()),
             }
         }
     }));

@@ -10,6 +10,7 @@ use mongodb::bson::Timestamp;
 use mongodb::change_stream::event::ResumeToken;
 use serde_json::{Value, json};
 
+use super::presence;
 use super::store::{Checkpoint, CheckpointStore, Resume, Stored};
 use crate::config::Config;
 use crate::position::{
@@ -40,6 +41,33 @@ pub fn check_stream(config: &Config, stream: &str) -> anyhow::Result<()> {
         "`{stream}` is not a stream (one per watched database: {})",
         names.join(", ")
     )
+}
+
+/// Refuses (unless `force`) while a live `changeflow run` processes `stream`: its next
+/// checkpoint would overwrite the change.
+pub async fn refuse_while_running(
+    client: &Client,
+    config: &Config,
+    stream: &str,
+    force: bool,
+) -> anyhow::Result<()> {
+    let database = client.database(&config.checkpoint.database);
+    let holder = presence::holder(&database, stream)
+        .await
+        .with_context(|| format!("reading {}", presence::COLLECTION))?;
+    match holder {
+        Some(holder) if !force => bail!(
+            "stream `{stream}` is being processed by {holder}: its next checkpoint would \
+             overwrite this change. Stop it first (a graceful stop releases the stream; a \
+             killed process counts as gone {} s after its last heartbeat), or pass --force",
+            presence::GONE_AFTER.as_secs()
+        ),
+        Some(holder) => {
+            eprintln!("warning: --force while {holder} processes `{stream}`");
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 /// One line per field of `stored`, for people.

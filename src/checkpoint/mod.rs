@@ -2,5 +2,6 @@
 
 pub mod acker;
 pub mod admin;
+pub mod presence;
 pub mod store;
 pub mod writer;

@@ -1,0 +1,161 @@
+//! Which `changeflow run` is processing which stream. Each live run keeps a heartbeat
+//! document per stream (stamped with the server's clock, so hosts' clocks do not matter),
+//! removed on a graceful stop. `checkpoint set/reset` refuse to move a position a running
+//! process would overwrite with its next checkpoint, `status` shows who runs, and a second
+//! run on the same checkpoints is warned about.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use mongodb::bson::{Document, doc};
+use mongodb::{Collection, Database};
+use serde::Serialize;
+
+/// The collection (in the checkpoint database).
+pub const COLLECTION: &str = "changeflow_runs";
+/// How often a run stamps its heartbeat.
+pub const BEAT_EVERY: Duration = Duration::from_secs(5);
+/// A heartbeat older than this belongs to a process that is gone (killed, host lost).
+pub const GONE_AFTER: Duration = Duration::from_secs(20);
+
+/// A run holding a stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Holder {
+    /// Its host name.
+    pub host: String,
+    /// Its process id on that host.
+    pub pid: u32,
+    /// Unique per process start.
+    pub run_id: String,
+    /// Seconds since its last heartbeat, by the server's clock.
+    pub seen_seconds_ago: f64,
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "changeflow run pid {} on {} (seen {:.0} s ago)",
+            self.pid, self.host, self.seen_seconds_ago
+        )
+    }
+}
+
+/// This process's heartbeats.
+#[derive(Debug, Clone)]
+pub struct Presence {
+    collection: Collection<Document>,
+    host: String,
+    pid: u32,
+    run_id: String,
+}
+
+impl Presence {
+    /// The heartbeats of this process, kept in `database`.
+    pub fn new(database: &Database) -> Presence {
+        let host = host_name();
+        let pid = std::process::id();
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        Presence {
+            collection: database.collection(COLLECTION),
+            run_id: format!("{host}:{pid}:{started}"),
+            host,
+            pid,
+        }
+    }
+
+    /// Stamps the heartbeat of each of `streams` (server time).
+    pub async fn beat(&self, streams: &[String]) -> Result<(), mongodb::error::Error> {
+        for stream in streams {
+            self.collection
+                .update_one(
+                    doc! {"_id": stream},
+                    vec![doc! {"$set": {
+                        "host": &self.host,
+                        "pid": i64::from(self.pid),
+                        "run_id": &self.run_id,
+                        "heartbeat_at": "$$NOW",
+                    }}],
+                )
+                .upsert(true)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes this process's heartbeats of `streams` (a graceful stop).
+    pub async fn release(&self, streams: &[String]) -> Result<(), mongodb::error::Error> {
+        self.collection
+            .delete_many(doc! {"_id": {"$in": streams}, "run_id": &self.run_id})
+            .await?;
+        Ok(())
+    }
+
+    /// A live run other than this process holding `stream`.
+    pub async fn other_holder(
+        &self,
+        stream: &str,
+    ) -> Result<Option<Holder>, mongodb::error::Error> {
+        let holder = live_holder(&self.collection, stream).await?;
+        Ok(holder.filter(|h| h.run_id != self.run_id))
+    }
+}
+
+/// The live run holding `stream` in `database`, if any.
+pub async fn holder(
+    database: &Database,
+    stream: &str,
+) -> Result<Option<Holder>, mongodb::error::Error> {
+    live_holder(&database.collection(COLLECTION), stream).await
+}
+
+async fn live_holder(
+    collection: &Collection<Document>,
+    stream: &str,
+) -> Result<Option<Holder>, mongodb::error::Error> {
+    let found: Vec<Document> = collection
+        .aggregate(vec![
+            doc! {"$match": {"_id": stream}},
+            doc! {"$project": {
+                "host": 1, "pid": 1, "run_id": 1,
+                "age_ms": {"$subtract": ["$$NOW", "$heartbeat_at"]},
+            }},
+        ])
+        .await?
+        .try_collect()
+        .await?;
+    let Some(found) = found.first() else {
+        return Ok(None);
+    };
+    let age_ms = found
+        .get_i64("age_ms")
+        .or_else(|_| found.get_i32("age_ms").map(i64::from))
+        .unwrap_or(i64::MAX);
+    if age_ms >= GONE_AFTER.as_millis() as i64 {
+        return Ok(None);
+    }
+    Ok(Some(Holder {
+        host: found.get_str("host").unwrap_or("?").to_owned(),
+        pid: found
+            .get_i64("pid")
+            .ok()
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap_or(0),
+        run_id: found.get_str("run_id").unwrap_or("?").to_owned(),
+        seen_seconds_ago: age_ms as f64 / 1000.0,
+    }))
+}
+
+/// This machine's name, for people (best effort).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}

@@ -1,0 +1,235 @@
+//! `changeflow checkpoint set | reset` against a real replica set and broker: they refuse
+//! while a `run` processes the stream (it would overwrite them), move the position when it
+//! is stopped (a set time replays from there, with the same ids), print how to undo, and
+//! `status` shows which run holds each stream.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use changeflow::position::cluster_time_text;
+use common::app::{Process, kafka_only_config, payment, run_cli};
+use common::records::{consume_until, required};
+use common::{DEADLINE, unique_name, wait_until};
+use mongodb::bson::{Document, Timestamp};
+
+const HANDLED: &str = "changeflow_events_handled_total{kind=\"payment_requested\"}";
+
+/// Inserts PENDING payments `{prefix}-0..count`; returns each insert's cluster time.
+async fn insert_timed(
+    client: &mongodb::Client,
+    db_name: &str,
+    prefix: &str,
+    count: usize,
+) -> Vec<Timestamp> {
+    let payments = client.database(db_name).collection::<Document>("payments");
+    let mut session = client.start_session().await.expect("session");
+    let mut times = Vec::with_capacity(count);
+    for i in 0..count {
+        payments
+            .insert_one(payment(&format!("{prefix}-{i}"), 1, "PENDING"))
+            .session(&mut session)
+            .await
+            .expect("insert");
+        times.push(session.operation_time().expect("operation time"));
+    }
+    times
+}
+
+async fn stream_json(config: &changeflow::config::Config, args: &[&str]) -> serde_json::Value {
+    let out = run_cli(config, args).await;
+    assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?} JSON ({e}): {}", out.stdout))
+}
+
+#[tokio::test]
+async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped() {
+    let client = common::mongo().await;
+    let db_name = unique_name("ckpt_admin");
+    let config = kafka_only_config(&db_name);
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    let stream = db_name.as_str();
+
+    let mut process = Process::spawn(&config);
+    process.wait_healthy().await;
+    let times = insert_timed(&client, &db_name, "c", 5).await;
+    wait_until(DEADLINE, "5 payments handled", || async {
+        (process.metric(HANDLED).await >= 5.0).then_some(())
+    })
+    .await;
+    let status = stream_json(&config, &["status", "--json"]).await;
+    assert_eq!(
+        status["streams"][0]["run"]["pid"].as_u64(),
+        Some(u64::from(process.pid())),
+        "status names the running process: {status}"
+    );
+    let text = run_cli(&config, &["status"]).await;
+    assert!(
+        text.stdout
+            .contains(&format!("changeflow run pid {}", process.pid())),
+        "{}",
+        text.stdout
+    );
+
+    let before = stream_json(&config, &["checkpoint", "show", "--json"]).await;
+    let at = cluster_time_text(times[2]);
+    for args in [
+        vec!["checkpoint", "reset", "--stream", stream, "--yes"],
+        vec![
+            "checkpoint",
+            "set",
+            "--stream",
+            stream,
+            "--time",
+            &at,
+            "--yes",
+        ],
+    ] {
+        let out = run_cli(&config, &args).await;
+        assert_ne!(
+            out.code,
+            Some(0),
+            "{args:?} must be refused:\n{}",
+            out.stdout
+        );
+        assert!(
+            out.stderr.contains(&format!(
+                "is being processed by changeflow run pid {}",
+                process.pid()
+            )) && out.stderr.contains("--force"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    process.signal(libc::SIGTERM);
+    assert!(
+        process.wait_exit(DEADLINE).await.success(),
+        "{}",
+        process.log()
+    );
+    let status = stream_json(&config, &["status", "--json"]).await;
+    assert!(
+        status["streams"][0]["run"].is_null(),
+        "a graceful stop releases the stream: {status}"
+    );
+    let stopped = stream_json(&config, &["checkpoint", "show", "--json"]).await;
+    let token = stopped[0]["token"].as_str().expect("a token").to_owned();
+    assert_ne!(before[0]["token"], serde_json::Value::Null);
+
+    // Stopped: the set goes through, names how to undo it, and the next run replays from
+    // the set time (payments 2, 3, 4 again, with their ids).
+    let out = run_cli(
+        &config,
+        &[
+            "checkpoint",
+            "set",
+            "--stream",
+            stream,
+            "--time",
+            &at,
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "to undo: changeflow checkpoint set --stream {stream} --token {token} --yes"
+        )),
+        "{}",
+        out.stdout
+    );
+    let moved = stream_json(&config, &["checkpoint", "show", "--json"]).await;
+    assert_eq!(moved[0]["cluster_time"], at.as_str(), "{moved}");
+    assert_eq!(moved[0]["start_at_time"], true, "{moved}");
+
+    let mut process = Process::spawn(&config);
+    process.wait_healthy().await;
+    let records = consume_until(
+        &common::kafka_brokers(),
+        &topic,
+        DEADLINE,
+        Duration::from_secs(2),
+        {
+            let mut n = 0;
+            move |_| {
+                n += 1;
+                n >= 8
+            }
+        },
+    )
+    .await;
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    for r in &records {
+        seen.entry(required(r, "ce_subject").to_owned())
+            .or_default()
+            .push(required(r, "ce_id").to_owned());
+    }
+    let mut repeated: Vec<&str> = seen
+        .iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|(subject, ids)| {
+            assert!(ids.iter().all(|id| *id == ids[0]), "{subject}: {ids:?}");
+            subject.as_str()
+        })
+        .collect();
+    repeated.sort_unstable();
+    assert_eq!(records.len(), 8, "5 first, then 3 from the set time");
+    assert_eq!(
+        repeated,
+        ["c-2", "c-3", "c-4"],
+        "replayed from the set time"
+    );
+
+    // A killed run's heartbeat stays fresh for a while: refused, unless forced.
+    process.signal(libc::SIGKILL);
+    process.wait_exit(DEADLINE).await;
+    let out = run_cli(
+        &config,
+        &["checkpoint", "reset", "--stream", stream, "--yes"],
+    )
+    .await;
+    assert_ne!(out.code, Some(0), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("is being processed by"),
+        "{}",
+        out.stderr
+    );
+    let out = run_cli(
+        &config,
+        &["checkpoint", "reset", "--stream", stream, "--force"],
+    )
+    .await;
+    assert_ne!(
+        out.code,
+        Some(0),
+        "no --yes and no terminal:\n{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("pass --yes"), "{}", out.stderr);
+    let out = run_cli(
+        &config,
+        &[
+            "checkpoint",
+            "reset",
+            "--stream",
+            stream,
+            "--yes",
+            "--force",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("warning: --force while"),
+        "{}",
+        out.stderr
+    );
+    let reset = stream_json(&config, &["checkpoint", "show", "--json"]).await;
+    assert!(
+        reset[0]["token"].is_null() && reset[0]["cluster_time"].is_null(),
+        "{reset}"
+    );
+}
