@@ -75,19 +75,18 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
 
     let before = stream_json(&config, &["checkpoint", "show", "--json"]).await;
     let at = cluster_time_text(times[2]);
-    for args in [
-        vec!["checkpoint", "reset", "--stream", stream, "--yes"],
-        vec![
-            "checkpoint",
-            "set",
-            "--stream",
-            stream,
-            "--time",
-            &at,
-            "--yes",
-        ],
-    ] {
-        let out = run_cli(&config, &args).await;
+    let set_to_at = [
+        "checkpoint",
+        "set",
+        "--stream",
+        stream,
+        "--time",
+        &at,
+        "--yes",
+    ];
+    let reset = ["checkpoint", "reset", "--stream", stream, "--yes"];
+    for args in [&reset[..], &set_to_at[..]] {
+        let out = run_cli(&config, args).await;
         assert_ne!(
             out.code,
             Some(0),
@@ -120,19 +119,7 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
 
     // Stopped: the set goes through, names how to undo it, and the next run replays from
     // the set time (payments 2, 3, 4 again, with their ids).
-    let out = run_cli(
-        &config,
-        &[
-            "checkpoint",
-            "set",
-            "--stream",
-            stream,
-            "--time",
-            &at,
-            "--yes",
-        ],
-    )
-    .await;
+    let out = run_cli(&config, &set_to_at).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
         out.stdout.contains(&format!(
@@ -186,11 +173,7 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
     // A killed run's heartbeat stays fresh for a while: refused, unless forced.
     process.signal(libc::SIGKILL);
     process.wait_exit(DEADLINE).await;
-    let out = run_cli(
-        &config,
-        &["checkpoint", "reset", "--stream", stream, "--yes"],
-    )
-    .await;
+    let out = run_cli(&config, &reset).await;
     assert_ne!(out.code, Some(0), "{}", out.stdout);
     assert!(
         out.stderr.contains("is being processed by"),
@@ -209,18 +192,7 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
         out.stdout
     );
     assert!(out.stderr.contains("pass --yes"), "{}", out.stderr);
-    let out = run_cli(
-        &config,
-        &[
-            "checkpoint",
-            "reset",
-            "--stream",
-            stream,
-            "--yes",
-            "--force",
-        ],
-    )
-    .await;
+    let out = run_cli(&config, &[&reset[..], &["--force"]].concat()).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
         out.stderr.contains("warning: --force while"),

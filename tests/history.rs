@@ -4,31 +4,15 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use changeflow::checkpoint::store::{Checkpoint, CheckpointStore};
 use changeflow::config::{Config, HistoryLostPolicy};
 use changeflow::gaps::Gaps;
 use changeflow::position::{cluster_time_text, describe, token_from_hex, token_time};
-use changeflow::source::StartAt;
-use common::app::{insert_pending, kafka_only_config, run_cli};
+use common::app::{insert_pending, kafka_only_config, run_cli, start_ready};
 use common::records::consume;
-use common::{DEADLINE, unique_name, wait_until};
+use common::{DEADLINE, oldest_oplog_entry, unique_name, wait_until};
 use mongodb::Client;
 use mongodb::bson::{Document, Timestamp, doc};
-
-/// The oldest oplog entry, read directly.
-async fn oldest_oplog_entry(client: &Client) -> Timestamp {
-    let entry = client
-        .database("local")
-        .collection::<Document>("oplog.rs")
-        .find_one(doc! {})
-        .sort(doc! {"$natural": 1})
-        .await
-        .expect("reading local.oplog.rs")
-        .expect("the oplog has entries");
-    entry.get_timestamp("ts").expect("ts")
-}
 
 /// Stores a live checkpoint for `config`'s stream whose token dates from an hour before
 /// the oldest oplog entry (what a stream stopped for too long comes back to); returns its
@@ -121,10 +105,7 @@ async fn restart_from_now_records_the_gap_and_goes_on() {
     let lost = store_lost_checkpoint(&client, &config).await;
     let oldest = oldest_oplog_entry(&client).await;
 
-    let running = changeflow::app::start(Arc::new(config.clone()), StartAt::Now)
-        .await
-        .expect("starting changeflow");
-    running.ready(DEADLINE).await.expect("stream open");
+    let running = start_ready(&config).await;
     let gaps = Gaps::new(&client.database(&db_name))
         .of_stream(&db_name)
         .await
@@ -170,10 +151,7 @@ async fn status_metrics_and_healthz_report_the_headroom() {
     config.history.check_every_ms = 200;
     // Any real oplog is shorter than ten years: the warning must show.
     config.history.headroom_warning_seconds = 10 * 365 * 86_400;
-    let running = changeflow::app::start(Arc::new(config.clone()), StartAt::Now)
-        .await
-        .expect("starting changeflow");
-    running.ready(DEADLINE).await.expect("stream open");
+    let running = start_ready(&config).await;
     let payments = client.database(&db_name).collection::<Document>("payments");
     insert_pending(&payments, "h", 3, 1).await;
     let series = format!("changeflow_oplog_headroom_seconds{{stream=\"{db_name}\"}}");

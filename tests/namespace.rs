@@ -5,12 +5,9 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use changeflow::namespace_log::COLLECTION;
 use changeflow::publish::catalog::by_schema_id;
-use changeflow::source::StartAt;
-use common::app::{insert_pending, kafka_only_config};
+use common::app::{insert_pending, kafka_only_config, start_ready};
 use common::records::{consume, required};
 use common::schemas::committed_event_schema;
 use common::{DEADLINE, unique_name, wait_until};
@@ -26,10 +23,7 @@ async fn drops_and_renames_are_surfaced_and_the_stream_goes_on() {
     // State lives apart: this test drops the watched database.
     config.checkpoint.database = format!("{db_name}_state");
     let state = client.database(&config.checkpoint.database);
-    let running = changeflow::app::start(Arc::new(config.clone()), StartAt::Now)
-        .await
-        .expect("starting changeflow");
-    running.ready(DEADLINE).await.expect("stream open");
+    let running = start_ready(&config).await;
     let db = client.database(&db_name);
     let payments = db.collection::<Document>("payments");
 

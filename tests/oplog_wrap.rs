@@ -8,19 +8,17 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use changeflow::checkpoint::store::CheckpointStore;
 use changeflow::config::{Config, HistoryLostPolicy};
 use changeflow::gaps::Gaps;
 use changeflow::position::{describe, token_time};
-use changeflow::source::StartAt;
-use common::app::{insert_pending, kafka_only_config, run_cli};
+use common::app::{insert_pending, kafka_only_config, run_cli, start_ready};
 use common::broker::OwnBroker;
 use common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};
 use common::records::{consume_until, required};
-use common::{DEADLINE, unique_name, wait_until};
+use common::{DEADLINE, oldest_oplog_entry, unique_name, wait_until};
 use mongodb::bson::{Document, Timestamp, doc};
 use mongodb::{Client, Collection};
 
@@ -78,7 +76,7 @@ impl Filler {
             // here): waiting for it keeps the writes from overshooting.
             let waits = if oplog_over_size(client).await { 10 } else { 1 };
             for _ in 0..waits {
-                let oldest = oldest_entry(client).await;
+                let oldest = oldest_oplog_entry(client).await;
                 if done(oldest) {
                     return oldest;
                 }
@@ -102,19 +100,6 @@ async fn oplog_over_size(client: &Client) -> bool {
             .unwrap_or_else(|| panic!("oplog collStats without {key}: {stats}"))
     };
     number("size") >= number("maxSize")
-}
-
-async fn oldest_entry(client: &Client) -> Timestamp {
-    client
-        .database("local")
-        .collection::<Document>("oplog.rs")
-        .find_one(doc! {})
-        .sort(doc! {"$natural": 1})
-        .await
-        .expect("reading local.oplog.rs")
-        .expect("the oplog has entries")
-        .get_timestamp("ts")
-        .expect("ts")
 }
 
 fn gauge(metrics: &str, series: &str) -> Option<i64> {
@@ -179,16 +164,13 @@ async fn headroom_shrinks_under_writes_and_a_real_wrap_is_reported() {
 
     // Oplog history spread over several seconds, so that truncating part of it moves the
     // oldest entry by whole seconds.
-    let initiated = oldest_entry(&root).await;
+    let initiated = oldest_oplog_entry(&root).await;
     for _ in 0..6 {
         filler.write(80).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
-    let running = changeflow::app::start(Arc::new(config.clone()), StartAt::Now)
-        .await
-        .expect("starting changeflow");
-    running.ready(DEADLINE).await.expect("stream open");
+    let running = start_ready(&config).await;
     insert_pending(&payments, "before", 1, 1).await;
     consume_until(&broker.address(), &topic, DEADLINE, Duration::ZERO, |_| {
         true
@@ -302,7 +284,7 @@ async fn headroom_shrinks_under_writes_and_a_real_wrap_is_reported() {
     let error = error_line(&out.stderr);
     for part in [
         describe(checkpoint_at),
-        describe(oldest_entry(&root).await),
+        describe(oldest_oplog_entry(&root).await),
         "found before resuming".to_owned(),
     ] {
         assert!(error.contains(&part), "`{part}` missing from: {error}");
@@ -327,10 +309,7 @@ async fn headroom_shrinks_under_writes_and_a_real_wrap_is_reported() {
         .history
         .on_lost_streams
         .insert(db_name.clone(), HistoryLostPolicy::RestartFromNow);
-    let running = changeflow::app::start(Arc::new(limited.clone()), StartAt::Now)
-        .await
-        .expect("starting changeflow");
-    running.ready(DEADLINE).await.expect("stream open");
+    let running = start_ready(&limited).await;
     let gaps = Gaps::new(&root.database(&db_name))
         .of_stream(&db_name)
         .await

@@ -4,14 +4,13 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use changeflow::config::Config;
 use changeflow::domain::EventId;
 use changeflow::position::{cluster_time_text, describe};
 use changeflow::replay;
 use changeflow::source::{self, StartAt};
-use common::app::{insert_pending, kafka_only_config, run_cli};
+use common::app::{insert_pending, kafka_only_config, run_cli, start_ready};
 use common::records::{consume, consume_until, required};
 use common::{DEADLINE, unique_name, within};
 use futures::StreamExt;
@@ -64,10 +63,7 @@ async fn replay_from_a_token_re_emits_exactly_the_later_events_with_the_live_ids
     let db_name = unique_name("replay_tok");
     let config = kafka_only_config(&db_name);
     let brokers = common::kafka_brokers();
-    let running = changeflow::app::start(Arc::new(config.clone()), StartAt::Now)
-        .await
-        .expect("starting changeflow");
-    running.ready(DEADLINE).await.expect("streams open");
+    let running = start_ready(&config).await;
     let seen = insert_watched(&config, "p", 1000).await;
 
     let live_topic = config.kafka.topic(&config.kafka.topics.payments);

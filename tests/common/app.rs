@@ -56,6 +56,19 @@ pub fn memory_config(database: &str) -> Config {
     config
 }
 
+/// `changeflow run` in this process with `config` (resuming from its checkpoints, or from
+/// now), once every stream is open.
+pub async fn start_ready(config: &Config) -> changeflow::app::Running {
+    let running = changeflow::app::start(
+        std::sync::Arc::new(config.clone()),
+        changeflow::source::StartAt::Now,
+    )
+    .await
+    .expect("starting changeflow");
+    running.ready(DEADLINE).await.expect("streams open");
+    running
+}
+
 /// A free local port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -54,6 +54,20 @@ pub fn unique_name(prefix: &str) -> String {
     name
 }
 
+/// The oldest entry of the oplog `client` reads, read directly.
+pub async fn oldest_oplog_entry(client: &Client) -> mongodb::bson::Timestamp {
+    client
+        .database("local")
+        .collection::<mongodb::bson::Document>("oplog.rs")
+        .find_one(doc! {})
+        .sort(doc! {"$natural": 1})
+        .await
+        .expect("reading local.oplog.rs")
+        .expect("the oplog has entries")
+        .get_timestamp("ts")
+        .expect("ts")
+}
+
 /// A client for the replica set, checked to be reachable and to be a replica set.
 pub async fn mongo() -> Client {
     let uri = mongodb_uri();
