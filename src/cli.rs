@@ -12,7 +12,7 @@ use crate::source::StartAt;
 
 /// changeflow: MongoDB change streams as typed domain events, to handlers and Kafka.
 #[derive(Debug, Parser)]
-#[command(name = "changeflow", version, about)]
+#[command(name = "changeflow", version, about, after_help = TOP_EXAMPLES)]
 pub struct Cli {
     /// Configuration file (TOML). Without one, the built-in defaults apply (they equal
     /// config/changeflow.toml). Any key can be overridden by CHANGEFLOW_<KEY_PATH>.
@@ -40,6 +40,7 @@ pub enum Command {
     /// Run the pipeline: one change stream per watched database, the payment handlers
     /// (provider simulator, status updater, counters) and the HTTP API, until Ctrl-C /
     /// SIGTERM (then in-flight work finishes and the checkpoint is stored).
+    #[command(after_help = RUN_EXAMPLES)]
     Run {
         /// Where streams without a checkpoint start: `now`, or a time (RFC 3339 or a
         /// cluster time `SECONDS[.INCREMENT]`; startAtOperationTime). A stored checkpoint
@@ -50,6 +51,7 @@ pub enum Command {
     /// Run the pipeline with a small load: create payments through the API, show their
     /// progress, print the counters; then run the agent-memory workload and print
     /// `memory_stats`; stop.
+    #[command(after_help = DEMO_EXAMPLES)]
     Demo {
         /// Payments to create.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -61,12 +63,15 @@ pub enum Command {
     },
     /// Print every change of the watched collections as one relaxed Extended JSON line,
     /// from now until Ctrl-C / SIGTERM. One change stream per watched database.
+    #[command(after_help = TAIL_EXAMPLES)]
     Tail,
     /// Create the payments collection with its `$jsonSchema` validator and the indexes
     /// changeflow uses. Idempotent: a second run changes nothing and says so.
+    #[command(after_help = SETUP_EXAMPLES)]
     Setup,
     /// Validate the configuration (file, defaults and environment) and print the result
     /// with secrets redacted. Exits 2 with the offending key when it is invalid.
+    #[command(after_help = CHECK_CONFIG_EXAMPLES)]
     CheckConfig,
     /// Re-emit the events of a stretch of history, with the live run's event ids, to
     /// stdout or Kafka (into the handlers only with --handlers). The live checkpoints are
@@ -74,9 +79,10 @@ pub enum Command {
     /// interruption continues where it stopped.
     #[command(after_help = REPLAY_EXAMPLES)]
     Replay(ReplayArgs),
-    /// Show or move the live checkpoints (one per stream, i.e. per watched database). Stop
-    /// `changeflow run` before moving one: a running process overwrites it.
-    #[command(subcommand)]
+    /// Show or move the live checkpoints (one per stream, i.e. per watched database).
+    /// Moving one is refused while a `changeflow run` processes the stream: it would
+    /// overwrite the change.
+    #[command(subcommand, after_help = CHECKPOINT_EXAMPLES)]
     Checkpoint(CheckpointCommand),
     /// For each stream: its checkpoint (token, cluster time, age), the oplog window of
     /// every readable member and the headroom (seconds between the checkpoint and the
@@ -88,6 +94,36 @@ pub enum Command {
         json: bool,
     },
 }
+
+const TOP_EXAMPLES: &str = "Examples:
+  changeflow setup                      # collections, validators, indexes
+  changeflow run                        # the pipeline, until Ctrl-C
+  changeflow status                     # checkpoints, oplog windows, headroom
+  changeflow --config prod.toml --log-format json run
+  RUST_LOG=changeflow=debug changeflow tail
+
+`changeflow <command> --help` shows each command's options and examples.";
+
+const RUN_EXAMPLES: &str = "Examples:
+  changeflow run
+  changeflow run --start-at 2026-11-22T14:02:00Z   # streams without a checkpoint start there
+  changeflow --set provider.latency_ms=0 --log-format json run";
+
+const DEMO_EXAMPLES: &str = "Examples:
+  changeflow demo
+  changeflow demo --payments 1000 --memory-users 0";
+
+const TAIL_EXAMPLES: &str = "Examples:
+  changeflow tail
+  changeflow tail | jq -c 'select(.operationType == \"update\")'";
+
+const SETUP_EXAMPLES: &str = "Examples:
+  changeflow setup
+  CHANGEFLOW_MONGODB_URI='mongodb://admin:secret@db1/?replicaSet=prod' changeflow setup";
+
+const CHECK_CONFIG_EXAMPLES: &str = "Examples:
+  changeflow check-config
+  changeflow --config prod.toml --set kafka.brokers=k1:9092 check-config";
 
 const REPLAY_EXAMPLES: &str = "Examples:
   # everything since 14:02 UTC into a fresh topic

@@ -42,3 +42,36 @@ uri = "mongodb://app:m0ngo-secret@db1:27017/?replicaSet=rs0"
         );
     }
 }
+
+#[test]
+fn every_command_has_help_with_examples() {
+    let commands: [&[&str]; 12] = [
+        &[],
+        &["run"],
+        &["demo"],
+        &["tail"],
+        &["setup"],
+        &["check-config"],
+        &["replay"],
+        &["status"],
+        &["checkpoint"],
+        &["checkpoint", "show"],
+        &["checkpoint", "set"],
+        &["checkpoint", "reset"],
+    ];
+    for command in commands {
+        let output = Command::new(env!("CARGO_BIN_EXE_changeflow"))
+            .args(command)
+            .arg("--help")
+            .env_remove("CHANGEFLOW_CONFIG")
+            .output()
+            .expect("running changeflow --help");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{command:?} --help failed");
+        let examples = stdout.split_once("\nExamples:\n").map(|(_, e)| e);
+        assert!(
+            examples.is_some_and(|e| e.lines().any(|l| l.starts_with("  changeflow "))),
+            "{command:?} --help has no examples:\n{stdout}"
+        );
+    }
+}

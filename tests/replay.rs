@@ -183,8 +183,26 @@ async fn replay_between_two_times_stops_at_the_until_event() {
     assert!(subjects.contains("t-9") && subjects.contains("t-19"));
     assert!(!subjects.contains("t-8") && !subjects.contains("t-20"));
 
-    let dry = run_cli(&config, &[&window[..], &["--dry-run"]].concat()).await;
+    let json_logs = ["--log-format", "json"];
+    let dry = run_cli(
+        &config,
+        &[&json_logs[..], &window[..], &["--dry-run"]].concat(),
+    )
+    .await;
     assert_eq!(dry.code, Some(0), "dry run failed:\n{}", dry.stderr);
+    // --log-format json: every log line is a JSON object; the summary lines are not logs.
+    let logs: Vec<serde_json::Value> = dry
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("replay "))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log ({e}): {l}")))
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["fields"]["message"] == "replay starting" && l["level"] == "INFO"),
+        "{}",
+        dry.stderr
+    );
     assert!(dry.stdout.contains("dry run: 11 changes"), "{}", dry.stdout);
     assert!(
         dry.stdout
