@@ -57,8 +57,6 @@ pub enum Work {
     Namespace {
         /// The event.
         event: Arc<NamespaceEvent>,
-        /// The stream that saw it.
-        stream: Arc<str>,
         /// The publisher.
         sink: Arc<KafkaSink>,
         /// `ns:<namespace>`.
@@ -109,7 +107,7 @@ enum Outcome {
 
 /// What a job needs besides its event; shared by every job of a session.
 pub struct JobContext {
-    /// Stream name, for dead letters.
+    /// Stream name, for dead letters and namespace events.
     pub stream: Arc<str>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
@@ -136,12 +134,9 @@ pub async fn run(job: Job, ctx: Arc<JobContext>) -> Completion {
             }
         },
         Work::Raw { event, sink, .. } => vec![run_call(&RawCall(sink, event), &ctx).await],
-        Work::Namespace {
-            event,
-            stream,
-            sink,
-            ..
-        } => vec![run_call(&NamespaceCall(sink, stream, event), &ctx).await],
+        Work::Namespace { event, sink, .. } => {
+            vec![run_call(&NamespaceCall(sink, &ctx.stream, event), &ctx).await]
+        }
     };
     let mut completion = Completion {
         ticket: job.ticket,

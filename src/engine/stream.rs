@@ -506,7 +506,6 @@ impl<'a> Session<'a> {
                     ticket: self.acker.track(position, 1),
                     work: Work::Namespace {
                         event: Arc::new(event),
-                        stream: self.name.clone(),
                         sink: sink.clone(),
                         lane: lane.clone(),
                     },
