@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::presence::{self, Presence};
 use crate::config::Config;
 use crate::engine::{self, Engine, EngineError};
+use crate::error_text::Tidy;
 use crate::handlers::counters::COUNTERS;
 use crate::health::Health;
 use crate::http::payments::PaymentsApi;
@@ -122,7 +123,9 @@ async fn keep_presence(presence: Presence, streams: Vec<String>, stop: Cancellat
                 presence::GONE_AFTER.as_secs()
             ),
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read {}", presence::COLLECTION),
+            Err(e) => {
+                tracing::warn!(error = %Tidy(&e), "cannot read {}", presence::COLLECTION)
+            }
         }
     }
     let mut tick = tokio::time::interval(presence::BEAT_EVERY);
@@ -132,11 +135,11 @@ async fn keep_presence(presence: Presence, streams: Vec<String>, stop: Cancellat
             _ = tick.tick() => {}
         }
         if let Err(e) = presence.beat(&streams).await {
-            tracing::warn!(error = %e, "cannot stamp the heartbeat in {}", presence::COLLECTION);
+            tracing::warn!(error = %Tidy(&e), "cannot stamp the heartbeat in {}", presence::COLLECTION);
         }
     }
     if let Err(e) = presence.release(&streams).await {
-        tracing::warn!(error = %e, "cannot remove the heartbeat from {}", presence::COLLECTION);
+        tracing::warn!(error = %Tidy(&e), "cannot remove the heartbeat from {}", presence::COLLECTION);
     }
 }
 
@@ -164,7 +167,7 @@ async fn watch_headroom(
             match OplogProbe::connect(&client, &config.mongodb.uri).await {
                 Ok(p) => probe = Some(p),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the oplog windows; headroom metrics unavailable");
+                    tracing::warn!(error = %Tidy(&e), "cannot read the oplog windows; headroom metrics unavailable");
                     continue;
                 }
             }
@@ -208,7 +211,7 @@ impl Running {
             None => (&mut self.engine).await,
         };
         if let Err(e) = self.http.await.context("HTTP task")? {
-            tracing::warn!(error = %e, "HTTP server stopped with an error");
+            tracing::warn!(error = %Tidy(&e), "HTTP server stopped with an error");
         }
         // After the final checkpoints: `checkpoint set` may move them from now on.
         self.presence_stop.cancel();

@@ -25,6 +25,15 @@ pub fn tidy(text: &str) -> String {
     out
 }
 
+/// Shows an error through [`tidy`]: `tracing::warn!(error = %Tidy(&e), ...)`.
+pub struct Tidy<'a, E: std::fmt::Display>(pub &'a E);
+
+impl<E: std::fmt::Display> std::fmt::Display for Tidy<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&tidy(&self.0.to_string()))
+    }
+}
+
 /// Removes every span that starts with `marker` and ends where `end` says (a length from
 /// the marker's start); a span whose end cannot be found is kept.
 fn cut_all(text: &mut String, marker: &str, end: impl Fn(&str) -> Option<usize>) {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::error_text::Tidy;
 use backoff::ExponentialBackoffBuilder;
 use backoff::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +24,7 @@ where
             return true;
         };
         let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
-        tracing::warn!(error = %e, "cannot {what}; retrying");
+        tracing::warn!(error = %Tidy(&e), "cannot {what}; retrying");
         tokio::select! {
             _ = cancel.cancelled() => return false,
             _ = tokio::time::sleep(pause) => {}

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::store::{Checkpoint, CheckpointStore};
+use crate::error_text::Tidy;
 use crate::metrics::Metrics;
 
 /// Pause before retrying a failed write when no newer checkpoint arrives.
@@ -58,7 +59,7 @@ async fn write_loop(
             match store.save(&checkpoint).await {
                 Ok(()) => metrics.checkpoint_saved(&checkpoint.stream),
                 Err(e) => {
-                    tracing::warn!(stream = %checkpoint.stream, error = %e, "cannot store the checkpoint; retrying");
+                    tracing::warn!(stream = %checkpoint.stream, error = %Tidy(&e), "cannot store the checkpoint; retrying");
                     let newer = tokio::select! {
                         changed = rx.changed() => match changed {
                             Ok(()) => true,

@@ -7,6 +7,7 @@ use std::fmt;
 use mongodb::Client;
 use mongodb::bson::{DateTime, Timestamp};
 
+use crate::error_text::Tidy;
 use crate::oplog;
 use crate::position::{cluster_time_text, describe, human_seconds};
 use crate::source::StartAt;
@@ -84,7 +85,7 @@ pub async fn oldest_available(client: &Client, stream: &str) -> Option<Timestamp
     match oplog::oldest_entry(client).await {
         Ok(t) => Some(t),
         Err(e) => {
-            tracing::debug!(stream, error = %e, "oplog not readable; relying on the server to report lost history");
+            tracing::debug!(stream, error = %Tidy(&e), "oplog not readable; relying on the server to report lost history");
             None
         }
     }

@@ -23,6 +23,7 @@ use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::domain::namespace::NamespaceEvent;
 use crate::domain::raw::RawChangeEvent;
 use crate::domain::{DomainEvent, EventId};
+use crate::error_text::Tidy;
 use crate::handlers::{Handler, HandlerError};
 use crate::metrics::Metrics;
 use crate::publish::kafka::KafkaSink;
@@ -305,7 +306,7 @@ async fn recover(call: &dyn Call, ctx: &JobContext, mut outcome: Attempt) -> Out
                 tracing::warn!(
                     handler = call.target(),
                     event_id = %call.event_id(),
-                    error = %e,
+                    error = %Tidy(&e),
                     retry_in_ms = pause.as_millis() as u64,
                     "handler failed; retrying"
                 );

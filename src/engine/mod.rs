@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::config::routes::KAFKA;
 use crate::dead_letter::DeadLetters;
 use crate::domain::Domains;
+use crate::error_text::Tidy;
 use crate::gaps::Gaps;
 use crate::handlers::counters::{self, Counters};
 use crate::handlers::memory_stats::{self, MemoryStats};
@@ -175,7 +176,7 @@ impl Engine {
                     let Some(joined) = joined else { break };
                     let result = joined.map_err(|e| EngineError::Task(e.to_string())).and_then(|r| r);
                     if let Err(e) = result {
-                        tracing::error!(error = %e, "stream stopped; stopping the others");
+                        tracing::error!(error = %Tidy(&e), "stream stopped; stopping the others");
                         first_error.get_or_insert(e);
                         stopping = true;
                         stop.cancel();

@@ -27,6 +27,7 @@ use crate::config::WatchedDatabase;
 use crate::dead_letter::DeadLetter;
 use crate::domain::Decoded;
 use crate::domain::namespace::NamespaceChange;
+use crate::error_text::Tidy;
 use crate::position::{describe, token_time};
 use crate::source::reader::{self, Item, Position};
 use crate::source::{self, SourceError, StartAt};
@@ -118,7 +119,7 @@ pub async fn run(
                 let pause = reconnect.next_backoff().unwrap_or(Duration::from_secs(30));
                 tracing::warn!(
                     stream = %name,
-                    error = %e,
+                    error = %Tidy(&e),
                     retry_in_ms = pause.as_millis() as u64,
                     "stream failed; reopening from the checkpoint"
                 );
@@ -569,7 +570,7 @@ impl<'a> Session<'a> {
         }
         if done.finished {
             if let Err(e) = self.acker.route_done(done.ticket) {
-                tracing::error!(error = %e, "acker refused a completion");
+                tracing::error!(error = %Tidy(&e), "acker refused a completion");
             }
             let kind = done.work.label();
             let metrics = &self.shared.metrics;
@@ -630,7 +631,7 @@ impl<'a> Session<'a> {
             Ok(token) => token,
             Err(e) => {
                 // Not expected from a server token; the checkpoint stays where it was.
-                tracing::error!(stream = %self.name, error = %e, "unreadable resume token; checkpoint not moved");
+                tracing::error!(stream = %self.name, error = %Tidy(&e), "unreadable resume token; checkpoint not moved");
                 return;
             }
         };

@@ -1,5 +1,6 @@
 //! API errors: a status and a JSON body `{"error": …, "field": …}`.
 
+use crate::error_text::Tidy;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -25,7 +26,7 @@ impl ApiError {
 
     /// 503: the database failed; the message is logged, the client gets a generic one.
     pub fn database(e: mongodb::error::Error) -> ApiError {
-        tracing::warn!(error = %e, "HTTP request failed on the database");
+        tracing::warn!(error = %Tidy(&e), "HTTP request failed on the database");
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "the database is not available; try again".into(),
