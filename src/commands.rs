@@ -77,16 +77,27 @@ pub fn hint(error: &anyhow::Error, config: &Config) -> String {
             );
         }
     }
-    if error
-        .chain()
-        .any(|c| c.to_string().contains("(Unauthorized)"))
-    {
-        return "the MongoDB user lacks a privilege named above; README \"Privileges\" lists \
-                what each command needs"
-            .to_owned();
+    for (marker, hint) in HINTS_BY_TEXT {
+        if error.chain().any(|c| c.to_string().contains(marker)) {
+            return hint.to_owned();
+        }
     }
     "`changeflow <command> --help` lists the options with examples".to_owned()
 }
+
+/// Hints for errors recognised by their text (they reach here through several layers).
+const HINTS_BY_TEXT: [(&str, &str); 2] = [
+    (
+        "is being processed by changeflow run",
+        "`changeflow status` shows which run holds each stream; stop it with Ctrl-C or \
+         SIGTERM (it stores its final checkpoint and releases the stream)",
+    ),
+    (
+        "(Unauthorized)",
+        "the MongoDB user lacks a privilege named above; README \"Privileges\" lists what \
+         each command needs",
+    ),
+];
 
 fn check_config(config: &Config) -> anyhow::Result<()> {
     let mut shown = config.clone();

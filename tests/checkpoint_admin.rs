@@ -97,7 +97,10 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
             out.stderr.contains(&format!(
                 "is being processed by changeflow run pid {}",
                 process.pid()
-            )) && out.stderr.contains("--force"),
+            )) && out.stderr.contains("--force")
+                && out
+                    .stderr
+                    .contains("hint: `changeflow status` shows which run holds"),
             "{args:?}: {}",
             out.stderr
         );

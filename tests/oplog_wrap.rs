@@ -279,6 +279,22 @@ async fn headroom_shrinks_under_writes_and_a_real_wrap_is_reported() {
         assert!(error.contains(&part), "`{part}` missing from: {error}");
     }
 
+    // A right the user lacks: one tidy error line (no raw server reply) and the hint.
+    let mut elsewhere = limited.clone();
+    elsewhere.checkpoint.database = format!("{db_name}_other");
+    let out = run_cli(&elsewhere, &["checkpoint", "show"]).await;
+    assert_ne!(out.code, Some(0), "{}", out.stdout);
+    let error = error_line(&out.stderr);
+    assert!(error.contains("(Unauthorized)"), "{error}");
+    for noise in ["RawDocumentBuf", "server response", "$clusterTime", "lsid"] {
+        assert!(!error.contains(noise), "`{noise}` in: {error}");
+    }
+    assert!(
+        out.stderr.contains("README \"Privileges\""),
+        "{}",
+        out.stderr
+    );
+
     let out = run_cli(&config, &["run"]).await;
     assert_ne!(out.code, Some(0), "run must fail:\n{}", out.stderr);
     let error = error_line(&out.stderr);
