@@ -112,6 +112,9 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
 /// Stamps this run's heartbeat on each stream every [`presence::BEAT_EVERY`] (after
 /// warning about another live run on the same streams) and removes it on stop.
 async fn keep_presence(presence: Presence, streams: Vec<String>, stop: CancellationToken) {
+    if let Err(e) = presence.ensure_index().await {
+        tracing::warn!(error = %Tidy(&e), "cannot create the TTL index of {}", presence::COLLECTION);
+    }
     for stream in &streams {
         match presence.other_holder(stream).await {
             Ok(Some(holder)) => tracing::warn!(
@@ -138,7 +141,7 @@ async fn keep_presence(presence: Presence, streams: Vec<String>, stop: Cancellat
             tracing::warn!(error = %Tidy(&e), "cannot stamp the heartbeat in {}", presence::COLLECTION);
         }
     }
-    if let Err(e) = presence.release(&streams).await {
+    if let Err(e) = presence.release().await {
         tracing::warn!(error = %Tidy(&e), "cannot remove the heartbeat from {}", presence::COLLECTION);
     }
 }

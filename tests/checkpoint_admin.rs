@@ -173,6 +173,33 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
         "replayed from the set time"
     );
 
+    // A second run on the same stream is warned about; when it stops, the first still
+    // holds the stream.
+    let mut second = Process::spawn(&config);
+    second.wait_healthy().await;
+    wait_until(DEADLINE, "the warning about the other run", || async {
+        second
+            .log()
+            .contains("another changeflow run is processing this stream")
+            .then_some(())
+    })
+    .await;
+    second.signal(libc::SIGTERM);
+    assert!(
+        second.wait_exit(DEADLINE).await.success(),
+        "{}",
+        second.log()
+    );
+    let out = run_cli(&config, &reset).await;
+    assert!(
+        out.stderr.contains(&format!(
+            "is being processed by changeflow run pid {}",
+            process.pid()
+        )),
+        "the first run still holds the stream: {}",
+        out.stderr
+    );
+
     // A killed run's heartbeat stays fresh for a while: refused, unless forced.
     process.signal(libc::SIGKILL);
     process.wait_exit(DEADLINE).await;

@@ -18,6 +18,8 @@ pub const COLLECTION: &str = "changeflow_runs";
 pub const BEAT_EVERY: Duration = Duration::from_secs(5);
 /// A heartbeat older than this belongs to a process that is gone (killed, host lost).
 pub const GONE_AFTER: Duration = Duration::from_secs(20);
+/// The server deletes heartbeats this old (a TTL index).
+pub const FORGOTTEN_AFTER: Duration = Duration::from_secs(3600);
 
 /// A run holding a stream.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -68,13 +70,30 @@ impl Presence {
         }
     }
 
-    /// Stamps the heartbeat of each of `streams` (server time).
+    /// Makes sure heartbeats of processes long gone are removed by the server (TTL).
+    pub async fn ensure_index(&self) -> Result<(), mongodb::error::Error> {
+        let index = mongodb::IndexModel::builder()
+            .keys(doc! {"heartbeat_at": 1})
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .name("heartbeat_ttl".to_owned())
+                    .expire_after(FORGOTTEN_AFTER)
+                    .build(),
+            )
+            .build();
+        self.collection.create_index(index).await?;
+        Ok(())
+    }
+
+    /// Stamps the heartbeat of each of `streams` (server time). Each run has its own
+    /// document per stream, so two runs never overwrite each other's.
     pub async fn beat(&self, streams: &[String]) -> Result<(), mongodb::error::Error> {
         for stream in streams {
             self.collection
                 .update_one(
-                    doc! {"_id": stream},
+                    doc! {"_id": format!("{stream}/{}", self.run_id)},
                     vec![doc! {"$set": {
+                        "stream": stream,
                         "host": &self.host,
                         "pid": i64::from(self.pid),
                         "run_id": &self.run_id,
@@ -87,10 +106,10 @@ impl Presence {
         Ok(())
     }
 
-    /// Removes this process's heartbeats of `streams` (a graceful stop).
-    pub async fn release(&self, streams: &[String]) -> Result<(), mongodb::error::Error> {
+    /// Removes this process's heartbeats (a graceful stop).
+    pub async fn release(&self) -> Result<(), mongodb::error::Error> {
         self.collection
-            .delete_many(doc! {"_id": {"$in": streams}, "run_id": &self.run_id})
+            .delete_many(doc! {"run_id": &self.run_id})
             .await?;
         Ok(())
     }
@@ -100,8 +119,11 @@ impl Presence {
         &self,
         stream: &str,
     ) -> Result<Option<Holder>, mongodb::error::Error> {
-        let holder = live_holder(&self.collection, stream).await?;
-        Ok(holder.filter(|h| h.run_id != self.run_id))
+        live_holder(
+            &self.collection,
+            doc! {"stream": stream, "run_id": {"$ne": &self.run_id}},
+        )
+        .await
     }
 }
 
@@ -110,16 +132,19 @@ pub async fn holder(
     database: &Database,
     stream: &str,
 ) -> Result<Option<Holder>, mongodb::error::Error> {
-    live_holder(&database.collection(COLLECTION), stream).await
+    live_holder(&database.collection(COLLECTION), doc! {"stream": stream}).await
 }
 
+/// The most recently seen run matching `filter`, if its heartbeat is live.
 async fn live_holder(
     collection: &Collection<Document>,
-    stream: &str,
+    filter: Document,
 ) -> Result<Option<Holder>, mongodb::error::Error> {
     let found: Vec<Document> = collection
         .aggregate(vec![
-            doc! {"$match": {"_id": stream}},
+            doc! {"$match": filter},
+            doc! {"$sort": {"heartbeat_at": -1}},
+            doc! {"$limit": 1},
             doc! {"$project": {
                 "host": 1, "pid": 1, "run_id": 1,
                 "age_ms": {"$subtract": ["$$NOW", "$heartbeat_at"]},
