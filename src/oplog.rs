@@ -8,6 +8,7 @@ use mongodb::bson::{Document, Timestamp, doc};
 use mongodb::options::{ClientOptions, ServerAddress};
 use mongodb::{Client, Collection};
 
+use crate::position::seconds_between;
 use crate::redact::redact_uri;
 
 /// How long one member may take to answer before it counts as unreadable.
@@ -25,7 +26,7 @@ pub struct Window {
 impl Window {
     /// Seconds between the oldest and newest entry.
     pub fn span_seconds(&self) -> i64 {
-        i64::from(self.newest.time) - i64::from(self.oldest.time)
+        seconds_between(self.oldest, self.newest)
     }
 }
 
@@ -106,11 +107,19 @@ impl OplogProbe {
                 members: vec![("(connected server)".to_owned(), Ok(oplog_of(client)))],
             });
         }
-        let mut members = Vec::with_capacity(hosts.len());
-        for host in hosts {
-            let oplog = direct_oplog(uri, &host).await;
-            members.push((host, oplog));
-        }
+        // Parsed once: an SRV URI would otherwise be resolved again for every member.
+        let options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| redact_uri(&e.to_string()));
+        let members = hosts
+            .into_iter()
+            .map(|host| {
+                let oplog = options
+                    .clone()
+                    .and_then(|options| direct_oplog(options, &host));
+                (host, oplog)
+            })
+            .collect();
         Ok(OplogProbe { members })
     }
 
@@ -136,11 +145,9 @@ fn oplog_of(client: &Client) -> Collection<Document> {
     client.database("local").collection("oplog.rs")
 }
 
-/// The oplog of `host`, over a direct connection with `uri`'s settings.
-async fn direct_oplog(uri: &str, host: &str) -> Result<Collection<Document>, String> {
-    let mut options = ClientOptions::parse(uri)
-        .await
-        .map_err(|e| redact_uri(&e.to_string()))?;
+/// The oplog of `host`, over a direct connection with the deployment's `options`
+/// (credentials, TLS).
+fn direct_oplog(mut options: ClientOptions, host: &str) -> Result<Collection<Document>, String> {
     options.hosts = vec![ServerAddress::parse(host).map_err(|e| e.to_string())?];
     options.direct_connection = Some(true);
     options.repl_set_name = None;
@@ -151,10 +158,8 @@ async fn direct_oplog(uri: &str, host: &str) -> Result<Collection<Document>, Str
 }
 
 async fn read_window(oplog: &Collection<Document>) -> Result<Window, String> {
-    Ok(Window {
-        oldest: entry_time(oplog, 1).await?,
-        newest: entry_time(oplog, -1).await?,
-    })
+    let (oldest, newest) = futures::try_join!(entry_time(oplog, 1), entry_time(oplog, -1))?;
+    Ok(Window { oldest, newest })
 }
 
 /// The time of the first (`order` 1) or last (-1) entry of `oplog`.
@@ -181,7 +186,7 @@ pub async fn oldest_entry(client: &Client) -> Result<Timestamp, String> {
 /// Seconds from the oldest oplog entry to `checkpoint`: how long until it falls off at the
 /// present write rate's window (negative: already lost).
 pub fn headroom_seconds(checkpoint: Timestamp, oldest: Timestamp) -> i64 {
-    i64::from(checkpoint.time) - i64::from(oldest.time)
+    seconds_between(oldest, checkpoint)
 }
 
 #[cfg(test)]

@@ -115,6 +115,11 @@ pub fn rfc3339(t: Timestamp) -> String {
     datetime_rfc3339(DateTime::from_millis(i64::from(t.time) * 1000))
 }
 
+/// Whole seconds from `from` to `to` (negative when `to` is earlier).
+pub fn seconds_between(from: Timestamp, to: Timestamp) -> i64 {
+    i64::from(to.time) - i64::from(from.time)
+}
+
 /// Seconds from the cluster time `t` to now (by this machine's clock).
 pub fn age_seconds(t: Timestamp) -> i64 {
     DateTime::now().timestamp_millis() / 1000 - i64::from(t.time)

@@ -17,7 +17,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::oplog::{OplogProbe, Windows, headroom_seconds};
 use crate::position::{
-    age_seconds, cluster_time_text, describe, human_seconds, rfc3339, token_data,
+    age_seconds, cluster_time_text, describe, human_seconds, rfc3339, seconds_between, token_data,
 };
 
 /// One stream's standing.
@@ -63,7 +63,7 @@ impl Report {
     /// Seconds from `stream`'s checkpoint to the newest oplog entry.
     pub fn lag(&self, stream: &StreamStatus) -> Option<i64> {
         let newest = self.oplog.as_ref().ok()?.newest()?;
-        Some((i64::from(newest.time) - i64::from(stream.time()?.time)).max(0))
+        Some(seconds_between(stream.time()?, newest).max(0))
     }
 
     /// Why `stream` needs attention, if it does.

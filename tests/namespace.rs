@@ -6,13 +6,14 @@
 mod common;
 
 use changeflow::namespace_log::COLLECTION;
+use changeflow::position::{Bound, parse_time};
 use changeflow::publish::catalog::by_schema_id;
 use common::app::{insert_pending, kafka_only_config, start_ready};
 use common::records::{consume, required};
 use common::schemas::committed_event_schema;
 use common::{DEADLINE, unique_name, wait_until};
 use futures::TryStreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Document, Timestamp, doc};
 use rdkafka::Message;
 
 #[tokio::test]
@@ -112,7 +113,7 @@ async fn drops_and_renames_are_surfaced_and_the_stream_goes_on() {
     // Each is also published, as a CloudEvent of its own type, with the recorded id.
     let topic = config.kafka.topic(&config.kafka.topics.namespace);
     let mut published = consume(&common::kafka_brokers(), &topic, 5).await;
-    let time = |m: &rdkafka::message::OwnedMessage| -> (u64, u64) {
+    let time = |m: &rdkafka::message::OwnedMessage| -> Timestamp {
         let data: serde_json::Value =
             serde_json::from_slice(m.payload().expect("a value")).expect("JSON data");
         let schema = by_schema_id(required(m, "ce_dataschema")).expect("a published type");
@@ -120,11 +121,7 @@ async fn drops_and_renames_are_surfaced_and_the_stream_goes_on() {
         assert!(validator.is_valid(&data), "{data}");
         assert_eq!(data["stream"], db_name.as_str(), "{data}");
         let at = data["clusterTime"].as_str().expect("clusterTime");
-        let (seconds, increment) = at.split_once('.').expect("<seconds>.<increment>");
-        (
-            seconds.parse().expect("seconds"),
-            increment.parse().expect("increment"),
-        )
+        parse_time(at, Bound::Start).expect("<seconds>.<increment>")
     };
     published.sort_by_key(|m| time(m));
     let types: Vec<&str> = published.iter().map(|m| required(m, "ce_type")).collect();

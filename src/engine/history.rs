@@ -9,7 +9,7 @@ use mongodb::bson::{DateTime, Timestamp};
 
 use crate::error_text::Tidy;
 use crate::oplog;
-use crate::position::{cluster_time_text, describe, human_seconds};
+use crate::position::{cluster_time_text, describe, human_seconds, seconds_between};
 use crate::source::StartAt;
 
 /// A resume point older than the oplog: what was asked for and what is left.
@@ -43,7 +43,7 @@ impl fmt::Display for HistoryLost {
         let lost = match (self.resume_from, self.oldest) {
             (Some(from), Some(oldest)) if oldest.time >= from.time => format!(
                 " ({} of changes lost)",
-                human_seconds(i64::from(oldest.time) - i64::from(from.time))
+                human_seconds(seconds_between(from, oldest))
             ),
             _ => String::new(),
         };

@@ -34,10 +34,7 @@ impl Until {
     /// Whether a quiet stream's post-batch token `data` shows every change up to the end
     /// was read (the server has scanned the oplog beyond it).
     pub fn idle_passed(&self, data: &str) -> bool {
-        match self {
-            Until::Time(end) => data_time(data).is_some_and(|t| t > *end),
-            Until::Token(end) => data > end.as_str(),
-        }
+        self.is_past(data, None)
     }
 
     /// The end's cluster time.

@@ -26,7 +26,7 @@ use crate::config::HistoryLostPolicy;
 use crate::config::WatchedDatabase;
 use crate::dead_letter::DeadLetter;
 use crate::domain::Decoded;
-use crate::domain::namespace::NamespaceChange;
+use crate::domain::namespace::{NamespaceChange, NamespaceEvent};
 use crate::error_text::Tidy;
 use crate::position::{describe, token_time};
 use crate::source::reader::{self, Item, Position};
@@ -476,42 +476,7 @@ impl<'a> Session<'a> {
                 self.acker.track(position, 0);
             }
             Decoded::Namespace(event) => {
-                let text = event.describe();
-                match event.change {
-                    NamespaceChange::StreamInvalidated => {
-                        tracing::warn!(stream = %self.name, event_id = %event.event_id, "{text}")
-                    }
-                    _ => {
-                        tracing::error!(stream = %self.name, event_id = %event.event_id, "{text}")
-                    }
-                }
-                if self.shared.dry_run() {
-                    self.acker.track(position, 0);
-                    return true;
-                }
-                let log = &self.shared.namespace_log;
-                if !crate::retry::until_ok("record a namespace event", shutdown, || {
-                    log.record(&self.name, &event)
-                })
-                .await
-                {
-                    return false;
-                }
-                let Some(sink) = &self.shared.kafka_sink else {
-                    self.acker.track(position, 0);
-                    return true;
-                };
-                let subject = event.namespace.as_deref().unwrap_or(&self.name);
-                let lane: Arc<str> = format!("ns:{subject}").into();
-                let job = Job {
-                    ticket: self.acker.track(position, 1),
-                    work: Work::Namespace {
-                        event: Arc::new(event),
-                        sink: sink.clone(),
-                        lane: lane.clone(),
-                    },
-                };
-                self.submit(&lane, job);
+                return self.dispatch_namespace(position, event, shutdown).await;
             }
             Decoded::Invalid {
                 raw,
@@ -550,6 +515,51 @@ impl<'a> Session<'a> {
         true
     }
 
+    /// A namespace event: logged, recorded (before the checkpoint may pass it) and, with a
+    /// Kafka sink, published. False when shutdown came first.
+    async fn dispatch_namespace(
+        &mut self,
+        position: Position,
+        event: NamespaceEvent,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let text = event.describe();
+        match event.change {
+            NamespaceChange::StreamInvalidated => {
+                tracing::warn!(stream = %self.name, event_id = %event.event_id, "{text}")
+            }
+            _ => tracing::error!(stream = %self.name, event_id = %event.event_id, "{text}"),
+        }
+        if self.shared.dry_run() {
+            self.acker.track(position, 0);
+            return true;
+        }
+        let log = &self.shared.namespace_log;
+        if !crate::retry::until_ok("record a namespace event", shutdown, || {
+            log.record(&self.name, &event)
+        })
+        .await
+        {
+            return false;
+        }
+        let Some(sink) = &self.shared.kafka_sink else {
+            self.acker.track(position, 0);
+            return true;
+        };
+        let subject = event.namespace.as_deref().unwrap_or(&self.name);
+        let lane: Arc<str> = format!("ns:{subject}").into();
+        let job = Job {
+            ticket: self.acker.track(position, 1),
+            work: Work::Namespace {
+                event: Arc::new(event),
+                sink: sink.clone(),
+                lane: lane.clone(),
+            },
+        };
+        self.submit(&lane, job);
+        true
+    }
+
     /// Starts `job` now, or queues it behind the running job of its lane. The caller lends
     /// the lane key from its own handle on the event: no copy of it per event.
     fn submit(&mut self, lane: &str, job: Job) {
@@ -570,7 +580,7 @@ impl<'a> Session<'a> {
         }
         if done.finished {
             if let Err(e) = self.acker.route_done(done.ticket) {
-                tracing::error!(error = %Tidy(&e), "acker refused a completion");
+                tracing::error!(error = %e, "acker refused a completion");
             }
             let kind = done.work.label();
             let metrics = &self.shared.metrics;
@@ -631,7 +641,7 @@ impl<'a> Session<'a> {
             Ok(token) => token,
             Err(e) => {
                 // Not expected from a server token; the checkpoint stays where it was.
-                tracing::error!(stream = %self.name, error = %Tidy(&e), "unreadable resume token; checkpoint not moved");
+                tracing::error!(stream = %self.name, error = %e, "unreadable resume token; checkpoint not moved");
                 return;
             }
         };
