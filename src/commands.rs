@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 
 use crate::checkpoint::admin::{self, NewPosition};
+use crate::checkpoint::store::{CheckpointStore, Stored};
 use crate::cli::{CheckpointCommand, Command, ReplayArgs, ReplayTo};
 use crate::config::Config;
 use crate::connect::{ConnectError, connect};
@@ -199,14 +200,13 @@ async fn run_checkpoint(config: &Config, command: CheckpointCommand) -> anyhow::
             yes,
             force,
         } => {
-            admin::check_stream(config, &stream)?;
-            admin::refuse_while_running(&client, config, &stream, force).await?;
             let to = match (token, time) {
                 (Some(token), _) => NewPosition::Token(token),
                 (None, Some(time)) => NewPosition::Time(time),
                 (None, None) => bail!("give --token or --time"),
             };
-            let current = store.load_stored(&stream).await?;
+            let current = before_change(&client, config, &store, &stream, force).await?;
+            show_now(&stream, current.as_ref());
             let target = match &to {
                 NewPosition::Token(t) => format!(
                     "right after token {}",
@@ -214,32 +214,23 @@ async fn run_checkpoint(config: &Config, command: CheckpointCommand) -> anyhow::
                 ),
                 NewPosition::Time(t) => format!("at {}", describe(*t)),
             };
-            println!(
-                "stream {stream} now:\n{}",
-                admin::describe_stored(current.as_ref())
-            );
             confirm(
                 &format!("Move the checkpoint of `{stream}` to resume {target}?"),
                 yes,
             )?;
-            let previous = admin::set(&store, &stream, &to).await?;
+            admin::set(&store, &stream, &to).await?;
             println!(
                 "checkpoint of `{stream}` moved; it resumes {target} when `changeflow run` starts\n{}",
-                admin::undo_hint(&stream, previous.as_ref())
+                admin::undo_hint(&stream, current.as_ref())
             );
         }
         CheckpointCommand::Reset { stream, yes, force } => {
-            admin::check_stream(config, &stream)?;
-            admin::refuse_while_running(&client, config, &stream, force).await?;
-            let current = store.load_stored(&stream).await?;
+            let current = before_change(&client, config, &store, &stream, force).await?;
             if current.is_none() {
                 println!("stream `{stream}` has no checkpoint; nothing to reset");
                 return Ok(());
             }
-            println!(
-                "stream {stream} now:\n{}",
-                admin::describe_stored(current.as_ref())
-            );
+            show_now(&stream, current.as_ref());
             confirm(
                 &format!(
                     "Delete the checkpoint of `{stream}`? The next run starts at --start-at \
@@ -255,6 +246,24 @@ async fn run_checkpoint(config: &Config, command: CheckpointCommand) -> anyhow::
         }
     }
     Ok(())
+}
+
+/// What `set` and `reset` do first: check the stream, refuse while a run holds it (unless
+/// `force`), and read where it stands now.
+async fn before_change(
+    client: &mongodb::Client,
+    config: &Config,
+    store: &CheckpointStore,
+    stream: &str,
+    force: bool,
+) -> anyhow::Result<Option<Stored>> {
+    admin::check_stream(config, stream)?;
+    admin::refuse_while_running(client, config, stream, force).await?;
+    Ok(store.load_stored(stream).await?)
+}
+
+fn show_now(stream: &str, current: Option<&Stored>) {
+    println!("stream {stream} now:\n{}", admin::describe_stored(current));
 }
 
 /// Asks `question` on the terminal unless `yes`; refuses when nobody can answer.

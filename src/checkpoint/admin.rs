@@ -114,13 +114,8 @@ pub fn stored_json(stream: &str, stored: Option<&Stored>) -> Value {
     })
 }
 
-/// Moves `stream`'s checkpoint to `to`; returns what it replaced.
-pub async fn set(
-    store: &CheckpointStore,
-    stream: &str,
-    to: &NewPosition,
-) -> anyhow::Result<Option<Stored>> {
-    let previous = store.load_stored(stream).await?;
+/// Moves `stream`'s checkpoint to `to`.
+pub async fn set(store: &CheckpointStore, stream: &str, to: &NewPosition) -> anyhow::Result<()> {
     match to {
         NewPosition::Token(token) => store
             .save(&Checkpoint {
@@ -137,7 +132,7 @@ pub async fn set(
             .await
             .context("storing the checkpoint")?,
     }
-    Ok(previous)
+    Ok(())
 }
 
 /// How `previous` can be put back, for the confirmation and the final message.
