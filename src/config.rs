@@ -142,7 +142,8 @@ pub struct ProviderConfig {
 pub struct CheckpointConfig {
     /// Database holding `changeflow_checkpoints` and `changeflow_dead_letters`.
     pub database: String,
-    /// Store the position after at most this many events…
+    /// Store the position after at most this many events (or half of
+    /// `engine.max_in_flight_events`, if less)…
     pub every_events: u64,
     /// …or after this many milliseconds, whichever comes first.
     pub every_ms: u64,
@@ -154,7 +155,8 @@ pub struct CheckpointConfig {
 pub struct EngineConfig {
     /// Operation types the server passes on (the `$match` of every stream).
     pub operation_types: Vec<String>,
-    /// Events read but not yet checkpointed, per stream; reading pauses at this bound.
+    /// Events read past the newest stored checkpoint, per stream; reading pauses at this
+    /// bound, so a crash repeats at most this many events of a stream.
     pub max_in_flight_events: usize,
     /// Changes per server batch (getMore); bounds the memory a batch takes.
     pub batch_size: u32,

@@ -138,6 +138,7 @@ fn error_line(stderr: &str) -> &str {
 async fn headroom_shrinks_under_writes_and_a_real_wrap_is_reported() {
     let server = OwnMongod::start_with(Options {
         oplog_mb: Some(990),
+        ..Options::default()
     })
     .await;
     let root = server.client().await;

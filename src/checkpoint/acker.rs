@@ -92,9 +92,20 @@ impl<P> Acker<P> {
         self.advanced.take()
     }
 
-    /// Events (and marks) not yet released: the bound for backpressure.
+    /// Events (and marks) not yet released.
     pub fn in_flight(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Events (and marks) released so far: the sequence number just past the newest
+    /// position [`Acker::take_advanced`] can return.
+    pub fn released(&self) -> u64 {
+        self.front
+    }
+
+    /// Events (and marks) tracked so far, released or not.
+    pub fn tracked(&self) -> u64 {
+        self.front + self.slots.len() as u64
     }
 }
 
@@ -116,6 +127,7 @@ mod tests {
         acker.route_done(b).unwrap();
         assert_eq!(acker.take_advanced(), Some("c"));
         assert_eq!(acker.in_flight(), 0);
+        assert_eq!((acker.released(), acker.tracked()), (3, 3));
         assert_eq!(acker.take_advanced(), None, "nothing new");
     }
 
@@ -126,6 +138,7 @@ mod tests {
         acker.mark(2);
         acker.track(3, 0);
         assert_eq!(acker.take_advanced(), None);
+        assert_eq!((acker.released(), acker.tracked()), (0, 3));
         acker.route_done(a).unwrap();
         assert_eq!(acker.take_advanced(), Some(3));
         acker.mark(4);

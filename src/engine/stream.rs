@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use prometheus::IntCounter;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::history::{self, HistoryLost};
@@ -283,9 +283,14 @@ struct Session<'a> {
     /// Metric handles by label, looked up once per session instead of once per event.
     received: HashMap<&'static str, IntCounter>,
     handled: HashMap<&'static str, IntCounter>,
-    /// Newest fully handled position not yet handed to the writer.
-    unsaved: Option<Position>,
+    /// Newest fully handled position not yet handed to the writer, with its sequence
+    /// number (see [`Acker::released`]).
+    unsaved: Option<(Position, u64)>,
     writer: Option<CheckpointWriter>,
+    /// Sequence number of the newest checkpoint handed to the writer.
+    submitted: u64,
+    /// Sequence number of the newest stored checkpoint, reported by the writer.
+    stored: watch::Receiver<u64>,
     events_since_save: u64,
     events_since_start: u64,
     /// Set when a job ended fatally: the session stops.
@@ -294,6 +299,7 @@ struct Session<'a> {
 
 impl<'a> Session<'a> {
     fn new(shared: &'a Shared, name: Arc<str>, events_since_start: u64) -> Session<'a> {
+        let writer = CheckpointWriter::start(shared.checkpoints.clone(), shared.metrics.clone());
         Session {
             shared,
             ctx: Arc::new(JobContext {
@@ -315,10 +321,9 @@ impl<'a> Session<'a> {
             lanes: Lanes::new(),
             running: FuturesUnordered::new(),
             unsaved: None,
-            writer: Some(CheckpointWriter::start(
-                shared.checkpoints.clone(),
-                shared.metrics.clone(),
-            )),
+            submitted: 0,
+            stored: writer.stored(),
+            writer: Some(writer),
             events_since_save: 0,
             events_since_start,
             fatal: None,
@@ -344,7 +349,12 @@ impl<'a> Session<'a> {
             tx,
             waits,
         ));
-        let max_in_flight = config.engine.max_in_flight_events;
+        let save_every = config
+            .checkpoint
+            .every_events
+            .min(self.half_window())
+            .max(1);
+        let mut stored = self.stored.clone();
         let mut tick = tokio::time::interval(Duration::from_millis(config.checkpoint.every_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let cancelled = shutdown.cancelled();
@@ -357,13 +367,14 @@ impl<'a> Session<'a> {
                 _ = &mut cancelled => break End::Shutdown,
                 Some(done) = self.running.next() => self.complete(done),
                 _ = tick.tick() => self.save(),
+                Ok(()) = stored.changed() => {}
                 chunk = rx.recv(), if pending.len() == 0 => match chunk {
                     Some(chunk) => pending = chunk.into_iter(),
                     None => break End::Closed,
                 },
             }
             let mut burst = 0;
-            while self.acker.in_flight() < max_in_flight {
+            while self.may_read() {
                 let Some(item) = pending.next() else { break };
                 burst += 1;
                 if burst % YIELD_EVERY == 0 {
@@ -404,11 +415,15 @@ impl<'a> Session<'a> {
                     Item::Failed(e) => break 'session End::Failed(e),
                     Item::Closed => break 'session End::Closed,
                 }
-                if self.events_since_save >= config.checkpoint.every_events {
+                if self.events_since_save >= save_every {
                     self.save();
                 }
             }
             self.collect_advanced();
+            if !self.may_read() && *self.stored.borrow() >= self.submitted {
+                // The writer is idle while reading waits on it: give it the newest position.
+                self.save();
+            }
             if let Some(reason) = self.fatal.take() {
                 break End::Fatal(reason);
             }
@@ -596,8 +611,27 @@ impl<'a> Session<'a> {
 
     fn collect_advanced(&mut self) {
         if let Some(position) = self.acker.take_advanced() {
-            self.unsaved = Some(position);
+            self.unsaved = Some((position, self.acker.released()));
         }
+    }
+
+    /// Whether another change may be read: fewer than `engine.max_in_flight_events` were
+    /// read after the newest stored checkpoint, so a crash repeats at most that many. A dry
+    /// run stores none; there the bound counts from the newest handled position.
+    fn may_read(&self) -> bool {
+        let behind = if self.shared.dry_run() {
+            self.acker.released()
+        } else {
+            *self.stored.borrow()
+        };
+        let ahead = self.acker.tracked().saturating_sub(behind);
+        ahead < self.shared.config.engine.max_in_flight_events as u64
+    }
+
+    /// Half the read-ahead bound: checkpoints go to the writer at least this often, so one
+    /// is being stored while the other half is read, and reading does not stall on it.
+    fn half_window(&self) -> u64 {
+        self.shared.config.engine.max_in_flight_events as u64 / 2
     }
 
     /// Lets running and queued jobs finish, up to the shutdown timeout; then abandons the
@@ -628,13 +662,14 @@ impl<'a> Session<'a> {
     }
 
     /// Hands the newest handled position to the writer, if it moved: on the clock
-    /// (`every_ms`), after `every_events` events, and when the session ends.
+    /// (`every_ms`), after `every_events` events (or half the read-ahead bound, if less),
+    /// when reading waits on the writer, and when the session ends.
     fn save(&mut self) {
         self.collect_advanced();
         if self.shared.dry_run() {
             return;
         }
-        let (Some(position), Some(writer)) = (self.unsaved.take(), &self.writer) else {
+        let (Some((position, sequence)), Some(writer)) = (self.unsaved.take(), &self.writer) else {
             return;
         };
         let token = match reader::resume_token(&position.token) {
@@ -647,12 +682,14 @@ impl<'a> Session<'a> {
         };
         self.events_since_start += self.events_since_save;
         self.events_since_save = 0;
-        writer.submit(Checkpoint {
+        let checkpoint = Checkpoint {
             stream: self.name.to_string(),
             token,
             cluster_time: position.cluster_time,
             wall_time: position.wall_time,
             events_since_start: self.events_since_start,
-        });
+        };
+        writer.submit(checkpoint, sequence);
+        self.submitted = sequence;
     }
 }

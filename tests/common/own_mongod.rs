@@ -33,6 +33,9 @@ pub struct Options {
     /// `--oplogSize` in MB (the server's minimum is 990), checkpointing every second so
     /// that the oplog is truncated as soon as it is over size; None: the default size.
     pub oplog_mb: Option<u32>,
+    /// `enableTestCommands`, for fail points (`configureFailPoint`) that slow or fail
+    /// chosen commands of one client, named by its `appName`.
+    pub test_commands: bool,
 }
 
 /// A running `mongod --auth` replica set of one member.
@@ -63,6 +66,9 @@ impl OwnMongod {
         if let Some(mb) = options.oplog_mb {
             // Oplog truncation waits for a checkpoint (every 60 s by default).
             command.args(["--oplogSize", &mb.to_string(), "--syncdelay", "1"]);
+        }
+        if options.test_commands {
+            command.args(["--setParameter", "enableTestCommands=1"]);
         }
         let child = command
             .args(["--replSet", "rsauth", "--bind_ip", "127.0.0.1", "--port"])
