@@ -29,6 +29,9 @@ pub struct Metrics {
     /// Seconds a stream's reader spent waiting, per stream and on what: `server` (a batch
     /// was being fetched) or `dispatcher` (backpressure). Tells which side limits throughput.
     pub reader_wait_seconds: CounterVec,
+    /// Seconds a stream held reading back at its read-ahead bound, per stream and on what:
+    /// `handlers` (unfinished events) or `checkpoint` (a checkpoint write).
+    pub dispatch_paused_seconds: CounterVec,
     /// Gaps recorded after lost history (`restart-from-now`), per stream.
     pub gaps: IntCounterVec,
     /// Seconds between a stream's checkpoint and the oldest oplog entry, per stream.
@@ -121,9 +124,18 @@ impl Metrics {
             &["stream", "on"],
         )
         .unwrap_or_else(|e| unreachable!("counter is well-formed: {e}"));
+        let dispatch_paused_seconds = CounterVec::new(
+            Opts::new(
+                "changeflow_dispatch_paused_seconds_total",
+                "Seconds the stream held reading back at engine.max_in_flight_events: for unfinished events (handlers or Kafka) or for a checkpoint write (the checkpoint store).",
+            ),
+            &["stream", "on"],
+        )
+        .unwrap_or_else(|e| unreachable!("counter is well-formed: {e}"));
         for m in [
             Box::new(handler_seconds.clone()) as Box<dyn Collector>,
             Box::new(reader_wait_seconds.clone()),
+            Box::new(dispatch_paused_seconds.clone()),
             Box::new(stream_open.clone()),
         ] {
             registry
@@ -139,6 +151,7 @@ impl Metrics {
             stream_reconnects,
             stream_open,
             reader_wait_seconds,
+            dispatch_paused_seconds,
             gaps,
             oplog_headroom,
             checkpoint_lag,
@@ -160,6 +173,18 @@ impl Metrics {
         ReaderWaits {
             server: on("server"),
             dispatcher: on("dispatcher"),
+        }
+    }
+
+    /// The dispatcher's pause counters of `stream`.
+    pub fn dispatch_pauses(&self, stream: &str) -> DispatchPauses {
+        let on = |what: &str| {
+            self.dispatch_paused_seconds
+                .with_label_values(&[stream, what])
+        };
+        DispatchPauses {
+            handlers: on("handlers"),
+            checkpoint: on("checkpoint"),
         }
     }
 
@@ -205,6 +230,14 @@ pub struct ReaderWaits {
     pub server: Counter,
     /// Waiting for the dispatcher to take a chunk.
     pub dispatcher: Counter,
+}
+
+/// How long one stream held reading back, by what it waited for.
+pub struct DispatchPauses {
+    /// Unfinished events: handlers or the broker are the limit.
+    pub handlers: Counter,
+    /// A checkpoint write: the checkpoint store is the limit.
+    pub checkpoint: Counter,
 }
 
 impl Default for Metrics {

@@ -248,6 +248,11 @@ async fn slow_checkpoint_writes_pause_reading_so_a_crash_repeats_at_most_the_bou
     // waits for each slow write and moves about 200 events per write.
     tokio::time::sleep(Duration::from_millis(3 * SLOW_WRITE_MS as u64)).await;
     let handled_at_kill = process.metric(HANDLED).await;
+    let paused = process
+        .metric(&format!(
+            "changeflow_dispatch_paused_seconds_total{{on=\"checkpoint\",stream=\"{db_name}\"}}"
+        ))
+        .await;
     process.signal(libc::SIGKILL);
     process.wait_exit(DEADLINE).await;
     admin
@@ -259,6 +264,11 @@ async fn slow_checkpoint_writes_pause_reading_so_a_crash_repeats_at_most_the_bou
         "reading did not wait for the slow checkpoint writes: {handled_at_kill} of {total} \
          handled in {} ms",
         3 * SLOW_WRITE_MS
+    );
+
+    assert!(
+        paused > 1.0,
+        "/metrics shows {paused} s held back for checkpoint writes of {SLOW_WRITE_MS} ms each"
     );
 
     let mut restarted = Process::spawn(&config);
@@ -274,8 +284,8 @@ async fn slow_checkpoint_writes_pause_reading_so_a_crash_repeats_at_most_the_bou
     let repeated = duplicates(&records);
     let bound = config.engine.max_in_flight_events;
     eprintln!(
-        "slow checkpoints: {handled_at_kill} handled at SIGKILL, {} records, {repeated} \
-         repeated (bound {bound})",
+        "slow checkpoints: {handled_at_kill} handled at SIGKILL, {paused:.1} s paused, {} \
+         records, {repeated} repeated (bound {bound})",
         records.len()
     );
     assert_eq!(subjects(&records).len(), total, "every event at least once");

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::history::{self, HistoryLost};
 use super::job::{self, Completion, Job, JobContext, Work};
 use super::lanes::Lanes;
+use super::pause::{Cause, PauseClock};
 use super::replay::{ReplayStep, StreamProgress};
 use super::{EngineError, Shared};
 use crate::checkpoint::acker::Acker;
@@ -355,6 +356,7 @@ impl<'a> Session<'a> {
             .min(self.half_window())
             .max(1);
         let mut stored = self.stored.clone();
+        let mut pauses = PauseClock::new(shared.metrics.dispatch_pauses(&self.name));
         let mut tick = tokio::time::interval(Duration::from_millis(config.checkpoint.every_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let cancelled = shutdown.cancelled();
@@ -424,10 +426,12 @@ impl<'a> Session<'a> {
                 // The writer is idle while reading waits on it: give it the newest position.
                 self.save();
             }
+            pauses.observe(self.held_back());
             if let Some(reason) = self.fatal.take() {
                 break End::Fatal(reason);
             }
         };
+        pauses.observe(None);
         reader.abort();
         self.drain().await;
         self.save();
@@ -626,6 +630,17 @@ impl<'a> Session<'a> {
         };
         let ahead = self.acker.tracked().saturating_sub(behind);
         ahead < self.shared.config.engine.max_in_flight_events as u64
+    }
+
+    /// Why reading is held back now, if it is.
+    fn held_back(&self) -> Option<Cause> {
+        if self.may_read() {
+            None
+        } else if self.acker.in_flight() >= self.shared.config.engine.max_in_flight_events {
+            Some(Cause::Handlers)
+        } else {
+            Some(Cause::Checkpoint)
+        }
     }
 
     /// Half the read-ahead bound: checkpoints go to the writer at least this often, so one
