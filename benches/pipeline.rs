@@ -116,17 +116,24 @@ fn server_cpu_time() -> Option<Duration> {
     found.then(|| Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64))
 }
 
-/// How long one reader took, and (for the pipeline) how long its reader waited for the
-/// server's batches.
+/// How long one reader took, and (for the pipeline) what it waited for.
 struct Run {
     wall: Duration,
-    server_wait: Option<Duration>,
+    waits: Option<Waits>,
+}
+
+/// The pipeline's waits: its reader for the server's batches, its dispatcher for
+/// checkpoint writes (reading held back at the read-ahead bound).
+#[derive(Clone, Copy)]
+struct Waits {
+    server: Duration,
+    checkpoint: Duration,
 }
 
 /// What one phase cost.
 struct Cost {
     wall: Duration,
-    server_wait: Option<Duration>,
+    waits: Option<Waits>,
     cpu: Duration,
     server_cpu: Option<Duration>,
 }
@@ -136,10 +143,10 @@ struct Cost {
 async fn measured<F: Future<Output = anyhow::Result<Run>>>(phase: F) -> anyhow::Result<Cost> {
     let cpu = cpu_time();
     let server_cpu = server_cpu_time();
-    let Run { wall, server_wait } = phase.await?;
+    let Run { wall, waits } = phase.await?;
     Ok(Cost {
         wall,
-        server_wait,
+        waits,
         cpu: cpu_time().saturating_sub(cpu),
         server_cpu: server_cpu
             .zip(server_cpu_time())
@@ -223,7 +230,7 @@ async fn plain_driver(
     }
     Ok(Run {
         wall: began.elapsed(),
-        server_wait: None,
+        waits: None,
     })
 }
 
@@ -313,10 +320,13 @@ async fn pipeline(
     if seen != n {
         bail!("pipeline handled {seen} events, expected {n}");
     }
-    let waited = metrics.reader_waits(db).server.get();
+    let seconds = Duration::from_secs_f64;
     Ok(Run {
         wall: elapsed,
-        server_wait: Some(Duration::from_secs_f64(waited)),
+        waits: Some(Waits {
+            server: seconds(metrics.reader_waits(db).server.get()),
+            checkpoint: seconds(metrics.dispatch_pauses(db).checkpoint.get()),
+        }),
     })
 }
 
@@ -369,9 +379,13 @@ async fn main() -> anyhow::Result<()> {
             if let Some(server) = cost.server_cpu {
                 text += &format!(", mongod {:.1}", micros(server));
             }
-            if let Some(waited) = cost.server_wait {
-                let share = waited.as_secs_f64() / cost.wall.as_secs_f64();
-                text += &format!(", waited for the server {:.0}%", share * 100.0);
+            if let Some(waits) = cost.waits {
+                let share = |d: Duration| d.as_secs_f64() / cost.wall.as_secs_f64() * 100.0;
+                text += &format!(
+                    ", waited for the server {:.0}%, held back for checkpoints {:.0}%",
+                    share(waits.server),
+                    share(waits.checkpoint)
+                );
             }
             line += &format!("\n  {:<28} {events:>7.0} events/s ({text})", phase.label());
             if index > 0 {
