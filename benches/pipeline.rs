@@ -426,5 +426,8 @@ async fn main() -> anyhow::Result<()> {
     for name in std::iter::once(db.clone()).chain(checkpoints) {
         client.database(&name).drop().await?;
     }
+    // Ends the driver's sessions while the runtime still runs, not from a task spawned
+    // while it shuts down.
+    client.shutdown().await;
     Ok(())
 }
