@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use changeflow::checkpoint::store::CheckpointStore;
+use changeflow::config::Config;
 use common::app::{Process, kafka_only_config, payment};
 use common::broker::OwnBroker;
 use common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};
@@ -160,7 +161,6 @@ async fn sigkill_mid_stream_repeats_at_most_the_read_ahead_bound() {
     let mut config = kafka_only_config(&db_name);
     config.engine.max_in_flight_events = 200;
     config.checkpoint.every_events = 100;
-    let topic = config.kafka.topic(&config.kafka.topics.payments);
     let mut process = Process::spawn(&config);
     process.wait_healthy().await;
 
@@ -178,7 +178,22 @@ async fn sigkill_mid_stream_repeats_at_most_the_read_ahead_bound() {
         "the kill must land mid-stream ({handled_at_kill} handled)"
     );
 
-    let mut restarted = Process::spawn(&config);
+    let (_restarted, records, repeated) = restart_and_count_repeats(&config, total).await;
+    eprintln!(
+        "crash: {handled_at_kill} handled at SIGKILL, {records} records, {repeated} repeated \
+         (bound {})",
+        config.engine.max_in_flight_events
+    );
+}
+
+/// Restarts changeflow after a SIGKILL and reads its payments topic until all `total`
+/// payments are there. Checks that each arrived and that at most
+/// `engine.max_in_flight_events` were sent twice: reading stops that far past the newest
+/// stored checkpoint, however slow its writes, so only those can have reached Kafka and be
+/// sent again. Returns the process, the number of records and of repeats.
+async fn restart_and_count_repeats(config: &Config, total: usize) -> (Process, usize, usize) {
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    let mut restarted = Process::spawn(config);
     restarted.wait_healthy().await;
     let records = consume_until(
         &kafka_brokers(),
@@ -189,19 +204,13 @@ async fn sigkill_mid_stream_repeats_at_most_the_read_ahead_bound() {
     )
     .await;
     let repeated = duplicates(&records);
-    // Reading stops max_in_flight_events past the newest stored checkpoint, however slow
-    // the checkpoint writes are: only those can have reached Kafka and be sent again.
-    let window = config.engine.max_in_flight_events;
-    eprintln!(
-        "crash: {handled_at_kill} handled at SIGKILL, {} records, {repeated} repeated \
-         (window {window})",
-        records.len()
-    );
+    let bound = config.engine.max_in_flight_events;
     assert_eq!(subjects(&records).len(), total, "every event at least once");
     assert!(
-        repeated <= window,
-        "{repeated} events repeated; the unacknowledged window is {window}"
+        repeated <= bound,
+        "{repeated} events repeated; reading may run {bound} ahead of the stored checkpoint"
     );
+    (restarted, records.len(), repeated)
 }
 
 /// Every checkpoint write of the process named `app` waits this long on the server.
@@ -222,7 +231,6 @@ async fn slow_checkpoint_writes_pause_reading_so_a_crash_repeats_at_most_the_bou
     config.mongodb.uri = format!("{}&appName={app}", server.uri_with(PASSWORD_IN_URI));
     config.engine.max_in_flight_events = 200;
     config.checkpoint.every_events = 50;
-    let topic = config.kafka.topic(&config.kafka.topics.payments);
     let mut process = Process::spawn(&config);
     process.wait_healthy().await;
 
@@ -271,27 +279,11 @@ async fn slow_checkpoint_writes_pause_reading_so_a_crash_repeats_at_most_the_bou
         "/metrics shows {paused} s held back for checkpoint writes of {SLOW_WRITE_MS} ms each"
     );
 
-    let mut restarted = Process::spawn(&config);
-    restarted.wait_healthy().await;
-    let records = consume_until(
-        &kafka_brokers(),
-        &topic,
-        Duration::from_secs(120),
-        Duration::from_secs(2),
-        all_payments(total),
-    )
-    .await;
-    let repeated = duplicates(&records);
-    let bound = config.engine.max_in_flight_events;
+    let (mut restarted, records, repeated) = restart_and_count_repeats(&config, total).await;
     eprintln!(
-        "slow checkpoints: {handled_at_kill} handled at SIGKILL, {paused:.1} s paused, {} \
-         records, {repeated} repeated (bound {bound})",
-        records.len()
-    );
-    assert_eq!(subjects(&records).len(), total, "every event at least once");
-    assert!(
-        repeated <= bound,
-        "{repeated} events repeated; reading may run {bound} ahead of the stored checkpoint"
+        "slow checkpoints: {handled_at_kill} handled at SIGKILL, {paused:.1} s paused, \
+         {records} records, {repeated} repeated (bound {})",
+        config.engine.max_in_flight_events
     );
     restarted.signal(libc::SIGTERM);
     let status = restarted.wait_exit(DEADLINE).await;
