@@ -88,7 +88,7 @@ impl Presence {
     /// Stamps the heartbeat of each of `streams` (server time). Each run has its own
     /// document per stream, so two runs never overwrite each other's.
     pub async fn beat(&self, streams: &[String]) -> Result<(), mongodb::error::Error> {
-        for stream in streams {
+        futures::future::try_join_all(streams.iter().map(|stream| {
             self.collection
                 .update_one(
                     doc! {"_id": format!("{stream}/{}", self.run_id)},
@@ -101,8 +101,9 @@ impl Presence {
                     }}],
                 )
                 .upsert(true)
-                .await?;
-        }
+                .into_future()
+        }))
+        .await?;
         Ok(())
     }
 

@@ -5,6 +5,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The topic payment events go to unless configured otherwise.
+pub const DEFAULT_PAYMENT_TOPIC: &str = "changeflow.payments";
+/// The topic memory events go to unless configured otherwise.
+pub const DEFAULT_MEMORY_TOPIC: &str = "changeflow.memory";
+/// The topic namespace events go to unless configured otherwise.
+pub const DEFAULT_NAMESPACE_TOPIC: &str = "changeflow.namespace";
+
 /// Kafka connection, topics and producer settings.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,10 +119,10 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".to_owned(),
             topic_prefix: String::new(),
             topics: TopicsConfig {
-                payments: "changeflow.payments".to_owned(),
-                memory: "changeflow.memory".to_owned(),
+                payments: DEFAULT_PAYMENT_TOPIC.to_owned(),
+                memory: DEFAULT_MEMORY_TOPIC.to_owned(),
                 dead_letters: "changeflow.dlq".to_owned(),
-                namespace: "changeflow.namespace".to_owned(),
+                namespace: DEFAULT_NAMESPACE_TOPIC.to_owned(),
             },
             content_mode: ContentMode::Binary,
             compression: Compression::Lz4,

@@ -38,6 +38,11 @@ pub struct NamespaceEvent {
 }
 
 impl NamespaceEvent {
+    /// What it is about: the namespace, or `stream` for an invalidate (which has none).
+    pub fn subject<'a>(&'a self, stream: &'a str) -> &'a str {
+        self.namespace.as_deref().unwrap_or(stream)
+    }
+
     /// Metric label and record kind (bounded set).
     pub fn label(&self) -> &'static str {
         match self.change {

@@ -292,6 +292,8 @@ struct Session<'a> {
     submitted: u64,
     /// Sequence number of the newest stored checkpoint, reported by the writer.
     stored: watch::Receiver<u64>,
+    /// Its value, taken once per round of the session loop, not once per event.
+    durable: u64,
     events_since_save: u64,
     events_since_start: u64,
     /// Set when a job ended fatally: the session stops.
@@ -324,6 +326,7 @@ impl<'a> Session<'a> {
             unsaved: None,
             submitted: 0,
             stored: writer.stored(),
+            durable: 0,
             writer: Some(writer),
             events_since_save: 0,
             events_since_start,
@@ -350,12 +353,10 @@ impl<'a> Session<'a> {
             tx,
             waits,
         ));
-        let save_every = config
-            .checkpoint
-            .every_events
-            .min(self.half_window())
-            .max(1);
-        let mut stored = self.stored.clone();
+        // At least every half bound: one checkpoint is stored while the other half is read,
+        // so reading does not stall on the writer.
+        let half_window = config.engine.max_in_flight_events as u64 / 2;
+        let save_every = config.checkpoint.every_events.min(half_window).max(1);
         let mut pauses = PauseClock::new(shared.metrics.dispatch_pauses(&self.name));
         let mut tick = tokio::time::interval(Duration::from_millis(config.checkpoint.every_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -369,12 +370,13 @@ impl<'a> Session<'a> {
                 _ = &mut cancelled => break End::Shutdown,
                 Some(done) = self.running.next() => self.complete(done),
                 _ = tick.tick() => self.save(),
-                Ok(()) = stored.changed() => {}
+                Ok(()) = self.stored.changed() => {}
                 chunk = rx.recv(), if pending.len() == 0 => match chunk {
                     Some(chunk) => pending = chunk.into_iter(),
                     None => break End::Closed,
                 },
             }
+            self.durable = *self.stored.borrow_and_update();
             let mut burst = 0;
             while self.may_read() {
                 let Some(item) = pending.next() else { break };
@@ -422,11 +424,12 @@ impl<'a> Session<'a> {
                 }
             }
             self.collect_advanced();
-            if !self.may_read() && *self.stored.borrow() >= self.submitted {
+            let held_back = self.held_back();
+            if held_back.is_some() && self.durable >= self.submitted {
                 // The writer is idle while reading waits on it: give it the newest position.
                 self.save();
             }
-            pauses.observe(self.held_back());
+            pauses.observe(held_back);
             if let Some(reason) = self.fatal.take() {
                 break End::Fatal(reason);
             }
@@ -565,8 +568,7 @@ impl<'a> Session<'a> {
             self.acker.track(position, 0);
             return true;
         };
-        let subject = event.namespace.as_deref().unwrap_or(&self.name);
-        let lane: Arc<str> = format!("ns:{subject}").into();
+        let lane: Arc<str> = format!("ns:{}", event.subject(&self.name)).into();
         let job = Job {
             ticket: self.acker.track(position, 1),
             work: Work::Namespace {
@@ -626,7 +628,7 @@ impl<'a> Session<'a> {
         let behind = if self.shared.dry_run() {
             self.acker.released()
         } else {
-            *self.stored.borrow()
+            self.durable
         };
         let ahead = self.acker.tracked().saturating_sub(behind);
         ahead < self.shared.config.engine.max_in_flight_events as u64
@@ -641,12 +643,6 @@ impl<'a> Session<'a> {
         } else {
             Some(Cause::Checkpoint)
         }
-    }
-
-    /// Half the read-ahead bound: checkpoints go to the writer at least this often, so one
-    /// is being stored while the other half is read, and reading does not stall on it.
-    fn half_window(&self) -> u64 {
-        self.shared.config.engine.max_in_flight_events as u64 / 2
     }
 
     /// Lets running and queued jobs finish, up to the shutdown timeout; then abandons the

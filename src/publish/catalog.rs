@@ -7,6 +7,7 @@ use std::fmt::Write;
 use mongodb::bson::{DateTime, Timestamp};
 use schemars::Schema;
 
+use crate::config::kafka::{DEFAULT_MEMORY_TOPIC, DEFAULT_NAMESPACE_TOPIC, DEFAULT_PAYMENT_TOPIC};
 use crate::domain::memory::{
     Content, Direction, Embedding, Episode, MemoryChange, MemoryEvent, MemoryType, Message, Outcome,
 };
@@ -19,13 +20,6 @@ use crate::publish::cloudevent::CloudEvent;
 use crate::publish::data::{PaymentData, PaymentDeletedData};
 use crate::publish::memory_data::*;
 use crate::publish::namespace_data::NamespaceData;
-
-/// The topic payment events go to unless configured otherwise.
-pub const DEFAULT_PAYMENT_TOPIC: &str = "changeflow.payments";
-/// The topic memory events go to unless configured otherwise.
-pub const DEFAULT_MEMORY_TOPIC: &str = "changeflow.memory";
-/// The topic namespace events go to unless configured otherwise.
-pub const DEFAULT_NAMESPACE_TOPIC: &str = "changeflow.namespace";
 
 /// Where the schemas' `$id`s live; `<base><type>.json` is the file in `schemas/events/`.
 pub const SCHEMA_BASE: &str = "https://changeflow.dev/schemas/events/";

@@ -59,7 +59,7 @@ impl CloudEvent {
     /// is the namespace, or the stream for an invalidate.
     pub fn of_namespace(stream: &str, event: &NamespaceEvent) -> CloudEvent {
         let event_type = namespace_type(&event.change);
-        let subject = event.namespace.clone().unwrap_or_else(|| stream.to_owned());
+        let subject = event.subject(stream).to_owned();
         let cluster_time = event.cluster_time.unwrap_or(Timestamp {
             time: 0,
             increment: 0,
