@@ -1,13 +1,13 @@
-//! Per-product payment counters, exactly once under replay and crash (see
+//! Per-product payment counters, exactly once under replay, crash and any concurrency (see
 //! [`exactly_once`](super::exactly_once)): a second delivery of the same event changes
-//! nothing.
+//! nothing, and the effects of many events commit together.
 
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use mongodb::bson::{DateTime, Document, doc};
-use mongodb::{Client, Collection};
+use mongodb::Client;
+use mongodb::bson::{DateTime, doc};
 
 use super::exactly_once::{ExactlyOnce, Increment};
 use super::{Handler, HandlerError};
@@ -27,7 +27,6 @@ pub const KINDS: &[EventKind] = &[EventKind::PaymentConfirmed, EventKind::Paymen
 /// Counts CONFIRMED and FAILED payments per product.
 #[derive(Debug, Clone)]
 pub struct Counters {
-    counters: Collection<Document>,
     once: ExactlyOnce,
 }
 
@@ -36,8 +35,7 @@ impl Counters {
     /// replay you may run: an event replayed after its id expired is counted again).
     pub fn new(client: &Client, database: &str, processed_ttl: Duration) -> Counters {
         Counters {
-            counters: client.database(database).collection(COUNTERS),
-            once: ExactlyOnce::new(client, database, NAME, processed_ttl),
+            once: ExactlyOnce::new(client, database, COUNTERS, NAME, processed_ttl),
         }
     }
 
@@ -51,7 +49,7 @@ impl Counters {
         )
     }
 
-    /// Creates the TTL index on processed ids (idempotent).
+    /// Creates the TTL indexes on processed ids and effect sessions (idempotent).
     pub async fn ensure_indexes(&self) -> Result<(), HandlerError> {
         self.once.ensure_indexes().await
     }
@@ -64,12 +62,11 @@ impl Counters {
     ) -> Result<Applied, HandlerError> {
         let product = &snapshot.payment.product;
         let increment = Increment {
-            collection: &self.counters,
-            id: &product.code,
+            id: product.code.clone(),
             inc: doc! {field: 1_i64},
             set: doc! {"productName": &product.name, "updatedAt": DateTime::now()},
         };
-        self.once.apply(snapshot.meta.event_id, &increment).await
+        self.once.apply(snapshot.meta.event_id, increment).await
     }
 }
 

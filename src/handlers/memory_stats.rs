@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use mongodb::Client;
 use mongodb::bson::{DateTime, Document, doc};
-use mongodb::{Client, Collection};
 
 use super::exactly_once::{Applied, ExactlyOnce, Increment};
 use super::{Handler, HandlerError};
@@ -44,7 +44,6 @@ pub const KINDS: &[EventKind] = &[
 /// Counts what happens to each user's memory.
 #[derive(Debug, Clone)]
 pub struct MemoryStats {
-    stats: Collection<Document>,
     once: ExactlyOnce,
 }
 
@@ -53,8 +52,7 @@ impl MemoryStats {
     /// `processed_ttl`.
     pub fn new(client: &Client, database: &str, processed_ttl: Duration) -> MemoryStats {
         MemoryStats {
-            stats: client.database(database).collection(MEMORY_STATS),
-            once: ExactlyOnce::new(client, database, NAME, processed_ttl),
+            once: ExactlyOnce::new(client, database, MEMORY_STATS, NAME, processed_ttl),
         }
     }
 
@@ -68,7 +66,7 @@ impl MemoryStats {
         )
     }
 
-    /// Creates the TTL index on processed ids (idempotent).
+    /// Creates the TTL indexes on processed ids and effect sessions (idempotent).
     pub async fn ensure_indexes(&self) -> Result<(), HandlerError> {
         self.once.ensure_indexes().await
     }
@@ -80,13 +78,12 @@ impl MemoryStats {
             return Ok(None);
         }
         let increment = Increment {
-            collection: &self.stats,
-            id: &event.user_id,
+            id: event.user_id.clone(),
             inc,
             set: doc! {"updated_at": DateTime::now()},
         };
         self.once
-            .apply(event.meta.event_id, &increment)
+            .apply(event.meta.event_id, increment)
             .await
             .map(Some)
     }

@@ -6,6 +6,7 @@ pub mod exactly_once;
 pub mod memory_stats;
 pub mod provider_simulator;
 pub mod status_updater;
+pub mod write_errors;
 
 use futures::future::BoxFuture;
 

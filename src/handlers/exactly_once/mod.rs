@@ -1,0 +1,166 @@
+//! Exactly-once effects under replay, crash and concurrency, group-committed.
+//!
+//! Every effect is a set of counters on one document (`$inc`, plus fields to `$set`). The
+//! event's id goes into `changeflow_processed_events` in the same transaction as the
+//! `$inc`, so a second delivery finds its id and changes nothing.
+//!
+//! One writer task per handler commits the effects of many events in one short transaction:
+//! the ids that were not processed yet, and one summed `$inc` per document. Events that
+//! arrive while a transaction runs wait for the next one. So however many events are in
+//! flight, transactions of one process never fight over a hot counter document (hundreds
+//! of transactions on a few documents used to abort each other with WriteConflict), and
+//! a backlog drains at the speed of batches, not of single round trips.
+//!
+//! A transaction left open by a killed process holds its documents until the server gives
+//! up on it (`transactionLifetimeLimitSeconds`, 60 s by default). The writer records its
+//! session id in `changeflow_effect_sessions` ([`sessions`]); a new writer ends the
+//! recorded sessions of its handler with `killSessions` before it commits, and again when
+//! write conflicts persist, which aborts such orphans at once.
+
+mod commit;
+pub mod sessions;
+
+use std::time::Duration;
+
+use mongodb::bson::{Document, doc};
+use mongodb::options::IndexOptions;
+use mongodb::{Client, Collection, IndexModel};
+use tokio::sync::{mpsc, oneshot};
+
+use super::HandlerError;
+use crate::domain::EventId;
+
+/// Collection of processed event ids (shared by exactly-once handlers; ids are prefixed
+/// by the handler's name).
+pub const PROCESSED_EVENTS: &str = "changeflow_processed_events";
+/// Effects of one handler queued for the writer at most; callers wait beyond that
+/// (reading pauses behind them, as it does for any slow handler).
+const QUEUE: usize = 4096;
+
+/// What applying one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The effect took place.
+    Counted,
+    /// The event had been applied before: nothing changed.
+    Duplicate,
+}
+
+/// The effect of one event: counters of one document move (`$inc`, whole numbers), other
+/// fields are set (`$set`); the document is created when missing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Increment {
+    /// The `_id` of the counters' document.
+    pub id: String,
+    /// `$inc`: field → amount (an `i64` or `i32`).
+    pub inc: Document,
+    /// `$set`: field → value.
+    pub set: Document,
+}
+
+/// One event's effect, waiting for the writer.
+struct Request {
+    processed_id: String,
+    effect: Increment,
+    reply: oneshot::Sender<Result<Applied, HandlerError>>,
+}
+
+/// Applies effects at most once per event id, for one handler, on one collection.
+#[derive(Debug, Clone)]
+pub struct ExactlyOnce {
+    requests: mpsc::Sender<Request>,
+    processed: Collection<Document>,
+    sessions: sessions::Sessions,
+    handler: &'static str,
+    processed_ttl: Duration,
+}
+
+impl ExactlyOnce {
+    /// Applies `handler`'s effects to `collection` of `database`, recording processed ids
+    /// there, kept `processed_ttl` (longer than any replay you may run: an event replayed
+    /// after its id expired applies again). Starts the writer task (it ends when the last
+    /// clone is dropped), so it must be called within a Tokio runtime.
+    pub fn new(
+        client: &Client,
+        database: &str,
+        collection: &str,
+        handler: &'static str,
+        processed_ttl: Duration,
+    ) -> ExactlyOnce {
+        let db = client.database(database);
+        let processed = db.collection(PROCESSED_EVENTS);
+        let sessions = sessions::Sessions::new(client, &db, handler);
+        let (requests, queue) = mpsc::channel(QUEUE);
+        let writer = commit::Writer::new(
+            client.clone(),
+            processed.clone(),
+            db.collection(collection),
+            sessions.clone(),
+            handler,
+        );
+        tokio::spawn(writer.run(queue));
+        ExactlyOnce {
+            requests,
+            processed,
+            sessions,
+            handler,
+            processed_ttl,
+        }
+    }
+
+    /// Creates the TTL indexes on processed ids and recorded sessions (idempotent).
+    pub async fn ensure_indexes(&self) -> Result<(), HandlerError> {
+        let ttl = IndexModel::builder()
+            .keys(doc! {"at": 1})
+            .options(
+                IndexOptions::builder()
+                    .name("processed_ttl".to_owned())
+                    .expire_after(self.processed_ttl)
+                    .build(),
+            )
+            .build();
+        self.processed
+            .create_index(ttl)
+            .await
+            .map_err(|source| self.database_error(source))?;
+        self.sessions
+            .ensure_index()
+            .await
+            .map_err(|source| self.database_error(source))
+    }
+
+    fn database_error(&self, source: mongodb::error::Error) -> HandlerError {
+        HandlerError::Database {
+            handler: self.handler,
+            source,
+        }
+    }
+
+    /// Applies `effect` for `event_id` once; returns when the transaction that records it
+    /// has committed (majority), or with why it could not.
+    pub async fn apply(
+        &self,
+        event_id: EventId,
+        effect: Increment,
+    ) -> Result<Applied, HandlerError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            processed_id: format!("{}:{event_id}", self.handler),
+            effect,
+            reply,
+        };
+        let stopped = || HandlerError::Fatal {
+            handler: self.handler,
+            reason: "the exactly-once writer stopped (a bug; see the log)".into(),
+        };
+        self.requests.send(request).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+impl Request {
+    fn answer(self, result: Result<Applied, HandlerError>) {
+        // The caller may be gone (shutdown abandoned its event): nothing to tell.
+        let _ = self.reply.send(result);
+    }
+}
