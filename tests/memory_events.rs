@@ -421,3 +421,39 @@ async fn memory_stats_equal_the_workload_after_a_sigkill_mid_workload() {
     assert!(status.success(), "{}", restarted.log());
     assert_eq!(stats_by_user(&db).await, expected);
 }
+
+#[tokio::test]
+async fn non_finite_embedding_values_are_published_as_schema_valid_strings() {
+    let db_name = unique_name("nanemb");
+    let client = mongo().await;
+    let db = client.database(&db_name);
+    let mut config = memory_config(&db_name);
+    config.memory.include_embeddings = true;
+    setup::run(&client, &config).await.unwrap();
+    let topic = config.kafka.topic(&config.kafka.topics.memory);
+    let running = app::start(Arc::new(config), StartAt::Now).await.unwrap();
+    running.ready(DEADLINE).await.unwrap();
+    db.collection::<Document>("semantic_memory")
+        .insert_one(doc! {
+            "memory_id": "m-nan", "user_id": "u-1", "type": "fact", "content": "x",
+            "embedding": [0.25, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0],
+            "source_episode_id": null, "strength": 0.5,
+            "last_accessed_at": DateTime::now(), "created_at": DateTime::now(),
+        })
+        .await
+        .unwrap();
+    let records = records::consume(&kafka_brokers(), &topic, 1).await;
+    let data = data(&records[0]);
+    assert_eq!(
+        data["embedding"],
+        serde_json::json!([0.25, "NaN", "Infinity", "-Infinity", -0.0]),
+        "{data}"
+    );
+    let errors: Vec<String> = validator(required(&records[0], "ce_dataschema"))
+        .iter_errors(&data)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{data}: {errors:?}");
+    running.until(async {}).await.unwrap();
+    db.drop().await.unwrap();
+}

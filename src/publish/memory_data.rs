@@ -260,7 +260,7 @@ memory_data!(
         embedding_dimensions: Option<usize>,
         /// The embedding's values, only with `memory.include_embeddings = true`.
         #[serde(skip_serializing_if = "Option::is_none")]
-        embedding: Option<Vec<f64>>,
+        embedding: Option<Vec<EmbeddingValue>>,
         /// The episode it was extracted from.
         source_episode_id: Option<String>,
         /// Its strength.
@@ -318,7 +318,7 @@ memory_data!(
         embedding_dimensions: Option<usize>,
         /// The embedding's values, only with `memory.include_embeddings = true`.
         #[serde(skip_serializing_if = "Option::is_none")]
-        embedding: Option<Vec<f64>>,
+        embedding: Option<Vec<EmbeddingValue>>,
     }
 );
 
@@ -387,10 +387,56 @@ fn direction(d: Direction) -> DirectionData {
     }
 }
 
-fn embedding(e: Option<&Embedding>) -> (Option<usize>, Option<Vec<f64>>) {
+fn embedding(e: Option<&Embedding>) -> (Option<usize>, Option<Vec<EmbeddingValue>>) {
     match e {
-        Some(e) => (Some(e.dimensions), e.values.clone()),
+        Some(e) => (
+            Some(e.dimensions),
+            e.values
+                .as_ref()
+                .map(|values| values.iter().copied().map(EmbeddingValue).collect()),
+        ),
         None => (None, None),
+    }
+}
+
+/// One value of an embedding: a JSON number when finite; JSON has no NaN or infinity, so
+/// those are the strings `"NaN"`, `"Infinity"` and `"-Infinity"` (the spelling of
+/// Protocol Buffers' JSON mapping), never `null`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EmbeddingValue(pub f64);
+
+impl Serialize for EmbeddingValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let value = self.0;
+        if value.is_finite() {
+            serializer.serialize_f64(value)
+        } else if value.is_nan() {
+            serializer.serialize_str("NaN")
+        } else if value > 0.0 {
+            serializer.serialize_str("Infinity")
+        } else {
+            serializer.serialize_str("-Infinity")
+        }
+    }
+}
+
+impl JsonSchema for EmbeddingValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EmbeddingValue".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A number; NaN and the infinities, which JSON cannot write as numbers, as the strings \"NaN\", \"Infinity\" and \"-Infinity\".",
+            "oneOf": [
+                {"type": "number"},
+                {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}
+            ]
+        })
     }
 }
 
