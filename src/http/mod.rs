@@ -55,10 +55,10 @@ fn page(query: Result<Query<HashMap<String, String>>, QueryRejection>) -> Result
 
 async fn create_payment(
     State(state): State<ApiState>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Result<Json<Box<serde_json::value::RawValue>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::bad_request(None, e.body_text()))?;
-    let new = NewPayment::from_json(&body)?;
+    let new = NewPayment::from_json_text(body.get())?;
     let payment = state.payments.create(&new).await?;
     Ok((StatusCode::ACCEPTED, Json(payment_json(&payment))).into_response())
 }

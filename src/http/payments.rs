@@ -1,11 +1,13 @@
 //! `POST /payments` and `GET /payments`.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use mongodb::bson::{Bson, DateTime, Decimal128, Document, RawDocumentBuf, doc};
 use mongodb::options::WriteConcern;
 use mongodb::{Collection, IndexModel};
 use rust_decimal::Decimal;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
@@ -32,38 +34,53 @@ pub struct NewPayment {
 
 impl NewPayment {
     /// Validates a request body `{productCode, productName, unitPrice, quantity}`.
-    /// `unitPrice` may be a JSON number or a decimal string (exact: `"19.99"`).
-    pub fn from_json(body: &Value) -> Result<NewPayment, ApiError> {
-        let Value::Object(fields) = body else {
-            return Err(ApiError::bad_request(
-                None,
-                "the body must be a JSON object",
-            ));
-        };
+    /// `unitPrice` may be a JSON number or a decimal string (`"19.99"`); either is taken
+    /// digit for digit, and one that a decimal of 28 significant digits cannot hold exactly
+    /// is refused rather than rounded.
+    pub fn from_json_text(body: &str) -> Result<NewPayment, ApiError> {
+        let not_object = || ApiError::bad_request(None, "the body must be a JSON object");
+        // Raw values: a number's digits as sent, before any rounding to a float.
+        let raw: BTreeMap<String, &RawValue> =
+            serde_json::from_str(body).map_err(|_| not_object())?;
         const KNOWN: [&str; 4] = ["productCode", "productName", "unitPrice", "quantity"];
-        if let Some(unknown) = fields.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        if let Some(unknown) = raw.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(ApiError::bad_request(
                 Some(unknown),
                 format!("unknown field `{unknown}` (expected {})", KNOWN.join(", ")),
             ));
         }
+        let mut fields = Map::new();
+        for (name, value) in &raw {
+            let value: Value = serde_json::from_str(value.get()).map_err(|_| {
+                ApiError::bad_request(Some(name), format!("`{name}` is not a JSON value"))
+            })?;
+            fields.insert(name.clone(), value);
+        }
         let payment = NewPayment {
-            product_code: text(fields, "productCode")?,
-            product_name: text(fields, "productName")?,
-            unit_price: unit_price(fields)?,
-            quantity: quantity(fields)?,
+            product_code: text(&fields, "productCode")?,
+            product_name: text(&fields, "productName")?,
+            unit_price: unit_price(raw.get("unitPrice").copied())?,
+            quantity: quantity(&fields)?,
         };
         payment.amount()?;
         Ok(payment)
     }
 
-    /// unitPrice × quantity, exact.
+    /// unitPrice × quantity, exact (refused when the product needs more than 28
+    /// significant digits, instead of rounded).
     pub fn amount(&self) -> Result<Decimal, ApiError> {
-        self.unit_price
-            .checked_mul(Decimal::from(self.quantity))
-            .ok_or_else(|| {
-                ApiError::bad_request(Some("quantity"), "unitPrice × quantity is too large")
-            })
+        let too_large = || {
+            ApiError::bad_request(
+                Some("quantity"),
+                "unitPrice × quantity needs more than 28 significant digits",
+            )
+        };
+        let product = self
+            .unit_price
+            .mantissa()
+            .checked_mul(i128::from(self.quantity))
+            .ok_or_else(too_large)?;
+        Decimal::try_from_i128_with_scale(product, self.unit_price.scale()).map_err(|_| too_large())
     }
 }
 
@@ -91,20 +108,72 @@ fn text(fields: &Map<String, Value>, name: &str) -> Result<String, ApiError> {
     Ok(s.to_owned())
 }
 
-fn unit_price(fields: &Map<String, Value>) -> Result<Decimal, ApiError> {
+fn unit_price(raw: Option<&RawValue>) -> Result<Decimal, ApiError> {
     let bad = |why: &str| ApiError::bad_request(Some("unitPrice"), format!("`unitPrice` {why}"));
-    let text = match required(fields, "unitPrice")? {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.trim().to_owned(),
-        _ => return Err(bad("must be a number or a decimal string")),
+    let raw = raw.map(RawValue::get).map(str::trim);
+    let text = match raw {
+        None | Some("null") => {
+            return Err(ApiError::bad_request(
+                Some("unitPrice"),
+                "`unitPrice` is required",
+            ));
+        }
+        Some(r) if r.starts_with('"') => serde_json::from_str::<String>(r)
+            .map_err(|_| bad("is not a valid JSON string"))?
+            .trim()
+            .to_owned(),
+        Some(r) if r.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => r.to_owned(),
+        Some(_) => return Err(bad("must be a number or a decimal string")),
     };
-    let price = Decimal::from_str(&text)
-        .or_else(|_| Decimal::from_scientific(&text))
-        .map_err(|_| bad(&format!("`{text}` is not a decimal number")))?;
+    let price = exact_decimal(&text).map_err(|why| bad(&format!("`{text}` {why}")))?;
     if price <= Decimal::ZERO {
         return Err(bad("must be greater than 0"));
     }
     Ok(price)
+}
+
+/// `text` (`-12.50`, `1.5e3`) as a decimal, exactly: an error says why when it is not a
+/// decimal number, or when a decimal of 28 significant digits and 28 places cannot hold it
+/// without rounding. Trailing zeros after the point are not significant.
+fn exact_decimal(text: &str) -> Result<Decimal, &'static str> {
+    const NOT_A_NUMBER: &str = "is not a decimal number";
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (number, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((number, exponent)) => (number, exponent.parse::<i64>().map_err(|_| NOT_A_NUMBER)?),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.len() + fraction.len() == 0 || !all_digits(whole) || !all_digits(fraction) {
+        return Err(NOT_A_NUMBER);
+    }
+    let digits = format!("{whole}{fraction}");
+    let mut scale = i64::try_from(fraction.len()).map_err(|_| NOT_A_NUMBER)? - exponent;
+    let mut significant = digits.trim_start_matches('0');
+    while scale > 0 && significant.ends_with('0') {
+        significant = &significant[..significant.len() - 1];
+        scale -= 1;
+    }
+    if significant.is_empty() {
+        return Ok(Decimal::ZERO);
+    }
+    let zeros = usize::try_from(-scale.min(0)).map_err(|_| NOT_A_NUMBER)?;
+    let scale = u32::try_from(scale.max(0)).map_err(|_| "has too many decimal places")?;
+    if scale > 28 {
+        return Err("has more than 28 decimal places (it would be rounded)");
+    }
+    if significant.len() + zeros > 29 {
+        return Err("has more than 28 significant digits (it would be rounded)");
+    }
+    let mantissa: i128 = format!("{significant}{}", "0".repeat(zeros))
+        .parse()
+        .map_err(|_| NOT_A_NUMBER)?;
+    let mantissa = if negative { -mantissa } else { mantissa };
+    Decimal::try_from_i128_with_scale(mantissa, scale)
+        .map_err(|_| "has more than 28 significant digits (it would be rounded)")
 }
 
 fn quantity(fields: &Map<String, Value>) -> Result<u64, ApiError> {
@@ -215,7 +284,64 @@ mod tests {
     use super::*;
 
     fn parse(body: Value) -> Result<NewPayment, String> {
-        NewPayment::from_json(&body).map_err(|e| format!("{e:?}"))
+        parse_text(&body.to_string())
+    }
+
+    fn parse_text(body: &str) -> Result<NewPayment, String> {
+        NewPayment::from_json_text(body).map_err(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn prices_are_taken_digit_for_digit_and_never_rounded() {
+        let body = |price: &str| {
+            format!(
+                r#"{{"productCode": "p1", "productName": "Pen", "unitPrice": {price}, "quantity": 1}}"#
+            )
+        };
+        // 40 decimals: once rounded silently to 28.
+        let forty = "0.1234567890123456789012345678901234567890";
+        for price in [forty.to_owned(), format!("\"{forty}\"")] {
+            let err = parse_text(&body(&price)).unwrap_err();
+            assert!(
+                err.contains("unitPrice") && err.contains("rounded"),
+                "{price}: {err}"
+            );
+        }
+        let err = parse_text(&body("123456789012345678901234567890")).unwrap_err();
+        assert!(err.contains("significant digits"), "{err}");
+        for (price, exact) in [
+            ("19.99", "19.99"),
+            ("\"0.1000000000000000000000000000000000\"", "0.1"),
+            ("1.5e3", "1500"),
+            ("\"2.5E-2\"", "0.025"),
+            (
+                "0.1234567890123456789012345678",
+                "0.1234567890123456789012345678",
+            ),
+            (
+                "12345678901234567890.12345678",
+                "12345678901234567890.12345678",
+            ),
+        ] {
+            let p = parse_text(&body(price)).unwrap_or_else(|e| panic!("{price}: {e}"));
+            assert_eq!(p.unit_price.normalize().to_string(), exact, "{price}");
+        }
+        for bad in [
+            "\"1.2.3\"",
+            "\"1e\"",
+            "\".\"",
+            "\"--1\"",
+            "\"1e99999999999999999999\"",
+        ] {
+            assert!(parse_text(&body(bad)).is_err(), "{bad}");
+        }
+        // The product must be exact too.
+        let big = r#"{"productCode": "p1", "productName": "Pen", "unitPrice": "9999999999999999999999.999999", "quantity": 1000000}"#;
+        assert!(
+            parse_text(big)
+                .unwrap_err()
+                .contains("28 significant digits")
+        );
     }
 
     #[test]
