@@ -134,7 +134,8 @@ fn unit_price(raw: Option<&RawValue>) -> Result<Decimal, ApiError> {
 
 /// `text` (`-12.50`, `1.5e3`) as a decimal, exactly: an error says why when it is not a
 /// decimal number, or when a decimal of 28 significant digits and 28 places cannot hold it
-/// without rounding. Trailing zeros after the point are not significant.
+/// without rounding. Trailing zeros after the point are kept, unless they are what does not
+/// fit (they change no value).
 fn exact_decimal(text: &str) -> Result<Decimal, &'static str> {
     const NOT_A_NUMBER: &str = "is not a decimal number";
     let (negative, unsigned) = match text.strip_prefix('-') {
@@ -153,7 +154,9 @@ fn exact_decimal(text: &str) -> Result<Decimal, &'static str> {
     let digits = format!("{whole}{fraction}");
     let mut scale = i64::try_from(fraction.len()).map_err(|_| NOT_A_NUMBER)? - exponent;
     let mut significant = digits.trim_start_matches('0');
-    while scale > 0 && significant.ends_with('0') {
+    // Trailing zeros after the point keep the scale as written ("2.50"), unless they are
+    // what does not fit.
+    while scale > 0 && significant.ends_with('0') && (scale > 28 || significant.len() > 28) {
         significant = &significant[..significant.len() - 1];
         scale -= 1;
     }
@@ -325,6 +328,10 @@ mod tests {
         ] {
             let p = parse_text(&body(price)).unwrap_or_else(|e| panic!("{price}: {e}"));
             assert_eq!(p.unit_price.normalize().to_string(), exact, "{price}");
+        }
+        for (price, as_written) in [("\"2.50\"", "2.50"), ("2.50", "2.50"), ("\"1.000\"", "1.000")] {
+            let p = parse_text(&body(price)).unwrap_or_else(|e| panic!("{price}: {e}"));
+            assert_eq!(p.unit_price.to_string(), as_written, "the scale as written");
         }
         for bad in [
             "\"1.2.3\"",
