@@ -9,9 +9,16 @@ use tokio_util::sync::CancellationToken;
 
 /// The collection that holds dead letters.
 pub const COLLECTION: &str = "changeflow_dead_letters";
-/// Raw events above this size are stored without their body (a document holding one
-/// must stay under MongoDB's 16 MiB limit).
-const MAX_EVENT_BYTES: usize = 15 * 1024 * 1024;
+/// Raw events above this size are stored truncated: without the documents they carry
+/// (`fullDocument`, `fullDocumentBeforeChange`, `updateDescription`), so that the dead
+/// letter stays well under MongoDB's 16 MiB limit beside its reason.
+const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+/// The parts of a change a truncated dead letter leaves out, largest first.
+const BULKY_FIELDS: [&str; 3] = [
+    "fullDocument",
+    "fullDocumentBeforeChange",
+    "updateDescription",
+];
 
 /// One event that could not be handled.
 #[derive(Debug, Clone)]
@@ -30,6 +37,12 @@ pub struct DeadLetter {
     pub cluster_time: Option<Timestamp>,
     /// The event: the raw change for decode failures, the typed event for handler ones.
     pub event: Bson,
+    /// The changed document's key (`documentKey`), when known.
+    pub document_key: Option<Document>,
+    /// Size of the raw change in bytes, when it was read raw.
+    pub size: Option<usize>,
+    /// Whether `event` leaves out parts of the change (it was too large to store whole).
+    pub truncated: bool,
 }
 
 impl DeadLetter {
@@ -45,16 +58,11 @@ impl DeadLetter {
             .get_document("_id")
             .ok()
             .and_then(|t| Document::try_from(t).ok());
-        let event = if raw.as_bytes().len() > MAX_EVENT_BYTES {
-            Bson::String(format!(
-                "event of {} bytes omitted (too large to store beside its reason)",
-                raw.as_bytes().len()
-            ))
-        } else {
-            match Document::try_from(raw) {
-                Ok(d) => Bson::Document(d),
-                Err(e) => Bson::String(format!("event is not valid BSON: {e}")),
-            }
+        let size = raw.as_bytes().len();
+        let truncated = size > MAX_EVENT_BYTES;
+        let event = match whole_or_truncated(raw, truncated) {
+            Ok(d) => Bson::Document(d),
+            Err(e) => Bson::String(format!("event is not valid BSON: {e}")),
         };
         DeadLetter {
             stage: stage.to_owned(),
@@ -64,8 +72,42 @@ impl DeadLetter {
             token,
             cluster_time: raw.get_timestamp("clusterTime").ok(),
             event,
+            document_key: raw
+                .get_document("documentKey")
+                .ok()
+                .and_then(|k| Document::try_from(k).ok()),
+            size: Some(size),
+            truncated,
         }
     }
+}
+
+/// `raw` as a document; `truncated`: without its [`BULKY_FIELDS`] (each replaced by a
+/// note of its size), element by element, so a malformed part cannot spoil the rest.
+fn whole_or_truncated(
+    raw: &RawDocument,
+    truncated: bool,
+) -> Result<Document, mongodb::bson::raw::Error> {
+    if !truncated {
+        return Document::try_from(raw);
+    }
+    let mut doc = Document::new();
+    for element in raw.iter_elements() {
+        let element = element?;
+        let key = element.key();
+        if BULKY_FIELDS.contains(&key) {
+            doc.insert(
+                key,
+                format!(
+                    "left out: {} bytes (the change was too large to store whole)",
+                    element.len()
+                ),
+            );
+        } else {
+            doc.insert(key, Bson::try_from(element.value()?)?);
+        }
+    }
+    Ok(doc)
 }
 
 /// Writes dead letters.
@@ -99,6 +141,15 @@ impl DeadLetters {
         }
         if let Some(t) = letter.cluster_time {
             fields.insert("cluster_time", t);
+        }
+        if let Some(key) = &letter.document_key {
+            fields.insert("document_key", key.clone());
+        }
+        if let Some(size) = letter.size {
+            fields.insert("size", i64::try_from(size).unwrap_or(i64::MAX));
+        }
+        if letter.truncated {
+            fields.insert("truncated", true);
         }
         self.collection
             .update_one(doc! {"_id": id}, doc! {"$setOnInsert": fields})

@@ -1095,7 +1095,10 @@ fn outcome_of(doc: &Fields<'_>, value: Option<RawBsonRef<'_>>) -> Result<Outcome
         "abandoned" => Ok(Outcome::Abandoned),
         other => Err(DecodeError::invalid(
             doc.path("outcome"),
-            format!("unknown outcome `{other}` (expected succeeded, failed or abandoned)"),
+            format!(
+                "unknown outcome `{}` (expected succeeded, failed or abandoned)",
+                super::excerpt(other)
+            ),
         )),
     }
 }
@@ -1110,7 +1113,10 @@ fn memory_type_of(
         "instruction" => Ok(MemoryType::Instruction),
         other => Err(DecodeError::invalid(
             doc.path("type"),
-            format!("unknown memory type `{other}` (expected preference, fact or instruction)"),
+            format!(
+                "unknown memory type `{}` (expected preference, fact or instruction)",
+                super::excerpt(other)
+            ),
         )),
     }
 }

@@ -245,6 +245,20 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// `text` for an error message: whole when short, else its start and its size, so a
+/// megabyte of bad input does not become a megabyte of log line and dead-letter reason.
+pub(crate) fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    const SHOWN: usize = 64;
+    if text.len() <= SHOWN + 16 {
+        return text.into();
+    }
+    let mut end = SHOWN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len()).into()
+}
+
 /// A readable name for a BSON type in error messages.
 pub(crate) fn type_name(t: ElementType) -> &'static str {
     match t {
@@ -641,6 +655,15 @@ pub fn change_meta(event: &RawDocument) -> Result<ChangeMeta, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_bad_values_are_shown_as_an_excerpt_with_their_size() {
+        assert_eq!(excerpt("PAID"), "PAID");
+        let long = "é".repeat(500_000);
+        let shown = excerpt(&long);
+        assert!(shown.len() < 200, "{} bytes", shown.len());
+        assert!(shown.ends_with("… (1000000 bytes)"), "{shown}");
+    }
 
     #[test]
     fn event_id_is_stable_and_distinct() {

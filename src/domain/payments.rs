@@ -49,7 +49,8 @@ impl FromStr for PaymentStatus {
             "CONFIRMED" => Ok(PaymentStatus::Confirmed),
             "FAILED" => Ok(PaymentStatus::Failed),
             other => Err(format!(
-                "unknown status `{other}` (expected PENDING, CONFIRMED or FAILED)"
+                "unknown status `{}` (expected PENDING, CONFIRMED or FAILED)",
+                super::excerpt(other)
             )),
         }
     }
@@ -315,7 +316,12 @@ fn decimal_from_bid(bytes: [u8; 16]) -> Option<Decimal> {
 fn parse_decimal(text: &str) -> Result<Decimal, String> {
     Decimal::from_str(text)
         .or_else(|_| Decimal::from_scientific(text))
-        .map_err(|e| format!("`{text}` is not representable as a decimal: {e}"))
+        .map_err(|e| {
+            format!(
+                "`{}` is not representable as a decimal: {e}",
+                super::excerpt(text)
+            )
+        })
 }
 
 #[cfg(test)]

@@ -54,6 +54,14 @@ pub enum Work {
         /// The raw collection's index and the document key, `<index>:<documentKey>`.
         lane: Arc<str>,
     },
+    /// A change that could not be decoded, to the dead-letter collection; its lane is its
+    /// own (nothing else waits on it, and it waits on nothing).
+    DeadLetter {
+        /// The dead letter.
+        letter: Arc<DeadLetter>,
+        /// `dl:<event id>`.
+        lane: Arc<str>,
+    },
     /// A namespace event to the namespace topic; its lane is the namespace.
     Namespace {
         /// The event.
@@ -70,7 +78,9 @@ impl Work {
     pub fn lane(&self) -> &str {
         match self {
             Work::Event { event, .. } => event.key(),
-            Work::Raw { lane, .. } | Work::Namespace { lane, .. } => lane,
+            Work::Raw { lane, .. }
+            | Work::Namespace { lane, .. }
+            | Work::DeadLetter { lane, .. } => lane,
         }
     }
 
@@ -80,6 +90,7 @@ impl Work {
             Work::Event { event, .. } => event.kind().as_str(),
             Work::Raw { .. } => "raw",
             Work::Namespace { event, .. } => event.label(),
+            Work::DeadLetter { .. } => "invalid",
         }
     }
 }
@@ -138,6 +149,7 @@ pub async fn run(job: Job, ctx: Arc<JobContext>) -> Completion {
         Work::Namespace { event, sink, .. } => {
             vec![run_call(&NamespaceCall(sink, &ctx.stream, event), &ctx).await]
         }
+        Work::DeadLetter { letter, .. } => vec![store_dead_letter(letter, &ctx).boxed().await],
     };
     let mut completion = Completion {
         ticket: job.ticket,
@@ -334,6 +346,19 @@ async fn recover(call: &dyn Call, ctx: &JobContext, mut outcome: Attempt) -> Out
     }
 }
 
+/// Stores a change that could not be decoded, retrying (without end, unless cancelled)
+/// while the store fails: the checkpoint passes the change only once it is stored.
+async fn store_dead_letter(letter: &DeadLetter, ctx: &JobContext) -> Outcome {
+    if !ctx.dead_letters.put_until_stored(letter, &ctx.cancel).await {
+        return Outcome::Cancelled;
+    }
+    ctx.metrics
+        .events_dead_lettered
+        .with_label_values(&["invalid", "decode"])
+        .inc();
+    Outcome::Done
+}
+
 async fn dead_letter(call: &dyn Call, reason: String, ctx: &JobContext) -> bool {
     let stage = format!("handler:{}", call.target());
     let letter = DeadLetter {
@@ -344,6 +369,9 @@ async fn dead_letter(call: &dyn Call, reason: String, ctx: &JobContext) -> bool 
         token: None,
         cluster_time: call.cluster_time(),
         event: Bson::Document(call.summary()),
+        document_key: None,
+        size: None,
+        truncated: false,
     };
     let stored = ctx
         .dead_letters

@@ -43,6 +43,11 @@ const CHUNKS_AHEAD: usize = 2;
 /// reader its connection for the next batch, the checkpoint writer, HTTP) get their turn.
 const YIELD_EVERY: usize = 64;
 
+/// How long the final checkpoint write may take when a session ends (after the drain,
+/// within the stop's margin, [`crate::shutdown::MARGIN`]); past it the restart repeats the
+/// events since the last stored one.
+const FINAL_CHECKPOINT: Duration = Duration::from_secs(3);
+
 /// How a session with an open stream ended.
 enum End {
     Shutdown,
@@ -439,14 +444,13 @@ impl<'a> Session<'a> {
         self.drain().await;
         self.save();
         if let Some(writer) = self.writer.take() {
-            let timeout = Duration::from_millis(self.shared.config.engine.shutdown_timeout_ms);
-            writer.finish(tokio::time::sleep(timeout)).await;
+            writer.finish(tokio::time::sleep(FINAL_CHECKPOINT)).await;
         }
         end
     }
 
     /// Hands one change to its handlers (or the dead-letter collection). False when
-    /// shutdown interrupted a dead-letter write: the change stays unacknowledged.
+    /// shutdown interrupted recording a namespace event: the change stays unacknowledged.
     async fn dispatch(
         &mut self,
         position: Position,
@@ -518,20 +522,17 @@ impl<'a> Session<'a> {
                     error.to_string(),
                 );
                 tracing::warn!(stream = %self.name, event_id = %event_id, reason = %error, "bad input; dead-lettering it");
-                if !self
-                    .shared
-                    .dead_letters
-                    .put_until_stored(&letter, shutdown)
-                    .await
-                {
-                    return false;
-                }
-                self.shared
-                    .metrics
-                    .events_dead_lettered
-                    .with_label_values(&["invalid", "decode"])
-                    .inc();
-                self.acker.track(position, 0);
+                // Stored by a job: a slow or failing store holds back only the checkpoint,
+                // never the reading of later changes (up to the read-ahead bound).
+                let lane: Arc<str> = format!("dl:{event_id}").into();
+                let job = Job {
+                    ticket: self.acker.track(position, 1),
+                    work: Work::DeadLetter {
+                        letter: Arc::new(letter),
+                        lane: lane.clone(),
+                    },
+                };
+                self.submit(&lane, job);
             }
         }
         true

@@ -329,7 +329,11 @@ mod tests {
             let p = parse_text(&body(price)).unwrap_or_else(|e| panic!("{price}: {e}"));
             assert_eq!(p.unit_price.normalize().to_string(), exact, "{price}");
         }
-        for (price, as_written) in [("\"2.50\"", "2.50"), ("2.50", "2.50"), ("\"1.000\"", "1.000")] {
+        for (price, as_written) in [
+            ("\"2.50\"", "2.50"),
+            ("2.50", "2.50"),
+            ("\"1.000\"", "1.000"),
+        ] {
             let p = parse_text(&body(price)).unwrap_or_else(|e| panic!("{price}: {e}"));
             assert_eq!(p.unit_price.to_string(), as_written, "the scale as written");
         }
