@@ -22,6 +22,9 @@ use crate::oplog::OplogProbe;
 use crate::source::StartAt;
 use crate::status;
 
+/// How long the HTTP server and the heartbeat get to close once the engine stopped.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A running changeflow: engine and HTTP API.
 pub struct Running {
     /// Where the HTTP API listens (the bound address when the port was 0).
@@ -213,12 +216,24 @@ impl Running {
             Some(r) => r,
             None => (&mut self.engine).await,
         };
-        if let Err(e) = self.http.await.context("HTTP task")? {
-            tracing::warn!(error = %Tidy(&e), "HTTP server stopped with an error");
+        // Clients holding connections open must not hold up the stop.
+        match tokio::time::timeout(CLOSE_TIMEOUT, &mut self.http).await {
+            Ok(joined) => {
+                if let Err(e) = joined.context("HTTP task")? {
+                    tracing::warn!(error = %Tidy(&e), "HTTP server stopped with an error");
+                }
+            }
+            Err(_) => self.http.abort(),
         }
         // After the final checkpoints: `checkpoint set` may move them from now on.
         self.presence_stop.cancel();
-        self.presence.await.context("presence task")?;
+        if tokio::time::timeout(CLOSE_TIMEOUT, &mut self.presence)
+            .await
+            .is_err()
+        {
+            self.presence.abort();
+            tracing::warn!("the run's heartbeat was not removed in time; it expires by itself");
+        }
         engine_result.context("engine task")??;
         Ok(())
     }

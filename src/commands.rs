@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -23,26 +24,32 @@ use crate::{app, demo, setup, shutdown, status, tail};
 /// Runs `command` to its end.
 pub fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let stop =
+        || shutdown::signal_bounded(Duration::from_millis(config.engine.shutdown_timeout_ms));
+    let result = runtime.block_on(async {
         match command {
             Command::CheckConfig => check_config(&config),
             Command::Tail => run_tail(&config).await,
             Command::Setup => run_setup(&config).await,
             Command::Run { start_at } => {
-                app::start(Arc::new(config), start_at)
+                app::start(Arc::new(config.clone()), start_at)
                     .await?
-                    .until(shutdown::signal())
+                    .until(stop())
                     .await
             }
             Command::Demo {
                 payments,
                 memory_users,
-            } => demo::run(Arc::new(config), payments, memory_users, shutdown::signal()).await,
+            } => demo::run(Arc::new(config.clone()), payments, memory_users, stop()).await,
             Command::Replay(args) => run_replay(&config, args).await,
             Command::Checkpoint(command) => run_checkpoint(&config, command).await,
             Command::Status { json } => run_status(&config, json).await,
         }
-    })
+    });
+    // Tasks still running (a driver or broker call that never returns) must not hold the
+    // process: the stop's time is already spent.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    result
 }
 
 /// One line that tells what to try next for `error`.
@@ -314,7 +321,8 @@ async fn run_replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         handlers: args.handlers,
     };
     let dry_run = request.dry_run;
-    let outcome = replay::run(config, request, shutdown::signal()).await?;
+    let stop = shutdown::signal_bounded(Duration::from_millis(config.engine.shutdown_timeout_ms));
+    let outcome = replay::run(config, request, stop).await?;
     let rate = outcome.events as f64 / outcome.elapsed.as_secs_f64().max(0.001);
     let end = outcome
         .until

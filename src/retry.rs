@@ -7,8 +7,9 @@ use backoff::ExponentialBackoffBuilder;
 use backoff::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
 
-/// Runs `attempt` until it succeeds (true) or `cancel` fires first (false), with
-/// exponential backoff up to 10 s between tries; each failure is logged with `what`.
+/// Runs `attempt` until it succeeds (true) or `cancel` fires first, even mid-attempt
+/// (false), with exponential backoff up to 10 s between tries; each failure is logged
+/// with `what`.
 pub async fn until_ok<F, Fut, E>(what: &str, cancel: &CancellationToken, mut attempt: F) -> bool
 where
     F: FnMut() -> Fut,
@@ -20,7 +21,13 @@ where
         .with_max_elapsed_time(None)
         .build();
     loop {
-        let Err(e) = attempt().await else {
+        // A write that hangs (a server that takes the command and never answers) must not
+        // hold up a stop either.
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return false,
+            outcome = attempt() => outcome,
+        };
+        let Err(e) = outcome else {
             return true;
         };
         let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
