@@ -15,11 +15,13 @@ use crate::domain::MemoryDomain;
 use crate::domain::memory::{ContentMode, Privacy};
 use crate::handlers::provider_simulator::OutcomePolicy;
 
+pub mod health;
 pub mod history;
 pub mod kafka;
 pub mod routes;
 
 use crate::redact::redact_uri;
+pub use health::HealthConfig;
 pub use history::{HistoryConfig, HistoryLostPolicy};
 pub use kafka::KafkaConfig;
 pub use routes::RoutesConfig;
@@ -52,6 +54,8 @@ pub struct Config {
     pub history: HistoryConfig,
     /// Reading and dispatching.
     pub engine: EngineConfig,
+    /// When a stream counts as stuck.
+    pub health: HealthConfig,
     /// The HTTP API.
     pub http: HttpConfig,
     /// Log output.
@@ -271,6 +275,7 @@ impl Default for Config {
                 batch_size: 1000,
                 shutdown_timeout_ms: 10_000,
             },
+            health: HealthConfig::default(),
             http: HttpConfig {
                 address: "127.0.0.1:8080".to_owned(),
             },
@@ -469,6 +474,7 @@ impl Config {
         self.validate_memory()?;
         self.validate_raw()?;
         self.validate_engine()?;
+        self.health.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), format!("not a valid filter: {e}")));
         }

@@ -1,14 +1,143 @@
-//! Stream health: `/healthz` answers 200 only while every configured stream is open, and
-//! reports `degraded` (still 200) while a stream's oplog headroom is below the warning.
+//! Stream health: `/healthz` answers 200 only while every configured stream is open and
+//! none is stuck, and reports `degraded` (still 200) while a stream's oplog headroom is
+//! below the warning.
+//!
+//! Idle is not stuck. A stream is stuck when its oldest unfinished event has not finished
+//! for `health.stuck_after_ms` while work waits (a handler or the broker failing), or when
+//! it received nothing that long while its database's oplog moved on (a frozen stream).
+//! The session reports the first, the oplog watch the second; each clears its own.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Open/closed state of each stream.
+use mongodb::bson::Timestamp;
+
+/// Who found a stream stuck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StuckCause {
+    /// An event did not finish: its handlers or the broker keep failing.
+    Handlers,
+    /// Nothing arrives although the oplog moved on, or the server does not answer.
+    Source,
+}
+
+impl StuckCause {
+    /// Its name in `/healthz` and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StuckCause::Handlers => "handlers",
+            StuckCause::Source => "source",
+        }
+    }
+}
+
+/// Why a stream is stuck.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stuck {
+    /// Who found it.
+    pub cause: StuckCause,
+    /// How long it has not moved, in seconds.
+    pub for_seconds: f64,
+    /// The oldest unfinished event, if an event is what waits.
+    pub event_id: Option<String>,
+    /// The target that keeps failing on it, if known.
+    pub handler: Option<String>,
+    /// That target's last error, if known.
+    pub last_error: Option<String>,
+    /// One sentence for people.
+    pub detail: String,
+}
+
+impl Stuck {
+    /// One line for `status` and the run's heartbeat.
+    pub fn line(&self) -> String {
+        let mut line = format!("{}: {}", self.cause.as_str(), self.detail);
+        if let Some(e) = &self.event_id {
+            line += &format!("; event {e}");
+        }
+        if let Some(h) = &self.handler {
+            line += &format!("; handler {h}");
+        }
+        if let Some(e) = &self.last_error {
+            line += &format!("; last error: {e}");
+        }
+        line
+    }
+
+    /// As `/healthz` shows it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cause": self.cause.as_str(),
+            "for_seconds": (self.for_seconds * 10.0).round() / 10.0,
+            "event_id": self.event_id,
+            "handler": self.handler,
+            "last_error": self.last_error,
+            "detail": self.detail,
+        })
+    }
+}
+
+/// What the reader of one stream is doing, written once per server batch.
+#[derive(Debug, Default)]
+pub struct SourceProgress {
+    /// Unix milliseconds since which the reader has waited for the server (0: it is not).
+    fetching_since_ms: AtomicU64,
+    /// The stream's position at the last answer: cluster time `(seconds << 32) | increment`.
+    position: AtomicU64,
+}
+
+impl SourceProgress {
+    /// The reader asks the server for the next batch.
+    pub fn fetching(&self) {
+        self.fetching_since_ms
+            .store(unix_millis().max(1), Ordering::Relaxed);
+    }
+
+    /// The server answered, the stream being at `position` (if known).
+    pub fn answered(&self, position: Option<Timestamp>) {
+        self.fetching_since_ms.store(0, Ordering::Relaxed);
+        if let Some(t) = position {
+            let packed = (u64::from(t.time) << 32) | u64::from(t.increment);
+            self.position.fetch_max(packed, Ordering::Relaxed);
+        }
+    }
+
+    /// How long the reader has waited for the server's answer (None: it is not waiting;
+    /// an idle stream's server answers within a second or so, with nothing).
+    pub fn waiting_for_server_ms(&self) -> Option<u64> {
+        match self.fetching_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(unix_millis().saturating_sub(since)),
+        }
+    }
+
+    /// The stream's position at the last answer.
+    pub fn position(&self) -> Option<Timestamp> {
+        match self.position.load(Ordering::Relaxed) {
+            0 => None,
+            packed => Some(Timestamp {
+                time: (packed >> 32) as u32,
+                increment: packed as u32,
+            }),
+        }
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Open, stuck and warning state of each stream.
 #[derive(Debug, Default)]
 pub struct Health {
     streams: RwLock<BTreeMap<String, bool>>,
     warnings: RwLock<BTreeMap<String, String>>,
+    stuck: RwLock<BTreeMap<(String, StuckCause), Stuck>>,
+    sources: RwLock<BTreeMap<String, Arc<SourceProgress>>>,
 }
 
 impl Health {
@@ -16,7 +145,7 @@ impl Health {
     pub fn new<'a>(streams: impl IntoIterator<Item = &'a str>) -> Health {
         Health {
             streams: RwLock::new(streams.into_iter().map(|s| (s.to_owned(), false)).collect()),
-            warnings: RwLock::default(),
+            ..Health::default()
         }
     }
 
@@ -47,6 +176,56 @@ impl Health {
         self.warnings.read().map(|w| w.clone()).unwrap_or_default()
     }
 
+    /// Records that `stream` is stuck for `cause` (with why), or no longer is; true when
+    /// that changed whether it is stuck for `cause`.
+    pub fn set_stuck(&self, stream: &str, cause: StuckCause, stuck: Option<Stuck>) -> bool {
+        let Ok(mut all) = self.stuck.write() else {
+            return false;
+        };
+        let key = (stream.to_owned(), cause);
+        match stuck {
+            Some(s) => all.insert(key, s).is_none(),
+            None => all.remove(&key).is_some(),
+        }
+    }
+
+    /// Every stuck stream and why (a stream may be stuck for both causes).
+    pub fn stuck(&self) -> Vec<(String, Stuck)> {
+        self.stuck
+            .read()
+            .map(|all| {
+                all.iter()
+                    .map(|((stream, _), s)| (stream.clone(), s.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Why `stream` is stuck, one line per cause (empty: it is not).
+    pub fn stuck_lines(&self, stream: &str) -> Vec<String> {
+        self.stuck()
+            .into_iter()
+            .filter(|(s, _)| s == stream)
+            .map(|(_, stuck)| stuck.line())
+            .collect()
+    }
+
+    /// What the reader of `stream` last saw (shared with the reader, created on first use).
+    pub fn source(&self, stream: &str) -> Arc<SourceProgress> {
+        if let Some(p) = self
+            .sources
+            .read()
+            .ok()
+            .and_then(|s| s.get(stream).cloned())
+        {
+            return p;
+        }
+        match self.sources.write() {
+            Ok(mut sources) => sources.entry(stream.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
     /// Whether every stream is open (false when there is none).
     pub fn all_open(&self) -> bool {
         let streams = self.snapshot();
@@ -57,6 +236,17 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stuck(cause: StuckCause) -> Stuck {
+        Stuck {
+            cause,
+            for_seconds: 61.0,
+            event_id: Some("e1".into()),
+            handler: Some("counters".into()),
+            last_error: Some("boom".into()),
+            detail: "oldest event unfinished".into(),
+        }
+    }
 
     #[test]
     fn healthy_only_when_every_stream_is_open() {
@@ -75,5 +265,44 @@ mod tests {
         );
         health.set_warning("b", None);
         assert!(health.warnings().is_empty());
+    }
+
+    #[test]
+    fn each_cause_sets_and_clears_its_own_stuck_state() {
+        let health = Health::new(["a"]);
+        assert!(health.set_stuck("a", StuckCause::Handlers, Some(stuck(StuckCause::Handlers))));
+        assert!(!health.set_stuck("a", StuckCause::Handlers, Some(stuck(StuckCause::Handlers))));
+        assert!(health.set_stuck("a", StuckCause::Source, Some(stuck(StuckCause::Source))));
+        assert_eq!(health.stuck().len(), 2);
+        assert!(health.set_stuck("a", StuckCause::Handlers, None));
+        let left = health.stuck();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].1.cause, StuckCause::Source);
+        assert_eq!(left[0].1.to_json()["handler"], "counters");
+    }
+
+    #[test]
+    fn source_progress_tells_waiting_for_the_server_and_keeps_the_newest_position() {
+        let progress = SourceProgress::default();
+        assert_eq!(progress.waiting_for_server_ms(), None);
+        progress.fetching();
+        assert!(progress.waiting_for_server_ms().is_some_and(|ms| ms < 1000));
+        progress.answered(Some(Timestamp {
+            time: 10,
+            increment: 2,
+        }));
+        assert_eq!(progress.waiting_for_server_ms(), None);
+        progress.answered(Some(Timestamp {
+            time: 9,
+            increment: 7,
+        }));
+        progress.answered(None);
+        assert_eq!(
+            progress.position(),
+            Some(Timestamp {
+                time: 10,
+                increment: 2
+            })
+        );
     }
 }

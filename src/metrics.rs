@@ -38,6 +38,11 @@ pub struct Metrics {
     pub oplog_headroom: GaugeVec,
     /// Seconds between the newest oplog entry and a stream's checkpoint, per stream.
     pub checkpoint_lag: GaugeVec,
+    /// 1 while a stream is stuck, per stream and cause (`handlers`: an event does not
+    /// finish; `source`: nothing arrives while the oplog moves on).
+    pub stream_stuck: IntGaugeVec,
+    /// Age of the oldest event read but not finished, per stream (0 when none waits).
+    pub oldest_unfinished: GaugeVec,
     checkpoint_age: GaugeVec,
     checkpoint_saved: Mutex<HashMap<String, Instant>>,
 }
@@ -116,6 +121,18 @@ impl Metrics {
             "changeflow_checkpoint_age_seconds",
             "Seconds since the stream's checkpoint was last stored.",
         );
+        let oldest_unfinished = gauge(
+            "changeflow_oldest_unfinished_seconds",
+            "Seconds the stream's oldest event read but not finished has waited (0 when none waits).",
+        );
+        let stream_stuck = IntGaugeVec::new(
+            Opts::new(
+                "changeflow_stream_stuck",
+                "1 while the stream is stuck (health.stuck_after_ms): cause=handlers, an event does not finish; cause=source, nothing arrives while the oplog moves on.",
+            ),
+            &["stream", "cause"],
+        )
+        .unwrap_or_else(|e| unreachable!("gauge is well-formed: {e}"));
         let reader_wait_seconds = CounterVec::new(
             Opts::new(
                 "changeflow_reader_wait_seconds_total",
@@ -137,6 +154,7 @@ impl Metrics {
             Box::new(reader_wait_seconds.clone()),
             Box::new(dispatch_paused_seconds.clone()),
             Box::new(stream_open.clone()),
+            Box::new(stream_stuck.clone()),
         ] {
             registry
                 .register(m)
@@ -155,6 +173,8 @@ impl Metrics {
             gaps,
             oplog_headroom,
             checkpoint_lag,
+            stream_stuck,
+            oldest_unfinished,
             checkpoint_age,
             checkpoint_saved: Mutex::new(HashMap::new()),
         }

@@ -122,6 +122,11 @@ impl Report {
                 Ok(None) => writeln!(out, "  run         none"),
                 Err(e) => writeln!(out, "  run         unknown: {e}"),
             };
+            if let Ok(Some(holder)) = &s.run {
+                for line in &holder.stuck {
+                    let _ = writeln!(out, "  STUCK       {line}");
+                }
+            }
             match self.headroom(s) {
                 Some(h) => {
                     let _ = writeln!(out, "  headroom    {}", human_seconds(h));

@@ -1,6 +1,9 @@
-//! A stop always ends: SIGTERM ends the process within `engine.shutdown_timeout_ms` plus
-//! the documented margin whatever the broker, the handlers or the server are doing, a
-//! second signal ends it at once, and what was not finished runs after the restart.
+//! Stuck is not idle, and a stop always ends. With the broker down, handlers failing on
+//! every write, or a server that takes commands and never answers, `/healthz` turns 503
+//! naming the stream, the event, the handler and the last error (an idle stream stays
+//! 200), and SIGTERM ends the process within `engine.shutdown_timeout_ms` plus the
+//! documented margin; a second signal ends it at once; what was not finished runs after
+//! the restart.
 
 mod common;
 
@@ -9,7 +12,7 @@ use std::time::{Duration, Instant};
 use changeflow::config::Config;
 use changeflow::shutdown::MARGIN;
 use common::app::{
-    Process, config, kafka_only_config, outcomes_and_counters, payment, wait_all_settled,
+    Process, config, kafka_only_config, outcomes_and_counters, payment, run_cli, wait_all_settled,
 };
 use common::broker::OwnBroker;
 use common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};
@@ -20,6 +23,37 @@ use rdkafka::message::Message;
 
 /// The drain timeout the tests give: short, so a stop that waits it out is quick.
 const DRAIN_MS: u64 = 2_000;
+/// `health.stuck_after_ms` of the tests.
+const STUCK_AFTER_MS: u64 = 1_500;
+
+/// `/healthz`: its status code and body.
+async fn healthz(process: &Process) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("{}/healthz", process.base_url))
+        .await
+        .unwrap_or_else(|e| panic!("GET /healthz: {e}"));
+    let code = response.status().as_u16();
+    (code, response.json().await.unwrap_or_default())
+}
+
+/// Waits until `/healthz` says `stream` is stuck for `cause`; returns that entry.
+async fn wait_stuck(process: &Process, stream: &str, cause: &str) -> serde_json::Value {
+    wait_until(
+        DEADLINE,
+        &format!("/healthz to report {stream} stuck ({cause})"),
+        || async {
+            let (code, body) = healthz(process).await;
+            let entry = body["stuck"][stream]
+                .as_array()?
+                .iter()
+                .find(|s| s["cause"] == cause)?
+                .clone();
+            assert_eq!(code, 503, "stuck answers 503: {body}");
+            assert_eq!(body["status"], "stuck", "{body}");
+            Some(entry)
+        },
+    )
+    .await
+}
 /// Allowance for the test's own polling and process start-up, beyond the promise.
 const SLACK: Duration = Duration::from_secs(2);
 
@@ -56,9 +90,18 @@ async fn a_stop_ends_in_time_with_the_broker_down_and_nothing_is_lost() {
     // librdkafka keeps retrying for a minute: the records stay in flight through the stop.
     config.kafka.delivery_timeout_ms = 60_000;
     config.engine.shutdown_timeout_ms = DRAIN_MS;
+    config.health.stuck_after_ms = STUCK_AFTER_MS;
     let topic = config.kafka.topic(&config.kafka.topics.payments);
     let mut process = Process::spawn(&config);
     process.wait_healthy().await;
+    // Idle is not stuck: nothing happens for twice the bound, and all is well.
+    tokio::time::sleep(Duration::from_millis(2 * STUCK_AFTER_MS + 500)).await;
+    let (code, body) = healthz(&process).await;
+    assert_eq!(
+        (code, &body["status"]),
+        (200, &serde_json::json!("ok")),
+        "{body}"
+    );
     insert(&payments, 0, 200, 0).await;
     wait_until(DEADLINE, "some payments published", || async {
         let handled = process
@@ -69,7 +112,21 @@ async fn a_stop_ends_in_time_with_the_broker_down_and_nothing_is_lost() {
     .await;
     broker.stop();
     insert(&payments, 200, 400, 0).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stuck = wait_stuck(&process, &db_name, "handlers").await;
+    eprintln!("broker down: {stuck}");
+    assert!(stuck["event_id"].is_string(), "{stuck}");
+    let series = format!("changeflow_stream_stuck{{cause=\"handlers\",stream=\"{db_name}\"}}");
+    assert_eq!(process.metric(&series).await, 1.0, "{series}");
+    // `changeflow status` shows it too (from the run's heartbeat, stamped every 5 s).
+    let line = wait_until(DEADLINE, "`status` to show the stream stuck", || async {
+        let out = run_cli(&config, &["status"]).await;
+        out.stdout
+            .lines()
+            .find(|l| l.contains("STUCK") && l.contains("kafka"))
+            .map(str::to_owned)
+    })
+    .await;
+    eprintln!("status: {line}");
     let (took, code) = stop_within_bound(&mut process, &config).await;
     eprintln!("broker down: stopped in {took:?}, exit code {code:?}");
 
@@ -113,6 +170,7 @@ async fn server_with_fail_points(prefix: &str) -> (OwnMongod, mongodb::Client, C
     let app = format!("changeflow-{db_name}");
     config.mongodb.uri = format!("{}&appName={app}", server.uri_with(PASSWORD_IN_URI));
     config.engine.shutdown_timeout_ms = DRAIN_MS;
+    config.health.stuck_after_ms = STUCK_AFTER_MS;
     (server, root, config, app)
 }
 
@@ -138,19 +196,30 @@ async fn a_stop_ends_in_time_with_handlers_stuck_in_retries_and_a_second_signal_
     let payments = db.collection::<Document>("payments");
     let mut process = Process::spawn(&config);
     process.wait_healthy().await;
-    // Every write of this run fails as if the primary were shutting down: the status
-    // updater and the counters retry without end, and so do the checkpoint writes.
+    // Every write of this run fails (MaxTimeMSExpired: not a refusal of the write itself):
+    // the status updater and the counters retry without end, and so do the checkpoint
+    // writes.
     fail_point(
         &root,
-        doc! {"failCommands": ["update", "insert", "commitTransaction"], "errorCode": 91,
+        doc! {"failCommands": ["update", "insert", "commitTransaction"], "errorCode": 50,
         "appName": &app},
     )
     .await;
     insert(&payments, 0, 100, 1).await;
-    wait_until(DEADLINE, "handlers retrying", || async {
-        process.log().contains("retrying").then_some(())
-    })
-    .await;
+    let stuck = wait_stuck(&process, &db_name, "handlers").await;
+    eprintln!("handlers failing: {stuck}");
+    assert!(stuck["event_id"].is_string(), "{stuck}");
+    assert!(
+        stuck["handler"].is_string(),
+        "the failing handler is named: {stuck}\n{}",
+        process.log()
+    );
+    assert!(
+        stuck["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("MaxTimeMSExpired")),
+        "the last error is shown: {stuck}"
+    );
     let (took, code) = stop_within_bound(&mut process, &config).await;
     eprintln!("handlers stuck in retries: stopped in {took:?}, exit code {code:?}");
 
@@ -205,7 +274,8 @@ async fn a_stop_ends_in_time_while_the_server_does_not_answer() {
     )
     .await;
     insert(&payments, 0, 50, 2).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stuck = wait_stuck(&process, &config.payments.database, "source").await;
+    eprintln!("server frozen: {stuck}");
     let (took, code) = stop_within_bound(&mut process, &config).await;
     eprintln!("server frozen: stopped in {took:?}, exit code {code:?}");
     // Turning the fail point off would wait for the blocked commands; the server goes.

@@ -32,6 +32,8 @@ pub struct Holder {
     pub run_id: String,
     /// Seconds since its last heartbeat, by the server's clock.
     pub seen_seconds_ago: f64,
+    /// Why the run found the stream stuck at its last heartbeat (empty: not stuck).
+    pub stuck: Vec<String>,
 }
 
 impl fmt::Display for Holder {
@@ -85,10 +87,20 @@ impl Presence {
         Ok(())
     }
 
-    /// Stamps the heartbeat of each of `streams` (server time). Each run has its own
+    /// Stamps the heartbeat of each of `streams` (server time), with why the stream is
+    /// stuck (`stuck`: one line per cause; none when it is not). Each run has its own
     /// document per stream, so two runs never overwrite each other's.
-    pub async fn beat(&self, streams: &[String]) -> Result<(), mongodb::error::Error> {
+    pub async fn beat(
+        &self,
+        streams: &[String],
+        stuck: impl Fn(&str) -> Vec<String>,
+    ) -> Result<(), mongodb::error::Error> {
         futures::future::try_join_all(streams.iter().map(|stream| {
+            // A literal: `$set` in a pipeline would read strings with `$` as paths.
+            let stuck: Vec<mongodb::bson::Bson> = stuck(stream)
+                .into_iter()
+                .map(|line| doc! {"$literal": line}.into())
+                .collect();
             self.collection
                 .update_one(
                     doc! {"_id": format!("{stream}/{}", self.run_id)},
@@ -98,6 +110,7 @@ impl Presence {
                         "pid": i64::from(self.pid),
                         "run_id": &self.run_id,
                         "heartbeat_at": "$$NOW",
+                        "stuck": stuck,
                     }}],
                 )
                 .upsert(true)
@@ -147,7 +160,7 @@ async fn live_holder(
             doc! {"$sort": {"heartbeat_at": -1}},
             doc! {"$limit": 1},
             doc! {"$project": {
-                "host": 1, "pid": 1, "run_id": 1,
+                "host": 1, "pid": 1, "run_id": 1, "stuck": 1,
                 "age_ms": {"$subtract": ["$$NOW", "$heartbeat_at"]},
             }},
         ])
@@ -173,6 +186,15 @@ async fn live_holder(
             .unwrap_or(0),
         run_id: found.get_str("run_id").unwrap_or("?").to_owned(),
         seen_seconds_ago: age_ms as f64 / 1000.0,
+        stuck: found
+            .get_array("stuck")
+            .map(|lines| {
+                lines
+                    .iter()
+                    .filter_map(|l| l.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }))
 }
 

@@ -248,11 +248,15 @@ impl<'a> Fields<'a> {
 /// `text` for an error message: whole when short, else its start and its size, so a
 /// megabyte of bad input does not become a megabyte of log line and dead-letter reason.
 pub(crate) fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
-    const SHOWN: usize = 64;
-    if text.len() <= SHOWN + 16 {
+    shorten(text, 64)
+}
+
+/// `text` cut to about `shown` bytes (at a character boundary), with its size, when longer.
+pub(crate) fn shorten(text: &str, shown: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= shown + 16 {
         return text.into();
     }
-    let mut end = SHOWN;
+    let mut end = shown;
     while !text.is_char_boundary(end) {
         end -= 1;
     }

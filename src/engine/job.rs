@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backoff::ExponentialBackoffBuilder;
@@ -129,6 +129,34 @@ pub struct JobContext {
     pub cancel: CancellationToken,
     /// Duration histogram of each handler, looked up once.
     pub timers: HashMap<&'static str, Histogram>,
+    /// Events whose target is failing and being retried: the target and its last error
+    /// (what `/healthz` names when the stream is stuck on one). Touched only on failures.
+    pub troubles: Mutex<HashMap<EventId, Trouble>>,
+}
+
+/// A target failing on an event, and why.
+#[derive(Debug, Clone)]
+pub struct Trouble {
+    /// The target.
+    pub target: &'static str,
+    /// Its last error.
+    pub error: String,
+}
+
+impl JobContext {
+    /// The trouble of `event`, if one of its targets is failing.
+    pub fn trouble(&self, event: &EventId) -> Option<Trouble> {
+        self.troubles.lock().ok()?.get(event).cloned()
+    }
+
+    fn set_trouble(&self, event: EventId, trouble: Option<Trouble>) {
+        if let Ok(mut troubles) = self.troubles.lock() {
+            match trouble {
+                Some(t) => troubles.insert(event, t),
+                None => troubles.remove(&event),
+            };
+        }
+    }
 }
 
 /// Runs `job` to completion.
@@ -286,7 +314,11 @@ async fn run_call(call: &dyn Call, ctx: &JobContext) -> Outcome {
         Ok(Ok(())) => Outcome::Done,
         // Retries and dead letters are rare; boxed, their state does not weigh on the
         // future every event allocates.
-        failed => recover(call, ctx, failed).boxed().await,
+        failed => {
+            let outcome = recover(call, ctx, failed).boxed().await;
+            ctx.set_trouble(call.event_id(), None);
+            outcome
+        }
     }
 }
 
@@ -315,6 +347,11 @@ async fn recover(call: &dyn Call, ctx: &JobContext, mut outcome: Attempt) -> Out
             Ok(Err(HandlerError::Fatal { reason, .. })) => return Outcome::Fatal(reason),
             Ok(Err(e)) if e.is_retryable() => {
                 let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
+                let trouble = Trouble {
+                    target: call.target(),
+                    error: crate::domain::shorten(&Tidy(&e).to_string(), 400).into_owned(),
+                };
+                ctx.set_trouble(call.event_id(), Some(trouble));
                 tracing::warn!(
                     handler = call.target(),
                     event_id = %call.event_id(),

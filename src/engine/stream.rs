@@ -1,9 +1,9 @@
 //! One watched database: open its stream from the checkpoint, read, dispatch to ordered
 //! lanes, ack, store the checkpoint; on errors drain, store, and reopen with backoff.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use backoff::ExponentialBackoffBuilder;
 use backoff::backoff::Backoff;
@@ -20,15 +20,17 @@ use super::lanes::Lanes;
 use super::pause::{Cause, PauseClock};
 use super::replay::{ReplayStep, StreamProgress};
 use super::{EngineError, Shared};
-use crate::checkpoint::acker::Acker;
+use crate::checkpoint::acker::{Acker, Ticket};
 use crate::checkpoint::store::{Checkpoint, Resume, Stored};
 use crate::checkpoint::writer::CheckpointWriter;
 use crate::config::HistoryLostPolicy;
 use crate::config::WatchedDatabase;
+use crate::config::routes::KAFKA;
 use crate::dead_letter::DeadLetter;
-use crate::domain::Decoded;
 use crate::domain::namespace::{NamespaceChange, NamespaceEvent};
+use crate::domain::{Decoded, EventId, EventKind};
 use crate::error_text::Tidy;
+use crate::health::{Stuck, StuckCause};
 use crate::position::{describe, token_time};
 use crate::source::reader::{self, Item, Position};
 use crate::source::{self, SourceError, StartAt};
@@ -303,6 +305,9 @@ struct Session<'a> {
     events_since_start: u64,
     /// Set when a job ended fatally: the session stops.
     fatal: Option<String>,
+    /// Events with work to do, oldest first: acker sequence number, when read, id. Those
+    /// at or before the acker's released sequence are done and dropped at each look.
+    unfinished: VecDeque<(u64, Instant, EventId, &'static str)>,
 }
 
 impl<'a> Session<'a> {
@@ -321,6 +326,7 @@ impl<'a> Session<'a> {
                     .into_iter()
                     .map(|n| (n, shared.metrics.handler_seconds.with_label_values(&[n])))
                     .collect(),
+                troubles: Mutex::default(),
             }),
             received: HashMap::new(),
             handled: HashMap::new(),
@@ -336,6 +342,7 @@ impl<'a> Session<'a> {
             events_since_save: 0,
             events_since_start,
             fatal: None,
+            unfinished: VecDeque::new(),
         }
     }
 
@@ -357,6 +364,7 @@ impl<'a> Session<'a> {
             batch,
             tx,
             waits,
+            shared.health.source(&self.name),
         ));
         // At least every half bound: one checkpoint is stored while the other half is read,
         // so reading does not stall on the writer.
@@ -374,7 +382,10 @@ impl<'a> Session<'a> {
                 biased;
                 _ = &mut cancelled => break End::Shutdown,
                 Some(done) = self.running.next() => self.complete(done),
-                _ = tick.tick() => self.save(),
+                _ = tick.tick() => {
+                    self.save();
+                    self.check_stuck();
+                }
                 Ok(()) = self.stored.changed() => {}
                 chunk = rx.recv(), if pending.len() == 0 => match chunk {
                     Some(chunk) => pending = chunk.into_iter(),
@@ -441,6 +452,9 @@ impl<'a> Session<'a> {
         };
         pauses.observe(None);
         reader.abort();
+        // An aborted read is not a server that stopped answering.
+        shared.health.source(&self.name).answered(None);
+        self.clear_stuck();
         self.drain().await;
         self.save();
         if let Some(writer) = self.writer.take() {
@@ -473,7 +487,7 @@ impl<'a> Session<'a> {
                 }
                 let event = Arc::new(event);
                 let job = Job {
-                    ticket: self.acker.track(position, 1),
+                    ticket: self.track(position, event.meta().event_id, event.kind().as_str()),
                     work: Work::Event {
                         event: event.clone(),
                         route: route.clone(),
@@ -489,7 +503,7 @@ impl<'a> Session<'a> {
                 };
                 let lane: Arc<str> = format!("{}:{}", event.target, event.key).into();
                 let job = Job {
-                    ticket: self.acker.track(position, 1),
+                    ticket: self.track(position, event.event_id, "raw"),
                     work: Work::Raw {
                         event: Arc::new(event),
                         sink: sink.clone(),
@@ -526,7 +540,7 @@ impl<'a> Session<'a> {
                 // never the reading of later changes (up to the read-ahead bound).
                 let lane: Arc<str> = format!("dl:{event_id}").into();
                 let job = Job {
-                    ticket: self.acker.track(position, 1),
+                    ticket: self.track(position, event_id, "invalid"),
                     work: Work::DeadLetter {
                         letter: Arc::new(letter),
                         lane: lane.clone(),
@@ -571,7 +585,7 @@ impl<'a> Session<'a> {
         };
         let lane: Arc<str> = format!("ns:{}", event.subject(&self.name)).into();
         let job = Job {
-            ticket: self.acker.track(position, 1),
+            ticket: self.track(position, event.event_id, event.label()),
             work: Work::Namespace {
                 event: Arc::new(event),
                 sink: sink.clone(),
@@ -580,6 +594,116 @@ impl<'a> Session<'a> {
         };
         self.submit(&lane, job);
         true
+    }
+
+    /// Tracks a change with work to do, remembering when it was read.
+    fn track(&mut self, position: Position, event_id: EventId, kind: &'static str) -> Ticket {
+        let ticket = self.acker.track(position, 1);
+        self.unfinished
+            .push_back((self.acker.tracked(), Instant::now(), event_id, kind));
+        ticket
+    }
+
+    /// Reports the stream stuck (health, metric, one error line) while its oldest
+    /// unfinished event has waited `health.stuck_after_ms`, and clears it once it moves.
+    fn check_stuck(&mut self) {
+        let released = self.acker.released();
+        while self
+            .unfinished
+            .front()
+            .is_some_and(|(seq, ..)| *seq <= released)
+        {
+            self.unfinished.pop_front();
+        }
+        let waited = self.unfinished.front().map(|(_, at, ..)| at.elapsed());
+        self.shared
+            .metrics
+            .oldest_unfinished
+            .with_label_values(&[&self.name])
+            .set(waited.map_or(0.0, |w| w.as_secs_f64()));
+        let limit = Duration::from_millis(self.shared.config.health.stuck_after_ms);
+        let stuck = match (self.unfinished.front(), waited) {
+            (Some((_, _, event_id, kind)), Some(waited)) if waited >= limit => {
+                let trouble = self.ctx.trouble(event_id);
+                Some(Stuck {
+                    cause: StuckCause::Handlers,
+                    for_seconds: waited.as_secs_f64(),
+                    event_id: Some(event_id.to_string()),
+                    detail: match &trouble {
+                        Some(t) => format!(
+                            "the oldest unfinished event ({kind}) has waited {} s; `{}` keeps \
+                             failing on it",
+                            waited.as_secs(),
+                            t.target
+                        ),
+                        None => format!(
+                            "the oldest unfinished event ({kind}) has waited {} s for {} \
+                             (no call has failed yet: one that does not return)",
+                            waited.as_secs(),
+                            self.targets_of(kind)
+                        ),
+                    },
+                    handler: trouble.as_ref().map(|t| t.target.to_owned()),
+                    last_error: trouble.map(|t| t.error),
+                })
+            }
+            _ => None,
+        };
+        self.report_stuck(stuck);
+    }
+
+    /// The targets events of `kind` (a metric label) go to, for people.
+    fn targets_of(&self, kind: &str) -> String {
+        let names: Vec<&str> = match EventKind::ALL.iter().find(|k| k.as_str() == kind) {
+            Some(k) => self
+                .shared
+                .router
+                .route(*k)
+                .iter()
+                .map(|h| h.name())
+                .collect(),
+            None if kind == "invalid" => vec!["the dead-letter store"],
+            None => vec![KAFKA],
+        };
+        names.join(", ")
+    }
+
+    fn clear_stuck(&mut self) {
+        self.unfinished.clear();
+        self.report_stuck(None);
+    }
+
+    fn report_stuck(&self, stuck: Option<Stuck>) {
+        let is_stuck = stuck.is_some();
+        if let Some(s) = &stuck
+            && !self
+                .shared
+                .health
+                .stuck()
+                .iter()
+                .any(|(n, o)| **n == *self.name && o.cause == StuckCause::Handlers)
+        {
+            tracing::error!(
+                stream = %self.name,
+                event_id = s.event_id.as_deref().unwrap_or("?"),
+                handler = s.handler.as_deref().unwrap_or("?"),
+                last_error = s.last_error.as_deref().unwrap_or("none"),
+                "stream stuck: {}", s.detail
+            );
+        }
+        if self
+            .shared
+            .health
+            .set_stuck(&self.name, StuckCause::Handlers, stuck)
+            && !is_stuck
+        {
+            tracing::info!(stream = %self.name, "stream no longer stuck");
+        }
+        self.shared
+            .metrics
+            .stream_stuck
+            .with_label_values(&[&self.name, StuckCause::Handlers.as_str()])
+            .set(i64::from(is_stuck));
     }
 
     /// Starts `job` now, or queues it behind the running job of its lane. The caller lends

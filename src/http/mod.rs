@@ -79,7 +79,9 @@ async fn list_counters(
 
 async fn healthz(State(state): State<ApiState>) -> Response {
     let streams = state.health.snapshot();
-    let status = if state.health.all_open() {
+    let stuck = state.health.stuck();
+    let open = state.health.all_open();
+    let status = if open && stuck.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -88,14 +90,26 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         .into_iter()
         .map(|(name, open)| (name, json!(if open { "open" } else { "closed" })))
         .collect();
+    let mut stuck_json = serde_json::Map::new();
+    for (stream, s) in &stuck {
+        let entry = stuck_json
+            .entry(stream.clone())
+            .or_insert_with(|| json!([]));
+        if let Value::Array(list) = entry {
+            list.push(s.to_json());
+        }
+    }
     let warnings = state.health.warnings();
     // Degraded still answers 200: restarting the process would not give history back.
-    let summary = match (status == StatusCode::OK, warnings.is_empty()) {
-        (false, _) => "unavailable",
-        (true, true) => "ok",
-        (true, false) => "degraded",
+    // Stuck answers 503: the process is not doing its work, whatever the reason.
+    let summary = match (open, stuck.is_empty(), warnings.is_empty()) {
+        (false, _, _) => "unavailable",
+        (true, false, _) => "stuck",
+        (true, true, true) => "ok",
+        (true, true, false) => "degraded",
     };
-    let body = json!({"status": summary, "streams": streams, "warnings": warnings});
+    let body =
+        json!({"status": summary, "streams": streams, "stuck": stuck_json, "warnings": warnings});
     (status, Json(body)).into_response()
 }
 

@@ -9,6 +9,7 @@
 //! worked through the last.
 
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -18,7 +19,9 @@ use mongodb::change_stream::event::ResumeToken;
 use tokio::sync::mpsc;
 
 use super::{RawChange, SourceError};
+use crate::health::SourceProgress;
 use crate::metrics::ReaderWaits;
+use crate::position::token_time;
 
 /// A place in the stream the checkpoint can move to.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,35 +55,42 @@ pub enum Item {
 }
 
 /// Reads `stream` until the receiver is dropped or reading fails, handing on chunks of at
-/// most `max_chunk` items and counting its waits in `waits`.
+/// most `max_chunk` items, counting its waits in `waits` and recording each answer of the
+/// server in `progress` (a stream that stops getting answers is stuck, not idle).
 pub async fn read(
     mut stream: ChangeStream<RawChange>,
     database: String,
     max_chunk: usize,
     out: mpsc::Sender<Vec<Item>>,
     waits: ReaderWaits,
+    progress: Arc<SourceProgress>,
 ) {
+    progress.answered(stream.resume_token().as_ref().and_then(token_time));
     let out = Handoff { out, waits };
     // The last post-batch token handed on, so a quiet stream reports each one once.
     let mut last_idle = stream.resume_token();
     let mut chunk = Vec::with_capacity(max_chunk);
     loop {
-        let next = {
+        let (next, fetched) = {
             let mut next = pin!(stream.next_if_any());
             match futures::poll!(next.as_mut()) {
-                Poll::Ready(next) => next,
+                Poll::Ready(next) => (next, false),
                 Poll::Pending => {
                     // The driver went to the server: pass on what we hold while it waits.
                     if !chunk.is_empty() && !out.send(fresh(&mut chunk, max_chunk)).await {
                         return;
                     }
                     let fetching = Instant::now();
+                    progress.fetching();
                     let next = next.await;
                     out.waits.server.inc_by(fetching.elapsed().as_secs_f64());
-                    next
+                    (next, true)
                 }
             }
         };
+        if fetched {
+            progress.answered(stream.resume_token().as_ref().and_then(token_time));
+        }
         let item = match next {
             Ok(Some(raw)) => {
                 // The change's own `_id` is its token (the driver refuses a change without).

@@ -36,6 +36,8 @@ pub struct Options {
     /// `enableTestCommands`, for fail points (`configureFailPoint`) that slow or fail
     /// chosen commands of one client, named by its `appName`.
     pub test_commands: bool,
+    /// The TTL monitor every second (as the shared test server), not every 60 s.
+    pub fast_ttl: bool,
 }
 
 /// A running `mongod --auth` replica set of one member.
@@ -69,6 +71,9 @@ impl OwnMongod {
         }
         if options.test_commands {
             command.args(["--setParameter", "enableTestCommands=1"]);
+        }
+        if options.fast_ttl {
+            command.args(["--setParameter", "ttlMonitorSleepSecs=1"]);
         }
         let child = command
             .args(["--replSet", "rsauth", "--bind_ip", "127.0.0.1", "--port"])
