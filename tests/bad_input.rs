@@ -9,8 +9,10 @@ mod common;
 use std::time::Duration;
 
 use changeflow::dead_letter;
+use changeflow::domain::{Decoded, Domains};
 use changeflow::setup;
 use common::app::{Process, memory_config, outcomes_and_counters, payment};
+use common::corpus;
 use common::{DEADLINE, mongo, unique_name, wait_until};
 use mongodb::bson::{Bson, DateTime, Decimal128, Document, doc, oid::ObjectId};
 
@@ -226,4 +228,169 @@ async fn a_burst_of_malformed_and_huge_payments_is_handled_or_dead_lettered_and_
     process.signal(libc::SIGTERM);
     let status = process.wait_exit(DEADLINE).await;
     assert!(status.success(), "{}", process.log());
+}
+
+/// Generated cases of `collection` (deterministic seed): valid, one field off, arbitrary.
+fn generated(collection: corpus::Collection, count: usize) -> Vec<corpus::Case> {
+    use proptest::strategy::{Strategy, ValueTree};
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = corpus::case(collection);
+    (0..count)
+        .map(|_| {
+            strategy
+                .new_tree(&mut runner)
+                .expect("a generated case")
+                .current()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn hundreds_of_generated_documents_in_bursts_are_all_handled_or_dead_lettered() {
+    let db_name = unique_name("corpus");
+    let client = mongo().await;
+    let db = client.database(&db_name);
+    let config = memory_config(&db_name);
+    setup::run(&client, &config).await.unwrap();
+    let domains = Domains::new(&db_name, "payments").with_memory(config.memory.domain());
+    let mut process = Process::spawn(&config);
+    process.wait_healthy().await;
+
+    // Each generated document is valid or not by construction; an arbitrary one as the
+    // decoder says offline (the live run must agree). Duplicate `_id`s are left out.
+    let mut cases = Vec::new();
+    for collection in [
+        corpus::Collection::Payments,
+        corpus::Collection::ShortTerm,
+        corpus::Collection::Episodic,
+        corpus::Collection::Semantic,
+    ] {
+        let count = if collection == corpus::Collection::Payments {
+            240
+        } else {
+            40
+        };
+        cases.extend(generated(collection, count));
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut invalid = 0;
+    let mut inserted = 0;
+    let mut skipped = 0;
+    let mut valid_payments = Vec::new();
+    // In bursts of 40, each followed by a plain valid payment.
+    for (n, case) in cases.into_iter().enumerate() {
+        let key = format!("{}:{:?}", case.collection.name(), case.doc.get("_id"));
+        if !ids.insert(key) {
+            continue;
+        }
+        let event = corpus::insert_event(&db_name, case.collection.name(), &case.doc, n as u64);
+        let raw = mongodb::bson::RawDocumentBuf::from_document(&event).unwrap();
+        let decodes = matches!(domains.decode(raw).0, Decoded::Event(_));
+        let valid = match case.expect {
+            corpus::Expect::Valid => true,
+            corpus::Expect::Invalid(_) => false,
+            corpus::Expect::Arbitrary => decodes,
+        };
+        let written = db
+            .collection::<Document>(case.collection.name())
+            .insert_one(case.doc.clone())
+            .bypass_document_validation(true)
+            .await;
+        match written {
+            Ok(_) => inserted += 1,
+            // The server refused the document itself (a unique index seeing a second one
+            // without its id, an index over two arrays): never a change, nothing to expect.
+            Err(e)
+                if matches!(
+                    *e.kind,
+                    mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(_))
+                ) =>
+            {
+                skipped += 1;
+                continue;
+            }
+            Err(e) => panic!("inserting {:?}: {e}", case.doc.get("_id")),
+        }
+        if !valid {
+            invalid += 1;
+        } else if case.collection == corpus::Collection::Payments {
+            valid_payments.push(case.doc.get("_id").cloned().unwrap());
+        }
+        if inserted % 40 == 0 {
+            let id = format!("plain-{inserted}");
+            db.collection::<Document>("payments")
+                .insert_one(payment(&id, inserted % 3, "PENDING"))
+                .await
+                .unwrap();
+            valid_payments.push(Bson::String(id));
+        }
+    }
+    eprintln!(
+        "{inserted} generated documents written ({invalid} invalid, {skipped} refused by the \
+         server), {} valid payments",
+        valid_payments.len()
+    );
+
+    let payments = db.collection::<Document>("payments");
+    let letters = db.collection::<Document>(dead_letter::COLLECTION);
+    let outcome = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let pending = payments
+                .count_documents(doc! {"_id": {"$in": &valid_payments}, "status": "PENDING"})
+                .await
+                .unwrap_or(u64::MAX);
+            let lettered = letters
+                .count_documents(doc! {"stage": "decode"})
+                .await
+                .unwrap_or(0);
+            let (mut outcomes, counters) = outcomes_and_counters(&db).await;
+            outcomes.retain(|code, _| counters.contains_key(code) || !code.is_empty());
+            let counted = counters
+                .iter()
+                .all(|(code, c)| outcomes.get(code) == Some(c));
+            if pending == 0 && lettered == invalid && counted {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let lettered = letters
+        .count_documents(doc! {"stage": "decode"})
+        .await
+        .unwrap();
+    assert!(
+        outcome.is_ok(),
+        "after 120 s: {} valid payments PENDING, {lettered} of {invalid} dead letters\n{}",
+        payments
+            .count_documents(doc! {"_id": {"$in": &valid_payments}, "status": "PENDING"})
+            .await
+            .unwrap(),
+        process
+            .log()
+            .lines()
+            .rev()
+            .take(40)
+            .map(|l| &l[..l.len().min(300)])
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Every dead letter has its reason and document key.
+    let without = letters
+        .count_documents(doc! {"stage": "decode", "$or": [
+            {"reason": {"$in": ["", null]}}, {"document_key": {"$exists": false}}
+        ]})
+        .await
+        .unwrap();
+    assert_eq!(
+        without, 0,
+        "dead letters without a reason or a document key"
+    );
+    // Every counted product equals its outcomes exactly.
+    let (outcomes, counters) = outcomes_and_counters(&db).await;
+    for (code, c) in &counters {
+        assert_eq!(outcomes.get(code), Some(c), "product {code}");
+    }
+    process.signal(libc::SIGTERM);
+    assert!(process.wait_exit(DEADLINE).await.success());
 }

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod broker;
+pub mod corpus;
 pub mod own_mongod;
 pub mod records;
 pub mod schemas;
