@@ -36,7 +36,7 @@ use tokio::sync::Notify;
 // The same allocator as the changeflow binary; both readers share it.
 mod common;
 
-use common::{env_number, kafka_brokers, mongo};
+use common::{cpu_time, env_number, kafka_brokers, mongo, peak_rss_mib, server_cpu_time};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -72,48 +72,6 @@ impl Handler for Counting {
         }
         .boxed()
     }
-}
-
-/// CPU time (user + system) this process used so far.
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// CPU time (user + system) of every local `mongod`, when the server runs on this machine:
-/// shows whether the server or the reader is the bottleneck.
-fn server_cpu_time() -> Option<Duration> {
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks_per_second <= 0 {
-        return None;
-    }
-    let mut ticks = 0u64;
-    let mut found = false;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let path = entry.path();
-        if std::fs::read_to_string(path.join("comm")).ok().as_deref() != Some("mongod\n") {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
-            continue;
-        };
-        // Fields after the command name (which ends with ')'): utime and stime are 12th and 13th.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        if let (Some(user), Some(system)) = (field(11), field(12)) {
-            ticks += user + system;
-            found = true;
-        }
-    }
-    found.then(|| Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64))
 }
 
 /// How long one reader took, and (for the pipeline) what it waited for.
@@ -152,19 +110,6 @@ async fn measured<F: Future<Output = anyhow::Result<Run>>>(phase: F) -> anyhow::
             .zip(server_cpu_time())
             .map(|(before, after)| after.saturating_sub(before)),
     })
-}
-
-/// Peak resident set size of this process (VmHWM), in MiB.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 async fn write_payments(client: &Client, db: &str, n: u64) -> anyhow::Result<Timestamp> {

@@ -66,7 +66,7 @@ impl Metrics {
         );
         let events_handled = counter(
             "changeflow_events_handled_total",
-            "Events every handler of which finished.",
+            "Events handled: counted once the targets that take a key's events in order finished (exactly-once counters, which commute, may still be committing).",
             &["kind"],
         );
         let events_dead_lettered = counter(

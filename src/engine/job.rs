@@ -34,6 +34,23 @@ pub struct Job {
     pub ticket: Ticket,
     /// The event and where it goes.
     pub work: Work,
+    /// Which of the event's targets this job runs, and so whether it keeps its lane.
+    pub part: Part,
+}
+
+/// Which of an event's targets a job runs. Targets whose effects commute (exactly-once
+/// counters: see [`Handler::ordered`]) need no order among a key's events, so they run
+/// outside the lane: a key's events reach them together, and their writer commits them in
+/// one batch instead of one commit per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// All targets, or the ordered ones when a [`Part::Beside`] job runs the rest: in the
+    /// event's lane; counted as handled when done.
+    Laned,
+    /// The commuting targets, beside a laned job: outside the lane, not counted.
+    Beside,
+    /// Only commuting targets: outside the lane; counted as handled when done.
+    Free,
 }
 
 /// An event and its targets.
@@ -101,6 +118,8 @@ pub struct Completion {
     pub ticket: Ticket,
     /// The work (it names the lane).
     pub work: Work,
+    /// The part of the event's targets it ran.
+    pub part: Part,
     /// Every handler finished (applied, or dead-lettered); false when cancelled or fatal.
     pub finished: bool,
     /// A handler could neither apply nor set aside the event: the stream must stop.
@@ -182,6 +201,7 @@ pub async fn run(job: Job, ctx: Arc<JobContext>) -> Completion {
     let mut completion = Completion {
         ticket: job.ticket,
         work: job.work,
+        part: job.part,
         finished: true,
         fatal: None,
     };

@@ -12,22 +12,28 @@ pub type Route = Arc<[Arc<dyn Handler>]>;
 /// Handlers per event kind.
 pub struct Router {
     by_kind: [Route; EventKind::ALL.len()],
+    /// Each kind's route split into ordered handlers and those whose effects commute.
+    split: [(Route, Route); EventKind::ALL.len()],
 }
 
 impl Router {
     /// Routes each kind to the handlers that want it and that `routes` sends it to (it
     /// governs the built-in targets), in the order given.
     pub fn new(handlers: &[Arc<dyn Handler>], routes: &RoutesConfig) -> Router {
-        Router {
-            by_kind: EventKind::ALL.map(|kind| {
-                handlers
-                    .iter()
-                    .filter(|h| h.wants(kind) && routes.routes(kind, h.name()))
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .into()
-            }),
-        }
+        let by_kind: [Route; EventKind::ALL.len()] = EventKind::ALL.map(|kind| {
+            handlers
+                .iter()
+                .filter(|h| h.wants(kind) && routes.routes(kind, h.name()))
+                .cloned()
+                .collect::<Vec<_>>()
+                .into()
+        });
+        let split = std::array::from_fn(|i| {
+            let (ordered, free): (Vec<_>, Vec<_>) =
+                by_kind[i].iter().cloned().partition(|h| h.ordered());
+            (ordered.into(), free.into())
+        });
+        Router { by_kind, split }
     }
 
     /// Every routed handler's name, once each.
@@ -45,5 +51,12 @@ impl Router {
     /// The handlers of `kind` (possibly none).
     pub fn route(&self, kind: EventKind) -> &Route {
         &self.by_kind[kind.index()]
+    }
+
+    /// The handlers of `kind` that take a key's events in order, and those whose effects
+    /// commute (see [`Handler::ordered`]).
+    pub fn split(&self, kind: EventKind) -> (&Route, &Route) {
+        let (ordered, free) = &self.split[kind.index()];
+        (ordered, free)
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::history::{self, HistoryLost};
-use super::job::{self, Completion, Job, JobContext, Work};
+use super::job::{self, Completion, Job, JobContext, Part, Work};
 use super::lanes::Lanes;
 use super::pause::{Cause, PauseClock};
 use super::replay::{ReplayStep, StreamProgress};
@@ -480,20 +480,42 @@ impl<'a> Session<'a> {
         self.events_since_save += 1;
         match decoded {
             Decoded::Event(event) => {
-                let route = self.shared.router.route(event.kind());
-                if route.is_empty() {
+                let shared = self.shared;
+                let (ordered, free) = shared.router.split(event.kind());
+                let parts = u32::from(!ordered.is_empty()) + u32::from(!free.is_empty());
+                if parts == 0 {
                     self.acker.track(position, 0);
                     return true;
                 }
                 let event = Arc::new(event);
-                let job = Job {
-                    ticket: self.track(position, event.meta().event_id, event.kind().as_str()),
-                    work: Work::Event {
+                let (id, kind) = (event.meta().event_id, event.kind().as_str());
+                let ticket = self.track(position, id, kind, parts);
+                if !free.is_empty() {
+                    let part = if ordered.is_empty() {
+                        Part::Free
+                    } else {
+                        Part::Beside
+                    };
+                    let work = Work::Event {
                         event: event.clone(),
-                        route: route.clone(),
-                    },
-                };
-                self.submit(event.key(), job);
+                        route: free.clone(),
+                    };
+                    self.start(Job { ticket, work, part });
+                }
+                if !ordered.is_empty() {
+                    let work = Work::Event {
+                        event: event.clone(),
+                        route: ordered.clone(),
+                    };
+                    self.submit(
+                        event.key(),
+                        Job {
+                            ticket,
+                            work,
+                            part: Part::Laned,
+                        },
+                    );
+                }
             }
             Decoded::Raw(event) => {
                 let Some(sink) = &self.shared.kafka_sink else {
@@ -503,7 +525,8 @@ impl<'a> Session<'a> {
                 };
                 let lane: Arc<str> = format!("{}:{}", event.target, event.key).into();
                 let job = Job {
-                    ticket: self.track(position, event.event_id, "raw"),
+                    ticket: self.track(position, event.event_id, "raw", 1),
+                    part: Part::Laned,
                     work: Work::Raw {
                         event: Arc::new(event),
                         sink: sink.clone(),
@@ -540,7 +563,8 @@ impl<'a> Session<'a> {
                 // never the reading of later changes (up to the read-ahead bound).
                 let lane: Arc<str> = format!("dl:{event_id}").into();
                 let job = Job {
-                    ticket: self.track(position, event_id, "invalid"),
+                    ticket: self.track(position, event_id, "invalid", 1),
+                    part: Part::Laned,
                     work: Work::DeadLetter {
                         letter: Arc::new(letter),
                         lane: lane.clone(),
@@ -585,7 +609,8 @@ impl<'a> Session<'a> {
         };
         let lane: Arc<str> = format!("ns:{}", event.subject(&self.name)).into();
         let job = Job {
-            ticket: self.track(position, event.event_id, event.label()),
+            ticket: self.track(position, event.event_id, event.label(), 1),
+            part: Part::Laned,
             work: Work::Namespace {
                 event: Arc::new(event),
                 sink: sink.clone(),
@@ -596,9 +621,15 @@ impl<'a> Session<'a> {
         true
     }
 
-    /// Tracks a change with work to do, remembering when it was read.
-    fn track(&mut self, position: Position, event_id: EventId, kind: &'static str) -> Ticket {
-        let ticket = self.acker.track(position, 1);
+    /// Tracks a change whose targets run in `parts` jobs, remembering when it was read.
+    fn track(
+        &mut self,
+        position: Position,
+        event_id: EventId,
+        kind: &'static str,
+        parts: u32,
+    ) -> Ticket {
+        let ticket = self.acker.track(position, parts);
         self.unfinished
             .push_back((self.acker.tracked(), Instant::now(), event_id, kind));
         ticket
@@ -728,14 +759,18 @@ impl<'a> Session<'a> {
             if let Err(e) = self.acker.route_done(done.ticket) {
                 tracing::error!(error = %e, "acker refused a completion");
             }
-            let kind = done.work.label();
-            let metrics = &self.shared.metrics;
-            self.handled
-                .entry(kind)
-                .or_insert_with(|| metrics.events_handled.with_label_values(&[kind]))
-                .inc();
+            if done.part != Part::Beside {
+                let kind = done.work.label();
+                let metrics = &self.shared.metrics;
+                self.handled
+                    .entry(kind)
+                    .or_insert_with(|| metrics.events_handled.with_label_values(&[kind]))
+                    .inc();
+            }
         }
-        if let Some(next) = self.lanes.finish(done.work.lane()) {
+        if done.part == Part::Laned
+            && let Some(next) = self.lanes.finish(done.work.lane())
+        {
             self.start(next);
         }
     }

@@ -79,6 +79,11 @@ impl Handler for Counters {
         KINDS.contains(&kind)
     }
 
+    // Increments commute and each event counts once: order among a key's events is moot.
+    fn ordered(&self) -> bool {
+        false
+    }
+
     fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
         async move {
             match event {

@@ -68,4 +68,10 @@ pub trait Handler: Send + Sync {
     fn wants(&self, kind: EventKind) -> bool;
     /// Applies `event`. Must be idempotent: the same event may arrive again after a crash.
     fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>>;
+    /// Whether this handler must see the events of one key (one payment, one user) one at
+    /// a time, in stream order. Handlers whose effects commute (exactly-once counters) say
+    /// false: they get a key's events together, outside its lane.
+    fn ordered(&self) -> bool {
+        true
+    }
 }
