@@ -139,6 +139,39 @@ async fn drain(
     Ok((wall, cpu_time().saturating_sub(cpu), server, metrics))
 }
 
+/// Drains the changes from `start` with a handler of `kinds` that does no I/O, until it saw
+/// `target` events (or the memory end marker).
+async fn no_io_drain(
+    client: &Client,
+    config: Config,
+    kinds: &'static [EventKind],
+    target: u64,
+    start: Timestamp,
+) -> anyhow::Result<Cost> {
+    let counting = Arc::new(Counting {
+        kinds,
+        seen: AtomicU64::new(0),
+        target,
+        ended: AtomicBool::new(false),
+        done: Notify::new(),
+    });
+    let done = counting.clone();
+    let (wall, cpu, server_cpu, _) = drain(
+        client,
+        config,
+        &[counting.clone() as Arc<dyn Handler>],
+        start,
+        async move { done.done.notified().await },
+    )
+    .await?;
+    Ok(Cost {
+        events: counting.seen.load(Ordering::Relaxed),
+        wall,
+        cpu,
+        server_cpu,
+    })
+}
+
 /// A configuration over `db` (state in `<db>_cp<phase>`), with routes to `routes`' handlers
 /// only (no Kafka).
 fn config(db: &str, collections: &[&str], phase: &str, routes: RoutesConfig) -> Config {
@@ -272,32 +305,13 @@ async fn payments_phase(client: &Client, db_name: &str, n: u64) -> anyhow::Resul
 
     // The same changes (requests and outcomes, with the lookups of the updates) through
     // the same pipeline with a handler that does no I/O.
-    let counting = Arc::new(Counting {
-        kinds: &[
-            EventKind::PaymentRequested,
-            EventKind::PaymentConfirmed,
-            EventKind::PaymentFailed,
-        ],
-        seen: AtomicU64::new(0),
-        target: handled,
-        ended: AtomicBool::new(false),
-        done: Notify::new(),
-    });
-    let done = counting.clone();
-    let (wall, cpu, server_cpu, _) = drain(
-        client,
-        config(db_name, &["payments"], "noio", RoutesConfig::default()),
-        &[counting.clone() as Arc<dyn Handler>],
-        start,
-        async move { done.done.notified().await },
-    )
-    .await?;
-    let no_io = Cost {
-        events: counting.seen.load(Ordering::Relaxed),
-        wall,
-        cpu,
-        server_cpu,
-    };
+    const KINDS: &[EventKind] = &[
+        EventKind::PaymentRequested,
+        EventKind::PaymentConfirmed,
+        EventKind::PaymentFailed,
+    ];
+    let no_io_config = config(db_name, &["payments"], "noio", RoutesConfig::default());
+    let no_io = no_io_drain(client, no_io_config, KINDS, handled, start).await?;
     Ok((no_io, real))
 }
 
@@ -344,28 +358,8 @@ async fn memory_phase(client: &Client, db_name: &str, events: u64) -> anyhow::Re
         base.memory.episodic.as_str(),
         base.memory.semantic.as_str(),
     ];
-    let counting = Arc::new(Counting {
-        kinds: &EventKind::ALL,
-        seen: AtomicU64::new(0),
-        target: u64::MAX,
-        ended: AtomicBool::new(false),
-        done: Notify::new(),
-    });
-    let done = counting.clone();
-    let (wall, cpu, server_cpu, _) = drain(
-        client,
-        config(db_name, &collections, "mnoio", RoutesConfig::default()),
-        &[counting.clone() as Arc<dyn Handler>],
-        start,
-        async move { done.done.notified().await },
-    )
-    .await?;
-    let no_io = Cost {
-        events: counting.seen.load(Ordering::Relaxed),
-        wall,
-        cpu,
-        server_cpu,
-    };
+    let no_io_config = config(db_name, &collections, "mnoio", RoutesConfig::default());
+    let no_io = no_io_drain(client, no_io_config, &EventKind::ALL, u64::MAX, start).await?;
     println!(
         "  (peak RSS after the memory no-I/O drain: {:.1} MiB)",
         peak_rss_mib()

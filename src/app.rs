@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::engine::{self, Engine, EngineError};
 use crate::error_text::Tidy;
 use crate::handlers::counters::COUNTERS;
-use crate::health::{Health, Stuck, StuckCause};
+use crate::health::Health;
 use crate::http::payments::PaymentsApi;
 use crate::http::{self, ApiState};
 use crate::metrics::Metrics;
@@ -94,7 +94,7 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
         health.clone(),
         presence_stop.clone(),
     ));
-    tokio::spawn(watch_sources(
+    tokio::spawn(engine::stuck::watch_sources(
         config.clone(),
         metrics.clone(),
         health.clone(),
@@ -158,54 +158,6 @@ async fn keep_presence(
     }
     if let Err(e) = presence.release().await {
         tracing::warn!(error = %Tidy(&e), "cannot remove the heartbeat from {}", presence::COLLECTION);
-    }
-}
-
-/// Every second, reports a stream stuck (health, metric, one error line) while its reader
-/// has waited `health.stuck_after_ms` for the server: an idle stream's server answers
-/// within a second or so with nothing; one that does not answer at all is stalled or cut
-/// off without the connection closing.
-async fn watch_sources(
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    stop: CancellationToken,
-) {
-    let limit = config.health.stuck_after_ms;
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        for watched in &config.watch {
-            let stream = watched.database.as_str();
-            let waiting = health.source(stream).waiting_for_server_ms();
-            let stuck = waiting.filter(|ms| *ms >= limit).map(|ms| Stuck {
-                cause: StuckCause::Source,
-                for_seconds: ms as f64 / 1000.0,
-                event_id: None,
-                handler: None,
-                last_error: None,
-                detail: format!(
-                    "no answer from the server for {} s to the stream's read (a stalled \
-                     server or a connection cut without closing)",
-                    ms / 1000
-                ),
-            });
-            if let Some(s) = &stuck
-                && health.set_stuck(stream, StuckCause::Source, Some(s.clone()))
-            {
-                tracing::error!(stream = %stream, "stream stuck: {}", s.detail);
-            }
-            if stuck.is_none() && health.set_stuck(stream, StuckCause::Source, None) {
-                tracing::info!(stream = %stream, "stream no longer stuck: the server answers");
-            }
-            metrics
-                .stream_stuck
-                .with_label_values(&[stream, StuckCause::Source.as_str()])
-                .set(i64::from(stuck.is_some()));
-        }
     }
 }
 

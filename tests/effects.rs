@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use changeflow::config::Config;
 use changeflow::demo::memory;
-use changeflow::handlers::memory_stats::MEMORY_STATS;
 use changeflow::setup;
-use common::app::{Process, config, memory_config, outcomes_and_counters, payment};
+use common::app::{
+    Process, config, memory_config, memory_stats_by_user, outcomes_and_counters, payment,
+};
 use common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};
 use common::{DEADLINE, mongo, unique_name, wait_until};
-use futures::TryStreamExt;
 use mongodb::Database;
 use mongodb::bson::{Document, doc};
 
@@ -97,24 +97,6 @@ async fn a_backlog_of_payments_is_settled_and_counted_with_thousands_in_flight()
     db.drop().await.unwrap();
 }
 
-/// Each user's `memory_stats`, as field → count.
-async fn stats_by_user(db: &Database) -> memory::Expected {
-    let docs: Vec<Document> = db
-        .collection::<Document>(MEMORY_STATS)
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    docs.iter()
-        .map(|d| {
-            let user = d.get_str("_id").unwrap_or("?").to_owned();
-            (user, memory::counts_of(d))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_memory_backlog_is_counted_exactly_soon_after_sigkills_mid_drain() {
     // memory_stats use the same exactly-once writer; each user's events form one lane, so
@@ -148,15 +130,15 @@ async fn a_memory_backlog_is_counted_exactly_soon_after_sigkills_mid_drain() {
     for _ in 0..3 {
         let mut process = Process::spawn(&config);
         process.wait_healthy().await;
-        let before = total(&stats_by_user(&db).await);
+        let before = total(&memory_stats_by_user(&db).await);
         wait_until(DEADLINE, "memory_stats moving", || async {
-            let now = total(&stats_by_user(&db).await);
+            let now = total(&memory_stats_by_user(&db).await);
             (now > before || now == effects).then_some(())
         })
         .await;
         process.signal(libc::SIGKILL);
         process.wait_exit(DEADLINE).await;
-        if total(&stats_by_user(&db).await) < effects {
+        if total(&memory_stats_by_user(&db).await) < effects {
             kills += 1;
         }
     }
@@ -168,7 +150,7 @@ async fn a_memory_backlog_is_counted_exactly_soon_after_sigkills_mid_drain() {
     process.wait_healthy().await;
     let started = Instant::now();
     loop {
-        let now = stats_by_user(&db).await;
+        let now = memory_stats_by_user(&db).await;
         if now == expected {
             break;
         }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +16,10 @@ use changeflow::handlers::memory_stats::MEMORY_STATS;
 use changeflow::publish::catalog::by_schema_id;
 use changeflow::setup;
 use changeflow::source::StartAt;
-use common::app::{Process, memory_config};
+use common::app::{Process, memory_config, memory_stats_by_user};
 use common::records::{self, required};
 use common::schemas::{self, committed_event_schema};
 use common::{DEADLINE, kafka_brokers, mongo, unique_name, wait_until};
-use futures::TryStreamExt;
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::{Collection, Database};
 use rdkafka::message::{Message, OwnedMessage};
@@ -332,26 +331,6 @@ async fn every_memory_event_type_comes_from_its_write_and_lands_on_kafka() {
     running.until(async {}).await.unwrap();
 }
 
-/// Each user's `memory_stats` of this run, as field → count.
-async fn stats_by_user(db: &Database) -> BTreeMap<String, BTreeMap<String, i64>> {
-    let docs: Vec<Document> = db
-        .collection::<Document>(MEMORY_STATS)
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    docs.iter()
-        .map(|d| {
-            (
-                d.get_str("_id").unwrap_or("?").to_owned(),
-                memory::counts_of(d),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn memory_stats_equal_the_workload_after_a_sigkill_mid_workload() {
     let db_name = unique_name("memkill");
@@ -386,7 +365,7 @@ async fn memory_stats_equal_the_workload_after_a_sigkill_mid_workload() {
         !writer.is_finished(),
         "the kill must land in the middle of the workload"
     );
-    let at_kill = stats_by_user(&db).await;
+    let at_kill = memory_stats_by_user(&db).await;
     let mut restarted = Process::spawn(&config);
     restarted.wait_healthy().await;
     let expected = writer.await.unwrap().unwrap();
@@ -396,14 +375,14 @@ async fn memory_stats_equal_the_workload_after_a_sigkill_mid_workload() {
     // server aborts it (transactionLifetimeLimitSeconds: 10 s under the test profile).
     let matched = tokio::time::timeout(Duration::from_secs(90), async {
         loop {
-            if stats_by_user(&db).await == expected {
+            if memory_stats_by_user(&db).await == expected {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
     .await;
-    let now = stats_by_user(&db).await;
+    let now = memory_stats_by_user(&db).await;
     assert!(
         matched.is_ok(),
         "memory_stats differ from the workload\nexpected {expected:#?}\ngot {now:#?}\n\
@@ -419,7 +398,7 @@ async fn memory_stats_equal_the_workload_after_a_sigkill_mid_workload() {
     restarted.signal(libc::SIGTERM);
     let status = restarted.wait_exit(DEADLINE).await;
     assert!(status.success(), "{}", restarted.log());
-    assert_eq!(stats_by_user(&db).await, expected);
+    assert_eq!(memory_stats_by_user(&db).await, expected);
 }
 
 #[tokio::test]

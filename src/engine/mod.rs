@@ -8,6 +8,7 @@ mod pause;
 pub mod replay;
 pub mod router;
 mod stream;
+pub mod stuck;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,9 +1,9 @@
 //! One watched database: open its stream from the checkpoint, read, dispatch to ordered
 //! lanes, ack, store the checkpoint; on errors drain, store, and reopen with backoff.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backoff::ExponentialBackoffBuilder;
 use backoff::backoff::Backoff;
@@ -19,18 +19,18 @@ use super::job::{self, Completion, Job, JobContext, Part, Work};
 use super::lanes::Lanes;
 use super::pause::{Cause, PauseClock};
 use super::replay::{ReplayStep, StreamProgress};
+use super::stuck::{self, Unfinished};
 use super::{EngineError, Shared};
 use crate::checkpoint::acker::{Acker, Ticket};
 use crate::checkpoint::store::{Checkpoint, Resume, Stored};
 use crate::checkpoint::writer::CheckpointWriter;
 use crate::config::HistoryLostPolicy;
 use crate::config::WatchedDatabase;
-use crate::config::routes::KAFKA;
 use crate::dead_letter::DeadLetter;
 use crate::domain::namespace::{NamespaceChange, NamespaceEvent};
-use crate::domain::{Decoded, EventId, EventKind};
+use crate::domain::{Decoded, EventId};
 use crate::error_text::Tidy;
-use crate::health::{Stuck, StuckCause};
+use crate::health::StuckCause;
 use crate::position::{describe, token_time};
 use crate::source::reader::{self, Item, Position};
 use crate::source::{self, SourceError, StartAt};
@@ -305,9 +305,8 @@ struct Session<'a> {
     events_since_start: u64,
     /// Set when a job ended fatally: the session stops.
     fatal: Option<String>,
-    /// Events with work to do, oldest first: acker sequence number, when read, id. Those
-    /// at or before the acker's released sequence are done and dropped at each look.
-    unfinished: VecDeque<(u64, Instant, EventId, &'static str)>,
+    /// Events with work to do, oldest first, for the stuck check.
+    unfinished: Unfinished,
 }
 
 impl<'a> Session<'a> {
@@ -342,7 +341,7 @@ impl<'a> Session<'a> {
             events_since_save: 0,
             events_since_start,
             fatal: None,
-            unfinished: VecDeque::new(),
+            unfinished: Unfinished::default(),
         }
     }
 
@@ -630,111 +629,35 @@ impl<'a> Session<'a> {
         parts: u32,
     ) -> Ticket {
         let ticket = self.acker.track(position, parts);
-        self.unfinished
-            .push_back((self.acker.tracked(), Instant::now(), event_id, kind));
+        self.unfinished.read(self.acker.tracked(), event_id, kind);
         ticket
     }
 
-    /// Reports the stream stuck (health, metric, one error line) while its oldest
-    /// unfinished event has waited `health.stuck_after_ms`, and clears it once it moves.
+    /// Reports the stream stuck while its oldest unfinished event has waited
+    /// `health.stuck_after_ms` (see [`super::stuck`]).
     fn check_stuck(&mut self) {
-        let released = self.acker.released();
-        while self
-            .unfinished
-            .front()
-            .is_some_and(|(seq, ..)| *seq <= released)
-        {
-            self.unfinished.pop_front();
-        }
-        let waited = self.unfinished.front().map(|(_, at, ..)| at.elapsed());
-        self.shared
-            .metrics
-            .oldest_unfinished
-            .with_label_values(&[&self.name])
-            .set(waited.map_or(0.0, |w| w.as_secs_f64()));
-        let limit = Duration::from_millis(self.shared.config.health.stuck_after_ms);
-        let stuck = match (self.unfinished.front(), waited) {
-            (Some((_, _, event_id, kind)), Some(waited)) if waited >= limit => {
-                let trouble = self.ctx.trouble(event_id);
-                Some(Stuck {
-                    cause: StuckCause::Handlers,
-                    for_seconds: waited.as_secs_f64(),
-                    event_id: Some(event_id.to_string()),
-                    detail: match &trouble {
-                        Some(t) => format!(
-                            "the oldest unfinished event ({kind}) has waited {} s; `{}` keeps \
-                             failing on it",
-                            waited.as_secs(),
-                            t.target
-                        ),
-                        None => format!(
-                            "the oldest unfinished event ({kind}) has waited {} s for {} \
-                             (no call has failed yet: one that does not return)",
-                            waited.as_secs(),
-                            self.targets_of(kind)
-                        ),
-                    },
-                    handler: trouble.as_ref().map(|t| t.target.to_owned()),
-                    last_error: trouble.map(|t| t.error),
-                })
-            }
-            _ => None,
+        let shared = self.shared;
+        let check = stuck::Check {
+            config: &shared.config,
+            health: &shared.health,
+            metrics: &shared.metrics,
+            router: &shared.router,
+            ctx: &self.ctx,
+            stream: &self.name,
         };
-        self.report_stuck(stuck);
-    }
-
-    /// The targets events of `kind` (a metric label) go to, for people.
-    fn targets_of(&self, kind: &str) -> String {
-        let names: Vec<&str> = match EventKind::ALL.iter().find(|k| k.as_str() == kind) {
-            Some(k) => self
-                .shared
-                .router
-                .route(*k)
-                .iter()
-                .map(|h| h.name())
-                .collect(),
-            None if kind == "invalid" => vec!["the dead-letter store"],
-            None => vec![KAFKA],
-        };
-        names.join(", ")
+        check.run(&mut self.unfinished, self.acker.released());
     }
 
     fn clear_stuck(&mut self) {
         self.unfinished.clear();
-        self.report_stuck(None);
-    }
-
-    fn report_stuck(&self, stuck: Option<Stuck>) {
-        let is_stuck = stuck.is_some();
-        if let Some(s) = &stuck
-            && !self
-                .shared
-                .health
-                .stuck()
-                .iter()
-                .any(|(n, o)| **n == *self.name && o.cause == StuckCause::Handlers)
-        {
-            tracing::error!(
-                stream = %self.name,
-                event_id = s.event_id.as_deref().unwrap_or("?"),
-                handler = s.handler.as_deref().unwrap_or("?"),
-                last_error = s.last_error.as_deref().unwrap_or("none"),
-                "stream stuck: {}", s.detail
-            );
-        }
-        if self
-            .shared
-            .health
-            .set_stuck(&self.name, StuckCause::Handlers, stuck)
-            && !is_stuck
-        {
-            tracing::info!(stream = %self.name, "stream no longer stuck");
-        }
-        self.shared
-            .metrics
-            .stream_stuck
-            .with_label_values(&[&self.name, StuckCause::Handlers.as_str()])
-            .set(i64::from(is_stuck));
+        let shared = self.shared;
+        stuck::report(
+            &shared.health,
+            &shared.metrics,
+            &self.name,
+            StuckCause::Handlers,
+            None,
+        );
     }
 
     /// Starts `job` now, or queues it behind the running job of its lane. The caller lends

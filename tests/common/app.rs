@@ -336,3 +336,15 @@ pub async fn run_cli(config: &Config, args: &[&str]) -> CliOutput {
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// Each user's `memory_stats` in `db`, as field → count (dotted for nested fields).
+pub async fn memory_stats_by_user(db: &mongodb::Database) -> changeflow::demo::memory::Expected {
+    all_documents(db, changeflow::handlers::memory_stats::MEMORY_STATS)
+        .await
+        .iter()
+        .map(|d| {
+            let user = d.get_str("_id").unwrap_or("?").to_owned();
+            (user, changeflow::demo::memory::counts_of(d))
+        })
+        .collect()
+}
