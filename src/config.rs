@@ -771,6 +771,14 @@ mod tests {
     }
 
     #[test]
+    fn a_stuck_bound_under_a_second_is_refused() {
+        let err = load_str("[health]\nstuck_after_ms = 10\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("health.stuck_after_ms"), "{err}");
+        let ok = load_str("[health]\nstuck_after_ms = 5000\n", &[]).unwrap();
+        assert_eq!(ok.health.stuck_after_ms, 5000);
+    }
+
+    #[test]
     fn unknown_key_is_reported_with_its_path() {
         let err = load_str("[mongodb]\nurl = \"mongodb://x\"\n", &[]).unwrap_err();
         let text = err.to_string();

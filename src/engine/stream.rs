@@ -48,7 +48,7 @@ const YIELD_EVERY: usize = 64;
 /// How long the final checkpoint write may take when a session ends (after the drain,
 /// within the stop's margin, [`crate::shutdown::MARGIN`]); past it the restart repeats the
 /// events since the last stored one.
-const FINAL_CHECKPOINT: Duration = Duration::from_secs(3);
+const FINAL_CHECKPOINT: Duration = Duration::from_secs(2);
 
 /// How a session with an open stream ended.
 enum End {
