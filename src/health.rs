@@ -12,8 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use mongodb::bson::Timestamp;
-
 /// Who found a stream stuck.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StuckCause {
@@ -79,13 +77,11 @@ impl Stuck {
     }
 }
 
-/// What the reader of one stream is doing, written once per server batch.
+/// Whether the reader of one stream is waiting for the server, written once per batch.
 #[derive(Debug, Default)]
 pub struct SourceProgress {
     /// Unix milliseconds since which the reader has waited for the server (0: it is not).
     fetching_since_ms: AtomicU64,
-    /// The stream's position at the last answer: cluster time `(seconds << 32) | increment`.
-    position: AtomicU64,
 }
 
 impl SourceProgress {
@@ -95,13 +91,9 @@ impl SourceProgress {
             .store(unix_millis().max(1), Ordering::Relaxed);
     }
 
-    /// The server answered, the stream being at `position` (if known).
-    pub fn answered(&self, position: Option<Timestamp>) {
+    /// The server answered (or the read was given up).
+    pub fn answered(&self) {
         self.fetching_since_ms.store(0, Ordering::Relaxed);
-        if let Some(t) = position {
-            let packed = (u64::from(t.time) << 32) | u64::from(t.increment);
-            self.position.fetch_max(packed, Ordering::Relaxed);
-        }
     }
 
     /// How long the reader has waited for the server's answer (None: it is not waiting;
@@ -110,17 +102,6 @@ impl SourceProgress {
         match self.fetching_since_ms.load(Ordering::Relaxed) {
             0 => None,
             since => Some(unix_millis().saturating_sub(since)),
-        }
-    }
-
-    /// The stream's position at the last answer.
-    pub fn position(&self) -> Option<Timestamp> {
-        match self.position.load(Ordering::Relaxed) {
-            0 => None,
-            packed => Some(Timestamp {
-                time: (packed >> 32) as u32,
-                increment: packed as u32,
-            }),
         }
     }
 }
@@ -282,27 +263,12 @@ mod tests {
     }
 
     #[test]
-    fn source_progress_tells_waiting_for_the_server_and_keeps_the_newest_position() {
+    fn source_progress_tells_waiting_for_the_server() {
         let progress = SourceProgress::default();
         assert_eq!(progress.waiting_for_server_ms(), None);
         progress.fetching();
         assert!(progress.waiting_for_server_ms().is_some_and(|ms| ms < 1000));
-        progress.answered(Some(Timestamp {
-            time: 10,
-            increment: 2,
-        }));
+        progress.answered();
         assert_eq!(progress.waiting_for_server_ms(), None);
-        progress.answered(Some(Timestamp {
-            time: 9,
-            increment: 7,
-        }));
-        progress.answered(None);
-        assert_eq!(
-            progress.position(),
-            Some(Timestamp {
-                time: 10,
-                increment: 2
-            })
-        );
     }
 }

@@ -168,12 +168,19 @@ impl JobContext {
         self.troubles.lock().ok()?.get(event).cloned()
     }
 
-    fn set_trouble(&self, event: EventId, trouble: Option<Trouble>) {
+    fn set_trouble(&self, event: EventId, trouble: Trouble) {
         if let Ok(mut troubles) = self.troubles.lock() {
-            match trouble {
-                Some(t) => troubles.insert(event, t),
-                None => troubles.remove(&event),
-            };
+            troubles.insert(event, trouble);
+        }
+    }
+
+    /// Forgets `target`'s trouble with `event`; another target's (the event's other job
+    /// may still be failing) stays.
+    fn clear_trouble(&self, event: EventId, target: &str) {
+        if let Ok(mut troubles) = self.troubles.lock()
+            && troubles.get(&event).is_some_and(|t| t.target == target)
+        {
+            troubles.remove(&event);
         }
     }
 }
@@ -336,7 +343,7 @@ async fn run_call(call: &dyn Call, ctx: &JobContext) -> Outcome {
         // future every event allocates.
         failed => {
             let outcome = recover(call, ctx, failed).boxed().await;
-            ctx.set_trouble(call.event_id(), None);
+            ctx.clear_trouble(call.event_id(), call.target());
             outcome
         }
     }
@@ -371,7 +378,7 @@ async fn recover(call: &dyn Call, ctx: &JobContext, mut outcome: Attempt) -> Out
                     target: call.target(),
                     error: crate::domain::shorten(&Tidy(&e).to_string(), 400).into_owned(),
                 };
-                ctx.set_trouble(call.event_id(), Some(trouble));
+                ctx.set_trouble(call.event_id(), trouble);
                 tracing::warn!(
                     handler = call.target(),
                     event_id = %call.event_id(),

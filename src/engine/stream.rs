@@ -452,7 +452,7 @@ impl<'a> Session<'a> {
         pauses.observe(None);
         reader.abort();
         // An aborted read is not a server that stopped answering.
-        shared.health.source(&self.name).answered(None);
+        shared.health.source(&self.name).answered();
         self.clear_stuck();
         self.drain().await;
         self.save();
@@ -629,7 +629,8 @@ impl<'a> Session<'a> {
         parts: u32,
     ) -> Ticket {
         let ticket = self.acker.track(position, parts);
-        self.unfinished.read(self.acker.tracked(), event_id, kind);
+        let (tracked, released) = (self.acker.tracked(), self.acker.released());
+        self.unfinished.read(tracked, event_id, kind, released);
         ticket
     }
 

@@ -28,9 +28,21 @@ pub(super) struct Unfinished {
 }
 
 impl Unfinished {
-    /// Remembers the event the acker numbered `sequence`, read now.
-    pub(super) fn read(&mut self, sequence: u64, id: EventId, kind: &'static str) {
+    /// Remembers the event the acker numbered `sequence`, read now, and forgets those it
+    /// released (`released`: its sequence so far): at most the read-ahead bound is kept.
+    pub(super) fn read(&mut self, sequence: u64, id: EventId, kind: &'static str, released: u64) {
+        self.forget_released(released);
         self.events.push_back((sequence, Instant::now(), id, kind));
+    }
+
+    fn forget_released(&mut self, released: u64) {
+        while self
+            .events
+            .front()
+            .is_some_and(|(seq, ..)| *seq <= released)
+        {
+            self.events.pop_front();
+        }
     }
 
     /// Forgets every event (the session ended).

@@ -1,6 +1,7 @@
 //! In-process handlers behind one trait: each declares the event kinds it wants and
 //! applies its effect idempotently, so a replay after a crash changes nothing twice.
 
+mod batch;
 pub mod counters;
 pub mod exactly_once;
 pub mod memory_stats;

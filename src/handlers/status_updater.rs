@@ -5,41 +5,40 @@
 //! outcome (majority-acknowledged, so a failover cannot undo them): a backlog settles at
 //! the speed of batches, not of one round trip per payment.
 
+use super::HandlerError;
+use super::batch::{self, Batches, Submit, Waiting};
+use super::write_errors::is_permanent;
+use crate::domain::payments::PaymentStatus;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::error::Error as DriverError;
 use mongodb::options::WriteConcern;
 use mongodb::{Collection, Database};
-use tokio::sync::{mpsc, oneshot};
-
-use super::HandlerError;
-use super::write_errors::is_permanent;
-use crate::domain::payments::PaymentStatus;
 
 const NAME: &str = "status_updater";
 /// Outcomes set by one batch at most.
 const MAX_BATCH: usize = 1000;
-/// Outcomes waiting for the writer at most; callers wait beyond that.
-const QUEUE: usize = 4096;
 
 /// The outcome writer used by the provider simulator.
 #[derive(Debug, Clone)]
 pub struct StatusUpdater {
-    requests: mpsc::Sender<Settle>,
+    requests: Submit<Outcome, Result<(), HandlerError>>,
 }
 
-/// One outcome waiting for the writer.
-struct Settle {
+/// One payment's outcome.
+struct Outcome {
     key: Document,
     outcome: PaymentStatus,
-    reply: oneshot::Sender<Result<(), HandlerError>>,
 }
+
+/// An outcome waiting for the writer, and where its answer goes.
+type Settle = Waiting<Outcome, Result<(), HandlerError>>;
 
 impl StatusUpdater {
     /// Writes to `collection` in `database`. Starts the writer task (it ends when the last
     /// clone is dropped), so it must be called within a Tokio runtime.
     pub fn new(database: &Database, collection: &str) -> StatusUpdater {
-        let (requests, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(write_loop(database.collection(collection), queue));
+        let (requests, batches) = batch::queue(MAX_BATCH);
+        tokio::spawn(write_loop(database.collection(collection), batches));
         StatusUpdater { requests }
     }
 
@@ -52,28 +51,20 @@ impl StatusUpdater {
                 reason: "PENDING is not an outcome".into(),
             });
         }
-        let (reply, answer) = oneshot::channel();
-        let stopped = || HandlerError::Fatal {
-            handler: NAME,
-            reason: "the status writer stopped (a bug; see the log)".into(),
-        };
-        let request = Settle {
+        let item = Outcome {
             key: key.clone(),
             outcome,
-            reply,
         };
-        self.requests.send(request).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.requests.call(item, NAME).await?
     }
 }
 
-async fn write_loop(payments: Collection<Document>, mut queue: mpsc::Receiver<Settle>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let taken = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        // A caller that is gone (shutdown abandoned its event) needs no write now.
-        let taken: Vec<Settle> = taken.into_iter().filter(|s| !s.reply.is_closed()).collect();
-        settle_batch(&payments, taken).await;
+async fn write_loop(
+    payments: Collection<Document>,
+    mut batches: Batches<Outcome, Result<(), HandlerError>>,
+) {
+    while let Some(batch) = batches.next().await {
+        settle_batch(&payments, batch).await;
     }
 }
 
@@ -82,7 +73,7 @@ async fn write_loop(payments: Collection<Document>, mut queue: mpsc::Receiver<Se
 async fn settle_batch(payments: &Collection<Document>, batch: Vec<Settle>) {
     let (confirmed, failed): (Vec<Settle>, Vec<Settle>) = batch
         .into_iter()
-        .partition(|s| s.outcome == PaymentStatus::Confirmed);
+        .partition(|s| s.item.outcome == PaymentStatus::Confirmed);
     for group in [confirmed, failed] {
         if group.is_empty() {
             continue;
@@ -107,12 +98,12 @@ async fn update(payments: &Collection<Document>, group: &[Settle]) -> Result<(),
     let Some(first) = group.first() else {
         return Ok(());
     };
-    let mut filter = keys_filter(group.iter().map(|s| &s.key));
+    let mut filter = keys_filter(group.iter().map(|s| &s.item.key));
     filter.insert("status", PaymentStatus::Pending.as_str());
     payments
         .update_many(
             filter,
-            doc! {"$set": {"status": first.outcome.as_str(), "updated_at": DateTime::now()}},
+            doc! {"$set": {"status": first.item.outcome.as_str(), "updated_at": DateTime::now()}},
         )
         .write_concern(WriteConcern::majority())
         .await
@@ -146,13 +137,6 @@ fn error(source: DriverError) -> HandlerError {
             handler: NAME,
             source,
         }
-    }
-}
-
-impl Settle {
-    fn answer(self, result: Result<(), HandlerError>) {
-        // The caller may be gone (shutdown abandoned its event): nothing to tell.
-        let _ = self.reply.send(result);
     }
 }
 

@@ -21,7 +21,6 @@ use tokio::sync::mpsc;
 use super::{RawChange, SourceError};
 use crate::health::SourceProgress;
 use crate::metrics::ReaderWaits;
-use crate::position::token_time;
 
 /// A place in the stream the checkpoint can move to.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,16 +64,16 @@ pub async fn read(
     waits: ReaderWaits,
     progress: Arc<SourceProgress>,
 ) {
-    progress.answered(stream.resume_token().as_ref().and_then(token_time));
+    progress.answered();
     let out = Handoff { out, waits };
     // The last post-batch token handed on, so a quiet stream reports each one once.
     let mut last_idle = stream.resume_token();
     let mut chunk = Vec::with_capacity(max_chunk);
     loop {
-        let (next, fetched) = {
+        let next = {
             let mut next = pin!(stream.next_if_any());
             match futures::poll!(next.as_mut()) {
-                Poll::Ready(next) => (next, false),
+                Poll::Ready(next) => next,
                 Poll::Pending => {
                     // The driver went to the server: pass on what we hold while it waits.
                     if !chunk.is_empty() && !out.send(fresh(&mut chunk, max_chunk)).await {
@@ -83,14 +82,12 @@ pub async fn read(
                     let fetching = Instant::now();
                     progress.fetching();
                     let next = next.await;
+                    progress.answered();
                     out.waits.server.inc_by(fetching.elapsed().as_secs_f64());
-                    (next, true)
+                    next
                 }
             }
         };
-        if fetched {
-            progress.answered(stream.resume_token().as_ref().and_then(token_time));
-        }
         let item = match next {
             Ok(Some(raw)) => {
                 // The change's own `_id` is its token (the driver refuses a change without).

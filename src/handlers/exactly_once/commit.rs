@@ -4,22 +4,19 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
+use super::sessions::Sessions;
+use super::{Applied, Effect, Increment, Request};
+use crate::error_text::Tidy;
+use crate::handlers::HandlerError;
+use crate::handlers::batch::Batches;
+use crate::handlers::write_errors::{is_permanent, is_write_conflict};
 use backoff::ExponentialBackoffBuilder;
 use backoff::backoff::Backoff;
 use mongodb::bson::{Bson, DateTime, Document, doc};
-use mongodb::error::{Error as DriverError, UNKNOWN_TRANSACTION_COMMIT_RESULT};
+use mongodb::error::Error as DriverError;
 use mongodb::options::WriteConcern;
 use mongodb::{Client, ClientSession, Collection};
-use tokio::sync::mpsc;
 
-use super::sessions::Sessions;
-use super::{Applied, Increment, Request};
-use crate::error_text::Tidy;
-use crate::handlers::HandlerError;
-use crate::handlers::write_errors::{is_permanent, is_write_conflict};
-
-/// Effects committed in one transaction at most.
-const MAX_BATCH: usize = 1000;
 /// How long one batch keeps retrying before its callers get the error (and retry it
 /// themselves, with their own backoff).
 const RETRY_BUDGET: Duration = Duration::from_secs(30);
@@ -66,28 +63,20 @@ impl Writer {
     }
 
     /// Commits batches until every handle is gone.
-    pub(super) async fn run(mut self, mut queue: mpsc::Receiver<Request>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let taken = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-            self.commit(taken).await;
+    pub(super) async fn run(mut self, mut batches: Batches<Effect, Result<Applied, HandlerError>>) {
+        while let Some(batch) = batches.next().await {
+            self.commit(batch).await;
         }
     }
 
     /// Commits `batch` (retrying), splitting it when one effect cannot commit, and
     /// answers every request.
     async fn commit(&mut self, batch: Vec<Request>) {
-        // Requests whose caller is gone (shutdown abandoned the event) need no effect now:
-        // the event runs again after the restart.
-        let batch: Vec<Request> = batch.into_iter().filter(|r| !r.reply.is_closed()).collect();
-        if batch.is_empty() {
-            return;
-        }
         // The same event twice in one batch: the first carries the effect.
         let mut seen = HashSet::new();
         let (batch, repeats): (Vec<Request>, Vec<Request>) = batch
             .into_iter()
-            .partition(|r| seen.insert(r.processed_id.clone()));
+            .partition(|r| seen.insert(r.item.processed_id.clone()));
         let result = self.commit_with_retry(&batch).await;
         for repeat in repeats {
             repeat.answer(match &result {
@@ -101,7 +90,7 @@ impl Writer {
         match result {
             Ok(duplicates) => {
                 for request in batch {
-                    let applied = if duplicates.contains(&request.processed_id) {
+                    let applied = if duplicates.contains(&request.item.processed_id) {
                         Applied::Duplicate
                     } else {
                         Applied::Counted
@@ -216,13 +205,10 @@ impl Writer {
                 return Err(classify(e));
             }
         };
-        loop {
-            match session.commit_transaction().await {
-                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => continue,
-                Err(e) => return Err(classify(e)),
-                Ok(()) => return Ok(duplicates),
-            }
-        }
+        // An unknown commit result is retried like any transient failure: the next attempt
+        // finds the ids if this commit took effect, so nothing counts twice.
+        session.commit_transaction().await.map_err(classify)?;
+        Ok(duplicates)
     }
 }
 
@@ -234,7 +220,7 @@ async fn transaction(
     targets: &Collection<Document>,
     batch: &[Request],
 ) -> Result<HashSet<String>, DriverError> {
-    let ids: Vec<&str> = batch.iter().map(|r| r.processed_id.as_str()).collect();
+    let ids: Vec<&str> = batch.iter().map(|r| r.item.processed_id.as_str()).collect();
     let duplicates: HashSet<String> = processed
         .distinct("_id", doc! {"_id": {"$in": &ids}})
         .session(&mut *session)
@@ -247,7 +233,7 @@ async fn transaction(
         .collect();
     let fresh: Vec<&Request> = batch
         .iter()
-        .filter(|r| !duplicates.contains(&r.processed_id))
+        .filter(|r| !duplicates.contains(&r.item.processed_id))
         .collect();
     if fresh.is_empty() {
         return Ok(duplicates);
@@ -255,13 +241,13 @@ async fn transaction(
     let now = DateTime::now();
     let records = fresh
         .iter()
-        .map(|r| doc! {"_id": &r.processed_id, "at": now});
+        .map(|r| doc! {"_id": &r.item.processed_id, "at": now});
     processed
         .insert_many(records)
         .session(&mut *session)
         .await?;
     // Documents in a fixed order: two writers lock them in the same order.
-    for (id, increment) in summed(fresh.iter().map(|r| &r.effect)) {
+    for (id, increment) in summed(fresh.iter().map(|r| &r.item.increment)) {
         targets
             .update_one(
                 doc! {"_id": id},

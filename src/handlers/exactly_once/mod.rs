@@ -22,20 +22,18 @@ pub mod sessions;
 
 use std::time::Duration;
 
+use super::HandlerError;
+use super::batch::{self, Submit, Waiting};
+use crate::domain::EventId;
 use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, IndexModel};
-use tokio::sync::{mpsc, oneshot};
-
-use super::HandlerError;
-use crate::domain::EventId;
 
 /// Collection of processed event ids (shared by exactly-once handlers; ids are prefixed
 /// by the handler's name).
 pub const PROCESSED_EVENTS: &str = "changeflow_processed_events";
-/// Effects of one handler queued for the writer at most; callers wait beyond that
-/// (reading pauses behind them, as it does for any slow handler).
-const QUEUE: usize = 4096;
+/// Effects committed in one transaction at most.
+const MAX_BATCH: usize = 1000;
 
 /// What applying one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,17 +56,19 @@ pub struct Increment {
     pub set: Document,
 }
 
-/// One event's effect, waiting for the writer.
-struct Request {
+/// One event's effect: its processed id (`<handler>:<event id>`) and the increment.
+struct Effect {
     processed_id: String,
-    effect: Increment,
-    reply: oneshot::Sender<Result<Applied, HandlerError>>,
+    increment: Increment,
 }
+
+/// An effect waiting for the writer, and where its answer goes.
+type Request = Waiting<Effect, Result<Applied, HandlerError>>;
 
 /// Applies effects at most once per event id, for one handler, on one collection.
 #[derive(Debug, Clone)]
 pub struct ExactlyOnce {
-    requests: mpsc::Sender<Request>,
+    requests: Submit<Effect, Result<Applied, HandlerError>>,
     processed: Collection<Document>,
     sessions: sessions::Sessions,
     handler: &'static str,
@@ -90,7 +90,7 @@ impl ExactlyOnce {
         let db = client.database(database);
         let processed = db.collection(PROCESSED_EVENTS);
         let sessions = sessions::Sessions::new(client, &db, handler);
-        let (requests, queue) = mpsc::channel(QUEUE);
+        let (requests, queue) = batch::queue(MAX_BATCH);
         let writer = commit::Writer::new(
             client.clone(),
             processed.clone(),
@@ -143,24 +143,10 @@ impl ExactlyOnce {
         event_id: EventId,
         effect: Increment,
     ) -> Result<Applied, HandlerError> {
-        let (reply, answer) = oneshot::channel();
-        let request = Request {
+        let effect = Effect {
             processed_id: format!("{}:{event_id}", self.handler),
-            effect,
-            reply,
+            increment: effect,
         };
-        let stopped = || HandlerError::Fatal {
-            handler: self.handler,
-            reason: "the exactly-once writer stopped (a bug; see the log)".into(),
-        };
-        self.requests.send(request).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-}
-
-impl Request {
-    fn answer(self, result: Result<Applied, HandlerError>) {
-        // The caller may be gone (shutdown abandoned its event): nothing to tell.
-        let _ = self.reply.send(result);
+        self.requests.call(effect, self.handler).await?
     }
 }
