@@ -193,11 +193,12 @@ async fn five_sigkills_during_a_drain_leave_exact_counts_soon_after_the_last_res
     let config = own_config(&server, &db_name);
     checkpoint_then_stop(&config).await;
     // Enough for the drain to outlast the kills.
-    let n = 20_000;
+    let n = 40_000;
     write_backlog(&db, n).await;
 
     let mut kills = 0;
     let mut killed_mid_drain = 0;
+    let mut last_mid_drain = false;
     while kills < 5 {
         let mut process = Process::spawn(&config);
         process.wait_healthy().await;
@@ -212,7 +213,8 @@ async fn five_sigkills_during_a_drain_leave_exact_counts_soon_after_the_last_res
         process.signal(libc::SIGKILL);
         process.wait_exit(DEADLINE).await;
         kills += 1;
-        if counted(&db).await < n as i64 {
+        last_mid_drain = counted(&db).await < n as i64;
+        if last_mid_drain {
             killed_mid_drain += 1;
         }
     }
@@ -227,13 +229,17 @@ async fn five_sigkills_during_a_drain_leave_exact_counts_soon_after_the_last_res
         "{kills} SIGKILLs ({killed_mid_drain} mid-drain): exact counts {took:?} after the last \
          restart became healthy"
     );
-    assert!(
-        process
-            .log()
-            .contains("ended the sessions of earlier or other runs"),
-        "the last run did not end the killed runs' sessions\n{}",
-        tail(&process.log())
-    );
+    // With counting left to do, the last run's writer ends the killed runs' sessions
+    // before its first commit.
+    if last_mid_drain {
+        assert!(
+            process
+                .log()
+                .contains("ended the sessions of earlier or other runs"),
+            "the last run did not end the killed runs' sessions\n{}",
+            tail(&process.log())
+        );
+    }
     assert!(
         took < Duration::from_secs(20),
         "exact counts took {took:?} after the last restart: a killed run's open transaction \
