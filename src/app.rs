@@ -246,6 +246,7 @@ impl Running {
             self.presence.abort();
             tracing::warn!("the run's heartbeat was not removed in time; it expires by itself");
         }
+        crate::connect::close(self.client).await;
         engine_result.context("engine task")??;
         Ok(())
     }

@@ -145,6 +145,7 @@ async fn run_tail(config: &Config) -> anyhow::Result<()> {
         shutdown::signal(),
     )
     .await;
+    crate::connect::close(client).await;
     match written {
         Ok(n) => {
             tracing::info!(events = n, "stopped");

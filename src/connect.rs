@@ -63,3 +63,19 @@ pub async fn connect(uri: &str) -> Result<Client, ConnectError> {
         })?;
     Ok(client)
 }
+
+/// How long [`close`] waits for the driver's cleanup.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Ends `client` once its cursors are dropped: the driver kills a dropped cursor on the
+/// server from a task of its own, and that task panics inside the driver if the runtime
+/// shuts down under it. Waiting here lets it finish; a handle still held elsewhere (a
+/// task abandoned by a timed-out stop) is given [`CLOSE_TIMEOUT`], not forever.
+pub async fn close(client: Client) {
+    if tokio::time::timeout(CLOSE_TIMEOUT, client.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("the MongoDB client did not close in time; its cleanup is abandoned");
+    }
+}

@@ -216,10 +216,23 @@ pub async fn run(
     }
     let id = replay_id(&request, &streams);
     let client = crate::connect::connect(&config.mongodb.uri).await?;
+    let outcome = run_on(&client, config, request, streams, id, shutdown).await;
+    crate::connect::close(client).await;
+    outcome
+}
+
+async fn run_on(
+    client: &Client,
+    config: &Config,
+    request: Request,
+    streams: Vec<WatchedDatabase>,
+    id: String,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<Outcome> {
     let state_db = client.database(&config.checkpoint.database);
     let checkpoints = CheckpointStore::for_replay(&state_db, &id);
     let record = state_db.collection::<Document>(COLLECTION);
-    let (until, continued) = begin(&client, &record, &checkpoints, &id, &request, &streams)
+    let (until, continued) = begin(client, &record, &checkpoints, &id, &request, &streams)
         .await
         .context("recording the replay")?;
     if let (Some(from), Some(end)) = (request.from.time(), until.time())
@@ -247,7 +260,7 @@ pub async fn run(
     let (handlers, kafka) = if request.dry_run {
         (Vec::new(), None)
     } else {
-        let targets = engine::targets(&client, &replay_config)
+        let targets = engine::targets(client, &replay_config)
             .await
             .context("preparing the replay's targets")?;
         let mut handlers = targets.handlers;

@@ -195,7 +195,10 @@ async fn replay_between_two_times_stops_at_the_until_event() {
         .stderr
         .lines()
         .filter(|l| !l.starts_with("replay "))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log ({e}): {l}")))
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not a JSON log ({e}): {l:?} in:\n{}", dry.stderr))
+        })
         .collect();
     assert!(
         logs.iter()
