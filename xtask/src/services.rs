@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kafka::{self, Storage};
 use crate::mongo::{self, Profile};
+use crate::mongod_dist::{self, Mongod, Version};
 use crate::paths::{non_empty_env, state_dir};
 use crate::process;
 
@@ -24,6 +25,9 @@ struct MongoRecord {
     nodes: u8,
     profile: Profile,
     mongod: PathBuf,
+    /// `LD_LIBRARY_PATH` the members were started with.
+    #[serde(default)]
+    mongod_libs: Option<PathBuf>,
     version: String,
 }
 
@@ -85,12 +89,16 @@ pub struct UpOptions {
     pub nodes: Option<u8>,
     pub profile: Option<Profile>,
     pub storage: Option<Storage>,
+    /// The server build; `None` takes `MONGODB_VERSION`, else the default.
+    pub mongodb_version: Option<Version>,
 }
 
 /// Where the services are and which of them this call started.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
     pub mongodb_uri: String,
+    /// The server version, as the server reports it.
+    pub mongodb_version: String,
     pub kafka_brokers: String,
     pub started_mongodb: bool,
     pub started_kafka: bool,
@@ -103,11 +111,13 @@ pub async fn up(opts: UpOptions) -> Result<Endpoints> {
     let mut spawned = Vec::new();
 
     let mongodb_uri;
+    let mongodb_version;
     let mut mongo_plan = None;
     if let Some(uri) = non_empty_env("MONGODB_URI") {
-        let kind = mongo::check_external(&uri).await?;
-        eprintln!("MongoDB: using MONGODB_URI ({kind})");
+        let (kind, version) = mongo::check_external(&uri).await?;
+        eprintln!("MongoDB: using MONGODB_URI ({kind}, MongoDB {version})");
         mongodb_uri = uri;
+        mongodb_version = version;
     } else {
         let running = record.live_mongodb().cloned();
         let nodes = match (&running, opts.nodes) {
@@ -124,10 +134,26 @@ pub async fn up(opts: UpOptions) -> Result<Endpoints> {
             .or(running.as_ref().map(|r| r.profile))
             .unwrap_or(Profile::Dev);
         let mongod = match &running {
-            Some(r) => r.mongod.clone(),
-            None => mongo::locate_mongod()?,
+            Some(r) => Mongod {
+                bin: r.mongod.clone(),
+                libs: r.mongod_libs.clone(),
+            },
+            None => mongod_dist::locate(match opts.mongodb_version {
+                Some(v) => v,
+                None => Version::from_env()?,
+            })?,
         };
-        let version = mongo::mongod_version(&mongod)?;
+        let version = mongod.version()?;
+        if let (Some(r), Some(wanted)) = (&running, opts.mongodb_version)
+            && Some(wanted) != Version::named(&r.version)
+        {
+            bail!(
+                "mongod {} is running; stop it with `cargo xtask down --mongodb` before \
+                 starting {}",
+                r.version,
+                wanted.label()
+            );
+        }
         let started = mongo::start_members(&mongod, nodes, profile)?;
         if !started.is_empty() {
             eprintln!(
@@ -141,9 +167,11 @@ pub async fn up(opts: UpOptions) -> Result<Endpoints> {
         record.mongodb = Some(MongoRecord {
             nodes,
             profile,
-            mongod,
-            version,
+            mongod: mongod.bin,
+            mongod_libs: mongod.libs,
+            version: version.clone(),
         });
+        mongodb_version = version;
         record.save()?;
         mongodb_uri = mongo::uri(nodes);
         mongo_plan = Some((nodes, profile));
@@ -198,6 +226,7 @@ pub async fn up(opts: UpOptions) -> Result<Endpoints> {
     }
     Ok(Endpoints {
         mongodb_uri,
+        mongodb_version,
         kafka_brokers,
         started_mongodb: mongo_spawned > 0,
         started_kafka,
