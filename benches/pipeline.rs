@@ -159,6 +159,7 @@ async fn plain_driver(
         .pipeline(source::pipeline(
             &target.collections,
             &options.operation_types,
+            Some(source::large::split_stage()),
         ))
         .batch_size(options.batch_size)
         .full_document(FullDocumentType::UpdateLookup)
@@ -269,7 +270,7 @@ async fn pipeline(
     Ok(Run {
         wall: elapsed,
         waits: Some(Waits {
-            server: seconds(metrics.reader_waits(db).server.get()),
+            server: seconds(metrics.reader_metrics(db).server.get()),
             checkpoint: seconds(metrics.dispatch_pauses(db).checkpoint.get()),
         }),
     })

@@ -67,6 +67,16 @@ pub fn hint(error: &anyhow::Error, config: &Config) -> String {
                 ),
             };
         }
+        if let Some(EngineError::Oversize { stream, token, .. }) =
+            cause.downcast_ref::<EngineError>()
+        {
+            return format!(
+                "ways out: engine.oversize = \"dead-letter\" records such a change in \
+                 changeflow_dead_letters and goes on; MongoDB 6.0.9 or later splits it \
+                 (with engine.split_large_events = true); or `changeflow checkpoint set \
+                 --stream {stream} --token {token}` moves past it"
+            );
+        }
         if let Some(EngineError::HistoryLost(lost)) = cause.downcast_ref::<EngineError>() {
             return if lost.replay {
                 "`changeflow status` shows the oplog window of every member".to_owned()

@@ -167,6 +167,30 @@ pub struct EngineConfig {
     /// On shutdown, how long in-flight handlers may run before they are abandoned (their
     /// events are then handled again after the restart), in milliseconds.
     pub shutdown_timeout_ms: u64,
+    /// Split change events over 16 MB into fragments (`$changeStreamSplitLargeEvent`,
+    /// MongoDB 6.0.9+, found by asking the server) and reassemble them before decoding.
+    #[serde(default = "yes")]
+    pub split_large_events: bool,
+    /// What happens to a change event over 16 MB the server cannot split.
+    #[serde(default)]
+    pub oversize: OversizePolicy,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What happens to a change event too large to read (over MongoDB's 16 MB limit with its
+/// document images) when the server cannot split it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OversizePolicy {
+    /// Record what is known (namespace, document key, cluster time, size) in
+    /// `changeflow_dead_letters` and go on past it.
+    #[default]
+    DeadLetter,
+    /// Stop, naming the stream, the document key, the size and the ways out.
+    Fail,
 }
 
 /// The HTTP API.
@@ -274,6 +298,8 @@ impl Default for Config {
                 max_in_flight_events: 10_000,
                 batch_size: 1000,
                 shutdown_timeout_ms: 10_000,
+                split_large_events: true,
+                oversize: OversizePolicy::DeadLetter,
             },
             health: HealthConfig::default(),
             http: HttpConfig {

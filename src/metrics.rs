@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Counter, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
+    Counter, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -43,6 +43,9 @@ pub struct Metrics {
     pub stream_stuck: IntGaugeVec,
     /// Age of the oldest event read but not finished, per stream (0 when none waits).
     pub oldest_unfinished: GaugeVec,
+    /// Change events over 16 MB, per stream and outcome: `split` (read in fragments and
+    /// reassembled), `dead_letter` or `fail` (the server could not split it).
+    pub oversized_events: IntCounterVec,
     checkpoint_age: GaugeVec,
     checkpoint_saved: Mutex<HashMap<String, Instant>>,
 }
@@ -78,6 +81,11 @@ impl Metrics {
             "changeflow_stream_reconnects_total",
             "Streams reopened from their checkpoint after an error.",
             &["stream"],
+        );
+        let oversized_events = counter(
+            "changeflow_oversized_events_total",
+            "Change events over MongoDB's 16 MB limit: split (reassembled from fragments), dead_letter or fail (the server could not split them; engine.oversize).",
+            &["stream", "outcome"],
         );
         let gaps = counter(
             "changeflow_gaps_total",
@@ -175,6 +183,7 @@ impl Metrics {
             checkpoint_lag,
             stream_stuck,
             oldest_unfinished,
+            oversized_events,
             checkpoint_age,
             checkpoint_saved: Mutex::new(HashMap::new()),
         }
@@ -188,11 +197,12 @@ impl Metrics {
     }
 
     /// The reader's wait counters of `stream`.
-    pub fn reader_waits(&self, stream: &str) -> ReaderWaits {
+    pub fn reader_metrics(&self, stream: &str) -> ReaderMetrics {
         let on = |what: &str| self.reader_wait_seconds.with_label_values(&[stream, what]);
-        ReaderWaits {
+        ReaderMetrics {
             server: on("server"),
             dispatcher: on("dispatcher"),
+            split: self.oversized_events.with_label_values(&[stream, "split"]),
         }
     }
 
@@ -243,13 +253,16 @@ impl Metrics {
     }
 }
 
-/// Where one stream's reader records its waits (see [`Metrics::reader_wait_seconds`]).
+/// Where one stream's reader records its waits (see [`Metrics::reader_wait_seconds`]) and
+/// the events it reassembled.
 #[derive(Clone)]
-pub struct ReaderWaits {
+pub struct ReaderMetrics {
     /// Waiting for the server to answer a fetch.
     pub server: Counter,
     /// Waiting for the dispatcher to take a chunk.
     pub dispatcher: Counter,
+    /// Events over 16 MB read in fragments and reassembled.
+    pub split: IntCounter,
 }
 
 /// How long one stream held reading back, by what it waited for.
@@ -282,7 +295,7 @@ mod tests {
             Some(&1),
             "counted per kind"
         );
-        m.reader_waits("shop").server.inc_by(0.25);
+        m.reader_metrics("shop").server.inc_by(0.25);
         let text = m.render();
         assert!(
             text.contains(

@@ -7,6 +7,7 @@ use mongodb::Client;
 
 use crate::config::{EngineConfig, WatchedDatabase};
 use crate::extjson::{RenderError, to_relaxed_json};
+use crate::source::large::{Assembler, Piece};
 use crate::source::{self, SourceError, StartAt};
 
 /// Why tailing stopped early.
@@ -43,13 +44,26 @@ pub async fn tail(
         );
         let database = target.database.clone();
         // The database name is only needed, and only cloned, when a read fails.
+        // Events over 16 MB come in fragments: print them whole, as the engine sees them.
+        let mut fragments = Assembler::default();
         streams.push(
             stream
-                .map(move |item| {
-                    item.map_err(|source| SourceError::Read {
-                        database: database.clone(),
-                        source,
-                    })
+                .filter_map(move |item| {
+                    let item = match item {
+                        Ok(raw) => match fragments.push(raw) {
+                            Piece::Whole(raw) | Piece::Joined(raw) => Some(Ok(raw)),
+                            Piece::Partial => None,
+                            Piece::Broken(reason) => Some(Err(SourceError::Fragments {
+                                database: database.clone(),
+                                reason,
+                            })),
+                        },
+                        Err(source) => Some(Err(SourceError::Read {
+                            database: database.clone(),
+                            source,
+                        })),
+                    };
+                    futures::future::ready(item)
                 })
                 .boxed(),
         );

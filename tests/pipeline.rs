@@ -128,7 +128,7 @@ async fn updates_of_one_payment_arrive_in_order_while_others_proceed() {
     })
     .await;
     let metrics = engine.stop().await;
-    let waited = metrics.reader_waits(&db_name).server.get();
+    let waited = metrics.reader_metrics(&db_name).server.get();
     assert!(
         waited > 0.0,
         "the reader counts its waits for the server's batches: {}",

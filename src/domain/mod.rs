@@ -117,6 +117,17 @@ pub enum DecodeError {
          older than the server's expireAfterSeconds are gone)"
     )]
     NoPreImage,
+    /// The change was over MongoDB's 16 MB limit and could not be split: the server sent
+    /// it without its document images.
+    #[error(
+        "the change is over MongoDB's 16 MB limit ({size} bytes of document images) and the \
+         stream cannot split it (MongoDB before 6.0.9, or engine.split_large_events = false): \
+         it arrived without fullDocument, fullDocumentBeforeChange and updateDescription"
+    )]
+    Oversize {
+        /// Bytes of the images and document key left out.
+        size: i64,
+    },
 }
 
 impl DecodeError {
@@ -419,6 +430,9 @@ impl Domains {
         let mut namespace_event = None;
         let decoded = Envelope::read(&raw).and_then(|envelope| {
             times = envelope.times();
+            if let Some(size) = crate::source::large::marked_size(&raw) {
+                return Err(DecodeError::Oversize { size });
+            }
             if let Some(event) = namespace::from_envelope(&raw, &envelope) {
                 namespace_event = Some(event);
                 return Ok(None);

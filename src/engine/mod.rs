@@ -50,6 +50,24 @@ pub enum EngineError {
         /// Why.
         reason: String,
     },
+    /// A change over 16 MB the server could not split, with `engine.oversize = "fail"`; the
+    /// checkpoint stays before it.
+    #[error(
+        "stream `{stream}` stopped at a change to {namespace} {document_key} of {size} bytes, \
+         over MongoDB's 16 MB limit, which the stream cannot split"
+    )]
+    Oversize {
+        /// The stream.
+        stream: String,
+        /// `db.collection` of the change.
+        namespace: String,
+        /// The changed document's key, as relaxed Extended JSON.
+        document_key: String,
+        /// Bytes of the images and document key.
+        size: i64,
+        /// The change's resume token (`_data`), to move the checkpoint past it.
+        token: String,
+    },
     /// The stream's resume point is no longer in the oplog (policy `fail`, or a replay).
     #[error(transparent)]
     HistoryLost(Box<history::HistoryLost>),

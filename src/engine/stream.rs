@@ -10,6 +10,7 @@ use backoff::backoff::Backoff;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use mongodb::bson::{Bson, Document, RawDocumentBuf};
 use prometheus::IntCounter;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -24,14 +25,13 @@ use super::{EngineError, Shared};
 use crate::checkpoint::acker::{Acker, Ticket};
 use crate::checkpoint::store::{Checkpoint, Resume, Stored};
 use crate::checkpoint::writer::CheckpointWriter;
-use crate::config::HistoryLostPolicy;
-use crate::config::WatchedDatabase;
+use crate::config::{HistoryLostPolicy, OversizePolicy, WatchedDatabase};
 use crate::dead_letter::DeadLetter;
 use crate::domain::namespace::{NamespaceChange, NamespaceEvent};
-use crate::domain::{Decoded, EventId};
+use crate::domain::{DecodeError, Decoded, EventId};
 use crate::error_text::Tidy;
 use crate::health::StuckCause;
-use crate::position::{describe, token_time};
+use crate::position::{describe, raw_token_data, token_time};
 use crate::source::reader::{self, Item, Position};
 use crate::source::{self, SourceError, StartAt};
 
@@ -59,6 +59,8 @@ enum End {
     Closed,
     /// A handler could neither apply nor set aside an event.
     Fatal(String),
+    /// The stream met what its policy says to stop at.
+    Stop(EngineError),
 }
 
 /// Runs the stream of `target` until `shutdown`, reopening after retryable errors.
@@ -109,6 +111,7 @@ pub async fn run(
                             reason,
                         });
                     }
+                    End::Stop(e) => return Err(e),
                     End::Failed(e) => {
                         reconnect.reset();
                         OpenError::Source(e)
@@ -250,7 +253,7 @@ async fn open_at(
     match source::open(&shared.client, target, &shared.config.engine, start).await {
         Err(e) if e.is_history_lost() => {
             let oldest = history::oldest_available(&shared.client, name).await;
-            Err(lost(oldest, format!("the server: {}", e.driver_error())))
+            Err(lost(oldest, format!("the server: {e}")))
         }
         other => Ok(other?),
     }
@@ -279,6 +282,39 @@ async fn restart_from_now(
     Ok(stream)
 }
 
+/// The error that stops a stream at an oversized change (`engine.oversize = "fail"`).
+fn oversize_error(stream: &str, raw: &RawDocumentBuf, at: &Position, size: i64) -> EngineError {
+    let text = |key: &str| {
+        raw.get_document(key)
+            .ok()
+            .and_then(|d| Document::try_from(d).ok())
+    };
+    let namespace = text("ns").map_or_else(
+        || "?".to_owned(),
+        |ns| {
+            format!(
+                "{}.{}",
+                ns.get_str("db").unwrap_or("?"),
+                ns.get_str("coll").unwrap_or("?")
+            )
+        },
+    );
+    let document_key = text("documentKey").map_or_else(
+        || "?".to_owned(),
+        |k| {
+            crate::domain::excerpt(&Bson::Document(k).into_relaxed_extjson().to_string())
+                .into_owned()
+        },
+    );
+    EngineError::Oversize {
+        stream: stream.to_owned(),
+        namespace,
+        document_key,
+        size,
+        token: raw_token_data(&at.token).unwrap_or_default().to_owned(),
+    }
+}
+
 /// Everything one open stream needs; rebuilt on every reopen (the previous one drained).
 struct Session<'a> {
     shared: &'a Shared,
@@ -305,6 +341,8 @@ struct Session<'a> {
     events_since_start: u64,
     /// Set when a job ended fatally: the session stops.
     fatal: Option<String>,
+    /// Set by dispatch when the stream must stop at the change it was given.
+    stop: Option<EngineError>,
     /// Events with work to do, oldest first, for the stuck check.
     unfinished: Unfinished,
 }
@@ -341,6 +379,7 @@ impl<'a> Session<'a> {
             events_since_save: 0,
             events_since_start,
             fatal: None,
+            stop: None,
             unfinished: Unfinished::default(),
         }
     }
@@ -356,7 +395,7 @@ impl<'a> Session<'a> {
         let progress = replay_progress(shared, &self.name);
         let batch = config.engine.batch_size as usize;
         let (tx, mut rx) = mpsc::channel(CHUNKS_AHEAD);
-        let waits = self.shared.metrics.reader_waits(&self.name);
+        let waits = self.shared.metrics.reader_metrics(&self.name);
         let reader = tokio::spawn(reader::read(
             stream,
             self.name.to_string(),
@@ -419,6 +458,9 @@ impl<'a> Session<'a> {
                         };
                         if !self.dispatch(position, decoded, shutdown).await {
                             break 'session End::Shutdown;
+                        }
+                        if let Some(stop) = self.stop.take() {
+                            break 'session End::Stop(stop);
                         }
                         if last {
                             break 'session End::Complete;
@@ -550,13 +592,32 @@ impl<'a> Session<'a> {
                     self.acker.track(position, 0);
                     return true;
                 }
-                let letter = DeadLetter::from_raw(
+                if let DecodeError::Oversize { size } = error {
+                    let fail = self.shared.config.engine.oversize == OversizePolicy::Fail;
+                    self.shared
+                        .metrics
+                        .oversized_events
+                        .with_label_values(&[
+                            name.as_ref(),
+                            if fail { "fail" } else { "dead_letter" },
+                        ])
+                        .inc();
+                    if fail {
+                        // Not tracked: the checkpoint stays before it.
+                        self.stop = Some(oversize_error(name, &raw, &position, size));
+                        return true;
+                    }
+                }
+                let mut letter = DeadLetter::from_raw(
                     "decode",
                     &self.name,
                     event_id.as_str(),
                     &raw,
                     error.to_string(),
                 );
+                if let DecodeError::Oversize { size } = error {
+                    letter.size = usize::try_from(size).ok();
+                }
                 tracing::warn!(stream = %self.name, event_id = %event_id, reason = %error, "bad input; dead-lettering it");
                 // Stored by a job: a slow or failing store holds back only the checkpoint,
                 // never the reading of later changes (up to the read-ahead bound).

@@ -10,6 +10,7 @@ use mongodb::options::{FullDocumentBeforeChangeType, FullDocumentType};
 
 use crate::config::{EngineConfig, WatchedDatabase};
 
+pub mod large;
 pub mod reader;
 
 /// A change event exactly as the server sent it; its `_id` is the resume token.
@@ -45,6 +46,14 @@ pub enum SourceError {
         /// The driver's error.
         source: DriverError,
     },
+    /// The fragments of a split event did not fit together.
+    #[error("reading the change stream on database `{database}`: {reason}")]
+    Fragments {
+        /// The watched database.
+        database: String,
+        /// What did not fit.
+        reason: String,
+    },
 }
 
 impl SourceError {
@@ -53,7 +62,10 @@ impl SourceError {
     /// cannot fix: a resume point that fell off the oplog, a refused pipeline or token,
     /// bad credentials.
     pub fn is_retryable(&self) -> bool {
-        let (SourceError::Open { source, .. } | SourceError::Read { source, .. }) = self;
+        let Some(source) = self.driver_error() else {
+            // Fragments that do not fit: read them again from the checkpoint.
+            return true;
+        };
         /// ChangeStreamHistoryLost, ChangeStreamFatalError, InvalidResumeToken,
         /// BadValue, FailedToParse, Unauthorized, AuthenticationFailed, InvalidNamespace.
         const FATAL_CODES: [i32; 8] = [286, 280, 260, 2, 9, 13, 18, 73];
@@ -70,13 +82,15 @@ impl SourceError {
     /// (ChangeStreamHistoryLost 286, or ChangeStreamFatalError 280: the token's entry was
     /// not found).
     pub fn is_history_lost(&self) -> bool {
-        matches!(self.driver_error().kind.as_ref(), ErrorKind::Command(c) if c.code == 286 || c.code == 280)
+        matches!(self.driver_error().map(|e| e.kind.as_ref()), Some(ErrorKind::Command(c)) if c.code == 286 || c.code == 280)
     }
 
-    /// The driver's error.
-    pub fn driver_error(&self) -> &DriverError {
-        let (SourceError::Open { source, .. } | SourceError::Read { source, .. }) = self;
-        source
+    /// The driver's error, when the driver failed.
+    pub fn driver_error(&self) -> Option<&DriverError> {
+        match self {
+            SourceError::Open { source, .. } | SourceError::Read { source, .. } => Some(source),
+            SourceError::Fragments { .. } => None,
+        }
     }
 }
 
@@ -86,32 +100,69 @@ const NAMESPACE_OPERATIONS: [&str; 2] = ["drop", "rename"];
 /// The server-side filter: only the watched collections of the database and the given
 /// operation types, plus what happens to the namespaces themselves (a watched collection
 /// dropped or renamed, or renamed into a watched name; the database dropped; the
-/// invalidate that follows), which are surfaced on their own.
-pub fn pipeline(collections: &[String], operation_types: &[String]) -> Vec<Document> {
+/// invalidate that follows), which are surfaced on their own. `last` ends the pipeline
+/// (how events over 16 MB are read, see [`large`]).
+pub fn pipeline(
+    collections: &[String],
+    operation_types: &[String],
+    last: Option<Document>,
+) -> Vec<Document> {
     let mut operations: Vec<&str> = operation_types.iter().map(String::as_str).collect();
     for op in NAMESPACE_OPERATIONS {
         if !operations.contains(&op) {
             operations.push(op);
         }
     }
-    vec![doc! { "$match": { "$or": [
+    let filter = doc! { "$match": { "$or": [
         { "ns.coll": { "$in": collections }, "operationType": { "$in": operations } },
         { "to.coll": { "$in": collections }, "operationType": "rename" },
         { "operationType": { "$in": ["dropDatabase", "invalidate"] } },
-    ] } }]
+    ] } };
+    std::iter::once(filter).chain(last).collect()
 }
 
 /// Opens the one change stream of `target`'s database, filtered and batched by `options`.
+/// Events over 16 MB come split where the server can split them (it is asked, not
+/// judged by its version) and `engine.split_large_events` allows; otherwise marked.
 pub async fn open(
     client: &Client,
     target: &WatchedDatabase,
     options: &EngineConfig,
     start: &StartAt,
 ) -> Result<ChangeStream<RawChange>, SourceError> {
+    if options.split_large_events {
+        match open_with(client, target, options, start, large::split_stage()).await {
+            Err(SourceError::Open { source, .. }) if matches!(source.kind.as_ref(), ErrorKind::Command(c) if c.code == large::UNKNOWN_STAGE) =>
+            {
+                tracing::info!(
+                    database = %target.database,
+                    policy = ?options.oversize,
+                    "the server cannot split change events over 16 MB ($changeStreamSplitLargeEvent \
+                     needs MongoDB 6.0.9 or later); such events are read without their images and \
+                     go by engine.oversize"
+                );
+            }
+            other => return other,
+        }
+    }
+    open_with(client, target, options, start, large::mark_stage()).await
+}
+
+async fn open_with(
+    client: &Client,
+    target: &WatchedDatabase,
+    options: &EngineConfig,
+    start: &StartAt,
+    last: Document,
+) -> Result<ChangeStream<RawChange>, SourceError> {
     let db = client.database(&target.database);
     let watch = db
         .watch()
-        .pipeline(pipeline(&target.collections, &options.operation_types))
+        .pipeline(pipeline(
+            &target.collections,
+            &options.operation_types,
+            Some(last),
+        ))
         .batch_size(options.batch_size)
         .full_document(FullDocumentType::UpdateLookup)
         // Pre-images where the collection keeps them (the memory collections: their
@@ -139,6 +190,7 @@ mod tests {
         let p = pipeline(
             &["payments".to_owned(), "refunds".to_owned()],
             &["insert".to_owned()],
+            None,
         );
         assert_eq!(
             p,

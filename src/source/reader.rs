@@ -18,9 +18,10 @@ use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::ResumeToken;
 use tokio::sync::mpsc;
 
+use super::large::{Assembler, Piece};
 use super::{RawChange, SourceError};
 use crate::health::SourceProgress;
-use crate::metrics::ReaderWaits;
+use crate::metrics::ReaderMetrics;
 
 /// A place in the stream the checkpoint can move to.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,21 +55,22 @@ pub enum Item {
 }
 
 /// Reads `stream` until the receiver is dropped or reading fails, handing on chunks of at
-/// most `max_chunk` items, counting its waits in `waits` and recording each answer of the
+/// most `max_chunk` items, reassembling split events, counting its waits in `metrics` and recording each answer of the
 /// server in `progress` (a stream that stops getting answers is stuck, not idle).
 pub async fn read(
     mut stream: ChangeStream<RawChange>,
     database: String,
     max_chunk: usize,
     out: mpsc::Sender<Vec<Item>>,
-    waits: ReaderWaits,
+    metrics: ReaderMetrics,
     progress: Arc<SourceProgress>,
 ) {
     progress.answered();
-    let out = Handoff { out, waits };
+    let out = Handoff { out, metrics };
     // The last post-batch token handed on, so a quiet stream reports each one once.
     let mut last_idle = stream.resume_token();
     let mut chunk = Vec::with_capacity(max_chunk);
+    let mut fragments = Assembler::default();
     loop {
         let next = {
             let mut next = pin!(stream.next_if_any());
@@ -83,13 +85,31 @@ pub async fn read(
                     progress.fetching();
                     let next = next.await;
                     progress.answered();
-                    out.waits.server.inc_by(fetching.elapsed().as_secs_f64());
+                    out.metrics.server.inc_by(fetching.elapsed().as_secs_f64());
                     next
                 }
             }
         };
         let item = match next {
             Ok(Some(raw)) => {
+                let raw = match fragments.push(raw) {
+                    Piece::Whole(raw) => raw,
+                    Piece::Joined(raw) => {
+                        out.metrics.split.inc();
+                        raw
+                    }
+                    Piece::Partial => continue,
+                    // The checkpoint is before the first fragment: reading again from
+                    // there gets the whole sequence.
+                    Piece::Broken(reason) => {
+                        chunk.push(Item::Failed(SourceError::Fragments {
+                            database: database.clone(),
+                            reason,
+                        }));
+                        out.send(chunk).await;
+                        return;
+                    }
+                };
                 // The change's own `_id` is its token (the driver refuses a change without).
                 let token = match raw.get_document("_id") {
                     Ok(token) => token.to_raw_document_buf(),
@@ -105,6 +125,8 @@ pub async fn read(
                 Item::Change { token, raw }
             }
             Ok(None) if !stream.is_alive() => Item::Closed,
+            // Inside a split event the stream's token names a fragment: no checkpoint there.
+            Ok(None) if fragments.is_partial() => continue,
             Ok(None) => {
                 let token = stream.resume_token();
                 if token == last_idle {
@@ -141,7 +163,7 @@ pub async fn read(
 /// The reader's end of the channel, timing how long the dispatcher keeps it waiting.
 struct Handoff {
     out: mpsc::Sender<Vec<Item>>,
-    waits: ReaderWaits,
+    metrics: ReaderMetrics,
 }
 
 impl Handoff {
@@ -149,7 +171,7 @@ impl Handoff {
     async fn send(&self, chunk: Vec<Item>) -> bool {
         let started = Instant::now();
         let sent = self.out.send(chunk).await.is_ok();
-        self.waits
+        self.metrics
             .dispatcher
             .inc_by(started.elapsed().as_secs_f64());
         sent

@@ -93,6 +93,17 @@ pub async fn mongo() -> Client {
     client
 }
 
+/// The version the shared server reports (`buildInfo`), e.g. "6.0.27".
+pub async fn server_version() -> String {
+    let info = mongo()
+        .await
+        .database("admin")
+        .run_command(doc! {"buildInfo": 1})
+        .await
+        .expect("buildInfo");
+    info.get_str("version").unwrap_or("unknown").to_owned()
+}
+
 /// Polls `check` until it yields a value, panicking with `what` after `deadline`.
 pub async fn wait_until<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where

@@ -1,0 +1,210 @@
+//! Change events over MongoDB's 16 MB limit: a thread of nine 1 MB messages gets a tenth,
+//! and with pre- and post-images on its update event is about 20 MB. Before, the server
+//! refused the event on every reopen and the stream never moved again. Now it is split and
+//! reassembled where the server can, and otherwise goes by `engine.oversize`; later events
+//! flow in every case.
+
+mod common;
+
+use std::time::Duration;
+
+use changeflow::config::{Config, OversizePolicy};
+use changeflow::dead_letter;
+use changeflow::handlers::memory_stats::MEMORY_STATS;
+use changeflow::setup;
+use common::app::{Process, memory_config};
+use common::{DEADLINE, mongo, unique_name, wait_until};
+use mongodb::Database;
+use mongodb::bson::{DateTime, Document, doc};
+
+const MIB: usize = 1024 * 1024;
+
+fn message(content: String) -> Document {
+    doc! {"role": "user", "content": content, "timestamp": DateTime::now(), "token_count": 1}
+}
+
+fn in_an_hour() -> DateTime {
+    DateTime::from_millis(DateTime::now().timestamp_millis() + 3_600_000)
+}
+
+/// Inserts thread `thread` of `user` with nine 1 MB messages, then pushes a tenth: the
+/// update event carries ~9 MB before, ~10 MB after and 1 MB of update description.
+async fn grow_past_the_limit(db: &Database, thread: &str, user: &str) {
+    let threads = db.collection::<Document>("short_term_memory");
+    let messages: Vec<Document> = (0..9)
+        .map(|i| message(char::from(b'a' + i).to_string().repeat(MIB)))
+        .collect();
+    threads
+        .insert_one(doc! {
+            "thread_id": thread, "user_id": user, "messages": messages,
+            "summary": null, "summary_updated_at": null,
+            "created_at": DateTime::now(), "expires_at": in_an_hour(),
+        })
+        .await
+        .unwrap();
+    threads
+        .update_one(
+            doc! {"thread_id": thread},
+            doc! {"$push": {"messages": message("z".repeat(MIB))}},
+        )
+        .await
+        .unwrap();
+}
+
+/// A small thread of `user`, written after the large one.
+async fn small_thread(db: &Database, user: &str) {
+    db.collection::<Document>("short_term_memory")
+        .insert_one(doc! {
+            "thread_id": format!("{user}-small"), "user_id": user,
+            "messages": [message("hello".into())],
+            "summary": null, "summary_updated_at": null,
+            "created_at": DateTime::now(), "expires_at": in_an_hour(),
+        })
+        .await
+        .unwrap();
+}
+
+/// `user`'s memory_stats once they count `threads` threads started.
+async fn stats_of(db: &Database, user: &str, threads: i64) -> Document {
+    let stats = db.collection::<Document>(MEMORY_STATS);
+    wait_until(
+        DEADLINE,
+        &format!("{user}: {threads} thread(s)"),
+        || async {
+            stats
+                .find_one(doc! {"_id": user, "threads_started": threads})
+                .await
+                .ok()
+                .flatten()
+        },
+    )
+    .await
+}
+
+/// A memory configuration whose oversized events go by `policy` (never split when
+/// `split` is false).
+async fn prepared(prefix: &str, split: bool, policy: OversizePolicy) -> (Config, Database) {
+    let name = unique_name(prefix);
+    let mut config = memory_config(&name);
+    config.engine.split_large_events = split;
+    config.engine.oversize = policy;
+    let client = mongo().await;
+    setup::run(&client, &config).await.unwrap();
+    (config, client.database(&name))
+}
+
+async fn server_splits(db: &Database) -> bool {
+    db.watch()
+        .pipeline([doc! {"$changeStreamSplitLargeEvent": {}}])
+        .await
+        .is_ok()
+}
+
+async fn decode_dead_letters(db: &Database) -> Vec<Document> {
+    common::app::all_documents(db, dead_letter::COLLECTION)
+        .await
+        .into_iter()
+        .filter(|d| d.get_str("stage") == Ok("decode"))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_event_over_16_mb_is_split_reassembled_and_handled() {
+    let (config, db) = prepared("oversize_split", true, OversizePolicy::Fail).await;
+    let version = common::server_version().await;
+    assert!(
+        server_splits(&db).await,
+        "MongoDB {version} cannot split change events ($changeStreamSplitLargeEvent needs \
+         6.0.9+); run the tests against the default server: `cargo xtask up` (6.0.27)"
+    );
+    let mut run = Process::spawn(&config);
+    run.wait_healthy().await;
+    grow_past_the_limit(&db, "t-big", "u-big").await;
+    small_thread(&db, "u-after").await;
+
+    // The later event flows, and the large one was decoded whole: its messages counted.
+    stats_of(&db, "u-after", 1).await;
+    let big = stats_of(&db, "u-big", 1).await;
+    assert_eq!(big.get_i64("messages_appended").unwrap(), 1, "{big}");
+    let series = format!(
+        "changeflow_oversized_events_total{{outcome=\"split\",stream=\"{}\"}}",
+        db.name()
+    );
+    assert_eq!(run.metric(&series).await, 1.0, "{}", run.log());
+    assert!(decode_dead_letters(&db).await.is_empty());
+    assert!(
+        !run.log().contains("BSONObjectTooLarge"),
+        "the server refused an event:\n{}",
+        run.log()
+    );
+}
+
+#[tokio::test]
+async fn without_the_split_an_oversized_event_is_dead_lettered_and_later_events_flow() {
+    let (config, db) = prepared("oversize_dl", false, OversizePolicy::DeadLetter).await;
+    let mut run = Process::spawn(&config);
+    run.wait_healthy().await;
+    grow_past_the_limit(&db, "t-big", "u-big").await;
+    small_thread(&db, "u-after").await;
+
+    stats_of(&db, "u-after", 1).await;
+    let letters = wait_until(DEADLINE, "the oversized event's dead letter", || async {
+        Some(decode_dead_letters(&db).await).filter(|l| !l.is_empty())
+    })
+    .await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    let reason = letter.get_str("reason").unwrap();
+    assert!(reason.contains("16 MB"), "{reason}");
+    let size = letter.get_i64("size").unwrap();
+    assert!(size > 16 * MIB as i64, "size {size}");
+    assert!(letter.get_document("document_key").is_ok(), "{letter}");
+    assert!(letter.get_timestamp("cluster_time").is_ok(), "{letter}");
+    let series = format!(
+        "changeflow_oversized_events_total{{outcome=\"dead_letter\",stream=\"{}\"}}",
+        db.name()
+    );
+    assert_eq!(run.metric(&series).await, 1.0, "{}", run.log());
+    // The insert before it (9 MB, under the limit) was decoded and counted.
+    let big = stats_of(&db, "u-big", 1).await;
+    assert_eq!(big.get_i64("messages_appended").unwrap_or(0), 0, "{big}");
+}
+
+#[tokio::test]
+async fn without_the_split_the_fail_policy_stops_naming_the_change_and_keeps_the_checkpoint() {
+    let (mut config, db) = prepared("oversize_fail", false, OversizePolicy::Fail).await;
+    let mut run = Process::spawn(&config);
+    run.wait_healthy().await;
+    grow_past_the_limit(&db, "t-big", "u-big").await;
+    small_thread(&db, "u-after").await;
+
+    let status = run.wait_exit(DEADLINE).await;
+    assert!(!status.success(), "{status}");
+    let log = run.log();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line:\n{log}"));
+    for part in [db.name(), "short_term_memory", "_id", "bytes", "16 MB"] {
+        assert!(line.contains(part), "`{part}` missing from: {line}");
+    }
+    println!("{line}");
+    let hint = log.lines().find(|l| l.starts_with("hint:")).unwrap_or("");
+    println!("{hint}");
+    assert!(
+        hint.contains("engine.oversize") && hint.contains("checkpoint set"),
+        "{hint}"
+    );
+    assert!(decode_dead_letters(&db).await.is_empty());
+
+    // The checkpoint stayed before it: the same run with the dead-letter policy picks it
+    // up, then the later thread.
+    config.engine.oversize = OversizePolicy::DeadLetter;
+    let mut again = Process::spawn(&config);
+    again.wait_healthy().await;
+    stats_of(&db, "u-after", 1).await;
+    let letters = decode_dead_letters(&db).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    again.signal(libc::SIGTERM);
+    assert!(again.wait_exit(Duration::from_secs(20)).await.success());
+}
