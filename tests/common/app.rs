@@ -147,6 +147,11 @@ impl Process {
             .unwrap_or(0.0)
     }
 
+    /// Whether it has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Its log so far (stderr).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

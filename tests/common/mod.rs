@@ -7,6 +7,7 @@ pub mod broker;
 pub mod corpus;
 pub mod own_mongod;
 pub mod records;
+pub mod replica_set;
 pub mod schemas;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,279 @@
+//! A replica set of several members a test owns, started from the same `mongod` binary as
+//! the shared server, for faults the shared one must never see: a primary stepped down or
+//! killed, members stopped so that the primary's writes roll back, a majority lost.
+//! Elections are sped up (`electionTimeoutMillis` 2 s instead of 10 s) so CI spends its
+//! time on the checks, not on waiting.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mongodb::Client;
+use mongodb::bson::{Document, doc};
+
+use super::app::free_port;
+use super::own_mongod::mongod_bin;
+
+/// How long the set may take to elect a primary after a fault.
+pub const ELECTION_DEADLINE: Duration = Duration::from_secs(60);
+
+struct Member {
+    port: u16,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running replica set of `n` members on free ports, without access control.
+pub struct ReplicaSet {
+    name: String,
+    members: Vec<Member>,
+    _dir: tempfile::TempDir,
+}
+
+impl ReplicaSet {
+    /// Starts `n` members, initiates the set (member 0 preferred as the first primary) and
+    /// waits until it takes majority writes.
+    pub async fn start(n: usize) -> ReplicaSet {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let name = format!("rsf{}", std::process::id());
+        let members = (0..n)
+            .map(|i| {
+                let data = dir.path().join(format!("m{i}"));
+                std::fs::create_dir_all(&data).expect("data dir");
+                Member {
+                    port: free_port(),
+                    log: dir.path().join(format!("m{i}.log")),
+                    data,
+                    child: None,
+                }
+            })
+            .collect();
+        let mut set = ReplicaSet {
+            name,
+            members,
+            _dir: dir,
+        };
+        for i in 0..n {
+            set.launch(i);
+        }
+        for i in 0..n {
+            set.wait_answers(i).await;
+        }
+        let members: Vec<Document> = set
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                doc! {"_id": i as i32, "host": format!("127.0.0.1:{}", m.port),
+                "priority": if i == 0 { 2 } else { 1 }}
+            })
+            .collect();
+        set.direct(0)
+            .await
+            .database("admin")
+            .run_command(doc! {"replSetInitiate": {
+                "_id": &set.name,
+                "members": members,
+                "settings": {"electionTimeoutMillis": 2000, "heartbeatIntervalMillis": 500},
+            }})
+            .await
+            .expect("replSetInitiate");
+        set.wait_majority_writes().await;
+        set
+    }
+
+    fn launch(&mut self, i: usize) {
+        let member = &mut self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&member.log)
+            .expect("log file");
+        let child = Command::new(mongod_bin())
+            .args(["--replSet", &self.name, "--bind_ip", "127.0.0.1", "--port"])
+            .arg(member.port.to_string())
+            .arg("--dbpath")
+            .arg(&member.data)
+            .args(["--wiredTigerCacheSizeGB", "0.25"])
+            .args(["--setParameter", "enableTestCommands=1"])
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting mongod: {e}"));
+        member.child = Some(child);
+    }
+
+    /// Its connection string (every member, the set's name).
+    pub fn uri(&self) -> String {
+        let hosts: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.port))
+            .collect();
+        format!("mongodb://{}/?replicaSet={}", hosts.join(","), self.name)
+    }
+
+    /// A client for the set.
+    pub async fn client(&self) -> Client {
+        Client::with_uri_str(self.uri()).await.expect("client")
+    }
+
+    /// A client for member `i` alone.
+    pub async fn direct(&self, i: usize) -> Client {
+        Client::with_uri_str(format!(
+            "mongodb://127.0.0.1:{}/?directConnection=true&serverSelectionTimeoutMS=2000",
+            self.members[i].port
+        ))
+        .await
+        .expect("direct client")
+    }
+
+    async fn wait_answers(&self, i: usize) {
+        let admin = self.direct(i).await.database("admin");
+        let until = Instant::now() + Duration::from_secs(60);
+        while admin.run_command(doc! {"ping": 1}).await.is_err() {
+            assert!(Instant::now() < until, "member {i} did not answer in 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Which member is primary now, if one is.
+    pub async fn primary(&self) -> Option<usize> {
+        for (i, m) in self.members.iter().enumerate() {
+            if m.child.is_none() {
+                continue;
+            }
+            let hello = self
+                .direct(i)
+                .await
+                .database("admin")
+                .run_command(doc! {"hello": 1})
+                .await;
+            if hello.is_ok_and(|h| h.get_bool("isWritablePrimary") == Ok(true)) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Waits until a primary takes majority writes; returns it and how long it took.
+    pub async fn wait_majority_writes(&self) -> (usize, Duration) {
+        let started = Instant::now();
+        let client = self.client().await;
+        let probe = client
+            .database("failover_probe")
+            .collection::<Document>("probe");
+        loop {
+            let written = tokio::time::timeout(
+                Duration::from_secs(5),
+                probe
+                    .insert_one(doc! {"at": mongodb::bson::DateTime::now()})
+                    .write_concern(mongodb::options::WriteConcern::majority()),
+            )
+            .await;
+            if matches!(written, Ok(Ok(_)))
+                && let Some(primary) = self.primary().await
+            {
+                return (primary, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < ELECTION_DEADLINE,
+                "no primary took majority writes within {ELECTION_DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Asks the primary to step down (and not stand again for 10 s).
+    pub async fn step_down(&self) -> usize {
+        let primary = self.primary().await.expect("a primary to step down");
+        let result = self
+            .direct(primary)
+            .await
+            .database("admin")
+            .run_command(doc! {"replSetStepDown": 10, "secondaryCatchUpPeriodSecs": 5})
+            .await;
+        // The server closes connections as it steps down: an error is expected.
+        if let Err(e) = result {
+            let text = e.to_string();
+            assert!(
+                !text.contains("NotWritablePrimary") && !text.contains("ExceededTimeLimit"),
+                "replSetStepDown failed: {text}"
+            );
+        }
+        primary
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOPs member `i`: it holds its connections open and answers nothing.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+    }
+
+    /// SIGCONTs member `i`.
+    pub fn resume(&self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+    }
+
+    fn signal(&self, i: usize, signal: i32) {
+        let child = self.members[i].child.as_ref().expect("member running");
+        let pid = i32::try_from(child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// The members other than `i`.
+    pub fn others(&self, i: usize) -> Vec<usize> {
+        (0..self.members.len()).filter(|&j| j != i).collect()
+    }
+
+    /// Starts member `i` again on its data.
+    pub async fn restart(&mut self, i: usize) {
+        self.launch(i);
+        self.wait_answers(i).await;
+    }
+
+    /// Waits until member `i` reports SECONDARY (after a restart; a rollback happens on the
+    /// way there).
+    pub async fn wait_secondary(&self, i: usize) {
+        let admin = self.direct(i).await.database("admin");
+        let until = Instant::now() + ELECTION_DEADLINE;
+        loop {
+            let hello = admin.run_command(doc! {"hello": 1}).await;
+            if hello.is_ok_and(|h| h.get_bool("secondary") == Ok(true)) {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "member {i} did not become SECONDARY"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The log of member `i`.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
+    }
+}
+
+impl Drop for ReplicaSet {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            // A stopped process ignores SIGKILL's cleanup until continued.
+            if self.members[i].child.is_some() {
+                self.signal(i, libc::SIGCONT);
+            }
+            self.kill(i);
+        }
+    }
+}
