@@ -42,7 +42,24 @@ pub struct Running {
 
 /// Connects, prepares indexes, binds the HTTP address and starts the engine.
 pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Running> {
-    let client = crate::connect::connect(&config.mongodb.uri).await?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(
+        Health::new(config.watch.iter().map(|w| w.database.as_str())).with_primary_bound(
+            std::time::Duration::from_millis(config.health.no_primary_after_ms),
+        ),
+    );
+    let observed = (health.clone(), metrics.clone());
+    let client = crate::connect::connect_observed(&config.mongodb.uri, move |writable| {
+        let (health, metrics) = &observed;
+        if !writable && health.no_primary_for().is_none() {
+            tracing::warn!("MongoDB: no writable primary (an election, or a majority down)");
+        } else if writable && health.no_primary_for().is_some() {
+            tracing::info!("MongoDB: a writable primary is back");
+        }
+        health.set_primary(writable);
+        metrics.mongodb_writable_primary.set(i64::from(writable));
+    })
+    .await?;
     let targets = engine::targets(&client, &config)
         .await
         .context("preparing the handlers and the Kafka sink")?;
@@ -52,10 +69,6 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
         .ensure_indexes()
         .await
         .context("creating the payments index")?;
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::new(
-        config.watch.iter().map(|w| w.database.as_str()),
-    ));
     let api = ApiState {
         payments,
         counters: payments_db.collection(COUNTERS),

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use mongodb::Client;
 use mongodb::bson::doc;
+use mongodb::event::EventHandler;
+use mongodb::event::sdam::SdamEvent;
 use mongodb::options::ClientOptions;
 
 use crate::redact::{redact_uri, scrub, uri_password};
@@ -37,6 +39,35 @@ pub enum ConnectError {
 /// A client for `uri` whose server has answered a `ping` (so a wrong address or bad
 /// credentials fail here, not at the first real operation).
 pub async fn connect(uri: &str) -> Result<Client, ConnectError> {
+    connect_with(uri, None).await
+}
+
+/// [`connect`], calling `primary` with whether the client sees a writable primary each
+/// time its view of the deployment changes (from the first primary it sees on: the
+/// discovery at start is not a lost primary).
+pub async fn connect_observed(
+    uri: &str,
+    primary: impl Fn(bool) + Send + Sync + 'static,
+) -> Result<Client, ConnectError> {
+    let seen = std::sync::atomic::AtomicBool::new(false);
+    let handler = EventHandler::callback(move |event| {
+        if let SdamEvent::TopologyDescriptionChanged(change) = event {
+            let writable = change.new_description.has_writable_server();
+            if writable {
+                seen.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            if seen.load(std::sync::atomic::Ordering::Relaxed) {
+                primary(writable);
+            }
+        }
+    });
+    connect_with(uri, Some(handler)).await
+}
+
+async fn connect_with(
+    uri: &str,
+    sdam: Option<EventHandler<SdamEvent>>,
+) -> Result<Client, ConnectError> {
     let secrets = uri_password(uri);
     let clean =
         |e: mongodb::error::Error| scrub(&crate::error_text::tidy(&e.to_string()), &secrets);
@@ -49,6 +80,7 @@ pub async fn connect(uri: &str) -> Result<Client, ConnectError> {
     options
         .server_selection_timeout
         .get_or_insert(SERVER_SELECTION_TIMEOUT);
+    options.sdam_event_handler = sdam;
     let client = Client::with_options(options).map_err(|e| ConnectError::Options {
         uri: redact_uri(uri),
         message: clean(e),

@@ -119,6 +119,11 @@ pub struct Health {
     warnings: RwLock<BTreeMap<String, String>>,
     stuck: RwLock<BTreeMap<(String, StuckCause), Stuck>>,
     sources: RwLock<BTreeMap<String, Arc<SourceProgress>>>,
+    /// Since when the MongoDB client has seen no writable primary (None: it has one, or
+    /// nothing is known yet).
+    no_primary_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// How long without a writable primary counts as unavailable.
+    no_primary_after: std::time::Duration,
 }
 
 impl Health {
@@ -126,8 +131,16 @@ impl Health {
     pub fn new<'a>(streams: impl IntoIterator<Item = &'a str>) -> Health {
         Health {
             streams: RwLock::new(streams.into_iter().map(|s| (s.to_owned(), false)).collect()),
+            no_primary_after: std::time::Duration::from_secs(15),
             ..Health::default()
         }
+    }
+
+    /// Sets how long without a writable primary counts as unavailable
+    /// (`health.no_primary_after_ms`).
+    pub fn with_primary_bound(mut self, bound: std::time::Duration) -> Health {
+        self.no_primary_after = bound;
+        self
     }
 
     /// Records whether `stream` is open.
@@ -207,6 +220,31 @@ impl Health {
         }
     }
 
+    /// Records whether the MongoDB client sees a writable primary.
+    pub fn set_primary(&self, writable: bool) {
+        if let Ok(mut since) = self.no_primary_since.lock() {
+            match (writable, *since) {
+                (true, _) => *since = None,
+                (false, None) => *since = Some(std::time::Instant::now()),
+                (false, Some(_)) => {}
+            }
+        }
+    }
+
+    /// How long the client has seen no writable primary, once that is past the bound.
+    pub fn primary_lost_for(&self) -> Option<std::time::Duration> {
+        self.no_primary_for()
+            .filter(|d| *d >= self.no_primary_after)
+    }
+
+    /// How long the client has seen no writable primary.
+    pub fn no_primary_for(&self) -> Option<std::time::Duration> {
+        self.no_primary_since
+            .lock()
+            .ok()
+            .and_then(|since| since.map(|s| s.elapsed()))
+    }
+
     /// Whether every stream is open (false when there is none).
     pub fn all_open(&self) -> bool {
         let streams = self.snapshot();
@@ -260,6 +298,18 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].1.cause, StuckCause::Source);
         assert_eq!(left[0].1.to_json()["handler"], "counters");
+    }
+
+    #[test]
+    fn a_lost_primary_is_timed_from_its_first_report() {
+        let health = Health::new(["a"]);
+        assert_eq!(health.no_primary_for(), None);
+        health.set_primary(false);
+        let first = health.no_primary_for().expect("lost");
+        health.set_primary(false);
+        assert!(health.no_primary_for().expect("still lost") >= first);
+        health.set_primary(true);
+        assert_eq!(health.no_primary_for(), None);
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub stream_stuck: IntGaugeVec,
     /// Age of the oldest event read but not finished, per stream (0 when none waits).
     pub oldest_unfinished: GaugeVec,
+    /// 1 while the MongoDB client sees a writable primary.
+    pub mongodb_writable_primary: prometheus::IntGauge,
     /// Change events over 16 MB, per stream and outcome: `split` (read in fragments and
     /// reassembled), `dead_letter` or `fail` (the server could not split it).
     pub oversized_events: IntCounterVec,
@@ -82,6 +84,14 @@ impl Metrics {
             "Streams reopened from their checkpoint after an error.",
             &["stream"],
         );
+        let mongodb_writable_primary = prometheus::IntGauge::new(
+            "changeflow_mongodb_writable_primary",
+            "1 while the MongoDB client sees a writable primary; 0 during an election or while a majority is down.",
+        )
+        .unwrap_or_else(|e| unreachable!("gauge is well-formed: {e}"));
+        registry
+            .register(Box::new(mongodb_writable_primary.clone()))
+            .unwrap_or_else(|e| unreachable!("gauge is registered once: {e}"));
         let oversized_events = counter(
             "changeflow_oversized_events_total",
             "Change events over MongoDB's 16 MB limit: split (reassembled from fragments), dead_letter or fail (the server could not split them; engine.oversize).",
@@ -184,6 +194,7 @@ impl Metrics {
             stream_stuck,
             oldest_unfinished,
             oversized_events,
+            mongodb_writable_primary,
             checkpoint_age,
             checkpoint_saved: Mutex::new(HashMap::new()),
         }

@@ -372,6 +372,17 @@ async fn majority_lost(set: &mut ReplicaSet, db: &Database, run: &Process) {
     let detected = lost.elapsed();
     eprintln!("majority lost: /healthz {code} after {detected:?}: {body}");
     assert_eq!(code, 503, "{body}");
+    assert!(
+        body["mongodb"]
+            .as_str()
+            .is_some_and(|m| m.contains("no writable primary")),
+        "/healthz does not say why: {body}"
+    );
+    assert_eq!(
+        run.metric("changeflow_mongodb_writable_primary").await,
+        0.0,
+        "the metric does not say why"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     for &s in &secondaries {
         set.resume(s);

@@ -10,12 +10,23 @@ pub struct HealthConfig {
     /// while work waits, or when it has received nothing for this long while its
     /// database's oplog moved on (or the server could not be asked), in milliseconds.
     pub stuck_after_ms: u64,
+    /// MongoDB counts as unavailable (`/healthz` 503) when the client has seen no writable
+    /// primary for this long, in milliseconds. An election takes up to about 12 s with
+    /// the server's default `electionTimeoutMillis`; longer means a majority is down or
+    /// cut off.
+    #[serde(default = "no_primary_after_ms")]
+    pub no_primary_after_ms: u64,
+}
+
+fn no_primary_after_ms() -> u64 {
+    15_000
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             stuck_after_ms: 60_000,
+            no_primary_after_ms: no_primary_after_ms(),
         }
     }
 }
@@ -27,6 +38,12 @@ impl HealthConfig {
             return Err((
                 "health.stuck_after_ms".into(),
                 "must be at least 1000: a busy stream is not a stuck one".into(),
+            ));
+        }
+        if self.no_primary_after_ms < 1000 {
+            return Err((
+                "health.no_primary_after_ms".into(),
+                "must be at least 1000: an election takes seconds".into(),
             ));
         }
         Ok(())

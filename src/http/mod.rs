@@ -80,7 +80,8 @@ async fn list_counters(
 async fn healthz(State(state): State<ApiState>) -> Response {
     let streams = state.health.snapshot();
     let stuck = state.health.stuck();
-    let open = state.health.all_open();
+    let lost = state.health.primary_lost_for();
+    let open = state.health.all_open() && lost.is_none();
     let status = if open && stuck.is_empty() {
         StatusCode::OK
     } else {
@@ -108,8 +109,15 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         (true, true, true) => "ok",
         (true, true, false) => "degraded",
     };
-    let body =
+    let mut body =
         json!({"status": summary, "streams": streams, "stuck": stuck_json, "warnings": warnings});
+    if let Some(lost) = lost {
+        body["mongodb"] = json!(format!(
+            "no writable primary for {} s: a majority of the replica set is down or cut off \
+             (an election takes about 12 s); reading and checkpoints wait for it",
+            lost.as_secs()
+        ));
+    }
     (status, Json(body)).into_response()
 }
 
