@@ -15,6 +15,10 @@ use crate::redact::{redact_uri, scrub, uri_password};
 /// connection string sets `serverSelectionTimeoutMS`.
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the driver checks each server, unless the connection string sets
+/// `heartbeatFrequencyMS`.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
 /// Why MongoDB could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -80,6 +84,9 @@ async fn connect_with(
     options
         .server_selection_timeout
         .get_or_insert(SERVER_SELECTION_TIMEOUT);
+    // The driver's 10 s default leaves a stalled server unnoticed, and a recovered one
+    // unused, for that much longer.
+    options.heartbeat_freq.get_or_insert(HEARTBEAT);
     options.sdam_event_handler = sdam;
     let client = Client::with_options(options).map_err(|e| ConnectError::Options {
         uri: redact_uri(uri),

@@ -124,6 +124,8 @@ pub struct Health {
     no_primary_since: std::sync::Mutex<Option<std::time::Instant>>,
     /// How long without a writable primary counts as unavailable.
     no_primary_after: std::time::Duration,
+    /// Woken when a writable primary is seen again after none was.
+    primary_back: tokio::sync::Notify,
 }
 
 impl Health {
@@ -224,11 +226,21 @@ impl Health {
     pub fn set_primary(&self, writable: bool) {
         if let Ok(mut since) = self.no_primary_since.lock() {
             match (writable, *since) {
-                (true, _) => *since = None,
+                (true, Some(_)) => {
+                    *since = None;
+                    self.primary_back.notify_waiters();
+                }
+                (true, None) => {}
                 (false, None) => *since = Some(std::time::Instant::now()),
                 (false, Some(_)) => {}
             }
         }
+    }
+
+    /// Completes when a writable primary is seen again after none was: a stream waiting
+    /// to reopen need not sit out the rest of its backoff.
+    pub async fn primary_back(&self) {
+        self.primary_back.notified().await;
     }
 
     /// How long the client has seen no writable primary, once that is past the bound.

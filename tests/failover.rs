@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use changeflow::config::Config;
 use changeflow::demo::memory;
 use changeflow::setup;
-use common::app::{Process, memory_config, memory_stats_by_user, outcomes_and_counters, payment};
+use common::app::{
+    Process, memory_config, memory_stats_by_user, payment, wait_settled_and_counted,
+};
 use common::records::{consume_until, required};
 use common::replica_set::ReplicaSet;
 use common::{kafka_brokers, unique_name, wait_until};
@@ -85,34 +87,6 @@ impl Load {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.expect("load task");
         self.written.load(Ordering::Relaxed)
-    }
-}
-
-/// Waits until no payment is PENDING and the counters equal the payments' outcomes.
-async fn settled_and_counted(db: &Database, phase: &str) {
-    let payments = db.collection::<Document>("payments");
-    let started = Instant::now();
-    loop {
-        let pending = payments
-            .count_documents(doc! {"status": "PENDING"})
-            .await
-            .unwrap_or(u64::MAX);
-        if pending == 0 {
-            let (outcomes, counters) = outcomes_and_counters(db).await;
-            if outcomes == counters {
-                return;
-            }
-            assert!(
-                started.elapsed() < RECOVERY,
-                "{phase}: counters differ from the outcomes after {RECOVERY:?}\n\
-                 outcomes {outcomes:?}\ncounters {counters:?}"
-            );
-        }
-        assert!(
-            started.elapsed() < RECOVERY,
-            "{phase}: {pending} payments still PENDING after {RECOVERY:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -206,7 +180,7 @@ where
     tokio::time::sleep(Duration::from_millis(500)).await;
     let written = load.finish().await;
     add(expected_memory, memory.await.expect("memory task"));
-    settled_and_counted(db, phase).await;
+    wait_settled_and_counted(db, RECOVERY, phase).await;
     memory_exact(db, expected_memory, phase).await;
     eprintln!(
         "{phase}: {written} payments written under load; first payment after the fault handled \
@@ -442,11 +416,11 @@ async fn step_down_kill_and_rollback_under_load_lose_nothing_and_add_nothing() {
 
     // 3. A write that only the primary saw rolls back.
     let rolled_back = rollback(&mut set, &db).await;
-    settled_and_counted(&db, "rollback").await;
+    wait_settled_and_counted(&db, RECOVERY, "rollback").await;
 
     // 4. Two members down: no majority, no primary; changeflow says so and waits.
     majority_lost(&mut set, &db, &run).await;
-    settled_and_counted(&db, "majority lost").await;
+    wait_settled_and_counted(&db, RECOVERY, "majority lost").await;
 
     assert!(
         run.is_running(),
@@ -461,7 +435,7 @@ async fn step_down_kill_and_rollback_under_load_lose_nothing_and_add_nothing() {
     let mut again = Process::spawn(&config);
     again.wait_healthy().await;
     time_to_first_handled(&db, Instant::now(), "after-restart").await;
-    settled_and_counted(&db, "restart").await;
+    wait_settled_and_counted(&db, RECOVERY, "restart").await;
     eprintln!(
         "failover: first payment handled {step_down:?} after a step-down, {kill:?} after a primary SIGKILL"
     );

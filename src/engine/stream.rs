@@ -142,6 +142,7 @@ pub async fn run(
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(pause) => {}
+                    _ = shared.health.primary_back() => reconnect.reset(),
                 }
             }
         }

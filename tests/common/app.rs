@@ -303,6 +303,34 @@ pub async fn wait_all_settled(db: &mongodb::Database, deadline: Duration) {
     .await;
 }
 
+/// Waits until no payment is PENDING and the counters equal the payments' outcomes.
+pub async fn wait_settled_and_counted(db: &mongodb::Database, deadline: Duration, phase: &str) {
+    let payments = db.collection::<Document>("payments");
+    let started = Instant::now();
+    loop {
+        let pending = payments
+            .count_documents(doc! {"status": "PENDING"})
+            .await
+            .unwrap_or(u64::MAX);
+        if pending == 0 {
+            let (outcomes, counters) = outcomes_and_counters(db).await;
+            if outcomes == counters {
+                return;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "{phase}: counters differ from the outcomes after {deadline:?}\n\
+                 outcomes {outcomes:?}\ncounters {counters:?}"
+            );
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "{phase}: {pending} payments still PENDING after {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// What a finished `changeflow` command printed.
 pub struct CliOutput {
     /// Exit code (None: killed by a signal).

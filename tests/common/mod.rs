@@ -6,6 +6,7 @@ pub mod app;
 pub mod broker;
 pub mod corpus;
 pub mod own_mongod;
+pub mod proxy;
 pub mod records;
 pub mod replica_set;
 pub mod schemas;

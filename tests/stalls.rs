@@ -1,0 +1,129 @@
+//! Stalls and cut connections between changeflow and MongoDB, through a proxy the test
+//! owns: a blackhole (nothing forwarded, nothing closed: the OS alone would wait minutes),
+//! every connection reset, and added latency. During each the payments keep being written
+//! straight to the server; changeflow must notice a stall, say so on `/healthz`, keep its
+//! memory bounded and resume by itself, losing nothing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::app::{
+    Process, config, insert_pending, outcomes_and_counters, wait_all_settled,
+    wait_settled_and_counted,
+};
+use common::proxy::{Mode, Proxy};
+use common::{DEADLINE, mongo, mongodb_uri, unique_name, wait_until};
+use mongodb::bson::{Document, doc};
+
+/// `uri` with its hosts replaced by the proxy, connecting to it directly.
+fn through(uri: &str, port: u16) -> String {
+    let (scheme, rest) = uri.split_once("://").expect("a mongodb:// URI");
+    let (authority, query) = rest.split_once('/').unwrap_or((rest, ""));
+    let credentials = authority
+        .rsplit_once('@')
+        .map_or(String::new(), |(c, _)| format!("{c}@"));
+    let kept: Vec<&str> = query
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("replicaSet="))
+        .collect();
+    let mut options = vec!["directConnection=true"];
+    options.extend(kept);
+    format!(
+        "{scheme}://{credentials}127.0.0.1:{port}/?{}",
+        options.join("&")
+    )
+}
+
+/// `/healthz`'s status code, or 0 when it does not answer.
+async fn health_code(run: &Process) -> u16 {
+    match reqwest::get(format!("{}/healthz", run.base_url)).await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_or_cut_connection_is_noticed_reported_and_recovered_from() {
+    let client = mongo().await;
+    let hello = client
+        .database("admin")
+        .run_command(doc! {"hello": 1})
+        .await
+        .expect("hello");
+    let primary = hello
+        .get_str("primary")
+        .expect("the shared server names its primary")
+        .to_owned();
+    let proxy = Proxy::start(primary).await;
+    let name = unique_name("stall");
+    let db = client.database(&name);
+    let payments = db.collection::<Document>("payments");
+    let mut config = config(&name);
+    config.mongodb.uri = through(&mongodb_uri(), proxy.port());
+    let mut run = Process::spawn(&config);
+    run.wait_healthy().await;
+    insert_pending(&payments, "before", 20, 0).await;
+    wait_all_settled(&db, DEADLINE).await;
+
+    // 1. Blackhole: the connections stay open and nothing comes back.
+    proxy.set(Mode::Blackhole);
+    let stalled = Instant::now();
+    insert_pending(&payments, "blackhole", 50, 1).await;
+    wait_until(
+        Duration::from_secs(120),
+        "/healthz to report the stall",
+        || async { (health_code(&run).await == 503).then_some(()) },
+    )
+    .await;
+    let detected = stalled.elapsed();
+    let rss = run.rss_mib();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.set(Mode::Pass);
+    let released = Instant::now();
+    wait_all_settled(&db, Duration::from_secs(120)).await;
+    let recovered = released.elapsed();
+    wait_until(DEADLINE, "/healthz 200 again", || async {
+        (health_code(&run).await == 200).then_some(())
+    })
+    .await;
+    eprintln!(
+        "blackhole: /healthz 503 after {detected:?}, RSS {rss:.1} MiB during it; all settled \
+         {recovered:?} after traffic flowed again"
+    );
+
+    // 2. Every connection reset, new ones refused, for 5 s.
+    proxy.set(Mode::Reset);
+    let cut = Instant::now();
+    insert_pending(&payments, "reset", 50, 2).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.set(Mode::Pass);
+    wait_all_settled(&db, Duration::from_secs(120)).await;
+    eprintln!(
+        "reset: all settled {:?} after the cut ({:?} after it ended)",
+        cut.elapsed(),
+        cut.elapsed().saturating_sub(Duration::from_secs(5))
+    );
+
+    // 3. 150 ms each way on every chunk.
+    proxy.set_latency(Duration::from_millis(150));
+    let slow = Instant::now();
+    insert_pending(&payments, "latency", 30, 3).await;
+    wait_all_settled(&db, Duration::from_secs(120)).await;
+    eprintln!(
+        "latency 150 ms: 30 payments settled in {:?}",
+        slow.elapsed()
+    );
+    proxy.set_latency(Duration::ZERO);
+
+    wait_settled_and_counted(&db, DEADLINE, "after the stalls").await;
+    let (outcomes, _) = outcomes_and_counters(&db).await;
+    let total: i64 = outcomes.values().map(|(c, f)| c + f).sum();
+    assert_eq!(total, 150, "{outcomes:?}");
+    assert!(
+        run.is_running(),
+        "changeflow exited during the stalls:\n{}",
+        run.log()
+    );
+}
