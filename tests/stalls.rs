@@ -8,11 +8,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use std::collections::HashSet;
+
 use common::app::{
-    Process, config, insert_pending, outcomes_and_counters, wait_all_settled,
+    Process, config, insert_pending, kafka_only_config, outcomes_and_counters, wait_all_settled,
     wait_settled_and_counted,
 };
+use common::broker::OwnBroker;
 use common::proxy::{Mode, Proxy};
+use common::records::{consume_until, required};
 use common::{DEADLINE, mongo, mongodb_uri, unique_name, wait_until};
 use mongodb::bson::{Document, doc};
 
@@ -126,4 +130,67 @@ async fn a_stalled_or_cut_connection_is_noticed_reported_and_recovered_from() {
         "changeflow exited during the stalls:\n{}",
         run.log()
     );
+}
+
+#[tokio::test]
+async fn a_frozen_broker_is_reported_stuck_and_nothing_is_lost() {
+    let mut broker = OwnBroker::start().await;
+    let name = unique_name("frozen_broker");
+    let db = mongo().await.database(&name);
+    let payments = db.collection::<Document>("payments");
+    let mut config = kafka_only_config(&name);
+    config.kafka.brokers = broker.address();
+    // Longer than the freeze: librdkafka keeps the records and retries them itself.
+    config.kafka.delivery_timeout_ms = 60_000;
+    config.health.stuck_after_ms = 5_000;
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    let mut run = Process::spawn(&config);
+    run.wait_healthy().await;
+    insert_pending(&payments, "before", 20, 0).await;
+
+    broker.signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    insert_pending(&payments, "frozen", 100, 1).await;
+    let body = wait_until(
+        Duration::from_secs(60),
+        "/healthz to report the freeze",
+        || async {
+            let response = reqwest::get(format!("{}/healthz", run.base_url))
+                .await
+                .ok()?;
+            (response.status() == 503).then_some(())?;
+            response.json::<serde_json::Value>().await.ok()
+        },
+    )
+    .await;
+    let detected = frozen.elapsed();
+    assert_eq!(body["status"], "stuck", "{body}");
+    let rss = run.rss_mib();
+    broker.signal(libc::SIGCONT);
+    let thawed = Instant::now();
+    let records = consume_until(
+        &broker.address(),
+        &topic,
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+        {
+            let mut seen = HashSet::new();
+            move |record| {
+                seen.insert(required(record, "ce_subject").to_owned());
+                seen.len() == 120
+            }
+        },
+    )
+    .await;
+    let delivered = thawed.elapsed();
+    wait_until(DEADLINE, "/healthz 200 again", || async {
+        (health_code(&run).await == 200).then_some(())
+    })
+    .await;
+    eprintln!(
+        "frozen broker: /healthz stuck after {detected:?} (stuck_after_ms 5000), RSS {rss:.1} \
+         MiB; all 120 payments on Kafka {delivered:?} after it went on ({} records)",
+        records.len()
+    );
+    assert!(run.is_running(), "{}", run.log());
 }

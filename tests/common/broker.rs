@@ -89,6 +89,16 @@ impl OwnBroker {
         }
     }
 
+    /// Sends `signal` to the broker (SIGSTOP: it keeps its connections and answers
+    /// nothing; SIGCONT: it goes on).
+    pub fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().expect("the broker is running");
+        let pid = i32::try_from(child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
     /// The broker's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
@@ -97,6 +107,11 @@ impl OwnBroker {
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A stopped process is killed only once continued.
+            // SAFETY: kill(2) on our own child's pid has no memory effects.
+            let _ = unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+        }
         self.stop();
     }
 }
