@@ -134,7 +134,7 @@ async fn a_stalled_or_cut_connection_is_noticed_reported_and_recovered_from() {
 
 #[tokio::test]
 async fn a_frozen_broker_is_reported_stuck_and_nothing_is_lost() {
-    let mut broker = OwnBroker::start().await;
+    let broker = OwnBroker::start().await;
     let name = unique_name("frozen_broker");
     let db = mongo().await.database(&name);
     let payments = db.collection::<Document>("payments");
