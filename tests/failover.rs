@@ -7,148 +7,19 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use changeflow::config::Config;
 use changeflow::demo::memory;
 use changeflow::setup;
-use common::app::{
-    Process, memory_config, memory_stats_by_user, payment, wait_settled_and_counted,
+use common::app::{Process, memory_config, payment, wait_settled_and_counted};
+use common::load::{
+    Load, RECOVERY, add, kafka_holds_every_change, memory_exact, memory_load, time_to_first_handled,
 };
-use common::records::{consume_until, required};
 use common::replica_set::ReplicaSet;
-use common::{kafka_brokers, unique_name, wait_until};
+use common::{unique_name, wait_until};
+use mongodb::Database;
 use mongodb::bson::{Document, doc};
-use mongodb::{Collection, Database};
-use rdkafka::message::OwnedMessage;
-use serde_json::json;
-
-/// How long a fault may take to be absorbed (election, reopen, retries) before the
-/// payments it touched are settled.
-const RECOVERY: Duration = Duration::from_secs(90);
-
-/// Payments written while a fault happens: direct inserts and `POST /payments`, each
-/// retried until it lands, as a client of a real service would.
-struct Load {
-    stop: Arc<AtomicBool>,
-    written: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    fn start(payments: Collection<Document>, base_url: String, prefix: String) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let written = Arc::new(AtomicUsize::new(0));
-        let (stop_flag, count) = (stop.clone(), written.clone());
-        let task = tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let mut i = 0usize;
-            while !stop_flag.load(Ordering::Relaxed) {
-                let id = format!("{prefix}-{i}");
-                loop {
-                    match payments.insert_one(payment(&id, i % 5, "PENDING")).await {
-                        Ok(_) => break,
-                        // A retry of a write that landed before the connection broke.
-                        Err(e) if e.to_string().contains("E11000") => break,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    }
-                }
-                let body = json!({"productCode": format!("http-{}", i % 3),
-                    "productName": "Over HTTP", "unitPrice": "1.25", "quantity": 2});
-                // A POST the server answers with an error may still have written the
-                // payment; the checks look at what the database holds, not at this count.
-                for _ in 0..50 {
-                    let sent = http
-                        .post(format!("{base_url}/payments"))
-                        .json(&body)
-                        .send()
-                        .await;
-                    if sent.is_ok_and(|r| r.status() == 202) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                count.fetch_add(2, Ordering::Relaxed);
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
-        Load {
-            stop,
-            written,
-            task,
-        }
-    }
-
-    async fn finish(self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.expect("load task");
-        self.written.load(Ordering::Relaxed)
-    }
-}
-
-/// From `fault` to the first payment written after it being settled.
-async fn time_to_first_handled(db: &Database, fault: Instant, id: &str) -> Duration {
-    let payments = db.collection::<Document>("payments");
-    loop {
-        match payments.insert_one(payment(id, 0, "PENDING")).await {
-            Ok(_) => break,
-            Err(e) if e.to_string().contains("E11000") => break,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-    wait_until(RECOVERY, &format!("{id} settled"), || async {
-        payments
-            .find_one(doc! {"_id": id, "status": {"$ne": "PENDING"}})
-            .await
-            .ok()
-            .flatten()
-    })
-    .await;
-    fault.elapsed()
-}
-
-/// Runs the memory workload of `run_id` and returns what `memory_stats` must hold after.
-async fn memory_load(db: &Database, config: &Config, run_id: &str) -> memory::Expected {
-    let workload = memory::Workload {
-        users: 2,
-        threads_per_user: 2,
-        turns_per_thread: 4,
-        seed: run_id.len() as u64,
-        ..memory::Workload::default()
-    };
-    memory::run(db, &config.memory, workload, run_id, |_| {})
-        .await
-        .unwrap_or_else(|e| panic!("memory workload {run_id}: {e}"))
-}
-
-/// Adds `more` into `total`, field by field.
-fn add(total: &mut memory::Expected, more: memory::Expected) {
-    for (user, fields) in more {
-        let mine = total.entry(user).or_default();
-        for (field, n) in fields {
-            *mine.entry(field).or_default() += n;
-        }
-    }
-}
-
-async fn memory_exact(db: &Database, expected: &memory::Expected, phase: &str) {
-    let started = Instant::now();
-    loop {
-        let now = memory_stats_by_user(db).await;
-        if &now == expected {
-            return;
-        }
-        assert!(
-            started.elapsed() < RECOVERY,
-            "{phase}: memory_stats differ\nexpected {expected:#?}\ngot {now:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// One fault under load: payments and the memory workload run while `fault` happens.
 /// Returns the time from the fault to the first payment after it being handled.
@@ -187,71 +58,6 @@ where
          {first:?} after it"
     );
     first
-}
-
-/// Every payment in the database has its `requested` record and then its outcome on
-/// Kafka (per key, in that order); no record names a payment the database lacks.
-async fn kafka_holds_every_change(config: &Config, db: &Database, rolled_back: &str) {
-    let payments = common::app::all_documents(db, "payments").await;
-    let ids: Vec<String> = payments
-        .iter()
-        .map(|p| match p.get("_id") {
-            Some(mongodb::bson::Bson::String(s)) => s.clone(),
-            Some(mongodb::bson::Bson::ObjectId(o)) => o.to_hex(),
-            other => panic!("unexpected payment _id {other:?}"),
-        })
-        .collect();
-    let topic = config.kafka.topic(&config.kafka.topics.payments);
-    let wanted = ids.len();
-    let mut outcome_seen: HashMap<String, bool> = HashMap::new();
-    let records = consume_until(
-        &kafka_brokers(),
-        &topic,
-        Duration::from_secs(120),
-        Duration::from_secs(2),
-        |record: &OwnedMessage| {
-            let kind = required(record, "ce_type");
-            if kind.ends_with(".confirmed.v1") || kind.ends_with(".failed.v1") {
-                outcome_seen.insert(required(record, "ce_subject").to_owned(), true);
-            }
-            outcome_seen.len() == wanted
-        },
-    )
-    .await;
-    let mut by_subject: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for record in &records {
-        by_subject
-            .entry(required(record, "ce_subject").to_owned())
-            .or_default()
-            .push(required(record, "ce_type").to_owned());
-    }
-    for id in &ids {
-        let types = by_subject
-            .get(id)
-            .unwrap_or_else(|| panic!("no record of payment {id}"));
-        let requested = types.iter().position(|t| t.ends_with(".requested.v1"));
-        let outcome = types
-            .iter()
-            .position(|t| t.ends_with(".confirmed.v1") || t.ends_with(".failed.v1"));
-        match (requested, outcome) {
-            (Some(r), Some(o)) => assert!(r < o, "{id}: outcome before requested: {types:?}"),
-            _ => panic!("{id}: records {types:?}"),
-        }
-    }
-    assert!(
-        !by_subject.contains_key(rolled_back),
-        "the rolled-back payment {rolled_back} was published: {:?}",
-        by_subject.get(rolled_back)
-    );
-    assert_eq!(
-        by_subject.len(),
-        ids.len(),
-        "records name payments the database does not hold: {:?}",
-        by_subject
-            .keys()
-            .filter(|k| !ids.contains(k))
-            .collect::<Vec<_>>()
-    );
 }
 
 /// Kills both secondaries, has the primary take a `w:1` payment that so reaches no other

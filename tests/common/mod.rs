@@ -4,7 +4,9 @@
 
 pub mod app;
 pub mod broker;
+pub mod chaos;
 pub mod corpus;
+pub mod load;
 pub mod own_mongod;
 pub mod proxy;
 pub mod records;
