@@ -220,6 +220,25 @@ async fn step_down_kill_and_rollback_under_load_lose_nothing_and_add_nothing() {
     set.restart(killed).await;
     set.wait_secondary(killed).await;
 
+    // 2b. The primary freezes (SIGSTOP) for 6 s: connections stay open, nothing answers;
+    // the others elect a new primary, and the frozen one steps down once it goes on.
+    let frozen = set.primary().await.expect("a primary");
+    let members = &set;
+    let freeze = under_load(
+        &db,
+        &config,
+        &run,
+        &mut expected_memory,
+        "freeze",
+        move || async move {
+            members.pause(frozen);
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            members.resume(frozen);
+        },
+    )
+    .await;
+    set.wait_secondary(frozen).await;
+
     // 3. A write that only the primary saw rolls back.
     let rolled_back = rollback(&mut set, &db).await;
     wait_settled_and_counted(&db, RECOVERY, "rollback").await;
@@ -243,6 +262,6 @@ async fn step_down_kill_and_rollback_under_load_lose_nothing_and_add_nothing() {
     time_to_first_handled(&db, Instant::now(), "after-restart").await;
     wait_settled_and_counted(&db, RECOVERY, "restart").await;
     eprintln!(
-        "failover: first payment handled {step_down:?} after a step-down, {kill:?} after a primary SIGKILL"
+        "failover: first payment handled {step_down:?} after a step-down, {kill:?} after a primary SIGKILL, {freeze:?} after a primary frozen for 6 s"
     );
 }

@@ -147,7 +147,7 @@ pub async fn run(seconds: u64, seed: u64) -> Report {
                 set.step_down().await;
             }
             _ => {
-                let primary = set.primary().await.expect("a primary");
+                let (primary, _) = set.wait_majority_writes().await;
                 set.kill(primary);
                 down = Some((primary, Instant::now()));
             }

@@ -185,9 +185,9 @@ impl ReplicaSet {
         }
     }
 
-    /// Asks the primary to step down (and not stand again for 10 s).
+    /// Asks the primary to step down (and not stand again for 10 s), once there is one.
     pub async fn step_down(&self) -> usize {
-        let primary = self.primary().await.expect("a primary to step down");
+        let (primary, _) = self.wait_majority_writes().await;
         let result = self
             .direct(primary)
             .await
