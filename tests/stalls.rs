@@ -194,3 +194,92 @@ async fn a_frozen_broker_is_reported_stuck_and_nothing_is_lost() {
     );
     assert!(run.is_running(), "{}", run.log());
 }
+
+#[tokio::test]
+async fn a_stalled_or_cut_broker_connection_is_reported_and_nothing_is_lost() {
+    let broker_port = common::app::free_port();
+    let proxy = Proxy::start(format!("127.0.0.1:{broker_port}")).await;
+    let _broker = OwnBroker::start_on(broker_port, Some(proxy.port())).await;
+    let through_proxy = format!("127.0.0.1:{}", proxy.port());
+    let name = unique_name("broker_stall");
+    let db = mongo().await.database(&name);
+    let payments = db.collection::<Document>("payments");
+    let mut config = kafka_only_config(&name);
+    config.kafka.brokers = through_proxy.clone();
+    config.kafka.delivery_timeout_ms = 60_000;
+    config.health.stuck_after_ms = 5_000;
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    let mut run = Process::spawn(&config);
+    run.wait_healthy().await;
+    insert_pending(&payments, "before", 20, 0).await;
+    delivered(&through_proxy, &topic, 20).await;
+
+    proxy.set(Mode::Blackhole);
+    let stalled = Instant::now();
+    insert_pending(&payments, "blackhole", 50, 1).await;
+    wait_until(
+        Duration::from_secs(60),
+        "/healthz to report the stall",
+        || async { (health_code(&run).await == 503).then_some(()) },
+    )
+    .await;
+    let detected = stalled.elapsed();
+    let rss = run.rss_mib();
+    proxy.set(Mode::Pass);
+    let released = Instant::now();
+    delivered(&through_proxy, &topic, 70).await;
+    eprintln!(
+        "broker blackhole: /healthz 503 after {detected:?} (stuck_after_ms 5000), RSS \
+         {rss:.1} MiB; all 70 on Kafka {:?} after traffic flowed again",
+        released.elapsed()
+    );
+
+    proxy.set(Mode::Reset);
+    let cut = Instant::now();
+    insert_pending(&payments, "reset", 50, 2).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.set(Mode::Pass);
+    delivered(&through_proxy, &topic, 120).await;
+    eprintln!(
+        "broker reset for 5 s: all 120 on Kafka {:?} after it ended",
+        cut.elapsed().saturating_sub(Duration::from_secs(5))
+    );
+
+    proxy.set_latency(Duration::from_millis(150));
+    let slow = Instant::now();
+    insert_pending(&payments, "latency", 30, 3).await;
+    let handled = "changeflow_events_handled_total{kind=\"payment_requested\"}";
+    wait_until(
+        Duration::from_secs(60),
+        "150 payments acknowledged",
+        || async { (run.metric(handled).await >= 150.0).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "broker latency 150 ms: 30 more acknowledged by the broker in {:?}",
+        slow.elapsed()
+    );
+    proxy.set_latency(Duration::ZERO);
+    delivered(&through_proxy, &topic, 150).await;
+    wait_until(DEADLINE, "/healthz 200 again", || async {
+        (health_code(&run).await == 200).then_some(())
+    })
+    .await;
+    assert!(run.is_running(), "{}", run.log());
+}
+
+/// Reads `topic` until `count` distinct payments are on it.
+async fn delivered(brokers: &str, topic: &str, count: usize) {
+    let mut seen = HashSet::new();
+    consume_until(
+        brokers,
+        topic,
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        move |record| {
+            seen.insert(required(record, "ce_subject").to_owned());
+            seen.len() == count
+        },
+    )
+    .await;
+}

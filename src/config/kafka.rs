@@ -137,6 +137,9 @@ impl Default for KafkaConfig {
     }
 }
 
+/// librdkafka's `socket.timeout.ms` unless `kafka.properties` sets it.
+const SOCKET_TIMEOUT_MS: &str = "15000";
+
 /// Producer properties changeflow sets, and the key to use instead (`None`: fixed, because
 /// the delivery guarantees depend on it).
 const OWNED_PROPERTIES: [(&str, Option<&str>); 11] = [
@@ -221,6 +224,10 @@ impl KafkaConfig {
                 "message.timeout.ms".to_owned(),
                 self.delivery_timeout_ms.to_string(),
             ),
+            // A request lost in a stalled connection (no answer, no close) is given up
+            // and sent again after this; librdkafka's 60 s default held a stalled
+            // broker's records a minute after traffic flowed again.
+            ("socket.timeout.ms".to_owned(), SOCKET_TIMEOUT_MS.to_owned()),
         ];
         properties.extend(self.properties.clone());
         properties

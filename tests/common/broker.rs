@@ -22,16 +22,25 @@ pub struct OwnBroker {
     bin: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
+    /// The port clients are told to use (a proxy's), when not `port`.
+    advertised: Option<u16>,
     child: Option<Child>,
 }
 
 impl OwnBroker {
     /// Starts a broker on a free port, its data in a new temporary directory.
     pub async fn start() -> OwnBroker {
+        OwnBroker::start_on(free_port(), None).await
+    }
+
+    /// Starts a broker on `port` that tells clients to connect to `advertised` (a proxy in
+    /// front of it) when given.
+    pub async fn start_on(port: u16, advertised: Option<u16>) -> OwnBroker {
         let mut broker = OwnBroker {
             bin: tansu_bin(),
             dir: tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}")),
-            port: free_port(),
+            port,
+            advertised,
             child: None,
         };
         broker.resume().await;
@@ -55,6 +64,7 @@ impl OwnBroker {
     pub async fn resume(&mut self) {
         assert!(self.child.is_none(), "the broker is running");
         let url = format!("tcp://{}", self.address());
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised.unwrap_or(self.port));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -66,9 +76,18 @@ impl OwnBroker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            // Behind a proxy: memory storage (tansu 0.6's sqlite engine panics on the
+            // first batch after a producer epoch bump, which a stalled request causes).
+            .args([
+                "--storage-engine",
+                if self.advertised.is_some() {
+                    "memory://tansu/"
+                } else {
+                    "sqlite://tansu.db"
+                },
+            ])
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(log)
