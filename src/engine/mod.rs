@@ -4,6 +4,7 @@
 pub mod history;
 mod job;
 pub mod lanes;
+mod oversize;
 mod pause;
 pub mod replay;
 pub mod router;

@@ -10,7 +10,6 @@ use backoff::backoff::Backoff;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use mongodb::bson::{Bson, Document, RawDocumentBuf};
 use prometheus::IntCounter;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -21,7 +20,7 @@ use super::lanes::Lanes;
 use super::pause::{Cause, PauseClock};
 use super::replay::{ReplayStep, StreamProgress};
 use super::stuck::{self, Unfinished};
-use super::{EngineError, Shared};
+use super::{EngineError, Shared, oversize};
 use crate::checkpoint::acker::{Acker, Ticket};
 use crate::checkpoint::store::{Checkpoint, Resume, Stored};
 use crate::checkpoint::writer::CheckpointWriter;
@@ -31,7 +30,7 @@ use crate::domain::namespace::{NamespaceChange, NamespaceEvent};
 use crate::domain::{DecodeError, Decoded, EventId};
 use crate::error_text::Tidy;
 use crate::health::StuckCause;
-use crate::position::{describe, raw_token_data, token_time};
+use crate::position::{describe, token_time};
 use crate::source::reader::{self, Item, Position};
 use crate::source::{self, SourceError, StartAt};
 
@@ -281,39 +280,6 @@ async fn restart_from_now(
         "history lost: continuing from now (history.on_lost = restart-from-now); the gap is recorded in changeflow_gaps"
     );
     Ok(stream)
-}
-
-/// The error that stops a stream at an oversized change (`engine.oversize = "fail"`).
-fn oversize_error(stream: &str, raw: &RawDocumentBuf, at: &Position, size: i64) -> EngineError {
-    let text = |key: &str| {
-        raw.get_document(key)
-            .ok()
-            .and_then(|d| Document::try_from(d).ok())
-    };
-    let namespace = text("ns").map_or_else(
-        || "?".to_owned(),
-        |ns| {
-            format!(
-                "{}.{}",
-                ns.get_str("db").unwrap_or("?"),
-                ns.get_str("coll").unwrap_or("?")
-            )
-        },
-    );
-    let document_key = text("documentKey").map_or_else(
-        || "?".to_owned(),
-        |k| {
-            crate::domain::excerpt(&Bson::Document(k).into_relaxed_extjson().to_string())
-                .into_owned()
-        },
-    );
-    EngineError::Oversize {
-        stream: stream.to_owned(),
-        namespace,
-        document_key,
-        size,
-        token: raw_token_data(&at.token).unwrap_or_default().to_owned(),
-    }
 }
 
 /// Everything one open stream needs; rebuilt on every reopen (the previous one drained).
@@ -605,7 +571,7 @@ impl<'a> Session<'a> {
                         .inc();
                     if fail {
                         // Not tracked: the checkpoint stays before it.
-                        self.stop = Some(oversize_error(name, &raw, &position, size));
+                        self.stop = Some(oversize::stop_error(name, &raw, &position, size));
                         return true;
                     }
                 }
