@@ -184,10 +184,7 @@ impl Process {
 
     /// Sends `signal` (e.g. `libc::SIGTERM`).
     pub fn signal(&self, signal: i32) {
-        let pid = i32::try_from(self.child.id()).unwrap_or_else(|_| panic!("pid out of range"));
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+        super::signal(&self.child, signal);
     }
 
     /// Waits for the process to exit.

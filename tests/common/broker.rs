@@ -111,11 +111,7 @@ impl OwnBroker {
     /// Sends `signal` to the broker (SIGSTOP: it keeps its connections and answers
     /// nothing; SIGCONT: it goes on).
     pub fn signal(&self, signal: i32) {
-        let child = self.child.as_ref().expect("the broker is running");
-        let pid = i32::try_from(child.id()).expect("pid");
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+        super::signal(self.child.as_ref().expect("the broker is running"), signal);
     }
 
     /// The broker's log.
@@ -128,8 +124,7 @@ impl Drop for OwnBroker {
     fn drop(&mut self) {
         if let Some(child) = &self.child {
             // A stopped process is killed only once continued.
-            // SAFETY: kill(2) on our own child's pid has no memory effects.
-            let _ = unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+            super::signal(child, libc::SIGCONT);
         }
         self.stop();
     }

@@ -108,6 +108,14 @@ pub async fn server_version() -> String {
     info.get_str("version").unwrap_or("unknown").to_owned()
 }
 
+/// Sends `signal` (e.g. `libc::SIGTERM`, `libc::SIGSTOP`) to `child`.
+pub fn signal(child: &std::process::Child, signal: i32) {
+    let pid = i32::try_from(child.id()).unwrap_or_else(|_| panic!("pid out of range"));
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+}
+
 /// Polls `check` until it yields a value, panicking with `what` after `deadline`.
 pub async fn wait_until<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where

@@ -224,11 +224,10 @@ impl ReplicaSet {
     }
 
     fn signal(&self, i: usize, signal: i32) {
-        let child = self.members[i].child.as_ref().expect("member running");
-        let pid = i32::try_from(child.id()).expect("pid");
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+        super::signal(
+            self.members[i].child.as_ref().expect("member running"),
+            signal,
+        );
     }
 
     /// The members other than `i`.
