@@ -1,10 +1,12 @@
 //! The chaos run: the payment flow and the memory workload under steady load on a
 //! 3-member set for a number of seconds while, one after another at random moments,
-//! changeflow is SIGKILLed and restarted, the primary steps down, or the primary is
-//! SIGKILLed (and restarted a little later). Then every entity is checked: each payment
+//! changeflow is SIGKILLed and restarted, the primary steps down, the primary is
+//! SIGKILLed (and restarted a little later), or the primary freezes for 4 s (SIGSTOP: a
+//! stalled server; the proxy of `tests/stalls.rs` needs a direct connection to one
+//! member, which a failing-over set cannot use). Then every entity is checked: each payment
 //! settled and counted, `memory_stats` exact, each payment's Kafka history `requested`
 //! then one outcome, ids unique per change, repeats within the bound. `tests/chaos.rs`
-//! runs 20 s in CI; `cargo bench --bench chaos -- --seconds 90` the full one.
+//! runs 30 s in CI; `cargo bench --bench chaos -- --seconds 90` the full one.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -21,7 +23,12 @@ use super::replica_set::ReplicaSet;
 use super::{create_topic, unique_name};
 
 /// The kinds of fault the run injects.
-const KINDS: [&str; 3] = ["changeflow SIGKILL", "primary step-down", "primary SIGKILL"];
+const KINDS: [&str; 4] = [
+    "changeflow SIGKILL",
+    "primary step-down",
+    "primary SIGKILL",
+    "primary SIGSTOP 4 s",
+];
 
 /// What a chaos run saw.
 #[derive(Debug)]
@@ -83,7 +90,8 @@ impl Rng {
     }
 }
 
-/// Runs the chaos for about `seconds` (faults stop then; the checks follow).
+/// Runs the chaos for about `seconds`, and for at least one fault of each kind (faults
+/// stop then; the checks follow).
 pub async fn run(seconds: u64, seed: u64) -> Report {
     let mut set = ReplicaSet::start(3).await;
     let client = set.client().await;
@@ -113,7 +121,8 @@ pub async fn run(seconds: u64, seed: u64) -> Report {
     let started = Instant::now();
     let mut fault_number = 0;
     let first_kind = rng.below(KINDS.len() as u64) as usize;
-    while started.elapsed() < Duration::from_secs(seconds) {
+    // At least one fault of each kind, however slow the machine.
+    while started.elapsed() < Duration::from_secs(seconds) || fault_number < KINDS.len() {
         // A slice of memory workload between faults (it writes through elections too).
         let id = format!("m{fault_number}");
         add(&mut expected_memory, memory_load(&db, &config, &id).await);
@@ -129,7 +138,7 @@ pub async fn run(seconds: u64, seed: u64) -> Report {
         // Every kind in turn from a random first one; the moments are random.
         let kind = match KINDS[(first_kind + fault_number) % KINDS.len()] {
             // One member down at a time: a majority stays.
-            "primary SIGKILL" if down.is_some() => "primary step-down",
+            "primary SIGKILL" | "primary SIGSTOP 4 s" if down.is_some() => "primary step-down",
             kind => kind,
         };
         let at = Instant::now();
@@ -145,6 +154,13 @@ pub async fn run(seconds: u64, seed: u64) -> Report {
             }
             "primary step-down" => {
                 set.step_down().await;
+            }
+            "primary SIGSTOP 4 s" => {
+                // A stalled server: connections stay open and nothing answers.
+                let (primary, _) = set.wait_majority_writes().await;
+                set.pause(primary);
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                set.resume(primary);
             }
             _ => {
                 let (primary, _) = set.wait_majority_writes().await;
