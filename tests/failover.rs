@@ -140,11 +140,7 @@ async fn majority_lost(set: &mut ReplicaSet, db: &Database, run: &Process) {
         Duration::from_secs(90),
         "/healthz to report the loss",
         || async {
-            let response = reqwest::get(format!("{}/healthz", run.base_url))
-                .await
-                .ok()?;
-            let code = response.status().as_u16();
-            let body: serde_json::Value = response.json().await.ok()?;
+            let (code, body) = run.healthz().await?;
             (code != 200).then_some((code, body))
         },
     )

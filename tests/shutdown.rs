@@ -28,11 +28,7 @@ const STUCK_AFTER_MS: u64 = 1_500;
 
 /// `/healthz`: its status code and body.
 async fn healthz(process: &Process) -> (u16, serde_json::Value) {
-    let response = reqwest::get(format!("{}/healthz", process.base_url))
-        .await
-        .unwrap_or_else(|e| panic!("GET /healthz: {e}"));
-    let code = response.status().as_u16();
-    (code, response.json().await.unwrap_or_default())
+    process.healthz().await.expect("GET /healthz answered")
 }
 
 /// Waits until `/healthz` says `stream` is stuck for `cause`; returns that entry.

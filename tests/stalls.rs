@@ -18,6 +18,7 @@ use common::broker::OwnBroker;
 use common::proxy::{Mode, Proxy};
 use common::records::{consume_until, required};
 use common::{DEADLINE, mongo, mongodb_uri, unique_name, wait_until};
+use mongodb::Collection;
 use mongodb::bson::{Document, doc};
 
 /// `uri` with its hosts replaced by the proxy, connecting to it directly.
@@ -42,10 +43,7 @@ fn through(uri: &str, port: u16) -> String {
 
 /// `/healthz`'s status code, or 0 when it does not answer.
 async fn health_code(run: &Process) -> u16 {
-    match reqwest::get(format!("{}/healthz", run.base_url)).await {
-        Ok(r) => r.status().as_u16(),
-        Err(_) => 0,
-    }
+    run.healthz().await.map_or(0, |(code, _)| code)
 }
 
 #[tokio::test]
@@ -135,17 +133,7 @@ async fn a_stalled_or_cut_connection_is_noticed_reported_and_recovered_from() {
 #[tokio::test]
 async fn a_frozen_broker_is_reported_stuck_and_nothing_is_lost() {
     let broker = OwnBroker::start().await;
-    let name = unique_name("frozen_broker");
-    let db = mongo().await.database(&name);
-    let payments = db.collection::<Document>("payments");
-    let mut config = kafka_only_config(&name);
-    config.kafka.brokers = broker.address();
-    // Longer than the freeze: librdkafka keeps the records and retries them itself.
-    config.kafka.delivery_timeout_ms = 60_000;
-    config.health.stuck_after_ms = 5_000;
-    let topic = config.kafka.topic(&config.kafka.topics.payments);
-    let mut run = Process::spawn(&config);
-    run.wait_healthy().await;
+    let (payments, topic, mut run) = broker_run("frozen_broker", &broker.address()).await;
     insert_pending(&payments, "before", 20, 0).await;
 
     broker.signal(libc::SIGSTOP);
@@ -155,11 +143,8 @@ async fn a_frozen_broker_is_reported_stuck_and_nothing_is_lost() {
         Duration::from_secs(60),
         "/healthz to report the freeze",
         || async {
-            let response = reqwest::get(format!("{}/healthz", run.base_url))
-                .await
-                .ok()?;
-            (response.status() == 503).then_some(())?;
-            response.json::<serde_json::Value>().await.ok()
+            let (code, body) = run.healthz().await?;
+            (code == 503).then_some(body)
         },
     )
     .await;
@@ -168,20 +153,7 @@ async fn a_frozen_broker_is_reported_stuck_and_nothing_is_lost() {
     let rss = run.rss_mib();
     broker.signal(libc::SIGCONT);
     let thawed = Instant::now();
-    let records = consume_until(
-        &broker.address(),
-        &topic,
-        Duration::from_secs(120),
-        Duration::from_secs(2),
-        {
-            let mut seen = HashSet::new();
-            move |record| {
-                seen.insert(required(record, "ce_subject").to_owned());
-                seen.len() == 120
-            }
-        },
-    )
-    .await;
+    let records = delivered(&broker.address(), &topic, 120).await;
     let delivered = thawed.elapsed();
     wait_until(DEADLINE, "/healthz 200 again", || async {
         (health_code(&run).await == 200).then_some(())
@@ -190,7 +162,7 @@ async fn a_frozen_broker_is_reported_stuck_and_nothing_is_lost() {
     eprintln!(
         "frozen broker: /healthz stuck after {detected:?} (stuck_after_ms 5000), RSS {rss:.1} \
          MiB; all 120 payments on Kafka {delivered:?} after it went on ({} records)",
-        records.len()
+        records
     );
     assert!(run.is_running(), "{}", run.log());
 }
@@ -201,16 +173,7 @@ async fn a_stalled_or_cut_broker_connection_is_reported_and_nothing_is_lost() {
     let proxy = Proxy::start(format!("127.0.0.1:{broker_port}")).await;
     let _broker = OwnBroker::start_on(broker_port, Some(proxy.port())).await;
     let through_proxy = format!("127.0.0.1:{}", proxy.port());
-    let name = unique_name("broker_stall");
-    let db = mongo().await.database(&name);
-    let payments = db.collection::<Document>("payments");
-    let mut config = kafka_only_config(&name);
-    config.kafka.brokers = through_proxy.clone();
-    config.kafka.delivery_timeout_ms = 60_000;
-    config.health.stuck_after_ms = 5_000;
-    let topic = config.kafka.topic(&config.kafka.topics.payments);
-    let mut run = Process::spawn(&config);
-    run.wait_healthy().await;
+    let (payments, topic, mut run) = broker_run("broker_stall", &through_proxy).await;
     insert_pending(&payments, "before", 20, 0).await;
     delivered(&through_proxy, &topic, 20).await;
 
@@ -268,8 +231,24 @@ async fn a_stalled_or_cut_broker_connection_is_reported_and_nothing_is_lost() {
     assert!(run.is_running(), "{}", run.log());
 }
 
-/// Reads `topic` until `count` distinct payments are on it.
-async fn delivered(brokers: &str, topic: &str, count: usize) {
+/// A Kafka-only changeflow publishing to `brokers`, called stuck after 5 s, with
+/// records kept longer than any stall (librdkafka retries them itself); its payments
+/// collection, payments topic and process.
+async fn broker_run(prefix: &str, brokers: &str) -> (Collection<Document>, String, Process) {
+    let name = unique_name(prefix);
+    let mut config = kafka_only_config(&name);
+    config.kafka.brokers = brokers.to_owned();
+    config.kafka.delivery_timeout_ms = 60_000;
+    config.health.stuck_after_ms = 5_000;
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    let mut run = Process::spawn(&config);
+    run.wait_healthy().await;
+    let payments = mongo().await.database(&name).collection("payments");
+    (payments, topic, run)
+}
+
+/// Reads `topic` until `count` distinct payments are on it; returns the records read.
+async fn delivered(brokers: &str, topic: &str, count: usize) -> usize {
     let mut seen = HashSet::new();
     consume_until(
         brokers,
@@ -281,5 +260,6 @@ async fn delivered(brokers: &str, topic: &str, count: usize) {
             seen.len() == count
         },
     )
-    .await;
+    .await
+    .len()
 }

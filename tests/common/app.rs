@@ -147,6 +147,15 @@ impl Process {
             .unwrap_or(0.0)
     }
 
+    /// `/healthz`: its status code and body; None when it does not answer.
+    pub async fn healthz(&self) -> Option<(u16, serde_json::Value)> {
+        let response = reqwest::get(format!("{}/healthz", self.base_url))
+            .await
+            .ok()?;
+        let code = response.status().as_u16();
+        Some((code, response.json().await.unwrap_or_default()))
+    }
+
     /// Whether it has not exited.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
