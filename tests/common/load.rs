@@ -43,14 +43,7 @@ impl Load {
             let mut i = 0usize;
             while !stop_flag.load(Ordering::Relaxed) {
                 let id = format!("{prefix}-{i}");
-                loop {
-                    match payments.insert_one(payment(&id, i % 5, "PENDING")).await {
-                        Ok(_) => break,
-                        // A retry of a write that landed before the connection broke.
-                        Err(e) if e.to_string().contains("E11000") => break,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    }
-                }
+                insert_until_landed(&payments, &id, i % 5).await;
                 let body = json!({"productCode": format!("http-{}", i % 3),
                     "productName": "Over HTTP", "unitPrice": "1.25", "quantity": 2});
                 // A POST the server answers with an error may still have written the
@@ -101,13 +94,7 @@ impl Load {
 /// From `fault` to the first payment written after it being settled.
 pub async fn time_to_first_handled(db: &Database, fault: Instant, id: &str) -> Duration {
     let payments = db.collection::<Document>("payments");
-    loop {
-        match payments.insert_one(payment(id, 0, "PENDING")).await {
-            Ok(_) => break,
-            Err(e) if e.to_string().contains("E11000") => break,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    insert_until_landed(&payments, id, 0).await;
     wait_until(RECOVERY, &format!("{id} settled"), || async {
         payments
             .find_one(doc! {"_id": id, "status": {"$ne": "PENDING"}})
@@ -117,6 +104,19 @@ pub async fn time_to_first_handled(db: &Database, fault: Instant, id: &str) -> D
     })
     .await;
     fault.elapsed()
+}
+
+/// Inserts PENDING payment `id` of `product`, retrying through elections and cut
+/// connections until it lands.
+async fn insert_until_landed(payments: &Collection<Document>, id: &str, product: usize) {
+    loop {
+        match payments.insert_one(payment(id, product, "PENDING")).await {
+            Ok(_) => return,
+            // A retry of a write that landed before the connection broke.
+            Err(e) if e.to_string().contains("E11000") => return,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// Runs the memory workload of `run_id` and returns what `memory_stats` must hold after.
