@@ -285,7 +285,11 @@ async fn an_election_during_a_drain_leaves_exact_counts() {
     let took = wait_exact(&db, n as i64, Duration::from_secs(90), &process).await;
     eprintln!("exact counts {took:?} after the step-down");
     assert!(
-        process.log().contains("retrying") || process.log().contains("reopening"),
+        // The driver may retry a write itself once it sees the new primary (it checks every
+        // 2 s); the run then logs only that the primary was gone.
+        ["retrying", "reopening", "no writable primary"]
+            .iter()
+            .any(|line| process.log().contains(line)),
         "the step-down did not disturb the run: the test tested nothing\n{}",
         tail(&process.log())
     );
