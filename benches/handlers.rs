@@ -21,16 +21,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use changeflow::cmd::demo::memory;
 use changeflow::config::{Config, RoutesConfig, WatchedDatabase};
-use changeflow::demo::memory;
 use changeflow::domain::{DomainEvent, EventKind};
-use changeflow::engine::{self, Engine};
-use changeflow::handlers::counters::COUNTERS;
-use changeflow::handlers::memory_stats::MEMORY_STATS;
-use changeflow::handlers::{Handler, HandlerError};
-use changeflow::health::Health;
-use changeflow::metrics::Metrics;
+use changeflow::observe::health::Health;
+use changeflow::observe::metrics::Metrics;
+use changeflow::pipeline::{self, Engine};
 use changeflow::source::StartAt;
+use changeflow::targets::counters::COUNTERS;
+use changeflow::targets::memory_stats::MEMORY_STATS;
+use changeflow::targets::{Handler, HandlerError};
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use mongodb::bson::{Decimal128, Document, Timestamp, doc};
@@ -281,7 +281,7 @@ async fn payments_phase(client: &Client, db_name: &str, n: u64) -> anyhow::Resul
     );
 
     let real_config = config(db_name, &["payments"], "real", without_kafka()?);
-    let targets = engine::targets(client, &real_config).await?;
+    let targets = pipeline::targets(client, &real_config).await?;
     let counters = db.collection::<Document>(COUNTERS);
     let (wall, cpu, server_cpu, metrics) = drain(
         client,
@@ -328,7 +328,7 @@ fn total(stats: &memory::Expected) -> i64 {
 async fn memory_phase(client: &Client, db_name: &str, events: u64) -> anyhow::Result<(Cost, Cost)> {
     let db = client.database(db_name);
     let base = config(db_name, &[], "", RoutesConfig::default());
-    changeflow::setup::run(client, &base).await?;
+    changeflow::cmd::setup::run(client, &base).await?;
     let start = now(client, &db).await?;
     // About 25 events per thread of 20 turns.
     let threads = (events / 25 / u64::from(USERS)).max(1) as u32;
@@ -366,7 +366,7 @@ async fn memory_phase(client: &Client, db_name: &str, events: u64) -> anyhow::Re
     );
 
     let config = config(db_name, &collections, "mreal", without_kafka()?);
-    let targets = engine::targets(client, &config).await?;
+    let targets = pipeline::targets(client, &config).await?;
     let stats = db.collection::<Document>(MEMORY_STATS);
     let want = total(&expected) + 1;
     let (wall, cpu, server_cpu, _) = drain(

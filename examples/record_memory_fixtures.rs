@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use changeflow::cmd::setup;
 use changeflow::config::{Config, WatchedDatabase};
-use changeflow::setup;
 use futures::StreamExt;
 use mongodb::Client;
 use mongodb::bson::{Bson, DateTime, Document, RawDocumentBuf, doc};

@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use changeflow::cli::{Cli, Command};
+use changeflow::cmd::{self, Cli, Command, hint};
 use changeflow::config::Config;
-use changeflow::redact::scrub;
-use changeflow::{commands, error_text, telemetry};
+use changeflow::config::redact::scrub;
+use changeflow::observe::{error_text, telemetry};
 
 // Every event allocates a handful of small objects; mimalloc makes that cheap.
 #[global_allocator]
@@ -31,11 +31,11 @@ fn main() -> ExitCode {
     telemetry::init(&config.log);
     let long_running = matches!(cli.command, Command::Run { .. } | Command::Demo { .. });
     let secrets = config.secrets();
-    match commands::run(cli.command, config.clone()) {
+    match cmd::run(cli.command, config.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let message = scrub(&error_text::tidy(&format!("{e:#}")), &secrets);
-            let hint = scrub(&commands::hint(&e, &config), &secrets);
+            let hint = scrub(&hint::hint(&e, &config), &secrets);
             if long_running {
                 // Log pipelines see why the service stopped.
                 tracing::error!(error = %message, hint = %hint, "changeflow stopped");

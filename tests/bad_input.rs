@@ -8,9 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use changeflow::dead_letter;
+use changeflow::cmd::setup;
 use changeflow::domain::{Decoded, Domains};
-use changeflow::setup;
+use changeflow::state::dead_letters;
 use common::app::{Process, memory_config, outcomes_and_counters, payment};
 use common::corpus;
 use common::{DEADLINE, mongo, unique_name, wait_until};
@@ -134,7 +134,7 @@ async fn a_burst_of_malformed_and_huge_payments_is_handled_or_dead_lettered_and_
         .chain([Bson::String("later".into())])
         .collect();
     let invalid_ids: Vec<Bson> = bad.iter().map(|d| d.get("_id").cloned().unwrap()).collect();
-    let letters = db.collection::<Document>(dead_letter::COLLECTION);
+    let letters = db.collection::<Document>(dead_letters::COLLECTION);
     let deadline = Duration::from_secs(90);
     let outcome = tokio::time::timeout(deadline, async {
         loop {
@@ -332,7 +332,7 @@ async fn hundreds_of_generated_documents_in_bursts_are_all_handled_or_dead_lette
     );
 
     let payments = db.collection::<Document>("payments");
-    let letters = db.collection::<Document>(dead_letter::COLLECTION);
+    let letters = db.collection::<Document>(dead_letters::COLLECTION);
     // The dead letters of the inserts (an arbitrary document may also be expired by TTL
     // later: its delete has a dead letter of its own).
     let inserts = doc! {"stage": "decode", "event.operationType": "insert"};

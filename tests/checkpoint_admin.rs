@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use changeflow::position::cluster_time_text;
+use changeflow::source::position::cluster_time_text;
 use common::app::{Process, kafka_only_config, payment, run_cli};
 use common::records::{consume_until, required};
 use common::{DEADLINE, unique_name, wait_until};

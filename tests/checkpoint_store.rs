@@ -2,9 +2,9 @@
 
 mod common;
 
-use changeflow::checkpoint::store::{Checkpoint, CheckpointStore};
 use changeflow::config::WatchedDatabase;
 use changeflow::source::{self, StartAt};
+use changeflow::state::checkpoints::{Checkpoint, CheckpointStore};
 use common::{DEADLINE, within};
 use futures::StreamExt;
 use mongodb::bson::{self, Document, doc};

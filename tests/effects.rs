@@ -11,9 +11,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use changeflow::cmd::demo::memory;
+use changeflow::cmd::setup;
 use changeflow::config::Config;
-use changeflow::demo::memory;
-use changeflow::setup;
 use common::app::{
     Process, config, memory_config, memory_stats_by_user, outcomes_and_counters, payment,
 };

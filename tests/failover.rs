@@ -9,9 +9,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use changeflow::cmd::demo::memory;
+use changeflow::cmd::setup;
 use changeflow::config::Config;
-use changeflow::demo::memory;
-use changeflow::setup;
 use common::app::{Process, memory_config, payment, wait_settled_and_counted};
 use common::load::{
     Load, RECOVERY, add, kafka_holds_every_change, memory_exact, memory_load, time_to_first_handled,

@@ -4,10 +4,10 @@
 
 mod common;
 
-use changeflow::checkpoint::store::{Checkpoint, CheckpointStore};
 use changeflow::config::{Config, HistoryLostPolicy};
-use changeflow::gaps::Gaps;
-use changeflow::position::{cluster_time_text, describe, token_from_hex, token_time};
+use changeflow::source::position::{cluster_time_text, describe, token_from_hex, token_time};
+use changeflow::state::checkpoints::{Checkpoint, CheckpointStore};
+use changeflow::state::gaps::Gaps;
 use common::app::{insert_pending, kafka_only_config, run_cli, start_ready};
 use common::records::consume;
 use common::{DEADLINE, oldest_oplog_entry, unique_name, wait_until};

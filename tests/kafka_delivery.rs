@@ -7,8 +7,8 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use changeflow::checkpoint::store::CheckpointStore;
 use changeflow::config::Config;
+use changeflow::state::checkpoints::CheckpointStore;
 use common::app::{Process, kafka_only_config, payment};
 use common::broker::OwnBroker;
 use common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};

@@ -7,11 +7,11 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use changeflow::app;
+use changeflow::cmd::run;
 use changeflow::domain::EventId;
-use changeflow::publish::catalog::by_schema_id;
-use changeflow::publish::kafka::dead_letter_headers;
+use changeflow::events::catalog::by_schema_id;
 use changeflow::source::{self, RawChange, StartAt};
+use changeflow::targets::kafka::dead_letter_headers;
 use common::app::{config, insert_pending, kafka_only_config, payment, wait_all_settled};
 use common::records::{self, header, required};
 use common::schemas::{self, committed_event_schema};
@@ -57,7 +57,7 @@ async fn every_event_of_the_payment_flow_is_a_valid_cloudevent_on_its_topic() {
     let db = mongo().await.database(&db_name);
     let config = config(&db_name);
     let topic = config.kafka.topic(&config.kafka.topics.payments);
-    let running = app::start(Arc::new(config), StartAt::Now).await.unwrap();
+    let running = run::start(Arc::new(config), StartAt::Now).await.unwrap();
     running.ready(DEADLINE).await.unwrap();
 
     // Alternate policy: 3 confirmed, 3 failed; 6 requested + 6 settled events.
@@ -117,7 +117,7 @@ async fn updates_of_one_payment_arrive_on_one_partition_in_stream_order() {
     let mut watch = source::open(&client, &config.watch[0], &config.engine, &StartAt::Now)
         .await
         .unwrap();
-    let running = app::start(Arc::new(config.clone()), StartAt::Now)
+    let running = run::start(Arc::new(config.clone()), StartAt::Now)
         .await
         .unwrap();
     running.ready(DEADLINE).await.unwrap();
@@ -190,7 +190,7 @@ async fn a_record_too_large_goes_to_the_dead_letter_topic_and_the_next_is_delive
         .insert("message.max.bytes".into(), "2000".into());
     let topic = config.kafka.topic(&config.kafka.topics.payments);
     let dlq = config.kafka.topic(&config.kafka.topics.dead_letters);
-    let running = app::start(Arc::new(config), StartAt::Now).await.unwrap();
+    let running = run::start(Arc::new(config), StartAt::Now).await.unwrap();
     running.ready(DEADLINE).await.unwrap();
 
     let payments = db.collection::<Document>("payments");
@@ -239,7 +239,7 @@ async fn when_even_the_dead_letter_topic_refuses_the_stream_stops_before_the_eve
         .kafka
         .properties
         .insert("message.max.bytes".into(), "2000".into());
-    let running = app::start(Arc::new(config.clone()), StartAt::Now)
+    let running = run::start(Arc::new(config.clone()), StartAt::Now)
         .await
         .unwrap();
     running.ready(DEADLINE).await.unwrap();
@@ -264,7 +264,7 @@ async fn when_even_the_dead_letter_topic_refuses_the_stream_stops_before_the_eve
     );
 
     // The checkpoint did not pass the event: reading after it starts with that insert.
-    let checkpoint = changeflow::checkpoint::store::CheckpointStore::new(&db)
+    let checkpoint = changeflow::state::checkpoints::CheckpointStore::new(&db)
         .load(&db_name)
         .await
         .unwrap()
@@ -292,7 +292,7 @@ async fn structured_mode_sends_the_whole_cloudevent_as_the_value() {
     let mut config = kafka_only_config(&db_name);
     config.kafka.content_mode = changeflow::config::kafka::ContentMode::Structured;
     let topic = config.kafka.topic(&config.kafka.topics.payments);
-    let running = app::start(Arc::new(config), StartAt::Now).await.unwrap();
+    let running = run::start(Arc::new(config), StartAt::Now).await.unwrap();
     running.ready(DEADLINE).await.unwrap();
     db.collection::<Document>("payments")
         .insert_one(payment("s-1", 0, "PENDING"))
@@ -333,7 +333,7 @@ async fn raw_collections_publish_the_change_itself_keyed_by_document_key() {
         topic: "orders".into(),
     }];
     let topic = config.kafka.topic("orders");
-    let running = app::start(Arc::new(config), StartAt::Now).await.unwrap();
+    let running = run::start(Arc::new(config), StartAt::Now).await.unwrap();
     running.ready(DEADLINE).await.unwrap();
 
     let orders = db.collection::<Document>("orders");
@@ -392,7 +392,7 @@ async fn a_missing_topic_stops_the_start_with_a_clear_error_when_creation_is_off
     let db_name = unique_name("notopic");
     let mut config = kafka_only_config(&db_name);
     config.kafka.create_topics = false;
-    let error = match app::start(Arc::new(config), StartAt::Now).await {
+    let error = match run::start(Arc::new(config), StartAt::Now).await {
         Ok(_) => panic!("the start must fail: the topics do not exist"),
         Err(e) => format!("{e:#}"),
     };

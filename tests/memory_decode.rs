@@ -7,7 +7,7 @@ use changeflow::domain::memory::{
     Content, ContentMode, Direction, MemoryChange, MemoryEvent, MemoryType, Outcome, Privacy,
 };
 use changeflow::domain::{DecodeError, Decoded, DomainEvent, Domains, EventKind, MemoryDomain};
-use changeflow::publish::cloudevent::CloudEvent;
+use changeflow::events::cloudevent::CloudEvent;
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 
 /// The database the fixtures were recorded in.

@@ -9,13 +9,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use changeflow::app;
-use changeflow::dead_letter;
-use changeflow::demo::memory;
-use changeflow::handlers::memory_stats::MEMORY_STATS;
-use changeflow::publish::catalog::by_schema_id;
-use changeflow::setup;
+use changeflow::cmd::demo::memory;
+use changeflow::cmd::run;
+use changeflow::cmd::setup;
+use changeflow::events::catalog::by_schema_id;
 use changeflow::source::StartAt;
+use changeflow::state::dead_letters;
+use changeflow::targets::memory_stats::MEMORY_STATS;
 use common::app::{Process, memory_config, memory_stats_by_user};
 use common::records::{self, required};
 use common::schemas::{self, committed_event_schema};
@@ -170,7 +170,7 @@ async fn every_memory_event_type_comes_from_its_write_and_lands_on_kafka() {
     let config = memory_config(&db_name);
     setup::run(&client, &config).await.unwrap();
     let topic = config.kafka.topic(&config.kafka.topics.memory);
-    let running = app::start(Arc::new(config), StartAt::Now).await.unwrap();
+    let running = run::start(Arc::new(config), StartAt::Now).await.unwrap();
     running.ready(DEADLINE).await.unwrap();
 
     let expected = lifecycle(&db).await;
@@ -277,7 +277,7 @@ async fn every_memory_event_type_comes_from_its_write_and_lands_on_kafka() {
     );
 
     // The orphan went to the dead-letter store with the reason.
-    let letters: Collection<Document> = db.collection(dead_letter::COLLECTION);
+    let letters: Collection<Document> = db.collection(dead_letters::COLLECTION);
     let letter = wait_until(DEADLINE, "the orphan memory's dead letter", || async {
         letters
             .find_one(doc! {"reason": {"$regex": "user_id"}})
@@ -410,7 +410,7 @@ async fn non_finite_embedding_values_are_published_as_schema_valid_strings() {
     config.memory.include_embeddings = true;
     setup::run(&client, &config).await.unwrap();
     let topic = config.kafka.topic(&config.kafka.topics.memory);
-    let running = app::start(Arc::new(config), StartAt::Now).await.unwrap();
+    let running = run::start(Arc::new(config), StartAt::Now).await.unwrap();
     running.ready(DEADLINE).await.unwrap();
     db.collection::<Document>("semantic_memory")
         .insert_one(doc! {

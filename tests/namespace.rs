@@ -5,9 +5,9 @@
 
 mod common;
 
-use changeflow::namespace_log::COLLECTION;
-use changeflow::position::{Bound, parse_time};
-use changeflow::publish::catalog::by_schema_id;
+use changeflow::events::catalog::by_schema_id;
+use changeflow::source::position::{Bound, parse_time};
+use changeflow::state::namespace_log::COLLECTION;
 use common::app::{insert_pending, kafka_only_config, start_ready};
 use common::records::{consume, required};
 use common::schemas::committed_event_schema;

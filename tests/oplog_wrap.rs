@@ -10,10 +10,10 @@ mod common;
 
 use std::time::Duration;
 
-use changeflow::checkpoint::store::CheckpointStore;
 use changeflow::config::{Config, HistoryLostPolicy};
-use changeflow::gaps::Gaps;
-use changeflow::position::{describe, token_time};
+use changeflow::source::position::{describe, token_time};
+use changeflow::state::checkpoints::CheckpointStore;
+use changeflow::state::gaps::Gaps;
 use common::app::{insert_pending, kafka_only_config, run_cli, start_ready};
 use common::broker::OwnBroker;
 use common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};

@@ -8,10 +8,10 @@ mod common;
 
 use std::time::Duration;
 
+use changeflow::cmd::setup;
 use changeflow::config::{Config, OversizePolicy};
-use changeflow::dead_letter;
-use changeflow::handlers::memory_stats::MEMORY_STATS;
-use changeflow::setup;
+use changeflow::state::dead_letters;
+use changeflow::targets::memory_stats::MEMORY_STATS;
 use common::app::{Process, memory_config};
 use common::{DEADLINE, mongo, unique_name, wait_until};
 use mongodb::Database;
@@ -101,7 +101,7 @@ async fn server_splits(db: &Database) -> bool {
 }
 
 async fn decode_dead_letters(db: &Database) -> Vec<Document> {
-    common::app::all_documents(db, dead_letter::COLLECTION)
+    common::app::all_documents(db, dead_letters::COLLECTION)
         .await
         .into_iter()
         .filter(|d| d.get_str("stage") == Ok("decode"))

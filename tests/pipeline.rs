@@ -6,13 +6,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use changeflow::app;
+use changeflow::cmd::run;
 use changeflow::domain::{DomainEvent, EventKind};
-use changeflow::engine::Engine;
-use changeflow::handlers::{Handler, HandlerError};
-use changeflow::health::Health;
-use changeflow::metrics::Metrics;
+use changeflow::observe::health::Health;
+use changeflow::observe::metrics::Metrics;
+use changeflow::pipeline::Engine;
 use changeflow::source::StartAt;
+use changeflow::targets::{Handler, HandlerError};
 use common::app::{config, insert_pending, payment};
 use common::{DEADLINE, mongo, unique_name, wait_until};
 use futures::FutureExt;
@@ -63,7 +63,7 @@ impl Handler for Recorder {
 /// An engine started by [`start_engine`].
 struct Started {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), changeflow::engine::EngineError>>,
+    task: tokio::task::JoinHandle<Result<(), changeflow::pipeline::EngineError>>,
     metrics: Arc<Metrics>,
 }
 
@@ -199,7 +199,7 @@ async fn bad_payments_are_dead_lettered_and_the_stream_goes_on() {
     let client = mongo().await;
     let db = client.database(&db_name);
     let payments = db.collection::<Document>("payments");
-    let running = app::start(Arc::new(config(&db_name)), StartAt::Now)
+    let running = run::start(Arc::new(config(&db_name)), StartAt::Now)
         .await
         .unwrap();
     running.ready(DEADLINE).await.unwrap();

@@ -6,9 +6,9 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use changeflow::checkpoint::store::CheckpointStore;
 use changeflow::domain::event_id_of;
 use changeflow::source::{self, StartAt};
+use changeflow::state::checkpoints::CheckpointStore;
 use common::app::{Process, config, outcomes_and_counters, payment, wait_all_settled};
 use common::{DEADLINE, mongo, unique_name, wait_until};
 use mongodb::bson::{Document, doc};

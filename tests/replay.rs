@@ -5,10 +5,10 @@ mod common;
 
 use std::collections::HashSet;
 
+use changeflow::cmd::replay;
 use changeflow::config::Config;
 use changeflow::domain::EventId;
-use changeflow::position::{cluster_time_text, describe};
-use changeflow::replay;
+use changeflow::source::position::{cluster_time_text, describe};
 use changeflow::source::{self, StartAt};
 use common::app::{insert_pending, kafka_only_config, run_cli, start_ready};
 use common::records::{consume, consume_until, required};

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use changeflow::publish::catalog::{published_types, readme};
+use changeflow::events::catalog::{published_types, readme};
 use common::schemas::{self, committed_event_schema};
 
 const UPDATE: &str = "CHANGEFLOW_UPDATE_SCHEMAS";

@@ -6,8 +6,8 @@ mod common;
 
 use std::process::Command;
 
+use changeflow::cmd::setup::{self, Report, Step};
 use changeflow::config::Config;
-use changeflow::setup::{self, Report, Step};
 use common::app::{config, payment};
 use common::{mongo, unique_name};
 use futures::TryStreamExt;

@@ -9,8 +9,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use changeflow::cmd::shutdown::MARGIN;
 use changeflow::config::Config;
-use changeflow::shutdown::MARGIN;
 use common::app::{
     Process, config, kafka_only_config, outcomes_and_counters, payment, run_cli, wait_all_settled,
 };

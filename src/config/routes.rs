@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::EventKind;
-use crate::handlers::{counters, memory_stats, provider_simulator};
+use crate::targets::{counters, memory_stats, provider_simulator};
 
 /// The target that publishes to Kafka.
 pub const KAFKA: &str = "kafka";

@@ -1,6 +1,6 @@
 //! API errors: a status and a JSON body `{"error": …, "field": …}`.
 
-use crate::error_text::Tidy;
+use crate::observe::error_text::Tidy;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -18,8 +18,8 @@ use mongodb::Collection;
 use mongodb::bson::Document;
 use serde_json::{Value, json};
 
-use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::observe::health::Health;
+use crate::observe::metrics::Metrics;
 use error::ApiError;
 use page::Page;
 use payments::{NewPayment, PaymentsApi, payment_json};

@@ -10,7 +10,11 @@ use mongodb::options::{FullDocumentBeforeChangeType, FullDocumentType};
 
 use crate::config::{EngineConfig, WatchedDatabase};
 
+pub mod connect;
+pub mod history;
 pub mod large;
+pub mod oplog;
+pub mod position;
 pub mod reader;
 
 /// A change event exactly as the server sent it; its `_id` is the resume token.

@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 
 use super::large::{Assembler, Piece};
 use super::{RawChange, SourceError};
-use crate::health::SourceProgress;
-use crate::metrics::ReaderMetrics;
+use crate::observe::health::SourceProgress;
+use crate::observe::metrics::ReaderMetrics;
 
 /// A place in the stream the checkpoint can move to.
 #[derive(Debug, Clone, PartialEq)]

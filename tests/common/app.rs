@@ -58,8 +58,8 @@ pub fn memory_config(database: &str) -> Config {
 
 /// `changeflow run` in this process with `config` (resuming from its checkpoints, or from
 /// now), once every stream is open.
-pub async fn start_ready(config: &Config) -> changeflow::app::Running {
-    let running = changeflow::app::start(
+pub async fn start_ready(config: &Config) -> changeflow::cmd::run::Running {
+    let running = changeflow::cmd::run::start(
         std::sync::Arc::new(config.clone()),
         changeflow::source::StartAt::Now,
     )
@@ -377,13 +377,15 @@ pub async fn run_cli(config: &Config, args: &[&str]) -> CliOutput {
 }
 
 /// Each user's `memory_stats` in `db`, as field → count (dotted for nested fields).
-pub async fn memory_stats_by_user(db: &mongodb::Database) -> changeflow::demo::memory::Expected {
-    all_documents(db, changeflow::handlers::memory_stats::MEMORY_STATS)
+pub async fn memory_stats_by_user(
+    db: &mongodb::Database,
+) -> changeflow::cmd::demo::memory::Expected {
+    all_documents(db, changeflow::targets::memory_stats::MEMORY_STATS)
         .await
         .iter()
         .map(|d| {
             let user = d.get_str("_id").unwrap_or("?").to_owned();
-            (user, changeflow::demo::memory::counts_of(d))
+            (user, changeflow::cmd::demo::memory::counts_of(d))
         })
         .collect()
 }

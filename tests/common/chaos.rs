@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use changeflow::demo::memory;
-use changeflow::setup;
+use changeflow::cmd::demo::memory;
+use changeflow::cmd::setup;
 
 use super::app::{Process, memory_config, wait_settled_and_counted};
 use super::load::{

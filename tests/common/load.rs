@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use changeflow::cmd::demo::memory;
 use changeflow::config::Config;
-use changeflow::demo::memory;
 use mongodb::bson::{Document, doc};
 use mongodb::{Collection, Database};
 use rdkafka::message::OwnedMessage;

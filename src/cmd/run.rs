@@ -1,0 +1,266 @@
+//! Wiring for `changeflow run`: the engine with the payment handlers, and the HTTP API,
+//! stopped together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use mongodb::Client;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cmd::status;
+use crate::config::Config;
+use crate::http::payments::PaymentsApi;
+use crate::http::{self, ApiState};
+use crate::observe::error_text::Tidy;
+use crate::observe::health::Health;
+use crate::observe::metrics::Metrics;
+use crate::pipeline::{self, Engine, EngineError};
+use crate::source::StartAt;
+use crate::source::oplog::OplogProbe;
+use crate::state::presence::{self, Presence};
+use crate::targets::counters::COUNTERS;
+
+/// How long the HTTP server and the heartbeat get to close once the engine stopped.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A running changeflow: engine and HTTP API.
+pub struct Running {
+    /// Where the HTTP API listens (the bound address when the port was 0).
+    pub http_address: SocketAddr,
+    /// The API's state (the demo creates payments through it).
+    pub api: ApiState,
+    /// The client the engine reads with (the demo writes its memory workload with it).
+    pub client: Client,
+    stop: CancellationToken,
+    engine: JoinHandle<Result<(), EngineError>>,
+    http: JoinHandle<std::io::Result<()>>,
+    presence: JoinHandle<()>,
+    presence_stop: CancellationToken,
+}
+
+/// Connects, prepares indexes, binds the HTTP address and starts the engine.
+pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(
+        Health::new(config.watch.iter().map(|w| w.database.as_str())).with_primary_bound(
+            std::time::Duration::from_millis(config.health.no_primary_after_ms),
+        ),
+    );
+    let observed = (health.clone(), metrics.clone());
+    let client = crate::source::connect::connect_observed(&config.mongodb.uri, move |writable| {
+        let (health, metrics) = &observed;
+        if !writable && health.no_primary_for().is_none() {
+            tracing::warn!("MongoDB: no writable primary (an election, or a majority down)");
+        } else if writable && health.no_primary_for().is_some() {
+            tracing::info!("MongoDB: a writable primary is back");
+        }
+        health.set_primary(writable);
+        metrics.mongodb_writable_primary.set(i64::from(writable));
+    })
+    .await?;
+    let targets = pipeline::targets(&client, &config)
+        .await
+        .context("preparing the handlers and the Kafka sink")?;
+    let payments_db = client.database(&config.payments.database);
+    let payments = PaymentsApi::new(payments_db.collection(&config.payments.collection));
+    payments
+        .ensure_indexes()
+        .await
+        .context("creating the payments index")?;
+    let api = ApiState {
+        payments,
+        counters: payments_db.collection(COUNTERS),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(&config.http.address)
+        .await
+        .with_context(|| format!("listening on {} (http.address)", config.http.address))?;
+    let http_address = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(address = %http_address, "HTTP API listening");
+    let stop = CancellationToken::new();
+    let router = http::router(api.clone());
+    let http = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    let mut engine = Engine::new(
+        client.clone(),
+        config.clone(),
+        &targets.handlers,
+        metrics.clone(),
+        health.clone(),
+        start_at,
+    );
+    if let Some(sink) = targets.kafka {
+        engine = engine.with_kafka_sink(sink);
+    }
+    let engine = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
+    // Stopped only after the engine has stored its final checkpoints.
+    let presence_stop = CancellationToken::new();
+    let presence = tokio::spawn(keep_presence(
+        Presence::new(&client.database(&config.checkpoint.database)),
+        config.watch.iter().map(|w| w.database.clone()).collect(),
+        health.clone(),
+        presence_stop.clone(),
+    ));
+    tokio::spawn(pipeline::stuck::watch_sources(
+        config.clone(),
+        metrics.clone(),
+        health.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(watch_headroom(
+        client.clone(),
+        config.clone(),
+        metrics.clone(),
+        health.clone(),
+        stop.clone(),
+    ));
+    Ok(Running {
+        http_address,
+        api,
+        client,
+        stop,
+        engine,
+        http,
+        presence,
+        presence_stop,
+    })
+}
+
+/// Stamps this run's heartbeat on each stream every [`presence::BEAT_EVERY`] (after
+/// warning about another live run on the same streams) and removes it on stop.
+async fn keep_presence(
+    presence: Presence,
+    streams: Vec<String>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    if let Err(e) = presence.ensure_index().await {
+        tracing::warn!(error = %Tidy(&e), "cannot create the TTL index of {}", presence::COLLECTION);
+    }
+    for stream in &streams {
+        match presence.other_holder(stream).await {
+            Ok(Some(holder)) => tracing::warn!(
+                stream = %stream,
+                other = %holder,
+                "another changeflow run is processing this stream: both handle every event \
+                 (effects stay exactly-once, Kafka gets repeats with the same ce_id) and race \
+                 on the checkpoint; stop one of them (a killed process counts as gone after {} s)",
+                presence::GONE_AFTER.as_secs()
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %Tidy(&e), "cannot read {}", presence::COLLECTION)
+            }
+        }
+    }
+    let mut tick = tokio::time::interval(presence::BEAT_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = presence.beat(&streams, |s| health.stuck_lines(s)).await {
+            tracing::warn!(error = %Tidy(&e), "cannot stamp the heartbeat in {}", presence::COLLECTION);
+        }
+    }
+    if let Err(e) = presence.release().await {
+        tracing::warn!(error = %Tidy(&e), "cannot remove the heartbeat from {}", presence::COLLECTION);
+    }
+}
+
+/// Measures every stream's oplog headroom and checkpoint lag each `history.check_every_ms`
+/// for `/metrics`, and flags `/healthz` degraded (with a warning logged) while a stream's
+/// headroom is below `history.headroom_warning_seconds`.
+async fn watch_headroom(
+    client: Client,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    let mut probe = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(
+        config.history.check_every_ms,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if probe.is_none() {
+            match OplogProbe::connect(&client, &config.mongodb.uri).await {
+                Ok(p) => probe = Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %Tidy(&e), "cannot read the oplog windows; headroom metrics unavailable");
+                    continue;
+                }
+            }
+        }
+        status::gather(&client, &config, probe.as_ref())
+            .await
+            .publish(&metrics, &health);
+    }
+}
+
+impl Running {
+    /// Waits until every stream is open (changes made from then on are seen even on a
+    /// first start without checkpoint), or fails after `timeout`.
+    pub async fn ready(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.api.health.all_open() {
+            anyhow::ensure!(
+                !self.engine.is_finished(),
+                "the engine stopped while opening its streams; see the log"
+            );
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the change streams did not open within {timeout:?}: {:?}",
+                self.api.health.snapshot()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown` completes or the engine fails, then stops both parts (the
+    /// engine drains and stores its final checkpoints).
+    pub async fn until(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let engine_result = tokio::select! {
+            _ = shutdown => None,
+            result = &mut self.engine => Some(result),
+        };
+        self.stop.cancel();
+        let engine_result = match engine_result {
+            Some(r) => r,
+            None => (&mut self.engine).await,
+        };
+        // Clients holding connections open must not hold up the stop.
+        match tokio::time::timeout(CLOSE_TIMEOUT, &mut self.http).await {
+            Ok(joined) => {
+                if let Err(e) = joined.context("HTTP task")? {
+                    tracing::warn!(error = %Tidy(&e), "HTTP server stopped with an error");
+                }
+            }
+            Err(_) => self.http.abort(),
+        }
+        // After the final checkpoints: `checkpoint set` may move them from now on.
+        self.presence_stop.cancel();
+        if tokio::time::timeout(CLOSE_TIMEOUT, &mut self.presence)
+            .await
+            .is_err()
+        {
+            self.presence.abort();
+            tracing::warn!("the run's heartbeat was not removed in time; it expires by itself");
+        }
+        crate::source::connect::close(self.client).await;
+        engine_result.context("engine task")??;
+        Ok(())
+    }
+}

@@ -1,0 +1,3 @@
+//! Raw change events turned into what consumers see.
+
+pub mod extjson;

@@ -1,0 +1,218 @@
+//! What makes an engine run a replay: where it ends, whether it only counts, and how far
+//! it has come (for the progress bar).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use mongodb::bson::{RawDocumentBuf, Timestamp};
+
+use crate::source::position::{data_time, raw_token_data};
+
+/// The last change a replay emits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Until {
+    /// Every change at or before this cluster time.
+    Time(Timestamp),
+    /// Every change up to and including the one with this token (`_data`).
+    Token(String),
+}
+
+impl Until {
+    /// Whether the change with token `data` at `time` lies beyond the end (not emitted).
+    pub fn is_past(&self, data: &str, time: Option<Timestamp>) -> bool {
+        match self {
+            Until::Time(end) => time.or_else(|| data_time(data)).is_some_and(|t| t > *end),
+            Until::Token(end) => data > end.as_str(),
+        }
+    }
+
+    /// Whether the change with token `data` is the last to emit.
+    pub fn is_last(&self, data: &str) -> bool {
+        matches!(self, Until::Token(end) if end == data)
+    }
+
+    /// Whether a quiet stream's post-batch token `data` shows every change up to the end
+    /// was read (the server has scanned the oplog beyond it).
+    pub fn idle_passed(&self, data: &str) -> bool {
+        self.is_past(data, None)
+    }
+
+    /// The end's cluster time.
+    pub fn time(&self) -> Option<Timestamp> {
+        match self {
+            Until::Time(t) => Some(*t),
+            Until::Token(data) => data_time(data),
+        }
+    }
+}
+
+/// How far one stream of a replay has come.
+#[derive(Debug, Default)]
+pub struct StreamProgress {
+    /// Seconds of the newest cluster time read.
+    time: AtomicU32,
+    /// Set when the stream reached the end.
+    done: AtomicBool,
+}
+
+impl StreamProgress {
+    /// Records a position read at `time`.
+    pub fn advance(&self, time: Timestamp) {
+        self.time.fetch_max(time.time, Ordering::Relaxed);
+    }
+
+    /// Records that the stream reached its end.
+    pub fn finish(&self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Progress of every stream of a replay.
+#[derive(Debug)]
+pub struct Progress {
+    streams: HashMap<String, StreamProgress>,
+}
+
+impl Progress {
+    /// Progress of `streams`, none read yet.
+    pub fn new<'a>(streams: impl IntoIterator<Item = &'a str>) -> Progress {
+        Progress {
+            streams: streams
+                .into_iter()
+                .map(|s| (s.to_owned(), StreamProgress::default()))
+                .collect(),
+        }
+    }
+
+    /// The progress of `stream`.
+    pub fn stream(&self, stream: &str) -> Option<&StreamProgress> {
+        self.streams.get(stream)
+    }
+
+    /// Seconds of the slowest unfinished stream's position (None before every unfinished
+    /// stream has read something); finished streams count as at the end.
+    pub fn slowest(&self) -> Option<u32> {
+        self.streams
+            .values()
+            .filter(|s| !s.done.load(Ordering::Relaxed))
+            .map(|s| s.time.load(Ordering::Relaxed))
+            .min()
+            .filter(|t| *t > 0)
+    }
+
+    /// Whether every stream reached the end.
+    pub fn all_done(&self) -> bool {
+        self.streams
+            .values()
+            .all(|s| s.done.load(Ordering::Relaxed))
+    }
+}
+
+/// Where a change read by a replay stands against its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStep {
+    /// Before the end: emit it.
+    Within,
+    /// The last change to emit.
+    Last,
+    /// Beyond the end: the stream is done without it.
+    Past,
+}
+
+/// A replay's settings, shared by its stream workers.
+#[derive(Debug)]
+pub struct Bounds {
+    /// Where it ends.
+    pub until: Until,
+    /// Decode and count only: no handler, no Kafka, no dead letter, no checkpoint.
+    pub dry_run: bool,
+    /// How far it has come.
+    pub progress: Progress,
+}
+
+impl Bounds {
+    /// Places the change with `token` at `time` against the end, recording progress.
+    pub fn change(
+        &self,
+        token: &RawDocumentBuf,
+        time: Option<Timestamp>,
+        progress: Option<&StreamProgress>,
+    ) -> ReplayStep {
+        let data = raw_token_data(token).unwrap_or_default();
+        if self.until.is_past(data, time) {
+            return ReplayStep::Past;
+        }
+        if let (Some(p), Some(t)) = (progress, time) {
+            p.advance(t);
+        }
+        if self.until.is_last(data) {
+            ReplayStep::Last
+        } else {
+            ReplayStep::Within
+        }
+    }
+
+    /// Whether a quiet stream's post-batch `token` shows the end was passed, recording
+    /// progress.
+    pub fn idle(&self, token: &RawDocumentBuf, progress: Option<&StreamProgress>) -> bool {
+        let data = raw_token_data(token).unwrap_or_default();
+        if let (Some(p), Some(t)) = (progress, data_time(data)) {
+            p.advance(t);
+        }
+        self.until.idle_passed(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Token `_data` strings start with 82 + seconds (8 hex digits) + increment (8).
+    const AT_100_1: &str = "82000000640000000146";
+    const AT_100_2: &str = "82000000640000000246";
+    const AT_101_1: &str = "82000000650000000146";
+
+    #[test]
+    fn a_time_end_includes_its_own_changes() {
+        let until = Until::Time(Timestamp {
+            time: 100,
+            increment: 1,
+        });
+        assert!(!until.is_past(AT_100_1, None));
+        assert!(until.is_past(AT_100_2, None));
+        assert!(!until.idle_passed(AT_100_1));
+        assert!(until.idle_passed(AT_101_1));
+        assert!(!until.is_last(AT_100_1));
+    }
+
+    #[test]
+    fn a_token_end_stops_after_its_change() {
+        let until = Until::Token(AT_100_2.into());
+        assert!(!until.is_past(AT_100_1, None));
+        assert!(!until.is_past(AT_100_2, None));
+        assert!(until.is_last(AT_100_2));
+        assert!(until.is_past(AT_101_1, None));
+        assert_eq!(
+            until.time(),
+            Some(Timestamp {
+                time: 100,
+                increment: 2
+            })
+        );
+    }
+
+    #[test]
+    fn progress_follows_the_slowest_unfinished_stream() {
+        let progress = Progress::new(["a", "b"]);
+        assert_eq!(progress.slowest(), None);
+        let at = |time| Timestamp { time, increment: 1 };
+        progress.stream("a").unwrap().advance(at(50));
+        progress.stream("b").unwrap().advance(at(40));
+        assert_eq!(progress.slowest(), Some(40));
+        progress.stream("b").unwrap().finish();
+        assert_eq!(progress.slowest(), Some(50));
+        assert!(!progress.all_done());
+        progress.stream("a").unwrap().finish();
+        assert!(progress.all_done());
+    }
+}

@@ -1,0 +1,262 @@
+//! The checkpoint store: one document per stream in `changeflow_checkpoints`, written with
+//! majority write concern so a failover cannot roll it back.
+
+use futures::TryStreamExt;
+use mongodb::bson::{self, DateTime, Document, Timestamp, doc};
+use mongodb::change_stream::event::ResumeToken;
+use mongodb::options::WriteConcern;
+use mongodb::{Collection, Database};
+
+use crate::source::StartAt;
+use crate::source::position::token_time;
+
+/// The collection that holds checkpoints.
+pub const COLLECTION: &str = "changeflow_checkpoints";
+/// The collection that holds the positions of replays.
+pub const REPLAY_COLLECTION: &str = "changeflow_replay_checkpoints";
+
+/// Field of a checkpoint set to a time by an operator (`checkpoint set --time`): the
+/// stream then starts at that cluster time, and its first save replaces it with a token.
+const START_AT_FIELD: &str = "start_at_operation_time";
+
+/// Where a stored checkpoint resumes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    /// Right after the change (or post-batch position) of this token.
+    After(ResumeToken),
+    /// At the first change at or after this cluster time (set by an operator).
+    AtTime(Timestamp),
+}
+
+/// A stored checkpoint as `checkpoint show` and the stream opener read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// The stream.
+    pub stream: String,
+    /// Where it resumes.
+    pub resume: Resume,
+    /// Wall time of the last handled change, when known.
+    pub wall_time: Option<DateTime>,
+    /// When it was written.
+    pub updated_at: Option<DateTime>,
+}
+
+impl Stored {
+    /// Its cluster time: the token's (every server token carries one) or the set time.
+    pub fn cluster_time(&self) -> Option<Timestamp> {
+        match &self.resume {
+            Resume::After(token) => token_time(token),
+            Resume::AtTime(t) => Some(*t),
+        }
+    }
+
+    /// Where a stream opened from it starts.
+    pub fn start_at(&self) -> StartAt {
+        match &self.resume {
+            Resume::After(token) => StartAt::After(token.clone()),
+            Resume::AtTime(t) => StartAt::OperationTime(*t),
+        }
+    }
+}
+
+/// Where one stream stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The stream's name (one stream per watched database).
+    pub stream: String,
+    /// Resume here with `startAfter`.
+    pub token: ResumeToken,
+    /// Cluster time of the last handled change, when known (not for post-batch tokens).
+    pub cluster_time: Option<Timestamp>,
+    /// Wall time of the last handled change, when known.
+    pub wall_time: Option<DateTime>,
+    /// Events handled since this process started the stream.
+    pub events_since_start: u64,
+}
+
+/// Why a checkpoint could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or did not answer.
+    #[error("checkpoint store: {0}")]
+    Database(#[from] mongodb::error::Error),
+    /// A stored checkpoint does not have the expected shape.
+    #[error(
+        "checkpoint of stream `{stream}` is malformed: {reason} \
+         (`changeflow checkpoint reset --stream {stream}` removes it)"
+    )]
+    Malformed {
+        /// The stream.
+        stream: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Reads and writes checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    collection: Collection<Document>,
+    /// Prepended to stream names: a replay keeps its positions apart from the live ones.
+    prefix: String,
+}
+
+impl CheckpointStore {
+    /// A store in `database`'s `changeflow_checkpoints` collection.
+    pub fn new(database: &Database) -> CheckpointStore {
+        CheckpointStore::in_collection(database, COLLECTION)
+    }
+
+    /// A store in `database`.`collection`.
+    pub fn in_collection(database: &Database, collection: &str) -> CheckpointStore {
+        CheckpointStore {
+            collection: database.collection(collection),
+            prefix: String::new(),
+        }
+    }
+
+    /// The positions of replay `id`, in `database`'s `changeflow_replay_checkpoints`: never
+    /// the live checkpoints.
+    pub fn for_replay(database: &Database, id: &str) -> CheckpointStore {
+        CheckpointStore {
+            collection: database.collection(REPLAY_COLLECTION),
+            prefix: format!("{id}/"),
+        }
+    }
+
+    fn key(&self, stream: &str) -> String {
+        format!("{}{stream}", self.prefix)
+    }
+
+    /// The stored token checkpoint of `stream`, if any (None also when an operator set the
+    /// stream to a time it has not opened at yet; [`CheckpointStore::load_stored`] tells).
+    pub async fn load(&self, stream: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let Some(doc) = self
+            .collection
+            .find_one(doc! {"_id": self.key(stream)})
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Resume::After(token) = stored(&doc)?.resume else {
+            return Ok(None);
+        };
+        let events = doc.get_i64("events_since_start").unwrap_or(0);
+        Ok(Some(Checkpoint {
+            stream: stream.to_owned(),
+            token,
+            cluster_time: doc.get_timestamp("cluster_time").ok(),
+            wall_time: doc.get_datetime("wall_time").ok().copied(),
+            events_since_start: u64::try_from(events).unwrap_or(0),
+        }))
+    }
+
+    /// Where `stream` resumes, if it has a checkpoint.
+    pub async fn load_stored(&self, stream: &str) -> Result<Option<Stored>, StoreError> {
+        match self
+            .collection
+            .find_one(doc! {"_id": self.key(stream)})
+            .await?
+        {
+            Some(doc) => stored(&doc).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every checkpoint in the store's collection, by stream name.
+    pub async fn list(&self) -> Result<Vec<Stored>, StoreError> {
+        let docs: Vec<Document> = self
+            .collection
+            .find(doc! {})
+            .sort(doc! {"_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        docs.iter().map(stored).collect()
+    }
+
+    /// Makes `stream` start at the first change at or after `at` when it next opens.
+    pub async fn set_time(&self, stream: &str, at: Timestamp) -> Result<(), StoreError> {
+        let replacement = doc! {START_AT_FIELD: at, "updated_at": DateTime::now()};
+        self.collection
+            .replace_one(doc! {"_id": self.key(stream)}, replacement)
+            .upsert(true)
+            .write_concern(WriteConcern::majority())
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `stream`'s checkpoint; true when there was one.
+    pub async fn delete(&self, stream: &str) -> Result<bool, StoreError> {
+        let deleted = self
+            .collection
+            .delete_one(doc! {"_id": self.key(stream)})
+            .write_concern(WriteConcern::majority())
+            .await?;
+        Ok(deleted.deleted_count > 0)
+    }
+
+    /// Stores `checkpoint` (replacing the stream's previous one), majority-acknowledged.
+    pub async fn save(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let token = bson::to_bson(&checkpoint.token).map_err(|e| StoreError::Malformed {
+            stream: checkpoint.stream.clone(),
+            reason: format!("token does not serialise: {e}"),
+        })?;
+        let mut set = doc! {
+            "token": token,
+            "updated_at": DateTime::now(),
+            "events_since_start": i64::try_from(checkpoint.events_since_start).unwrap_or(i64::MAX),
+        };
+        // Times unknown for this position must not keep describing an older one, and a
+        // start time set by an operator is used up once the stream has a token.
+        let mut unset = Document::new();
+        match checkpoint.cluster_time {
+            Some(t) => set.insert("cluster_time", t),
+            None => unset.insert("cluster_time", ""),
+        };
+        match checkpoint.wall_time {
+            Some(t) => set.insert("wall_time", t),
+            None => unset.insert("wall_time", ""),
+        };
+        unset.insert(START_AT_FIELD, "");
+        let mut update = doc! {"$set": set};
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
+        }
+        self.collection
+            .update_one(doc! {"_id": self.key(&checkpoint.stream)}, update)
+            .upsert(true)
+            .write_concern(WriteConcern::majority())
+            .await?;
+        Ok(())
+    }
+}
+
+fn malformed(stream: &str, reason: impl Into<String>) -> StoreError {
+    StoreError::Malformed {
+        stream: stream.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn stored(doc: &Document) -> Result<Stored, StoreError> {
+    let stream = doc
+        .get_str("_id")
+        .map_err(|_| malformed("?", "`_id` is not a stream name"))?;
+    let resume = match doc.get("token") {
+        Some(token) => Resume::After(
+            bson::from_bson(token.clone())
+                .map_err(|e| malformed(stream, format!("`token`: {e}")))?,
+        ),
+        None => Resume::AtTime(
+            doc.get_timestamp(START_AT_FIELD)
+                .map_err(|_| malformed(stream, "neither `token` nor a start time"))?,
+        ),
+    };
+    Ok(Stored {
+        stream: stream.to_owned(),
+        resume,
+        wall_time: doc.get_datetime("wall_time").ok().copied(),
+        updated_at: doc.get_datetime("updated_at").ok().copied(),
+    })
+}

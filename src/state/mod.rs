@@ -1,0 +1,10 @@
+//! Everything changeflow keeps in MongoDB: the `changeflow_*` collections (checkpoints,
+//! run presence, dead letters, history gaps, the namespace log) and how their writes are
+//! retried.
+
+pub mod checkpoints;
+pub mod dead_letters;
+pub mod gaps;
+pub mod namespace_log;
+pub mod presence;
+pub mod retry;
