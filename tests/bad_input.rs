@@ -252,7 +252,9 @@ async fn hundreds_of_generated_documents_in_bursts_are_all_handled_or_dead_lette
     let db = client.database(&db_name);
     let config = memory_config(&db_name);
     setup::run(&client, &config).await.unwrap();
-    let domains = Domains::new(&db_name, "payments").with_memory(config.memory.domain());
+    let domains = Domains::new(&db_name, "payments").with_memory(
+        changeflow::domain::MemoryDomain::from_config(&config.memory),
+    );
     let mut process = Process::spawn(&config);
     process.wait_healthy().await;
 

@@ -21,7 +21,8 @@ fn domains() -> Domains {
         include_embeddings: true,
         ..ChangeflowConfig::default().memory
     };
-    Domains::new("db", "payments").with_memory(memory.domain())
+    Domains::new("db", "payments")
+        .with_memory(changeflow::domain::MemoryDomain::from_config(&memory))
 }
 
 /// Decodes `doc` inserted in `collection`; panics (failing the case) when the decoder does

@@ -6,13 +6,14 @@ mod common;
 use std::str::FromStr;
 use std::time::Duration;
 
+use changeflow::config::OutcomePolicy;
 use changeflow::config::WatchedDatabase;
 use changeflow::domain::payments::{self, PaymentEvent, PaymentStatus};
 use changeflow::domain::{DomainEvent, EventKind};
 use changeflow::source::{self, RawChange, StartAt};
 use changeflow::targets::Handler;
 use changeflow::targets::counters::{Applied, COUNTERS, Counters, PROCESSED_EVENTS};
-use changeflow::targets::provider_simulator::{OutcomePolicy, ProviderSimulator};
+use changeflow::targets::provider_simulator::ProviderSimulator;
 use changeflow::targets::status_updater::StatusUpdater;
 use common::{DEADLINE, within};
 use futures::StreamExt;

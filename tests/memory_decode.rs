@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
+use changeflow::config::TextMode;
 use changeflow::domain::memory::{
-    Content, ContentMode, Direction, MemoryChange, MemoryEvent, MemoryType, Outcome, Privacy,
+    Content, Direction, MemoryChange, MemoryEvent, MemoryType, Outcome, Privacy,
 };
 use changeflow::domain::{DecodeError, Decoded, DomainEvent, Domains, EventKind, MemoryDomain};
 use changeflow::events::cloudevent::CloudEvent;
@@ -257,7 +258,7 @@ fn content_modes_and_embeddings_follow_the_privacy_settings() {
     let hashed = decode_with(
         "memory_insert",
         Privacy {
-            semantic: ContentMode::Hash,
+            semantic: TextMode::Hash,
             include_embeddings: true,
             ..Privacy::default()
         },
@@ -275,7 +276,7 @@ fn content_modes_and_embeddings_follow_the_privacy_settings() {
     let dropped = decode_with(
         "thread_push_two",
         Privacy {
-            short_term: ContentMode::Drop,
+            short_term: TextMode::Drop,
             ..Privacy::default()
         },
     );

@@ -25,23 +25,10 @@
 //! event exists: nothing downstream (Kafka, dead letters, logs) sees what was left out.
 
 use mongodb::bson::{DateTime, RawArray, RawBsonRef, RawDocument};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{ChangeMeta, DecodeError, Envelope, Fields, kind::EventKind, type_name};
-
-/// What an event carries of a text field (message content, summaries, memory content).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ContentMode {
-    /// The text itself.
-    #[default]
-    Include,
-    /// Its SHA-256, hex: consumers can compare texts without reading them.
-    Hash,
-    /// Nothing.
-    Drop,
-}
+use crate::config::TextMode;
 
 /// What memory events may carry, per collection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,11 +36,11 @@ pub struct Privacy {
     /// Copy embedding values into events (otherwise only their dimension count).
     pub include_embeddings: bool,
     /// Message content and summaries of threads.
-    pub short_term: ContentMode,
+    pub short_term: TextMode,
     /// Episode summaries.
-    pub episodic: ContentMode,
+    pub episodic: TextMode,
     /// Memory content.
-    pub semantic: ContentMode,
+    pub semantic: TextMode,
 }
 
 /// A text field as configured.
@@ -69,11 +56,11 @@ pub enum Content {
 
 impl Content {
     /// `text` under `mode`.
-    pub fn new(text: &str, mode: ContentMode) -> Content {
+    pub fn new(text: &str, mode: TextMode) -> Content {
         match mode {
-            ContentMode::Include => Content::Text(text.to_owned()),
-            ContentMode::Hash => Content::Sha256(sha256_hex(text)),
-            ContentMode::Drop => Content::Dropped,
+            TextMode::Include => Content::Text(text.to_owned()),
+            TextMode::Hash => Content::Sha256(sha256_hex(text)),
+            TextMode::Drop => Content::Dropped,
         }
     }
 }

@@ -389,6 +389,24 @@ pub struct MemoryDomain {
     pub privacy: memory::Privacy,
 }
 
+impl MemoryDomain {
+    /// Where the memory collections of `config` live and what their events carry.
+    pub fn from_config(config: &crate::config::MemoryConfig) -> MemoryDomain {
+        MemoryDomain {
+            database: config.database.clone(),
+            short_term: config.short_term.clone(),
+            episodic: config.episodic.clone(),
+            semantic: config.semantic.clone(),
+            privacy: memory::Privacy {
+                include_embeddings: config.include_embeddings,
+                short_term: config.content.short_term,
+                episodic: config.content.episodic,
+                semantic: config.content.semantic,
+            },
+        }
+    }
+}
+
 /// Maps each watched collection to its domain and decodes changes accordingly.
 #[derive(Debug, Clone)]
 pub struct Domains {

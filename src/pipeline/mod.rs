@@ -126,7 +126,7 @@ impl Engine {
             shared: Shared {
                 router: Router::new(handlers, &config.routes),
                 domains: Domains::new(&config.payments.database, &config.payments.collection)
-                    .with_memory(config.memory.domain()),
+                    .with_memory(crate::domain::MemoryDomain::from_config(&config.memory)),
                 checkpoints: CheckpointStore::new(&state_db),
                 dead_letters: DeadLetters::new(&state_db),
                 gaps: Gaps::new(&state_db),

@@ -1,7 +1,6 @@
 //! The external payment provider, simulated: it answers a PENDING payment after a latency
 //! with an outcome chosen by a policy, and hands the outcome to the status updater.
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use tokio::sync::Semaphore;
 
 use super::status_updater::StatusUpdater;
 use super::{Handler, HandlerError};
+use crate::config::provider::OutcomePolicy;
 use crate::domain::payments::{PaymentEvent, PaymentStatus};
 use crate::domain::{DomainEvent, EventKind};
 
@@ -19,85 +19,6 @@ use crate::domain::{DomainEvent, EventKind};
 pub const NAME: &str = "provider_simulator";
 /// The event kinds it can take.
 pub const KINDS: &[EventKind] = &[EventKind::PaymentRequested];
-
-/// How the simulated provider decides. Written as text in configuration: see
-/// [`OutcomePolicy::from_str`].
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum OutcomePolicy {
-    /// The reference sample's: the first call fails, then success, then failure…
-    Alternate,
-    /// Confirms with probability `confirm`, decided by a hash of the seed and the payment
-    /// id, so a replay decides the same.
-    Ratio {
-        /// Probability of CONFIRMED, 0.0 to 1.0.
-        confirm: f64,
-        /// Seed mixed into the hash.
-        seed: u64,
-    },
-    /// Every payment is confirmed.
-    AlwaysConfirm,
-    /// Every payment fails.
-    AlwaysFail,
-}
-
-impl FromStr for OutcomePolicy {
-    type Err = String;
-
-    /// `alternate`, `ratio:P` (P in 0..=1, seed 0; see [`OutcomePolicy::with_seed`]),
-    /// `always-confirm`, `always-fail`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "alternate" => Ok(OutcomePolicy::Alternate),
-            "always-confirm" => Ok(OutcomePolicy::AlwaysConfirm),
-            "always-fail" => Ok(OutcomePolicy::AlwaysFail),
-            other => {
-                let Some(p) = other.strip_prefix("ratio:") else {
-                    return Err(format!(
-                        "unknown outcome policy `{other}` (expected alternate, ratio:P, \
-                         always-confirm or always-fail)"
-                    ));
-                };
-                match p.parse::<f64>() {
-                    Ok(confirm) if (0.0..=1.0).contains(&confirm) => {
-                        Ok(OutcomePolicy::Ratio { confirm, seed: 0 })
-                    }
-                    _ => Err(format!(
-                        "`{other}`: P must be a number from 0 to 1 (the share confirmed)"
-                    )),
-                }
-            }
-        }
-    }
-}
-
-impl TryFrom<String> for OutcomePolicy {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<OutcomePolicy> for String {
-    fn from(policy: OutcomePolicy) -> String {
-        match policy {
-            OutcomePolicy::Alternate => "alternate".into(),
-            OutcomePolicy::Ratio { confirm, .. } => format!("ratio:{confirm}"),
-            OutcomePolicy::AlwaysConfirm => "always-confirm".into(),
-            OutcomePolicy::AlwaysFail => "always-fail".into(),
-        }
-    }
-}
-
-impl OutcomePolicy {
-    /// The same policy with `seed` for `ratio`; other policies are unchanged.
-    pub fn with_seed(self, seed: u64) -> OutcomePolicy {
-        match self {
-            OutcomePolicy::Ratio { confirm, .. } => OutcomePolicy::Ratio { confirm, seed },
-            other => other,
-        }
-    }
-}
 
 /// Applies an [`OutcomePolicy`]; holds the call count `alternate` needs.
 #[derive(Debug)]
