@@ -26,11 +26,11 @@ use changeflow::config::{Config, RoutesConfig, WatchedDatabase};
 use changeflow::domain::{DomainEvent, EventKind};
 use changeflow::observe::health::Health;
 use changeflow::observe::metrics::Metrics;
-use changeflow::pipeline::{self, Engine};
+use changeflow::pipeline::Engine;
+use changeflow::pipeline::target::{Input, Routed, Target, TargetError};
 use changeflow::source::StartAt;
 use changeflow::targets::counters::COUNTERS;
 use changeflow::targets::memory_stats::MEMORY_STATS;
-use changeflow::targets::{Handler, HandlerError};
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use mongodb::bson::{Decimal128, Document, Timestamp, doc};
@@ -59,15 +59,18 @@ struct Counting {
     done: Notify,
 }
 
-impl Handler for Counting {
+impl Target for Counting {
     fn name(&self) -> &'static str {
         "bench_counter"
     }
-    fn wants(&self, kind: EventKind) -> bool {
-        self.kinds.contains(&kind)
+    fn wants(&self, input: Input) -> bool {
+        matches!(input, Input::Typed(kind) if self.kinds.contains(&kind))
     }
-    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle<'a>(&'a self, event: Routed<'a>) -> BoxFuture<'a, Result<(), TargetError>> {
         async move {
+            let Routed::Typed(event) = event else {
+                return Ok(());
+            };
             let seen = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
             let end = matches!(event, DomainEvent::Memory(m) if m.user_id == END_USER);
             if (seen == self.target || end) && !self.ended.swap(true, Ordering::Relaxed) {
@@ -113,7 +116,7 @@ impl Cost {
 async fn drain(
     client: &Client,
     config: Config,
-    handlers: &[Arc<dyn Handler>],
+    handlers: &[Arc<dyn Target>],
     start: Timestamp,
     done: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Duration, Duration, Option<Duration>, Arc<Metrics>)> {
@@ -159,7 +162,7 @@ async fn no_io_drain(
     let (wall, cpu, server_cpu, _) = drain(
         client,
         config,
-        &[counting.clone() as Arc<dyn Handler>],
+        &[counting.clone() as Arc<dyn Target>],
         start,
         async move { done.done.notified().await },
     )
@@ -281,12 +284,12 @@ async fn payments_phase(client: &Client, db_name: &str, n: u64) -> anyhow::Resul
     );
 
     let real_config = config(db_name, &["payments"], "real", without_kafka()?);
-    let targets = pipeline::targets(client, &real_config).await?;
+    let targets = changeflow::targets::build(client, &real_config).await?;
     let counters = db.collection::<Document>(COUNTERS);
     let (wall, cpu, server_cpu, metrics) = drain(
         client,
         real_config,
-        &targets.handlers,
+        &targets,
         start,
         until_reaches(counters, n as i64, counted),
     )
@@ -366,13 +369,13 @@ async fn memory_phase(client: &Client, db_name: &str, events: u64) -> anyhow::Re
     );
 
     let config = config(db_name, &collections, "mreal", without_kafka()?);
-    let targets = pipeline::targets(client, &config).await?;
+    let targets = changeflow::targets::build(client, &config).await?;
     let stats = db.collection::<Document>(MEMORY_STATS);
     let want = total(&expected) + 1;
     let (wall, cpu, server_cpu, _) = drain(
         client,
         config,
-        &targets.handlers,
+        &targets,
         start,
         until_reaches(stats, want, stats_total),
     )

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use changeflow::config::{Config, WatchedDatabase};
-use changeflow::domain::{DomainEvent, EventKind};
+use changeflow::domain::EventKind;
 use changeflow::observe::health::Health;
 use changeflow::observe::metrics::Metrics;
 use changeflow::pipeline::Engine;
+use changeflow::pipeline::target::{Input, Routed, Target, TargetError};
 use changeflow::source::StartAt;
 use changeflow::targets::kafka::KafkaSink;
-use changeflow::targets::{Handler, HandlerError};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use mongodb::bson::{Decimal128, Document, doc};
@@ -37,16 +37,19 @@ struct Timed {
     latencies: Mutex<Vec<f64>>,
 }
 
-impl Handler for Timed {
+impl Target for Timed {
     fn name(&self) -> &'static str {
         self.sink.name()
     }
-    fn wants(&self, kind: EventKind) -> bool {
-        kind == EventKind::PaymentRequested
+    fn wants(&self, input: Input) -> bool {
+        matches!(input, Input::Typed(kind) if kind == EventKind::PaymentRequested)
     }
-    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle<'a>(&'a self, event: Routed<'a>) -> BoxFuture<'a, Result<(), TargetError>> {
         async move {
-            self.sink.handle(event).await?;
+            let Routed::Typed(event) = event else {
+                return Ok(());
+            };
+            self.sink.handle(Routed::Typed(event)).await?;
             let acked = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
@@ -99,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     let engine = Engine::new(
         client.clone(),
         Arc::new(config),
-        &[timed.clone() as Arc<dyn Handler>],
+        &[timed.clone() as Arc<dyn Target>],
         Arc::new(Metrics::new()),
         health.clone(),
         StartAt::Now,

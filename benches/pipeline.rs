@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use changeflow::config::{Config, WatchedDatabase};
-use changeflow::domain::{DomainEvent, EventKind};
+use changeflow::domain::EventKind;
 use changeflow::observe::health::Health;
 use changeflow::observe::metrics::Metrics;
 use changeflow::pipeline::Engine;
+use changeflow::pipeline::target::{self, Input, Routed, TargetError};
 use changeflow::source::{self, StartAt};
 use changeflow::targets::kafka::KafkaSink;
-use changeflow::targets::{Handler, HandlerError};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use mongodb::Client;
@@ -50,20 +50,23 @@ struct Counting {
     done: Notify,
 }
 
-impl Handler for Counting {
+impl target::Target for Counting {
     fn name(&self) -> &'static str {
         match &self.sink {
             Some(sink) => sink.name(),
             None => "bench_counter",
         }
     }
-    fn wants(&self, kind: EventKind) -> bool {
-        kind == EventKind::PaymentRequested
+    fn wants(&self, input: Input) -> bool {
+        matches!(input, Input::Typed(kind) if kind == EventKind::PaymentRequested)
     }
-    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle<'a>(&'a self, event: Routed<'a>) -> BoxFuture<'a, Result<(), TargetError>> {
         async move {
+            let Routed::Typed(event) = event else {
+                return Ok(());
+            };
             if let Some(sink) = &self.sink {
-                sink.handle(event).await?;
+                sink.handle(Routed::Typed(event)).await?;
             }
             if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
                 self.done.notify_one();
@@ -252,7 +255,7 @@ async fn pipeline(
     let engine = Engine::new(
         client.clone(),
         Arc::new(config),
-        &[counting.clone() as Arc<dyn Handler>],
+        &[counting.clone() as Arc<dyn target::Target>],
         metrics.clone(),
         Arc::new(Health::new([db])),
         StartAt::OperationTime(start),

@@ -8,6 +8,7 @@ use changeflow::cmd::{self, Cli, Command, hint};
 use changeflow::config::Config;
 use changeflow::config::redact::scrub;
 use changeflow::observe::{error_text, telemetry};
+use changeflow::targets;
 
 // Every event allocates a handful of small objects; mimalloc makes that cheap.
 #[global_allocator]
@@ -15,7 +16,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut config = match Config::load_with_sets(cli.config.as_deref(), &cli.sets) {
+    let loaded = Config::load_with_sets(cli.config.as_deref(), &cli.sets)
+        .and_then(|c| c.check_routes(&targets::built_in()).map(|()| c));
+    let mut config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -277,22 +277,28 @@ async fn an_election_during_a_drain_leaves_exact_counts() {
     // The only member steps down: no primary for a few seconds, every write in flight
     // fails (the status updates, the counters' transactions, the checkpoints), then the
     // member is elected again and the failed writes come back at once.
+    let pending = counted(&db).await;
     let stepped = client
         .database("admin")
         .run_command(doc! {"replSetStepDown": 5, "force": true})
         .await;
     eprintln!("replSetStepDown: {stepped:?}");
+    // The fault landed while the drain was under way: the server stepped down (it answers
+    // ok only once it has), and outcomes were still to be counted.
+    assert!(stepped.is_ok(), "the step-down was refused: {stepped:?}");
+    assert!(
+        pending < n as i64,
+        "the drain had finished before the step-down ({pending} of {n}): the test tested nothing"
+    );
     let took = wait_exact(&db, n as i64, Duration::from_secs(90), &process).await;
     eprintln!("exact counts {took:?} after the step-down");
-    assert!(
-        // The driver may retry a write itself once it sees the new primary (it checks every
-        // 2 s); the run then logs only that the primary was gone.
-        ["retrying", "reopening", "no writable primary"]
-            .iter()
-            .any(|line| process.log().contains(line)),
-        "the step-down did not disturb the run: the test tested nothing\n{}",
-        tail(&process.log())
-    );
+    // The driver often retries a failed write itself once it sees the new primary (it
+    // checks every 2 s), so the run may log nothing of it; shown for the record.
+    let noticed = ["retrying", "reopening", "no writable primary"]
+        .iter()
+        .filter(|line| process.log().contains(*line))
+        .count();
+    eprintln!("the run logged {noticed} kinds of disturbance");
     process.signal(libc::SIGTERM);
     assert!(process.wait_exit(DEADLINE).await.success());
 }

@@ -10,8 +10,8 @@ use changeflow::config::OutcomePolicy;
 use changeflow::config::WatchedDatabase;
 use changeflow::domain::payments::{self, PaymentEvent, PaymentStatus};
 use changeflow::domain::{DomainEvent, EventKind};
+use changeflow::pipeline::target::{Input, Routed, Target};
 use changeflow::source::{self, RawChange, StartAt};
-use changeflow::targets::Handler;
 use changeflow::targets::counters::{Applied, COUNTERS, Counters, PROCESSED_EVENTS};
 use changeflow::targets::provider_simulator::ProviderSimulator;
 use changeflow::targets::status_updater::StatusUpdater;
@@ -113,9 +113,12 @@ async fn provider_settles_requested_payments_and_counters_count_each_outcome_onc
     for _ in 0..2 {
         let requested = next_event(&mut stream).await;
         assert_eq!(requested.kind(), EventKind::PaymentRequested);
-        assert!(provider.wants(requested.kind()) && !counters.wants(requested.kind()));
+        assert!(
+            provider.wants(Input::Typed(requested.kind()))
+                && !counters.wants(Input::Typed(requested.kind()))
+        );
         provider
-            .handle(&DomainEvent::Payment(requested.clone()))
+            .handle(Routed::Typed(&DomainEvent::Payment(requested.clone())))
             .await
             .unwrap();
     }
@@ -148,11 +151,11 @@ async fn provider_settles_requested_payments_and_counters_count_each_outcome_onc
         (Applied::Duplicate, Applied::Duplicate)
     );
     counters
-        .handle(&DomainEvent::Payment(failed.clone()))
+        .handle(Routed::Typed(&DomainEvent::Payment(failed.clone())))
         .await
         .unwrap();
     counters
-        .handle(&DomainEvent::Payment(failed.clone()))
+        .handle(Routed::Typed(&DomainEvent::Payment(failed.clone())))
         .await
         .unwrap();
 
@@ -198,7 +201,9 @@ async fn concurrent_distinct_events_are_all_counted() {
     }
     let counters = Counters::new(&client, &db_name, Duration::from_secs(3600));
     // All on one product document at once: write conflicts must be retried, not lost.
-    let results = futures::future::join_all(confirmed.iter().map(|e| counters.handle(e))).await;
+    let results =
+        futures::future::join_all(confirmed.iter().map(|e| counters.handle(Routed::Typed(e))))
+            .await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let counter = db
         .collection::<Document>(COUNTERS)

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use changeflow::cmd::run;
-use changeflow::domain::{DomainEvent, EventKind};
+use changeflow::domain::EventKind;
 use changeflow::observe::health::Health;
 use changeflow::observe::metrics::Metrics;
 use changeflow::pipeline::Engine;
+use changeflow::pipeline::target::{Input, Routed, Target, TargetError};
 use changeflow::source::StartAt;
-use changeflow::targets::{Handler, HandlerError};
 use common::app::{config, insert_pending, payment};
 use common::{DEADLINE, mongo, unique_name, wait_until};
 use futures::FutureExt;
@@ -37,15 +37,18 @@ impl Recorder {
     }
 }
 
-impl Handler for Recorder {
+impl Target for Recorder {
     fn name(&self) -> &'static str {
         "recorder"
     }
-    fn wants(&self, _: EventKind) -> bool {
-        true
+    fn wants(&self, input: Input) -> bool {
+        matches!(input, Input::Typed(_))
     }
-    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle<'a>(&'a self, event: Routed<'a>) -> BoxFuture<'a, Result<(), TargetError>> {
         async move {
+            let Routed::Typed(event) = event else {
+                return Ok(());
+            };
             if self.slow_id.as_deref() == Some(event.key()) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -83,7 +86,7 @@ async fn start_engine(db: &str, recorder: Arc<Recorder>) -> Started {
     let engine = Engine::new(
         mongo().await,
         config,
-        &[recorder as Arc<dyn Handler>],
+        &[recorder as Arc<dyn Target>],
         metrics.clone(),
         health.clone(),
         StartAt::Now,

@@ -15,12 +15,12 @@ use mongodb::{Client, Collection};
 
 use crate::cmd::{ReplayArgs, ReplayTo, shutdown};
 use crate::config::routes::KAFKA;
-use crate::config::{Config, WatchedDatabase};
+use crate::config::{Config, RoutesConfig, WatchedDatabase};
 use crate::domain::EventKind;
 use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;
+use crate::pipeline::Engine;
 use crate::pipeline::until::{Bounds, Progress, Until};
-use crate::pipeline::{self, Engine};
 use crate::source::StartAt;
 use crate::source::position::{cluster_time_text, describe, human_seconds, token_data, token_time};
 use crate::state::checkpoints::CheckpointStore;
@@ -258,38 +258,34 @@ async fn run_on(
         dry_run: request.dry_run,
         progress: Progress::new(replay_config.watch.iter().map(|w| w.database.as_str())),
     });
-    let (handlers, kafka) = if request.dry_run {
-        (Vec::new(), None)
+    let targets = if request.dry_run {
+        Vec::new()
     } else {
-        let targets = pipeline::targets(client, &replay_config)
+        let mut targets = crate::targets::build(client, &replay_config)
             .await
             .context("preparing the replay's targets")?;
-        let mut handlers = targets.handlers;
         if request.to == Destination::Stdout {
             let kinds = EventKind::ALL
                 .into_iter()
-                .filter(|k| config.routes.targets(*k).iter().any(|t| t == KAFKA));
-            handlers.push(Arc::new(StdoutSink::new(kinds)));
+                .filter(|k| config.routes.lists(k.as_str(), KAFKA));
+            targets.push(Arc::new(StdoutSink::new(kinds)));
         }
-        (handlers, targets.kafka)
+        targets
     };
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(
         replay_config.watch.iter().map(|w| w.database.as_str()),
     ));
-    let mut engine = Engine::new(
+    let engine = Engine::new(
         client.clone(),
         replay_config.clone(),
-        &handlers,
+        &targets,
         metrics.clone(),
         health,
         request.from.start_at(),
     )
     .with_checkpoints(checkpoints)
     .with_replay(bounds.clone());
-    if let Some(sink) = kafka {
-        engine = engine.with_kafka_sink(sink);
-    }
     let started = Instant::now();
     let reporter = tokio::spawn(report_progress(
         bounds.clone(),
@@ -411,7 +407,7 @@ fn replay_config(config: &Config, request: &Request, streams: Vec<WatchedDatabas
     if !to_kafka {
         replay.kafka.raw.clear();
     }
-    for kind in EventKind::ALL {
+    for kind in RoutesConfig::KINDS {
         let keep = |target: &String| {
             !request.dry_run
                 && if target == KAFKA {

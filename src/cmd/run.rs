@@ -60,7 +60,7 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
         metrics.mongodb_writable_primary.set(i64::from(writable));
     })
     .await?;
-    let targets = pipeline::targets(&client, &config)
+    let targets = crate::targets::build(&client, &config)
         .await
         .context("preparing the handlers and the Kafka sink")?;
     let payments_db = client.database(&config.payments.database);
@@ -87,17 +87,14 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future(),
     );
-    let mut engine = Engine::new(
+    let engine = Engine::new(
         client.clone(),
         config.clone(),
-        &targets.handlers,
+        &targets,
         metrics.clone(),
         health.clone(),
         start_at,
     );
-    if let Some(sink) = targets.kafka {
-        engine = engine.with_kafka_sink(sink);
-    }
     let engine = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
     // Stopped only after the engine has stored its final checkpoints.
     let presence_stop = CancellationToken::new();

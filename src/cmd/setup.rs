@@ -48,7 +48,7 @@ pub enum SetupError {
     },
     /// The counters' indexes could not be created.
     #[error("creating the counters' indexes: {0}")]
-    Counters(#[from] crate::targets::HandlerError),
+    Counters(#[from] crate::pipeline::target::TargetError),
     /// The server refused a step.
     #[error("{step} `{namespace}`: {source}")]
     Database {
@@ -108,10 +108,10 @@ pub async fn run(client: &Client, config: &Config) -> Result<Vec<Report>, SetupE
             ),
             source,
         })?;
-    Counters::from_config(client, config)
+    Counters::from_config(client, &config.payments)
         .ensure_indexes()
         .await?;
-    MemoryStats::from_config(client, config)
+    MemoryStats::from_config(client, &config.memory)
         .ensure_indexes()
         .await?;
     Ok(reports)

@@ -1,26 +1,32 @@
-//! The `[routes]` section: per event kind, the built-in targets that take it — in-process
-//! handlers by name and/or `kafka` (the payments or memory topic).
+//! The `[routes]` section: per event kind (by its name), the built-in targets that take
+//! it — in-process handlers by name and/or `kafka` (the payments or memory topic). Which
+//! targets exist and what they take is known where they are built (`crate::targets`) and
+//! passed in to [`RoutesConfig::validate`].
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::EventKind;
-use crate::targets::{counters, memory_stats, provider_simulator};
-
 /// The target that publishes to Kafka.
 pub const KAFKA: &str = "kafka";
+/// The simulated payment provider.
+const PROVIDER_SIMULATOR: &str = "provider_simulator";
+/// The exactly-once payment counters.
+const COUNTERS: &str = "counters";
+/// The exactly-once memory statistics.
+const MEMORY_STATS: &str = "memory_stats";
 
-/// Every built-in target and the kinds it can take.
-const TARGETS: [(&str, &[EventKind]); 4] = [
-    (provider_simulator::NAME, provider_simulator::KINDS),
-    (counters::NAME, counters::KINDS),
-    (memory_stats::NAME, memory_stats::KINDS),
-    (KAFKA, &EventKind::ALL),
-];
+/// A built-in target as route validation sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltIn {
+    /// Its name in `[routes]`.
+    pub name: &'static str,
+    /// The kinds (by name) it can take.
+    pub kinds: Vec<&'static str>,
+}
 
 /// Declares the section: one field per event kind, its default targets, and the lookup
 /// by kind (so a kind cannot be added without its key).
 macro_rules! routes_config {
-    ($($field:ident => $kind:ident [$($target:expr),*];)*) => {
+    ($($field:ident [$($target:expr),*];)*) => {
         /// Targets per event kind. Handlers added through the library API (not built in)
         /// route by their own `wants` and are not named here.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,78 +47,80 @@ macro_rules! routes_config {
         }
 
         impl RoutesConfig {
-            /// The targets of `kind`.
-            pub fn targets(&self, kind: EventKind) -> &[String] {
+            /// The name of every kind the section has a key for.
+            pub const KINDS: &[&str] = &[$(stringify!($field)),*];
+
+            /// The targets of the kind named `kind` (none for a name it has no key for).
+            pub fn targets(&self, kind: &str) -> &[String] {
                 match kind {
-                    $(EventKind::$kind => &self.$field,)*
+                    $(stringify!($field) => &self.$field,)*
+                    _ => &[],
                 }
             }
 
-            /// Replaces the targets of `kind`.
-            pub fn set_targets(&mut self, kind: EventKind, targets: Vec<String>) {
+            /// Replaces the targets of the kind named `kind`; false for a name it has no
+            /// key for.
+            pub fn set_targets(&mut self, kind: &str, targets: Vec<String>) -> bool {
                 match kind {
-                    $(EventKind::$kind => self.$field = targets,)*
+                    $(stringify!($field) => self.$field = targets,)*
+                    _ => return false,
                 }
+                true
             }
         }
     };
 }
 
 routes_config! {
-    payment_requested => PaymentRequested [provider_simulator::NAME, KAFKA];
-    payment_confirmed => PaymentConfirmed [counters::NAME, KAFKA];
-    payment_failed => PaymentFailed [counters::NAME, KAFKA];
-    payment_updated => PaymentUpdated [KAFKA];
-    payment_deleted => PaymentDeleted [KAFKA];
-    thread_started => ThreadStarted [memory_stats::NAME, KAFKA];
-    messages_appended => MessagesAppended [memory_stats::NAME, KAFKA];
-    thread_summarized => ThreadSummarized [memory_stats::NAME, KAFKA];
-    thread_updated => ThreadUpdated [KAFKA];
-    thread_expired => ThreadExpired [memory_stats::NAME, KAFKA];
-    thread_deleted => ThreadDeleted [KAFKA];
-    episode_recorded => EpisodeRecorded [memory_stats::NAME, KAFKA];
-    episode_amended => EpisodeAmended [KAFKA];
-    episode_purged => EpisodePurged [KAFKA];
-    memory_learned => MemoryLearned [memory_stats::NAME, KAFKA];
-    memory_recalled => MemoryRecalled [memory_stats::NAME, KAFKA];
-    memory_decayed => MemoryDecayed [memory_stats::NAME, KAFKA];
-    memory_revised => MemoryRevised [KAFKA];
-    memory_updated => MemoryUpdated [KAFKA];
-    memory_forgotten => MemoryForgotten [KAFKA];
+    payment_requested [PROVIDER_SIMULATOR, KAFKA];
+    payment_confirmed [COUNTERS, KAFKA];
+    payment_failed [COUNTERS, KAFKA];
+    payment_updated [KAFKA];
+    payment_deleted [KAFKA];
+    thread_started [MEMORY_STATS, KAFKA];
+    messages_appended [MEMORY_STATS, KAFKA];
+    thread_summarized [MEMORY_STATS, KAFKA];
+    thread_updated [KAFKA];
+    thread_expired [MEMORY_STATS, KAFKA];
+    thread_deleted [KAFKA];
+    episode_recorded [MEMORY_STATS, KAFKA];
+    episode_amended [KAFKA];
+    episode_purged [KAFKA];
+    memory_learned [MEMORY_STATS, KAFKA];
+    memory_recalled [MEMORY_STATS, KAFKA];
+    memory_decayed [MEMORY_STATS, KAFKA];
+    memory_revised [KAFKA];
+    memory_updated [KAFKA];
+    memory_forgotten [KAFKA];
 }
 
 impl RoutesConfig {
-    /// Whether `target` takes events of `kind`. Names that are not built-in targets are
-    /// not governed by this section: always true.
-    pub fn routes(&self, kind: EventKind, target: &str) -> bool {
-        !is_built_in(target) || self.targets(kind).iter().any(|t| t == target)
+    /// Whether the kind named `kind` goes to `target`.
+    pub fn lists(&self, kind: &str, target: &str) -> bool {
+        self.targets(kind).iter().any(|t| t == target)
     }
 
     /// Whether any kind goes to `target`.
     pub fn uses(&self, target: &str) -> bool {
-        EventKind::ALL
-            .iter()
-            .any(|kind| self.targets(*kind).iter().any(|t| t == target))
+        Self::KINDS.iter().any(|kind| self.lists(kind, target))
     }
 
-    /// Checks every named target exists and can take the kind; returns the key and why.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        for kind in EventKind::ALL {
+    /// Checks every named target is one of `built_in` and can take the kind; returns the
+    /// key and why.
+    pub fn validate(&self, built_in: &[BuiltIn]) -> Result<(), (String, String)> {
+        for kind in Self::KINDS {
             let mut seen = Vec::new();
             for (i, name) in self.targets(kind).iter().enumerate() {
-                let key = format!("routes.{}[{i}]", kind.as_str());
-                let Some((_, kinds)) = TARGETS.iter().find(|(n, _)| n == name) else {
-                    let known: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
+                let key = format!("routes.{kind}[{i}]");
+                let Some(target) = built_in.iter().find(|t| t.name == name) else {
+                    let known: Vec<&str> = built_in.iter().map(|t| t.name).collect();
                     return Err((
                         key,
                         format!("unknown target `{name}` (known: {})", known.join(", ")),
                     ));
                 };
-                if !kinds.contains(&kind) {
-                    return Err((
-                        key,
-                        format!("`{name}` does not take {} events", kind.as_str()),
-                    ));
+                if !target.kinds.contains(kind) {
+                    return Err((key, format!("`{name}` does not take {kind} events")));
                 }
                 if seen.contains(&name) {
                     return Err((key, format!("`{name}` is listed twice")));
@@ -121,52 +129,5 @@ impl RoutesConfig {
             }
         }
         Ok(())
-    }
-}
-
-fn is_built_in(target: &str) -> bool {
-    TARGETS.iter().any(|(name, _)| *name == target)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_publish_everything_and_feed_the_handlers() {
-        let routes = RoutesConfig::default();
-        assert_eq!(routes.validate(), Ok(()));
-        for kind in EventKind::ALL {
-            assert!(routes.routes(kind, KAFKA), "{kind:?} goes to Kafka");
-        }
-        assert!(routes.routes(EventKind::PaymentRequested, provider_simulator::NAME));
-        assert!(!routes.routes(EventKind::PaymentRequested, counters::NAME));
-        assert!(routes.routes(EventKind::PaymentRequested, "a_library_handler"));
-        assert!(routes.uses(KAFKA));
-    }
-
-    #[test]
-    fn unknown_or_unfit_targets_are_refused_with_their_key() {
-        let routes = RoutesConfig {
-            payment_updated: vec!["kafak".into()],
-            ..RoutesConfig::default()
-        };
-        let (key, message) = routes.validate().expect_err("typo");
-        assert_eq!(key, "routes.payment_updated[0]");
-        assert!(
-            message.contains("known: provider_simulator, counters, memory_stats, kafka"),
-            "{message}"
-        );
-
-        let mut routes = RoutesConfig::default();
-        routes.payment_requested.push(counters::NAME.into());
-        let (key, message) = routes
-            .validate()
-            .expect_err("counters take settled payments");
-        assert_eq!(key, "routes.payment_requested[2]");
-        assert!(
-            message.contains("does not take payment_requested"),
-            "{message}"
-        );
     }
 }

@@ -2,10 +2,23 @@
 
 use std::collections::HashSet;
 
-use super::Config;
 use super::redact::redact_uri;
+use super::routes::BuiltIn;
+use super::{Config, ConfigError};
 
 impl Config {
+    /// Checks that `[routes]` names only targets of `built_in`, each for kinds it takes
+    /// (the targets are known where they are built, not here).
+    pub fn check_routes(&self, built_in: &[BuiltIn]) -> Result<(), ConfigError> {
+        self.routes
+            .validate(built_in)
+            .map_err(|(key, message)| ConfigError::Invalid {
+                origin: "configuration".into(),
+                key,
+                message,
+            })
+    }
+
     /// Checks values the types cannot express; returns the offending key and why.
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
         let uri = &self.mongodb.uri;
@@ -19,7 +32,6 @@ impl Config {
             ));
         }
         self.kafka.validate()?;
-        self.routes.validate()?;
         if self.watch.is_empty() {
             return Err(("watch".into(), "watch at least one database".into()));
         }

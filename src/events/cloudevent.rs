@@ -8,9 +8,9 @@ use serde_json::value::RawValue;
 
 use crate::domain::namespace::NamespaceEvent;
 use crate::domain::{ChangeMeta, DomainEvent};
-use crate::events::catalog::{event_type, namespace_type};
 use crate::events::data::event_json;
 use crate::events::namespace_data::NamespaceData;
+use crate::events::types::{event_type, namespace_type};
 
 /// The CloudEvents version written.
 pub const SPEC_VERSION: &str = "1.0";

@@ -5,5 +5,7 @@
 pub mod catalog;
 pub mod cloudevent;
 pub mod data;
+pub mod examples;
 pub mod memory_data;
 pub mod namespace_data;
+pub mod types;

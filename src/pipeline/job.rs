@@ -1,7 +1,7 @@
-//! One event's trip through its targets: every handler of a typed event's route runs
-//! (concurrently), a raw change goes to its Kafka topic; retryable failures are retried with
-//! backoff until they succeed or the run is cancelled; permanent failures (and panics)
-//! dead-letter the event for that target; fatal ones stop the stream.
+//! One event's trip through its targets: every target of its route runs (concurrently);
+//! retryable failures are retried with backoff until they succeed or the run is
+//! cancelled; permanent failures (and panics) dead-letter the event for that target; fatal
+//! ones stop the stream.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -11,22 +11,19 @@ use std::time::{Duration, Instant};
 use backoff::ExponentialBackoffBuilder;
 use backoff::backoff::Backoff;
 use futures::FutureExt;
-use futures::future::BoxFuture;
-use mongodb::bson::{Bson, Document, Timestamp};
+use mongodb::bson::Bson;
 use prometheus::Histogram;
 use tokio_util::sync::CancellationToken;
 
 use super::router::Route;
-use crate::config::routes::KAFKA;
 use crate::domain::namespace::NamespaceEvent;
 use crate::domain::raw::RawChangeEvent;
 use crate::domain::{DomainEvent, EventId};
 use crate::observe::error_text::Tidy;
 use crate::observe::metrics::Metrics;
 use crate::pipeline::acker::Ticket;
+use crate::pipeline::target::{Input, Routed, Target, TargetError};
 use crate::state::dead_letters::{DeadLetter, DeadLetters};
-use crate::targets::kafka::KafkaSink;
-use crate::targets::{Handler, HandlerError};
 
 /// An event waiting for (or running through) its targets.
 pub struct Job {
@@ -39,7 +36,7 @@ pub struct Job {
 }
 
 /// Which of an event's targets a job runs. Targets whose effects commute (exactly-once
-/// counters: see [`Handler::ordered`]) need no order among a key's events, so they run
+/// counters: see [`Target::ordered`]) need no order among a key's events, so they run
 /// outside the lane: a key's events reach them together, and their writer commits them in
 /// one batch instead of one commit per event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,23 +50,69 @@ pub enum Part {
     Free,
 }
 
-/// An event and its targets.
-pub enum Work {
-    /// A typed event to its handlers; its lane is its aggregate id (payment id, user id).
-    Event {
-        /// The event.
-        event: Arc<DomainEvent>,
-        /// Its handlers.
-        route: Route,
-    },
-    /// A raw change to its Kafka topic; its lane is its collection and document key.
+/// An event the pipeline routes, shared by the jobs of its targets.
+#[derive(Debug, Clone)]
+pub enum Routable {
+    /// A typed event; its lane is its aggregate id (payment id, user id).
+    Typed(Arc<DomainEvent>),
+    /// A change of a raw collection; its lane is its collection and document key.
     Raw {
         /// The change.
         event: Arc<RawChangeEvent>,
-        /// The publisher.
-        sink: Arc<KafkaSink>,
         /// The raw collection's index and the document key, `<index>:<documentKey>`.
         lane: Arc<str>,
+    },
+    /// A namespace event; its lane is the namespace.
+    Namespace {
+        /// The event.
+        event: Arc<NamespaceEvent>,
+        /// `ns:<namespace>`.
+        lane: Arc<str>,
+    },
+}
+
+impl Routable {
+    /// The lane: events of one lane are handled one at a time, in stream order.
+    pub fn lane(&self) -> &str {
+        match self {
+            Routable::Typed(event) => event.key(),
+            Routable::Raw { lane, .. } | Routable::Namespace { lane, .. } => lane,
+        }
+    }
+
+    /// The event as a target sees it.
+    pub fn routed<'a>(&'a self, stream: &'a str) -> Routed<'a> {
+        match self {
+            Routable::Typed(event) => Routed::Typed(event),
+            Routable::Raw { event, .. } => Routed::Raw(event),
+            Routable::Namespace { event, .. } => Routed::Namespace { stream, event },
+        }
+    }
+
+    /// What its route is chosen by.
+    pub fn input(&self) -> Input {
+        self.routed("").input()
+    }
+
+    /// The event's id.
+    pub fn event_id(&self) -> EventId {
+        self.routed("").event_id()
+    }
+
+    /// Metric label of the event's kind.
+    pub fn label(&self) -> &'static str {
+        self.routed("").label()
+    }
+}
+
+/// An event and its targets.
+pub enum Work {
+    /// An event to the targets of its route.
+    Event {
+        /// The event.
+        item: Routable,
+        /// Its targets.
+        route: Route,
     },
     /// A change that could not be decoded, to the dead-letter collection; its lane is its
     /// own (nothing else waits on it, and it waits on nothing).
@@ -79,34 +122,21 @@ pub enum Work {
         /// `dl:<event id>`.
         lane: Arc<str>,
     },
-    /// A namespace event to the namespace topic; its lane is the namespace.
-    Namespace {
-        /// The event.
-        event: Arc<NamespaceEvent>,
-        /// The publisher.
-        sink: Arc<KafkaSink>,
-        /// `ns:<namespace>`.
-        lane: Arc<str>,
-    },
 }
 
 impl Work {
     /// The lane: events of one lane are handled one at a time, in stream order.
     pub fn lane(&self) -> &str {
         match self {
-            Work::Event { event, .. } => event.key(),
-            Work::Raw { lane, .. }
-            | Work::Namespace { lane, .. }
-            | Work::DeadLetter { lane, .. } => lane,
+            Work::Event { item, .. } => item.lane(),
+            Work::DeadLetter { lane, .. } => lane,
         }
     }
 
     /// Metric label of the event's kind.
     pub fn label(&self) -> &'static str {
         match self {
-            Work::Event { event, .. } => event.kind().as_str(),
-            Work::Raw { .. } => "raw",
-            Work::Namespace { event, .. } => event.label(),
+            Work::Event { item, .. } => item.label(),
             Work::DeadLetter { .. } => "invalid",
         }
     }
@@ -188,20 +218,19 @@ impl JobContext {
 /// Runs `job` to completion.
 pub async fn run(job: Job, ctx: Arc<JobContext>) -> Completion {
     let outcomes = match &job.work {
-        Work::Event { event, route } => match &route[..] {
-            // The common case: one handler, no join machinery.
-            [only] => vec![run_call(&HandlerCall(only.as_ref(), event), &ctx).await],
-            route => {
-                let calls: Vec<HandlerCall<'_>> = route
-                    .iter()
-                    .map(|handler| HandlerCall(handler.as_ref(), event))
-                    .collect();
-                futures::future::join_all(calls.iter().map(|call| run_call(call, &ctx))).await
+        Work::Event { item, route } => {
+            let event = item.routed(&ctx.stream);
+            match &route[..] {
+                // The common case: one target, no join machinery.
+                [only] => vec![run_call(&Call::new(only.as_ref(), event), &ctx).await],
+                route => {
+                    let calls: Vec<Call<'_>> = route
+                        .iter()
+                        .map(|target| Call::new(target.as_ref(), event))
+                        .collect();
+                    futures::future::join_all(calls.iter().map(|call| run_call(call, &ctx))).await
+                }
             }
-        },
-        Work::Raw { event, sink, .. } => vec![run_call(&RawCall(sink, event), &ctx).await],
-        Work::Namespace { event, sink, .. } => {
-            vec![run_call(&NamespaceCall(sink, &ctx.stream, event), &ctx).await]
         }
         Work::DeadLetter { letter, .. } => vec![store_dead_letter(letter, &ctx).boxed().await],
     };
@@ -234,109 +263,31 @@ fn retry_backoff() -> backoff::ExponentialBackoff {
 }
 
 /// The outcome of one call of a target: its result, or the panic it raised.
-type Attempt = std::thread::Result<Result<(), HandlerError>>;
+type Attempt = std::thread::Result<Result<(), TargetError>>;
 
-/// One event for one target: what the retry and dead-letter paths need of either kind.
-trait Call: Sync {
+/// One event for one target.
+struct Call<'a> {
+    target: &'a dyn Target,
+    event: Routed<'a>,
+}
+
+impl<'a> Call<'a> {
+    fn new(target: &'a dyn Target, event: Routed<'a>) -> Call<'a> {
+        Call { target, event }
+    }
+
     /// The target's name (logs, metrics, dead-letter stage).
-    fn target(&self) -> &'static str;
-    /// Hands the event to the target once.
-    fn call(&self) -> BoxFuture<'_, Result<(), HandlerError>>;
+    fn target(&self) -> &'static str {
+        self.target.name()
+    }
+
     /// The event's id.
-    fn event_id(&self) -> EventId;
-    /// The event's cluster time, if known.
-    fn cluster_time(&self) -> Option<Timestamp>;
-    /// Metric label of the event's kind.
-    fn label(&self) -> &'static str;
-    /// What a dead letter keeps of the event.
-    fn summary(&self) -> Document;
-}
-
-/// A typed event for one handler.
-struct HandlerCall<'a>(&'a dyn Handler, &'a DomainEvent);
-
-impl Call for HandlerCall<'_> {
-    fn target(&self) -> &'static str {
-        self.0.name()
-    }
-    fn call(&self) -> BoxFuture<'_, Result<(), HandlerError>> {
-        self.0.handle(self.1)
-    }
     fn event_id(&self) -> EventId {
-        self.1.meta().event_id
-    }
-    fn cluster_time(&self) -> Option<Timestamp> {
-        Some(self.1.meta().cluster_time)
-    }
-    fn label(&self) -> &'static str {
-        self.1.kind().as_str()
-    }
-    fn summary(&self) -> Document {
-        summary(self.1)
+        self.event.event_id()
     }
 }
 
-/// A raw change for its Kafka topic.
-struct RawCall<'a>(&'a KafkaSink, &'a RawChangeEvent);
-
-impl Call for RawCall<'_> {
-    fn target(&self) -> &'static str {
-        KAFKA
-    }
-    fn call(&self) -> BoxFuture<'_, Result<(), HandlerError>> {
-        self.0.publish_raw(self.1).boxed()
-    }
-    fn event_id(&self) -> EventId {
-        self.1.event_id
-    }
-    fn cluster_time(&self) -> Option<Timestamp> {
-        self.1.cluster_time
-    }
-    fn label(&self) -> &'static str {
-        "raw"
-    }
-    fn summary(&self) -> Document {
-        let mut doc = Document::new();
-        doc.insert("kind", "raw");
-        doc.insert("key", &self.1.key);
-        doc.insert(
-            "change",
-            String::from_utf8_lossy(&self.1.value).into_owned(),
-        );
-        doc
-    }
-}
-
-/// A namespace event for the namespace topic.
-struct NamespaceCall<'a>(&'a KafkaSink, &'a str, &'a NamespaceEvent);
-
-impl Call for NamespaceCall<'_> {
-    fn target(&self) -> &'static str {
-        KAFKA
-    }
-    fn call(&self) -> BoxFuture<'_, Result<(), HandlerError>> {
-        self.0.publish_namespace(self.1, self.2).boxed()
-    }
-    fn event_id(&self) -> EventId {
-        self.2.event_id
-    }
-    fn cluster_time(&self) -> Option<Timestamp> {
-        self.2.cluster_time
-    }
-    fn label(&self) -> &'static str {
-        self.2.label()
-    }
-    fn summary(&self) -> Document {
-        let mut doc = Document::new();
-        doc.insert("kind", self.2.label());
-        if let Some(ns) = &self.2.namespace {
-            doc.insert("namespace", ns);
-        }
-        doc
-    }
-}
-
-async fn run_call(call: &dyn Call, ctx: &JobContext) -> Outcome {
+async fn run_call(call: &Call<'_>, ctx: &JobContext) -> Outcome {
     match attempt(call, ctx).await {
         Ok(Ok(())) => Outcome::Done,
         // Retries and dead letters are rare; boxed, their state does not weigh on the
@@ -349,9 +300,11 @@ async fn run_call(call: &dyn Call, ctx: &JobContext) -> Outcome {
     }
 }
 
-async fn attempt(call: &dyn Call, ctx: &JobContext) -> Attempt {
+async fn attempt(call: &Call<'_>, ctx: &JobContext) -> Attempt {
     let started = Instant::now();
-    let outcome = AssertUnwindSafe(call.call()).catch_unwind().await;
+    let outcome = AssertUnwindSafe(call.target.handle(call.event))
+        .catch_unwind()
+        .await;
     let seconds = started.elapsed().as_secs_f64();
     match ctx.timers.get(call.target()) {
         Some(timer) => timer.observe(seconds),
@@ -366,12 +319,12 @@ async fn attempt(call: &dyn Call, ctx: &JobContext) -> Attempt {
 
 /// After a failed attempt: retries retryable errors with backoff; dead-letters the event
 /// on a permanent error or a panic.
-async fn recover(call: &dyn Call, ctx: &JobContext, mut outcome: Attempt) -> Outcome {
+async fn recover(call: &Call<'_>, ctx: &JobContext, mut outcome: Attempt) -> Outcome {
     let mut backoff = retry_backoff();
     loop {
         let reason = match outcome {
             Ok(Ok(())) => return Outcome::Done,
-            Ok(Err(HandlerError::Fatal { reason, .. })) => return Outcome::Fatal(reason),
+            Ok(Err(TargetError::Fatal { reason, .. })) => return Outcome::Fatal(reason),
             Ok(Err(e)) if e.is_retryable() => {
                 let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
                 let trouble = Trouble {
@@ -423,7 +376,7 @@ async fn store_dead_letter(letter: &DeadLetter, ctx: &JobContext) -> Outcome {
     Outcome::Done
 }
 
-async fn dead_letter(call: &dyn Call, reason: String, ctx: &JobContext) -> bool {
+async fn dead_letter(call: &Call<'_>, reason: String, ctx: &JobContext) -> bool {
     let stage = format!("handler:{}", call.target());
     let letter = DeadLetter {
         stage: stage.clone(),
@@ -431,8 +384,8 @@ async fn dead_letter(call: &dyn Call, reason: String, ctx: &JobContext) -> bool 
         stream: ctx.stream.to_string(),
         reason,
         token: None,
-        cluster_time: call.cluster_time(),
-        event: Bson::Document(call.summary()),
+        cluster_time: call.event.cluster_time(),
+        event: Bson::Document(call.event.summary()),
         document_key: None,
         size: None,
         truncated: false,
@@ -444,30 +397,10 @@ async fn dead_letter(call: &dyn Call, reason: String, ctx: &JobContext) -> bool 
     if stored {
         ctx.metrics
             .events_dead_lettered
-            .with_label_values(&[call.label(), stage.as_str()])
+            .with_label_values(&[call.event.label(), stage.as_str()])
             .inc();
     }
     stored
-}
-
-/// What a dead letter keeps of a typed event (its raw form is gone after decoding).
-fn summary(event: &DomainEvent) -> Document {
-    let meta = event.meta();
-    let mut doc = Document::new();
-    doc.insert("kind", event.kind().as_str());
-    doc.insert("key", event.key());
-    doc.insert("subject", event.subject());
-    doc.insert("database", &meta.database);
-    doc.insert("collection", &meta.collection);
-    if let Some(key) = meta
-        .document_key
-        .as_ref()
-        .and_then(|k| Document::try_from(k.as_ref()).ok())
-    {
-        doc.insert("document_key", key);
-    }
-    doc.insert("debug", format!("{event:?}"));
-    doc
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

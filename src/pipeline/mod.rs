@@ -1,4 +1,4 @@
-//! The engine: one stream worker per watched database, sharing the handlers, the
+//! The engine: one stream worker per watched database, sharing the targets, the
 //! checkpoint store, the dead-letter collection, metrics and health.
 
 pub mod acker;
@@ -10,17 +10,16 @@ mod pause;
 pub mod router;
 mod stream;
 pub mod stuck;
+pub mod target;
 pub mod until;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use mongodb::Client;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::config::routes::KAFKA;
 use crate::domain::Domains;
 use crate::observe::error_text::Tidy;
 use crate::observe::health::Health;
@@ -30,13 +29,8 @@ use crate::state::checkpoints::CheckpointStore;
 use crate::state::dead_letters::DeadLetters;
 use crate::state::gaps::Gaps;
 use crate::state::namespace_log::NamespaceLog;
-use crate::targets::counters::{self, Counters};
-use crate::targets::kafka::{KafkaSink, PublishError};
-use crate::targets::memory_stats::{self, MemoryStats};
-use crate::targets::provider_simulator::{self, ProviderSimulator};
-use crate::targets::status_updater::StatusUpdater;
-use crate::targets::{Handler, HandlerError};
 use router::Router;
+use target::{Input, Target};
 
 /// Why the engine stopped before it was asked to.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +87,6 @@ pub(crate) struct Shared {
     start: StartAt,
     /// Set for a replay: its bounds and progress.
     replay: Option<Arc<until::Bounds>>,
-    /// Publishes changes of the raw collections (`kafka.raw`) and namespace events.
-    kafka_sink: Option<Arc<KafkaSink>>,
 }
 
 impl Shared {
@@ -111,22 +103,32 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine reading the streams of `config` with `handlers`; `start` applies to
-    /// streams without a checkpoint.
+    /// An engine reading the streams of `config` into `targets`; `start` applies to
+    /// streams without a checkpoint. The changes of the raw collections (`kafka.raw`) are
+    /// told apart from other watched ones only when a target takes them.
     pub fn new(
         client: Client,
         config: Arc<Config>,
-        handlers: &[Arc<dyn Handler>],
+        targets: &[Arc<dyn Target>],
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         start: StartAt,
     ) -> Engine {
         let state_db = client.database(&config.checkpoint.database);
+        let router = Router::new(targets, &config.routes);
+        let mut domains = Domains::new(&config.payments.database, &config.payments.collection)
+            .with_memory(crate::domain::MemoryDomain::from_config(&config.memory));
+        if !router.route(Input::Raw).is_empty() {
+            let raw = config.kafka.raw.iter();
+            domains = domains.with_raw(
+                raw.map(|r| (r.database.clone(), r.collection.clone()))
+                    .collect(),
+            );
+        }
         Engine {
             shared: Shared {
-                router: Router::new(handlers, &config.routes),
-                domains: Domains::new(&config.payments.database, &config.payments.collection)
-                    .with_memory(crate::domain::MemoryDomain::from_config(&config.memory)),
+                router,
+                domains,
                 checkpoints: CheckpointStore::new(&state_db),
                 dead_letters: DeadLetters::new(&state_db),
                 gaps: Gaps::new(&state_db),
@@ -137,26 +139,8 @@ impl Engine {
                 metrics,
                 health,
                 start,
-                kafka_sink: None,
             },
         }
-    }
-
-    /// Publishes the changes of the raw collections (`kafka.raw`) and the namespace events
-    /// through `sink`. Without one, the engine does not tell raw collections apart from
-    /// other watched ones, and namespace events are only logged and recorded.
-    pub fn with_kafka_sink(mut self, sink: Arc<KafkaSink>) -> Engine {
-        let shared = &mut self.shared;
-        let raw = shared
-            .config
-            .kafka
-            .raw
-            .iter()
-            .map(|r| (r.database.clone(), r.collection.clone()))
-            .collect();
-        shared.domains = shared.domains.clone().with_raw(raw);
-        shared.kafka_sink = Some(sink);
-        self
     }
 
     /// Keeps positions in `store` instead of the live checkpoints (a replay's own).
@@ -208,60 +192,4 @@ impl Engine {
         }
         first_error.map_or(Ok(()), Err)
     }
-}
-
-/// Why the handlers of `config` could not be prepared.
-#[derive(Debug, thiserror::Error)]
-pub enum HandlersError {
-    /// The counters' indexes could not be created.
-    #[error(transparent)]
-    Indexes(#[from] HandlerError),
-    /// The Kafka target could not start.
-    #[error(transparent)]
-    Kafka(#[from] PublishError),
-}
-
-/// Everything events go to.
-pub struct Targets {
-    /// The in-process handlers and the Kafka sink, for typed events.
-    pub handlers: Vec<Arc<dyn Handler>>,
-    /// The Kafka sink, when a route or a raw collection uses it.
-    pub kafka: Option<Arc<KafkaSink>>,
-}
-
-/// The targets `config` uses: provider simulator (which settles through the status
-/// updater), counters and memory stats (creating their indexes) and the Kafka sink
-/// (creating its topics).
-pub async fn targets(client: &Client, config: &Config) -> Result<Targets, HandlersError> {
-    let routes = &config.routes;
-    let mut handlers: Vec<Arc<dyn Handler>> = Vec::new();
-    if routes.uses(provider_simulator::NAME) {
-        let db = client.database(&config.payments.database);
-        let updater = StatusUpdater::new(&db, &config.payments.collection);
-        handlers.push(Arc::new(ProviderSimulator::new(
-            Duration::from_millis(config.provider.latency_ms),
-            config.provider.policy.with_seed(config.provider.seed),
-            config.provider.max_in_flight,
-            updater,
-        )));
-    }
-    if routes.uses(counters::NAME) {
-        let counters = Counters::from_config(client, config);
-        counters.ensure_indexes().await?;
-        handlers.push(Arc::new(counters));
-    }
-    if routes.uses(memory_stats::NAME) {
-        let stats = MemoryStats::from_config(client, config);
-        stats.ensure_indexes().await?;
-        handlers.push(Arc::new(stats));
-    }
-    let mut kafka = None;
-    if routes.uses(KAFKA) || !config.kafka.raw.is_empty() {
-        let sink = Arc::new(KafkaSink::start(&config.kafka).await?);
-        if routes.uses(KAFKA) {
-            handlers.push(sink.clone());
-        }
-        kafka = Some(sink);
-    }
-    Ok(Targets { handlers, kafka })
 }

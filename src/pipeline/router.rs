@@ -1,62 +1,69 @@
-//! Which handlers take an event of a given kind: computed once, looked up per event.
+//! Which targets take an event: computed once per input (typed kind, raw, namespace),
+//! looked up per event.
 
 use std::sync::Arc;
 
 use crate::config::RoutesConfig;
-use crate::domain::EventKind;
-use crate::targets::Handler;
+use crate::pipeline::target::{Input, Target};
 
-/// The handlers of one event kind.
-pub type Route = Arc<[Arc<dyn Handler>]>;
+/// The targets of one input.
+pub type Route = Arc<[Arc<dyn Target>]>;
 
-/// Handlers per event kind.
+/// Targets per input.
 pub struct Router {
-    by_kind: [Route; EventKind::ALL.len()],
-    /// Each kind's route split into ordered handlers and those whose effects commute.
-    split: [(Route, Route); EventKind::ALL.len()],
+    by_input: [Route; Input::COUNT],
+    /// Each input's route split into ordered targets and those whose effects commute.
+    split: [(Route, Route); Input::COUNT],
 }
 
 impl Router {
-    /// Routes each kind to the handlers that want it and that `routes` sends it to (it
-    /// governs the built-in targets), in the order given.
-    pub fn new(handlers: &[Arc<dyn Handler>], routes: &RoutesConfig) -> Router {
-        let by_kind: [Route; EventKind::ALL.len()] = EventKind::ALL.map(|kind| {
-            handlers
+    /// Routes each input to the targets that want it, in the order given. For typed
+    /// events, `routes` also decides for the targets it governs (the built-in ones).
+    pub fn new(targets: &[Arc<dyn Target>], routes: &RoutesConfig) -> Router {
+        let by_input: [Route; Input::COUNT] = std::array::from_fn(|i| {
+            let input = Input::at(i);
+            targets
                 .iter()
-                .filter(|h| h.wants(kind) && routes.routes(kind, h.name()))
+                .filter(|t| t.wants(input))
+                .filter(|t| match input {
+                    Input::Typed(kind) => {
+                        !t.routed_by_config() || routes.lists(kind.as_str(), t.name())
+                    }
+                    Input::Raw | Input::Namespace => true,
+                })
                 .cloned()
                 .collect::<Vec<_>>()
                 .into()
         });
         let split = std::array::from_fn(|i| {
             let (ordered, free): (Vec<_>, Vec<_>) =
-                by_kind[i].iter().cloned().partition(|h| h.ordered());
+                by_input[i].iter().cloned().partition(|t| t.ordered());
             (ordered.into(), free.into())
         });
-        Router { by_kind, split }
+        Router { by_input, split }
     }
 
-    /// Every routed handler's name, once each.
-    pub fn handler_names(&self) -> Vec<&'static str> {
+    /// Every routed target's name, once each.
+    pub fn target_names(&self) -> Vec<&'static str> {
         let mut names: Vec<&'static str> = self
-            .by_kind
+            .by_input
             .iter()
-            .flat_map(|route| route.iter().map(|h| h.name()))
+            .flat_map(|route| route.iter().map(|t| t.name()))
             .collect();
         names.sort_unstable();
         names.dedup();
         names
     }
 
-    /// The handlers of `kind` (possibly none).
-    pub fn route(&self, kind: EventKind) -> &Route {
-        &self.by_kind[kind.index()]
+    /// The targets of `input` (possibly none).
+    pub fn route(&self, input: Input) -> &Route {
+        &self.by_input[input.index()]
     }
 
-    /// The handlers of `kind` that take a key's events in order, and those whose effects
-    /// commute (see [`Handler::ordered`]).
-    pub fn split(&self, kind: EventKind) -> (&Route, &Route) {
-        let (ordered, free) = &self.split[kind.index()];
+    /// The targets of `input` that take a key's events in order, and those whose effects
+    /// commute (see [`Target::ordered`]).
+    pub fn split(&self, input: Input) -> (&Route, &Route) {
+        let (ordered, free) = &self.split[input.index()];
         (ordered, free)
     }
 }

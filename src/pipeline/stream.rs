@@ -14,7 +14,7 @@ use prometheus::IntCounter;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::job::{self, Completion, Job, JobContext, Part, Work};
+use super::job::{self, Completion, Job, JobContext, Part, Routable, Work};
 use super::lanes::Lanes;
 use super::pause::{Cause, PauseClock};
 use super::stuck::{self, Unfinished};
@@ -269,7 +269,7 @@ async fn restart_from_now(
 ) -> Result<mongodb::change_stream::ChangeStream<source::RawChange>, OpenError> {
     let stream = source::open(&shared.client, target, &shared.config.engine, &StartAt::Now).await?;
     let lost_to = stream.resume_token().as_ref().and_then(token_time);
-    let gap = history::gap(lost, lost_to);
+    let gap = crate::state::gaps::Gap::after(lost, lost_to);
     shared.gaps.record(&gap).await.map_err(OpenError::Gap)?;
     shared.metrics.gaps.with_label_values(&[name]).inc();
     tracing::error!(
@@ -326,7 +326,7 @@ impl<'a> Session<'a> {
                 cancel: CancellationToken::new(),
                 timers: shared
                     .router
-                    .handler_names()
+                    .target_names()
                     .into_iter()
                     .map(|n| (n, shared.metrics.handler_seconds.with_label_values(&[n])))
                     .collect(),
@@ -487,61 +487,11 @@ impl<'a> Session<'a> {
             .inc();
         self.events_since_save += 1;
         match decoded {
-            Decoded::Event(event) => {
-                let shared = self.shared;
-                let (ordered, free) = shared.router.split(event.kind());
-                let parts = u32::from(!ordered.is_empty()) + u32::from(!free.is_empty());
-                if parts == 0 {
-                    self.acker.track(position, 0);
-                    return true;
-                }
-                let event = Arc::new(event);
-                let (id, kind) = (event.meta().event_id, event.kind().as_str());
-                let ticket = self.track(position, id, kind, parts);
-                if !free.is_empty() {
-                    let part = if ordered.is_empty() {
-                        Part::Free
-                    } else {
-                        Part::Beside
-                    };
-                    let work = Work::Event {
-                        event: event.clone(),
-                        route: free.clone(),
-                    };
-                    self.start(Job { ticket, work, part });
-                }
-                if !ordered.is_empty() {
-                    let work = Work::Event {
-                        event: event.clone(),
-                        route: ordered.clone(),
-                    };
-                    self.submit(
-                        event.key(),
-                        Job {
-                            ticket,
-                            work,
-                            part: Part::Laned,
-                        },
-                    );
-                }
-            }
+            Decoded::Event(event) => self.route(position, Routable::Typed(Arc::new(event))),
             Decoded::Raw(event) => {
-                let Some(sink) = &self.shared.kafka_sink else {
-                    // Domains only knows raw collections when the engine has a publisher.
-                    self.acker.track(position, 0);
-                    return true;
-                };
                 let lane: Arc<str> = format!("{}:{}", event.target, event.key).into();
-                let job = Job {
-                    ticket: self.track(position, event.event_id, "raw", 1),
-                    part: Part::Laned,
-                    work: Work::Raw {
-                        event: Arc::new(event),
-                        sink: sink.clone(),
-                        lane: lane.clone(),
-                    },
-                };
-                self.submit(&lane, job);
+                let event = Arc::new(event);
+                self.route(position, Routable::Raw { event, lane });
             }
             Decoded::Other => {
                 self.acker.track(position, 0);
@@ -630,22 +580,47 @@ impl<'a> Session<'a> {
         {
             return false;
         }
-        let Some(sink) = &self.shared.kafka_sink else {
-            self.acker.track(position, 0);
-            return true;
-        };
         let lane: Arc<str> = format!("ns:{}", event.subject(&self.name)).into();
-        let job = Job {
-            ticket: self.track(position, event.event_id, event.label(), 1),
-            part: Part::Laned,
-            work: Work::Namespace {
-                event: Arc::new(event),
-                sink: sink.clone(),
-                lane: lane.clone(),
-            },
-        };
-        self.submit(&lane, job);
+        let event = Arc::new(event);
+        self.route(position, Routable::Namespace { event, lane });
         true
+    }
+
+    /// Hands `item` to the targets of its route: the ordered ones in its lane, those whose
+    /// effects commute beside it.
+    fn route(&mut self, position: Position, item: Routable) {
+        let shared = self.shared;
+        let (ordered, free) = shared.router.split(item.input());
+        let parts = u32::from(!ordered.is_empty()) + u32::from(!free.is_empty());
+        if parts == 0 {
+            self.acker.track(position, 0);
+            return;
+        }
+        let ticket = self.track(position, item.event_id(), item.label(), parts);
+        if !free.is_empty() {
+            let part = if ordered.is_empty() {
+                Part::Free
+            } else {
+                Part::Beside
+            };
+            let work = Work::Event {
+                item: item.clone(),
+                route: free.clone(),
+            };
+            self.start(Job { ticket, work, part });
+        }
+        if !ordered.is_empty() {
+            let work = Work::Event {
+                item: item.clone(),
+                route: ordered.clone(),
+            };
+            let job = Job {
+                ticket,
+                work,
+                part: Part::Laned,
+            };
+            self.submit(item.lane(), job);
+        }
     }
 
     /// Tracks a change whose targets run in `parts` jobs, remembering when it was read.

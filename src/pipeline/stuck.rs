@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use super::job::JobContext;
 use super::router::Router;
 use crate::config::Config;
-use crate::config::routes::KAFKA;
 use crate::domain::{EventId, EventKind};
 use crate::observe::health::{Health, Stuck, StuckCause};
 use crate::observe::metrics::Metrics;
+use crate::pipeline::target::Input;
 
 /// The events of a session that have work to do, oldest first.
 #[derive(Default)]
@@ -125,11 +125,13 @@ impl Check<'_> {
 
     /// The targets events of `kind` (a metric label) go to, for people.
     fn targets_of(&self, kind: &str) -> String {
-        let names: Vec<&str> = match EventKind::ALL.iter().find(|k| k.as_str() == kind) {
-            Some(k) => self.router.route(*k).iter().map(|h| h.name()).collect(),
-            None if kind == "invalid" => vec!["the dead-letter store"],
-            None => vec![KAFKA],
+        let input = match EventKind::ALL.iter().find(|k| k.as_str() == kind) {
+            Some(k) => Input::Typed(*k),
+            None if kind == "invalid" => return "the dead-letter store".to_owned(),
+            None if kind == "raw" => Input::Raw,
+            None => Input::Namespace,
         };
+        let names: Vec<&str> = self.router.route(input).iter().map(|t| t.name()).collect();
         names.join(", ")
     }
 }

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use mongodb::Client;
-use mongodb::bson::{DateTime, Timestamp};
+use mongodb::bson::Timestamp;
 
 use crate::observe::error_text::Tidy;
 use crate::source::StartAt;
@@ -95,18 +95,6 @@ pub async fn oldest_available(client: &Client, stream: &str) -> Option<Timestamp
 /// token needs the token's own entry; starting at a time needs nothing before it).
 pub fn is_lost(start: &StartAt, oldest: Timestamp) -> bool {
     resume_time(start).is_some_and(|t| t < oldest)
-}
-
-/// The gap a restart from now leaves, for the record.
-pub fn gap(lost: &HistoryLost, lost_to: Option<Timestamp>) -> crate::state::gaps::Gap {
-    crate::state::gaps::Gap {
-        stream: lost.stream.clone(),
-        lost_from: lost.resume_from,
-        lost_to,
-        oldest_available: lost.oldest,
-        reason: lost.cause.clone(),
-        recorded_at: DateTime::now(),
-    }
 }
 
 impl std::error::Error for HistoryLost {}

@@ -7,6 +7,8 @@ use mongodb::bson::{DateTime, Document, Timestamp, doc};
 use mongodb::options::WriteConcern;
 use mongodb::{Collection, Database};
 
+use crate::source::history::HistoryLost;
+
 /// The collection that holds gaps (in the checkpoint database).
 pub const COLLECTION: &str = "changeflow_gaps";
 
@@ -95,5 +97,19 @@ impl Gaps {
                     .unwrap_or(DateTime::MIN),
             })
             .collect())
+    }
+}
+
+impl Gap {
+    /// The gap a restart from now leaves after `lost`, for the record.
+    pub fn after(lost: &HistoryLost, lost_to: Option<Timestamp>) -> Gap {
+        Gap {
+            stream: lost.stream.clone(),
+            lost_from: lost.resume_from,
+            lost_to,
+            oldest_available: lost.oldest,
+            reason: lost.cause.clone(),
+            recorded_at: DateTime::now(),
+        }
     }
 }

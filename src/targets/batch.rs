@@ -5,7 +5,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::HandlerError;
+use crate::pipeline::target::TargetError;
 
 /// Items waiting for the writer at most; callers wait beyond that (reading pauses behind
 /// them, as it does for any slow handler).
@@ -47,8 +47,8 @@ impl<T, R> std::fmt::Debug for Submit<T, R> {
 impl<T, R> Submit<T, R> {
     /// Queues `item` and waits for its answer; `handler` names the writer when it has
     /// stopped (a bug: it runs as long as a caller holds this handle).
-    pub async fn call(&self, item: T, handler: &'static str) -> Result<R, HandlerError> {
-        let stopped = || HandlerError::Fatal {
+    pub async fn call(&self, item: T, handler: &'static str) -> Result<R, TargetError> {
+        let stopped = || TargetError::Fatal {
             handler,
             reason: "its writer task stopped (a bug; see the log)".into(),
         };

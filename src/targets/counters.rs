@@ -9,11 +9,11 @@ use futures::future::BoxFuture;
 use mongodb::Client;
 use mongodb::bson::{DateTime, doc};
 
-use super::exactly_once::{ExactlyOnce, Increment};
-use super::{Handler, HandlerError};
-use crate::config::Config;
+use super::exactly_once::{Counting, ExactlyOnce, Increment};
+use crate::config::PaymentsConfig;
 use crate::domain::payments::{PaymentEvent, PaymentSnapshot};
 use crate::domain::{DomainEvent, EventKind};
+use crate::pipeline::target::TargetError;
 
 pub use super::exactly_once::{Applied, PROCESSED_EVENTS};
 
@@ -39,18 +39,14 @@ impl Counters {
         }
     }
 
-    /// The counters of `config`'s payments database (`payments.processed_ttl_hours`).
-    pub fn from_config(client: &Client, config: &Config) -> Counters {
-        let payments = &config.payments;
-        Counters::new(
-            client,
-            &payments.database,
-            Duration::from_secs(payments.processed_ttl_hours * 3600),
-        )
+    /// The counters of the payments database (`payments.processed_ttl_hours`).
+    pub fn from_config(client: &Client, payments: &PaymentsConfig) -> Counters {
+        let ttl = super::hours(payments.processed_ttl_hours);
+        Counters::new(client, &payments.database, ttl)
     }
 
     /// Creates the TTL indexes on processed ids and effect sessions (idempotent).
-    pub async fn ensure_indexes(&self) -> Result<(), HandlerError> {
+    pub async fn ensure_indexes(&self) -> Result<(), TargetError> {
         self.once.ensure_indexes().await
     }
 
@@ -59,7 +55,7 @@ impl Counters {
         &self,
         snapshot: &PaymentSnapshot,
         field: &str,
-    ) -> Result<Applied, HandlerError> {
+    ) -> Result<Applied, TargetError> {
         let product = &snapshot.payment.product;
         let increment = Increment {
             id: product.code.clone(),
@@ -70,21 +66,11 @@ impl Counters {
     }
 }
 
-impl Handler for Counters {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl Counting for Counters {
+    const NAME: &'static str = NAME;
+    const KINDS: &'static [EventKind] = KINDS;
 
-    fn wants(&self, kind: EventKind) -> bool {
-        KINDS.contains(&kind)
-    }
-
-    // Increments commute and each event counts once: order among a key's events is moot.
-    fn ordered(&self) -> bool {
-        false
-    }
-
-    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn count<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), TargetError>> {
         async move {
             match event {
                 DomainEvent::Payment(PaymentEvent::Confirmed(s)) => {

@@ -17,11 +17,11 @@ use rdkafka::util::Timeout;
 
 use crate::config::kafka::{ContentMode, KafkaConfig};
 use crate::config::routes::KAFKA;
+use crate::domain::DomainEvent;
 use crate::domain::namespace::NamespaceEvent;
 use crate::domain::raw::RawChangeEvent;
-use crate::domain::{DomainEvent, EventKind};
 use crate::events::cloudevent::{CloudEvent, DATA_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE};
-use crate::targets::{Handler, HandlerError};
+use crate::pipeline::target::{Input, Routed, Target, TargetError};
 
 /// How long start-up waits for the broker to answer an admin request.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -115,9 +115,9 @@ impl KafkaSink {
 
     /// Publishes a raw change to its collection's topic: the change as relaxed Extended
     /// JSON, keyed by its document key, with the event id in `ce_id`.
-    pub async fn publish_raw(&self, event: &RawChangeEvent) -> Result<(), HandlerError> {
+    pub async fn publish_raw(&self, event: &RawChangeEvent) -> Result<(), TargetError> {
         let Some(topic) = self.raw_topics.get(event.target) else {
-            return Err(HandlerError::Fatal {
+            return Err(TargetError::Fatal {
                 handler: KAFKA,
                 reason: format!("no topic for raw collection #{}", event.target),
             });
@@ -133,7 +133,7 @@ impl KafkaSink {
         self.send(record, headers).await
     }
 
-    async fn publish(&self, event: &DomainEvent) -> Result<(), HandlerError> {
+    async fn publish(&self, event: &DomainEvent) -> Result<(), TargetError> {
         let topic = match event {
             DomainEvent::Payment(_) => &self.topic,
             DomainEvent::Memory(_) => &self.memory_topic,
@@ -148,7 +148,7 @@ impl KafkaSink {
         &self,
         stream: &str,
         event: &NamespaceEvent,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<(), TargetError> {
         let cloud_event = CloudEvent::of_namespace(stream, event);
         let key = cloud_event.subject.clone();
         self.publish_cloud_event(&self.namespace_topic, &key, cloud_event)
@@ -160,7 +160,7 @@ impl KafkaSink {
         topic: &str,
         key: &str,
         mut cloud_event: CloudEvent,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<(), TargetError> {
         let (value, headers) = match self.mode {
             ContentMode::Binary => {
                 let headers = headers(cloud_event.binary_headers());
@@ -169,7 +169,7 @@ impl KafkaSink {
             ContentMode::Structured => {
                 let value = cloud_event
                     .structured()
-                    .map_err(|e| HandlerError::Permanent {
+                    .map_err(|e| TargetError::Permanent {
                         handler: KAFKA,
                         reason: format!("event data is not JSON: {e}"),
                     })?;
@@ -187,7 +187,7 @@ impl KafkaSink {
 
     /// Sends `record` and waits for the broker's acknowledgement; a record refused for good
     /// goes to the dead-letter topic, any other failure is retryable.
-    async fn send(&self, record: Outgoing<'_>, headers: OwnedHeaders) -> Result<(), HandlerError> {
+    async fn send(&self, record: Outgoing<'_>, headers: OwnedHeaders) -> Result<(), TargetError> {
         let sent = FutureRecord::to(record.topic)
             .key(record.key)
             .payload(record.value)
@@ -198,7 +198,7 @@ impl KafkaSink {
                 self.dead_letter(record, returned_headers(&message), &error)
                     .await
             }
-            Err((error, _)) => Err(HandlerError::Delivery {
+            Err((error, _)) => Err(TargetError::Delivery {
                 handler: KAFKA,
                 source: error,
             }),
@@ -211,7 +211,7 @@ impl KafkaSink {
         refused: Outgoing<'_>,
         headers: OwnedHeaders,
         error: &KafkaError,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<(), TargetError> {
         let Outgoing {
             topic,
             key,
@@ -258,7 +258,7 @@ impl KafkaSink {
             .await
         {
             Ok(_) => Ok(()),
-            Err((dlq_error, _)) => Err(HandlerError::Fatal {
+            Err((dlq_error, _)) => Err(TargetError::Fatal {
                 handler: KAFKA,
                 reason: format!(
                     "event {event_id} was refused by topic `{topic}` ({reason}) and could not \
@@ -271,17 +271,30 @@ impl KafkaSink {
     }
 }
 
-impl Handler for KafkaSink {
+/// Typed events go to their topic as `[routes]` says; the raw collections' changes
+/// (`kafka.raw`) and namespace events always, once the sink exists.
+impl Target for KafkaSink {
     fn name(&self) -> &'static str {
         KAFKA
     }
 
-    fn wants(&self, _kind: EventKind) -> bool {
+    fn wants(&self, input: Input) -> bool {
+        match input {
+            Input::Typed(_) | Input::Namespace => true,
+            Input::Raw => !self.raw_topics.is_empty(),
+        }
+    }
+
+    fn routed_by_config(&self) -> bool {
         true
     }
 
-    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
-        self.publish(event).boxed()
+    fn handle<'a>(&'a self, event: Routed<'a>) -> BoxFuture<'a, Result<(), TargetError>> {
+        match event {
+            Routed::Typed(event) => self.publish(event).boxed(),
+            Routed::Raw(event) => self.publish_raw(event).boxed(),
+            Routed::Namespace { stream, event } => self.publish_namespace(stream, event).boxed(),
+        }
     }
 }
 

@@ -19,11 +19,11 @@ use futures::future::BoxFuture;
 use mongodb::Client;
 use mongodb::bson::{DateTime, Document, doc};
 
-use super::exactly_once::{Applied, ExactlyOnce, Increment};
-use super::{Handler, HandlerError};
-use crate::config::Config;
+use super::exactly_once::{Applied, Counting, ExactlyOnce, Increment};
+use crate::config::MemoryConfig;
 use crate::domain::memory::{MemoryChange, MemoryEvent};
 use crate::domain::{DomainEvent, EventKind};
+use crate::pipeline::target::TargetError;
 
 /// Collection of the statistics, one document per user.
 pub const MEMORY_STATS: &str = "memory_stats";
@@ -56,23 +56,19 @@ impl MemoryStats {
         }
     }
 
-    /// The statistics of `config`'s memory database (`memory.processed_ttl_hours`).
-    pub fn from_config(client: &Client, config: &Config) -> MemoryStats {
-        let memory = &config.memory;
-        MemoryStats::new(
-            client,
-            &memory.database,
-            Duration::from_secs(memory.processed_ttl_hours * 3600),
-        )
+    /// The statistics of the memory database (`memory.processed_ttl_hours`).
+    pub fn from_config(client: &Client, memory: &MemoryConfig) -> MemoryStats {
+        let ttl = super::hours(memory.processed_ttl_hours);
+        MemoryStats::new(client, &memory.database, ttl)
     }
 
     /// Creates the TTL indexes on processed ids and effect sessions (idempotent).
-    pub async fn ensure_indexes(&self) -> Result<(), HandlerError> {
+    pub async fn ensure_indexes(&self) -> Result<(), TargetError> {
         self.once.ensure_indexes().await
     }
 
     /// Counts `event` once; `None` when the event moves no statistic.
-    pub async fn apply(&self, event: &MemoryEvent) -> Result<Option<Applied>, HandlerError> {
+    pub async fn apply(&self, event: &MemoryEvent) -> Result<Option<Applied>, TargetError> {
         let inc = increments(&event.change);
         if inc.is_empty() {
             return Ok(None);
@@ -122,21 +118,11 @@ fn increments(change: &MemoryChange) -> Document {
     inc
 }
 
-impl Handler for MemoryStats {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl Counting for MemoryStats {
+    const NAME: &'static str = NAME;
+    const KINDS: &'static [EventKind] = KINDS;
 
-    fn wants(&self, kind: EventKind) -> bool {
-        KINDS.contains(&kind)
-    }
-
-    // Increments commute and each event counts once: order among a key's events is moot.
-    fn ordered(&self) -> bool {
-        false
-    }
-
-    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn count<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), TargetError>> {
         async move {
             match event {
                 DomainEvent::Memory(event) => self.apply(event).await.map(drop),

@@ -10,10 +10,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use super::status_updater::StatusUpdater;
-use super::{Handler, HandlerError};
-use crate::config::provider::OutcomePolicy;
+use crate::config::{OutcomePolicy, ProviderConfig};
 use crate::domain::payments::{PaymentEvent, PaymentStatus};
 use crate::domain::{DomainEvent, EventKind};
+use crate::pipeline::target::{Input, Routed, Target, TargetError};
 
 /// The handler's name in `[routes]`, logs and metrics.
 pub const NAME: &str = "provider_simulator";
@@ -50,6 +50,16 @@ impl ProviderSimulator {
             updater,
             in_flight: Semaphore::new(max_in_flight.max(1)),
         }
+    }
+
+    /// The provider of the `[provider]` section, settling through `updater`.
+    pub fn from_config(config: &ProviderConfig, updater: StatusUpdater) -> ProviderSimulator {
+        ProviderSimulator::new(
+            Duration::from_millis(config.latency_ms),
+            config.policy.with_seed(config.seed),
+            config.max_in_flight,
+            updater,
+        )
     }
 }
 
@@ -88,18 +98,23 @@ impl OutcomeDecider {
     }
 }
 
-impl Handler for ProviderSimulator {
+impl Target for ProviderSimulator {
     fn name(&self) -> &'static str {
         NAME
     }
 
-    fn wants(&self, kind: EventKind) -> bool {
-        KINDS.contains(&kind)
+    fn wants(&self, input: Input) -> bool {
+        matches!(input, Input::Typed(kind) if KINDS.contains(&kind))
     }
 
-    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn routed_by_config(&self) -> bool {
+        true
+    }
+
+    fn handle<'a>(&'a self, event: Routed<'a>) -> BoxFuture<'a, Result<(), TargetError>> {
         async move {
-            let DomainEvent::Payment(PaymentEvent::Requested(snapshot)) = event else {
+            let Routed::Typed(DomainEvent::Payment(PaymentEvent::Requested(snapshot))) = event
+            else {
                 return Ok(());
             };
             let key = snapshot
@@ -107,7 +122,7 @@ impl Handler for ProviderSimulator {
                 .document_key
                 .as_ref()
                 .and_then(|k| mongodb::bson::Document::try_from(k.as_ref()).ok())
-                .ok_or_else(|| HandlerError::Permanent {
+                .ok_or_else(|| TargetError::Permanent {
                     handler: NAME,
                     reason: "change event has no usable documentKey".into(),
                 })?;
@@ -115,7 +130,7 @@ impl Handler for ProviderSimulator {
                 .in_flight
                 .acquire()
                 .await
-                .map_err(|_| HandlerError::Permanent {
+                .map_err(|_| TargetError::Permanent {
                     handler: NAME,
                     reason: "provider shut down".into(),
                 })?;

@@ -5,10 +5,10 @@
 //! outcome (majority-acknowledged, so a failover cannot undo them): a backlog settles at
 //! the speed of batches, not of one round trip per payment.
 
-use super::HandlerError;
 use super::batch::{self, Batches, Submit, Waiting};
 use super::write_errors::is_permanent;
 use crate::domain::payments::PaymentStatus;
+use crate::pipeline::target::TargetError;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::error::Error as DriverError;
 use mongodb::options::WriteConcern;
@@ -21,7 +21,7 @@ const MAX_BATCH: usize = 1000;
 /// The outcome writer used by the provider simulator.
 #[derive(Debug, Clone)]
 pub struct StatusUpdater {
-    requests: Submit<Outcome, Result<(), HandlerError>>,
+    requests: Submit<Outcome, Result<(), TargetError>>,
 }
 
 /// One payment's outcome.
@@ -31,7 +31,7 @@ struct Outcome {
 }
 
 /// An outcome waiting for the writer, and where its answer goes.
-type Settle = Waiting<Outcome, Result<(), HandlerError>>;
+type Settle = Waiting<Outcome, Result<(), TargetError>>;
 
 impl StatusUpdater {
     /// Writes to `collection` in `database`. Starts the writer task (it ends when the last
@@ -44,9 +44,9 @@ impl StatusUpdater {
 
     /// Sets the payment whose document key is `key` to `outcome` if it is still PENDING;
     /// returns once a majority acknowledged it (or the payment was not PENDING).
-    pub async fn settle(&self, key: &Document, outcome: PaymentStatus) -> Result<(), HandlerError> {
+    pub async fn settle(&self, key: &Document, outcome: PaymentStatus) -> Result<(), TargetError> {
         if outcome == PaymentStatus::Pending {
-            return Err(HandlerError::Permanent {
+            return Err(TargetError::Permanent {
                 handler: NAME,
                 reason: "PENDING is not an outcome".into(),
             });
@@ -61,7 +61,7 @@ impl StatusUpdater {
 
 async fn write_loop(
     payments: Collection<Document>,
-    mut batches: Batches<Outcome, Result<(), HandlerError>>,
+    mut batches: Batches<Outcome, Result<(), TargetError>>,
 ) {
     while let Some(batch) = batches.next().await {
         settle_batch(&payments, batch).await;
@@ -126,14 +126,14 @@ fn keys_filter<'a>(keys: impl Iterator<Item = &'a Document> + Clone) -> Document
     }
 }
 
-fn error(source: DriverError) -> HandlerError {
+fn error(source: DriverError) -> TargetError {
     if is_permanent(&source) {
-        HandlerError::Permanent {
+        TargetError::Permanent {
             handler: NAME,
             reason: crate::observe::error_text::Tidy(&source).to_string(),
         }
     } else {
-        HandlerError::Database {
+        TargetError::Database {
             handler: NAME,
             source,
         }

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 
 use crate::domain::{DomainEvent, EventKind};
 use crate::events::cloudevent::CloudEvent;
-use crate::targets::{Handler, HandlerError};
+use crate::pipeline::target::{Input, Routed, Target, TargetError};
 
 /// The target's name in logs and metrics.
 pub const NAME: &str = "stdout";
@@ -28,8 +28,8 @@ impl StdoutSink {
         StdoutSink { kinds: wanted }
     }
 
-    fn write(&self, event: &DomainEvent) -> Result<(), HandlerError> {
-        let fatal = |reason: String| HandlerError::Fatal {
+    fn write(&self, event: &DomainEvent) -> Result<(), TargetError> {
+        let fatal = |reason: String| TargetError::Fatal {
             handler: NAME,
             reason,
         };
@@ -46,16 +46,21 @@ impl StdoutSink {
     }
 }
 
-impl Handler for StdoutSink {
+impl Target for StdoutSink {
     fn name(&self) -> &'static str {
         NAME
     }
 
-    fn wants(&self, kind: EventKind) -> bool {
-        self.kinds[kind.index()]
+    fn wants(&self, input: Input) -> bool {
+        matches!(input, Input::Typed(kind) if self.kinds[kind.index()])
     }
 
-    fn handle<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(async move { self.write(event) })
+    fn handle<'a>(&'a self, event: Routed<'a>) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            match event {
+                Routed::Typed(event) => self.write(event),
+                Routed::Raw(_) | Routed::Namespace { .. } => Ok(()),
+            }
+        })
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::sessions::Sessions;
 use super::{Applied, Effect, Increment, Request};
 use crate::observe::error_text::Tidy;
-use crate::targets::HandlerError;
+use crate::pipeline::target::TargetError;
 use crate::targets::batch::Batches;
 use crate::targets::write_errors::{is_permanent, is_write_conflict};
 use backoff::ExponentialBackoffBuilder;
@@ -63,7 +63,7 @@ impl Writer {
     }
 
     /// Commits batches until every handle is gone.
-    pub(super) async fn run(mut self, mut batches: Batches<Effect, Result<Applied, HandlerError>>) {
+    pub(super) async fn run(mut self, mut batches: Batches<Effect, Result<Applied, TargetError>>) {
         while let Some(batch) = batches.next().await {
             self.commit(batch).await;
         }
@@ -81,7 +81,7 @@ impl Writer {
         for repeat in repeats {
             repeat.answer(match &result {
                 Ok(_) => Ok(Applied::Duplicate),
-                Err(Failure::Permanent(e) | Failure::Transient(e)) => Err(HandlerError::Database {
+                Err(Failure::Permanent(e) | Failure::Transient(e)) => Err(TargetError::Database {
                     handler: self.handler,
                     source: e.clone(),
                 }),
@@ -106,7 +106,7 @@ impl Writer {
             }
             Err(Failure::Permanent(e)) => {
                 for request in batch {
-                    request.answer(Err(HandlerError::Permanent {
+                    request.answer(Err(TargetError::Permanent {
                         handler: self.handler,
                         reason: Tidy(&e).to_string(),
                     }));
@@ -114,7 +114,7 @@ impl Writer {
             }
             Err(Failure::Transient(e)) => {
                 for request in batch {
-                    request.answer(Err(HandlerError::Database {
+                    request.answer(Err(TargetError::Database {
                         handler: self.handler,
                         source: e.clone(),
                     }));

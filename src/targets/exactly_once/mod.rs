@@ -22,9 +22,12 @@ pub mod sessions;
 
 use std::time::Duration;
 
-use super::HandlerError;
+use crate::domain::{DomainEvent, EventKind};
+use futures::future::BoxFuture;
+
 use super::batch::{self, Submit, Waiting};
 use crate::domain::EventId;
+use crate::pipeline::target::{Input, Routed, Target, TargetError};
 use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, IndexModel};
@@ -63,12 +66,12 @@ struct Effect {
 }
 
 /// An effect waiting for the writer, and where its answer goes.
-type Request = Waiting<Effect, Result<Applied, HandlerError>>;
+type Request = Waiting<Effect, Result<Applied, TargetError>>;
 
 /// Applies effects at most once per event id, for one handler, on one collection.
 #[derive(Debug, Clone)]
 pub struct ExactlyOnce {
-    requests: Submit<Effect, Result<Applied, HandlerError>>,
+    requests: Submit<Effect, Result<Applied, TargetError>>,
     processed: Collection<Document>,
     sessions: sessions::Sessions,
     handler: &'static str,
@@ -109,7 +112,7 @@ impl ExactlyOnce {
     }
 
     /// Creates the TTL indexes on processed ids and recorded sessions (idempotent).
-    pub async fn ensure_indexes(&self) -> Result<(), HandlerError> {
+    pub async fn ensure_indexes(&self) -> Result<(), TargetError> {
         let ttl = IndexModel::builder()
             .keys(doc! {"at": 1})
             .options(
@@ -129,8 +132,8 @@ impl ExactlyOnce {
             .map_err(|source| self.database_error(source))
     }
 
-    fn database_error(&self, source: mongodb::error::Error) -> HandlerError {
-        HandlerError::Database {
+    fn database_error(&self, source: mongodb::error::Error) -> TargetError {
+        TargetError::Database {
             handler: self.handler,
             source,
         }
@@ -142,11 +145,48 @@ impl ExactlyOnce {
         &self,
         event_id: EventId,
         effect: Increment,
-    ) -> Result<Applied, HandlerError> {
+    ) -> Result<Applied, TargetError> {
         let effect = Effect {
             processed_id: format!("{}:{event_id}", self.handler),
             increment: effect,
         };
         self.requests.call(effect, self.handler).await?
+    }
+}
+
+/// A target that counts events exactly once through an [`ExactlyOnce`] writer: the
+/// counters and the memory statistics. Their increments commute and each event counts
+/// once, so order among a key's events is moot: they run outside the lanes.
+pub trait Counting: Send + Sync {
+    /// The target's name in `[routes]`, logs and metrics.
+    const NAME: &'static str;
+    /// The event kinds it can take.
+    const KINDS: &'static [EventKind];
+    /// Counts `event` once.
+    fn count<'a>(&'a self, event: &'a DomainEvent) -> BoxFuture<'a, Result<(), TargetError>>;
+}
+
+impl<T: Counting> Target for T {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+
+    fn wants(&self, input: Input) -> bool {
+        matches!(input, Input::Typed(kind) if T::KINDS.contains(&kind))
+    }
+
+    fn ordered(&self) -> bool {
+        false
+    }
+
+    fn routed_by_config(&self) -> bool {
+        true
+    }
+
+    fn handle<'a>(&'a self, event: Routed<'a>) -> BoxFuture<'a, Result<(), TargetError>> {
+        match event {
+            Routed::Typed(event) => self.count(event),
+            Routed::Raw(_) | Routed::Namespace { .. } => Box::pin(async { Ok(()) }),
+        }
     }
 }
