@@ -10,7 +10,8 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
 
-use changeflow::domain::{Domains, EventId, change_meta, payments};
+use changeflow::decode::{Domains, change_meta, payments};
+use changeflow::domain::EventId;
 use mongodb::bson::{Bson, RawDocumentBuf};
 
 #[global_allocator]

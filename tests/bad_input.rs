@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use changeflow::cmd::setup;
-use changeflow::domain::{Decoded, Domains};
+use changeflow::decode::{Decoded, Domains};
 use changeflow::state::dead_letters;
 use common::app::{Process, memory_config, outcomes_and_counters, payment};
 use common::corpus;
@@ -253,7 +253,7 @@ async fn hundreds_of_generated_documents_in_bursts_are_all_handled_or_dead_lette
     let config = memory_config(&db_name);
     setup::run(&client, &config).await.unwrap();
     let domains = Domains::new(&db_name, "payments").with_memory(
-        changeflow::domain::MemoryDomain::from_config(&config.memory),
+        changeflow::decode::MemoryDomain::from_config(&config.memory),
     );
     let mut process = Process::spawn(&config);
     process.wait_healthy().await;

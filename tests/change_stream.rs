@@ -141,8 +141,8 @@ async fn start_after_a_token_yields_exactly_the_events_after_it() {
 
 #[tokio::test]
 async fn the_same_change_read_twice_gets_the_same_event_id() {
+    use changeflow::decode::payments;
     use changeflow::domain::EventKind;
-    use changeflow::domain::payments;
 
     let client = common::mongo().await;
     let db_name = common::unique_name("eventid");

@@ -6,7 +6,7 @@
 mod common;
 
 use changeflow::config::{Config as ChangeflowConfig, MemoryConfig};
-use changeflow::domain::{Decoded, Domains};
+use changeflow::decode::{Decoded, Domains};
 use common::corpus::{self, Collection, Expect};
 use mongodb::bson::{Bson, RawDocumentBuf, doc};
 use proptest::prelude::*;
@@ -22,7 +22,7 @@ fn domains() -> Domains {
         ..ChangeflowConfig::default().memory
     };
     Domains::new("db", "payments")
-        .with_memory(changeflow::domain::MemoryDomain::from_config(&memory))
+        .with_memory(changeflow::decode::MemoryDomain::from_config(&memory))
 }
 
 /// Decodes `doc` inserted in `collection`; panics (failing the case) when the decoder does

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use changeflow::config::OutcomePolicy;
 use changeflow::config::WatchedDatabase;
-use changeflow::domain::payments::{self, PaymentEvent, PaymentStatus};
+use changeflow::decode::payments;
+use changeflow::domain::payments::{PaymentEvent, PaymentStatus};
 use changeflow::domain::{DomainEvent, EventKind};
 use changeflow::pipeline::target::{Input, Routed, Target};
 use changeflow::source::{self, RawChange, StartAt};

@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use changeflow::config::TextMode;
+use changeflow::decode::{DecodeError, Decoded, Domains, MemoryDomain};
 use changeflow::domain::memory::{
     Content, Direction, MemoryChange, MemoryEvent, MemoryType, Outcome, Privacy,
 };
-use changeflow::domain::{DecodeError, Decoded, DomainEvent, Domains, EventKind, MemoryDomain};
+use changeflow::domain::{DomainEvent, EventKind};
 use changeflow::events::cloudevent::CloudEvent;
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 

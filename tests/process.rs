@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use changeflow::domain::event_id_of;
+use changeflow::decode::event_id_of;
 use changeflow::source::{self, StartAt};
 use changeflow::state::checkpoints::CheckpointStore;
 use common::app::{Process, config, outcomes_and_counters, payment, wait_all_settled};

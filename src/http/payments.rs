@@ -12,7 +12,8 @@ use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
 use super::page::Page;
-use crate::domain::payments::{Payment, PaymentStatus, Product, payment_from_document};
+use crate::decode::payments::payment_from_document;
+use crate::domain::payments::{Payment, PaymentStatus, Product};
 
 /// Longest product code or name accepted.
 const MAX_TEXT: usize = 200;

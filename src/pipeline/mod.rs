@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::domain::Domains;
+use crate::decode::Domains;
 use crate::observe::error_text::Tidy;
 use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;
@@ -117,7 +117,7 @@ impl Engine {
         let state_db = client.database(&config.checkpoint.database);
         let router = Router::new(targets, &config.routes);
         let mut domains = Domains::new(&config.payments.database, &config.payments.collection)
-            .with_memory(crate::domain::MemoryDomain::from_config(&config.memory));
+            .with_memory(crate::decode::MemoryDomain::from_config(&config.memory));
         if !router.route(Input::Raw).is_empty() {
             let raw = config.kafka.raw.iter();
             domains = domains.with_raw(
