@@ -1,0 +1,129 @@
+//! Opening a stream: from the checkpoint, a replay's start or now, with the history-lost
+//! policy applied when the resume point has left the oplog.
+
+use crate::config::{HistoryLostPolicy, WatchedDatabase};
+use crate::pipeline::Shared;
+use crate::source::history::{self, HistoryLost};
+use crate::source::position::{describe, token_time};
+use crate::source::{self, SourceError, StartAt};
+use crate::state::checkpoints::{Checkpoint, Resume, Stored};
+
+/// Why a stream could not be (re)opened.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum OpenError {
+    #[error(transparent)]
+    Source(SourceError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::state::checkpoints::StoreError),
+    #[error(transparent)]
+    HistoryLost(Box<HistoryLost>),
+    #[error("recording the gap in changeflow_gaps: {0}")]
+    Gap(mongodb::error::Error),
+}
+
+impl From<SourceError> for OpenError {
+    fn from(e: SourceError) -> Self {
+        OpenError::Source(e)
+    }
+}
+
+/// Opens the stream after its checkpoint, or at the configured start. A stream without a
+/// token checkpoint stores its opening position at once, so a crash before the first
+/// periodic checkpoint does not lose the changes made since. History lost since the
+/// checkpoint goes by the stream's policy.
+pub(super) async fn open(
+    shared: &Shared,
+    name: &str,
+    target: &WatchedDatabase,
+) -> Result<mongodb::change_stream::ChangeStream<source::RawChange>, OpenError> {
+    let stored = shared.checkpoints.load_stored(name).await?;
+    let start = stored
+        .as_ref()
+        .map_or_else(|| shared.start.clone(), Stored::start_at);
+    let has_token = matches!(&stored, Some(s) if matches!(s.resume, Resume::After(_)));
+    let (stream, fresh) = match open_at(shared, name, target, &start).await {
+        Ok(stream) => (stream, !has_token),
+        Err(OpenError::HistoryLost(lost))
+            if shared.replay.is_none()
+                && shared.config.history.policy(name) == HistoryLostPolicy::RestartFromNow =>
+        {
+            (restart_from_now(shared, name, target, &lost).await?, true)
+        }
+        Err(e) => return Err(e),
+    };
+    if fresh
+        && !shared.dry_run()
+        && let Some(token) = stream.resume_token()
+    {
+        shared
+            .checkpoints
+            .save(&Checkpoint {
+                stream: name.to_owned(),
+                token,
+                cluster_time: None,
+                wall_time: None,
+                events_since_start: 0,
+            })
+            .await?;
+        shared.metrics.checkpoint_saved(name);
+    }
+    Ok(stream)
+}
+
+/// Opens at `start`, first checking that its history is still in the oplog (when the
+/// oplog can be read; the server's own error covers the rest).
+async fn open_at(
+    shared: &Shared,
+    name: &str,
+    target: &WatchedDatabase,
+    start: &StartAt,
+) -> Result<mongodb::change_stream::ChangeStream<source::RawChange>, OpenError> {
+    let lost = |oldest, cause: String| {
+        OpenError::HistoryLost(Box::new(HistoryLost {
+            stream: name.to_owned(),
+            resume_from: history::resume_time(start),
+            oldest,
+            cause,
+            replay: shared.replay.is_some(),
+        }))
+    };
+    if !matches!(start, StartAt::Now)
+        && let Some(oldest) = history::oldest_available(&shared.client, name).await
+        && history::is_lost(start, oldest)
+    {
+        return Err(lost(
+            Some(oldest),
+            "found before resuming: the resume point is older than the oldest oplog entry".into(),
+        ));
+    }
+    match source::open(&shared.client, target, &shared.config.engine, start).await {
+        Err(e) if e.is_history_lost() => {
+            let oldest = history::oldest_available(&shared.client, name).await;
+            Err(lost(oldest, format!("the server: {e}")))
+        }
+        other => Ok(other?),
+    }
+}
+
+/// `restart-from-now`: opens at the present, records the gap (before the checkpoint
+/// moves past it, so a crash cannot lose the record) and says so loudly.
+async fn restart_from_now(
+    shared: &Shared,
+    name: &str,
+    target: &WatchedDatabase,
+    lost: &HistoryLost,
+) -> Result<mongodb::change_stream::ChangeStream<source::RawChange>, OpenError> {
+    let stream = source::open(&shared.client, target, &shared.config.engine, &StartAt::Now).await?;
+    let lost_to = stream.resume_token().as_ref().and_then(token_time);
+    let gap = crate::state::gaps::Gap::after(lost, lost_to);
+    shared.gaps.record(&gap).await.map_err(OpenError::Gap)?;
+    shared.metrics.gaps.with_label_values(&[name]).inc();
+    tracing::error!(
+        stream = %name,
+        lost_from = %gap.lost_from.map_or_else(|| "unknown".to_owned(), describe),
+        lost_to = %gap.lost_to.map_or_else(|| "unknown".to_owned(), describe),
+        cause = %lost.cause,
+        "history lost: continuing from now (history.on_lost = restart-from-now); the gap is recorded in changeflow_gaps"
+    );
+    Ok(stream)
+}
