@@ -5,6 +5,8 @@
 //! depend on each other in one direction, lowest first: `config`, `observe`, `domain`,
 //! `source`, `decode`, `state`, `events`, `pipeline`, `targets`, `http`, `cmd`.
 
+#![warn(missing_docs)]
+
 pub mod cmd;
 pub mod config;
 pub mod decode;

@@ -13,7 +13,7 @@ pub const DEFAULT_MEMORY_TOPIC: &str = "changeflow.memory";
 pub const DEFAULT_NAMESPACE_TOPIC: &str = "changeflow.namespace";
 
 /// Kafka connection, topics and producer settings.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, comma separated `host:port`.
@@ -41,7 +41,7 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// Further librdkafka producer properties, passed as given (e.g. `"security.protocol" =
     /// "SASL_SSL"`). Properties changeflow sets itself are refused.
-    pub properties: BTreeMap<String, String>,
+    pub properties: Properties,
     /// Watched collections published raw: each change event as relaxed Extended JSON (the
     /// MongoDB Kafka source connector's default shape), keyed by its `documentKey`.
     pub raw: Vec<RawCollection>,
@@ -131,7 +131,7 @@ impl Default for KafkaConfig {
             create_topics: true,
             partitions: 6,
             replication_factor: 1,
-            properties: BTreeMap::new(),
+            properties: Properties::default(),
             raw: Vec::new(),
         }
     }
@@ -156,23 +156,37 @@ const OWNED_PROPERTIES: [(&str, Option<&str>); 11] = [
     ("message.timeout.ms", Some("kafka.delivery_timeout_ms")),
 ];
 
-// Secrets in `properties` (SASL and SSL passwords) never reach logs or error output.
-impl std::fmt::Debug for KafkaConfig {
+/// librdkafka properties by name. Their `Debug` hides secret values (SASL and SSL
+/// passwords), so no configuration printed for debugging shows them, whatever fields the
+/// section gains.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Properties(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for Properties {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Properties {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl std::fmt::Debug for Properties {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = self.redacted();
-        f.debug_struct("KafkaConfig")
-            .field("brokers", &shown.brokers)
-            .field("topic_prefix", &shown.topic_prefix)
-            .field("topics", &shown.topics)
-            .field("content_mode", &shown.content_mode)
-            .field("compression", &shown.compression)
-            .field("linger_ms", &shown.linger_ms)
-            .field("delivery_timeout_ms", &shown.delivery_timeout_ms)
-            .field("create_topics", &shown.create_topics)
-            .field("partitions", &shown.partitions)
-            .field("replication_factor", &shown.replication_factor)
-            .field("properties", &shown.properties)
-            .field("raw", &shown.raw)
+        f.debug_map()
+            .entries(self.0.iter().map(|(name, value)| {
+                let shown = if is_secret(name) {
+                    "***"
+                } else {
+                    value.as_str()
+                };
+                (name, shown)
+            }))
             .finish()
     }
 }
@@ -229,7 +243,7 @@ impl KafkaConfig {
             // broker's records a minute after traffic flowed again.
             ("socket.timeout.ms".to_owned(), SOCKET_TIMEOUT_MS.to_owned()),
         ];
-        properties.extend(self.properties.clone());
+        properties.extend(self.properties.0.clone());
         properties
     }
 

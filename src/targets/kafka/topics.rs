@@ -22,7 +22,7 @@ pub(super) async fn ensure_topics(
     };
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
-    for (name, value) in &config.properties {
+    for (name, value) in config.properties.iter() {
         // Connection settings (security, SASL) apply to the admin client too.
         if name.starts_with("security.") || name.starts_with("sasl.") || name.starts_with("ssl.") {
             client.set(name, value);
