@@ -1,7 +1,7 @@
 //! The chaos run at full length: `cargo bench --bench chaos -- --seconds 90 [--seed N]`.
 //! Needs the shared services (`cargo xtask up`) for Kafka; starts its own 3-member set.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 fn arg(name: &str) -> Option<u64> {

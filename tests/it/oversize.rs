@@ -4,16 +4,14 @@
 //! reassembled where the server can, and otherwise goes by `engine.oversize`; later events
 //! flow in every case.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::app::{Process, memory_config};
+use crate::common::{DEADLINE, mongo, unique_name, wait_until};
 use changeflow::cmd::setup;
 use changeflow::config::{Config, OversizePolicy};
 use changeflow::state::dead_letters;
 use changeflow::targets::memory_stats::MEMORY_STATS;
-use common::app::{Process, memory_config};
-use common::{DEADLINE, mongo, unique_name, wait_until};
 use mongodb::Database;
 use mongodb::bson::{DateTime, Document, doc};
 
@@ -101,7 +99,7 @@ async fn server_splits(db: &Database) -> bool {
 }
 
 async fn decode_dead_letters(db: &Database) -> Vec<Document> {
-    common::app::all_documents(db, dead_letters::COLLECTION)
+    crate::common::app::all_documents(db, dead_letters::COLLECTION)
         .await
         .into_iter()
         .filter(|d| d.get_str("stage") == Ok("decode"))
@@ -111,7 +109,7 @@ async fn decode_dead_letters(db: &Database) -> Vec<Document> {
 #[tokio::test]
 async fn an_event_over_16_mb_is_split_reassembled_and_handled() {
     let (config, db) = prepared("oversize_split", true, OversizePolicy::Fail).await;
-    let version = common::server_version().await;
+    let version = crate::common::server_version().await;
     assert!(
         server_splits(&db).await,
         "MongoDB {version} cannot split change events ($changeStreamSplitLargeEvent needs \

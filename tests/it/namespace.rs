@@ -3,22 +3,20 @@
 //! on, and documents written into the recreated collection are still processed. Each is
 //! published to the namespace topic too.
 
-mod common;
-
+use crate::common::app::{insert_pending, kafka_only_config, start_ready};
+use crate::common::records::{consume, required};
+use crate::common::schemas::committed_event_schema;
+use crate::common::{DEADLINE, unique_name, wait_until};
 use changeflow::events::catalog::by_schema_id;
 use changeflow::source::position::{Bound, parse_time};
 use changeflow::state::namespace_log::COLLECTION;
-use common::app::{insert_pending, kafka_only_config, start_ready};
-use common::records::{consume, required};
-use common::schemas::committed_event_schema;
-use common::{DEADLINE, unique_name, wait_until};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, Timestamp, doc};
 use rdkafka::Message;
 
 #[tokio::test]
 async fn drops_and_renames_are_surfaced_and_the_stream_goes_on() {
-    let client = common::mongo().await;
+    let client = crate::common::mongo().await;
     let db_name = unique_name("ns_events");
     let mut config = kafka_only_config(&db_name);
     // State lives apart: this test drops the watched database.
@@ -101,7 +99,7 @@ async fn drops_and_renames_are_surfaced_and_the_stream_goes_on() {
     );
     insert_pending(&payments, "p4", 1, 1).await;
     let topic = config.kafka.topic(&config.kafka.topics.payments);
-    let records = consume(&common::kafka_brokers(), &topic, 4).await;
+    let records = consume(&crate::common::kafka_brokers(), &topic, 4).await;
     let mut subjects: Vec<&str> = records.iter().map(|m| required(m, "ce_subject")).collect();
     subjects.sort_unstable();
     assert_eq!(subjects, ["p1-0", "p2-0", "p3-0", "p4-0"]);
@@ -112,12 +110,13 @@ async fn drops_and_renames_are_surfaced_and_the_stream_goes_on() {
 
     // Each is also published, as a CloudEvent of its own type, with the recorded id.
     let topic = config.kafka.topic(&config.kafka.topics.namespace);
-    let mut published = consume(&common::kafka_brokers(), &topic, 5).await;
+    let mut published = consume(&crate::common::kafka_brokers(), &topic, 5).await;
     let time = |m: &rdkafka::message::OwnedMessage| -> Timestamp {
         let data: serde_json::Value =
             serde_json::from_slice(m.payload().expect("a value")).expect("JSON data");
         let schema = by_schema_id(required(m, "ce_dataschema")).expect("a published type");
-        let validator = common::schemas::validator(&committed_event_schema(&schema.file_name()));
+        let validator =
+            crate::common::schemas::validator(&committed_event_schema(&schema.file_name()));
         assert!(validator.is_valid(&data), "{data}");
         assert_eq!(data["stream"], db_name.as_str(), "{data}");
         let at = data["clusterTime"].as_str().expect("clusterTime");

@@ -1,13 +1,11 @@
 //! The replica set delivers changes to a stream opened before them, with full documents and
 //! resume tokens, and a stream resumed with `startAfter` yields exactly what followed.
 
-mod common;
-
 use std::str::FromStr;
 
+use crate::common::{DEADLINE, within};
 use changeflow::config::WatchedDatabase;
 use changeflow::source::{self, RawChange, StartAt};
-use common::{DEADLINE, within};
 use futures::StreamExt;
 use mongodb::bson::{self, Bson, Decimal128, Document, doc};
 use mongodb::change_stream::ChangeStream;
@@ -36,13 +34,13 @@ fn token_of(event: &Document) -> ResumeToken {
 
 #[tokio::test]
 async fn insert_reaches_a_stream_opened_before_it_with_full_document_and_token() {
-    let client = common::mongo().await;
-    let db_name = common::unique_name("insert");
+    let client = crate::common::mongo().await;
+    let db_name = crate::common::unique_name("insert");
     let db = client.database(&db_name);
     let mut stream = source::open(
         &client,
         &watched(&db_name, &["payments"]),
-        &common::engine_config(),
+        &crate::common::engine_config(),
         &StartAt::Now,
     )
     .await
@@ -90,13 +88,18 @@ async fn insert_reaches_a_stream_opened_before_it_with_full_document_and_token()
 
 #[tokio::test]
 async fn start_after_a_token_yields_exactly_the_events_after_it() {
-    let client = common::mongo().await;
-    let db_name = common::unique_name("resume");
+    let client = crate::common::mongo().await;
+    let db_name = crate::common::unique_name("resume");
     let payments = client.database(&db_name).collection::<Document>("payments");
     let target = watched(&db_name, &["payments"]);
-    let mut first = source::open(&client, &target, &common::engine_config(), &StartAt::Now)
-        .await
-        .unwrap();
+    let mut first = source::open(
+        &client,
+        &target,
+        &crate::common::engine_config(),
+        &StartAt::Now,
+    )
+    .await
+    .unwrap();
     for seq in 0..5 {
         payments.insert_one(doc! {"seq": seq}).await.unwrap();
     }
@@ -113,7 +116,7 @@ async fn start_after_a_token_yields_exactly_the_events_after_it() {
     let mut resumed = source::open(
         &client,
         &target,
-        &common::engine_config(),
+        &crate::common::engine_config(),
         &StartAt::After(tokens[1].clone()),
     )
     .await
@@ -144,12 +147,17 @@ async fn the_same_change_read_twice_gets_the_same_event_id() {
     use changeflow::decode::payments;
     use changeflow::domain::EventKind;
 
-    let client = common::mongo().await;
-    let db_name = common::unique_name("eventid");
+    let client = crate::common::mongo().await;
+    let db_name = crate::common::unique_name("eventid");
     let target = watched(&db_name, &["payments"]);
-    let mut live = source::open(&client, &target, &common::engine_config(), &StartAt::Now)
-        .await
-        .unwrap();
+    let mut live = source::open(
+        &client,
+        &target,
+        &crate::common::engine_config(),
+        &StartAt::Now,
+    )
+    .await
+    .unwrap();
     client
         .database(&db_name)
         .collection::<Document>("payments")
@@ -170,9 +178,14 @@ async fn the_same_change_read_twice_gets_the_same_event_id() {
 
     // Read the same change again, this time replaying from its cluster time.
     let replay_from = StartAt::OperationTime(first.meta().cluster_time);
-    let mut replay = source::open(&client, &target, &common::engine_config(), &replay_from)
-        .await
-        .unwrap();
+    let mut replay = source::open(
+        &client,
+        &target,
+        &crate::common::engine_config(),
+        &replay_from,
+    )
+    .await
+    .unwrap();
     let again = within(DEADLINE, "the replayed change", replay.next())
         .await
         .unwrap()

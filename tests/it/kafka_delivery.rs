@@ -2,18 +2,16 @@
 //! the checkpoint pass an undelivered event; a crash of changeflow repeats only a bounded
 //! window of events, with their original ids, even while checkpoint writes are slow.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use crate::common::app::{Process, kafka_only_config, payment};
+use crate::common::broker::OwnBroker;
+use crate::common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};
+use crate::common::records::{consume_until, required};
+use crate::common::{DEADLINE, kafka_brokers, mongo, unique_name, wait_until};
 use changeflow::config::Config;
 use changeflow::state::checkpoints::CheckpointStore;
-use common::app::{Process, kafka_only_config, payment};
-use common::broker::OwnBroker;
-use common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};
-use common::records::{consume_until, required};
-use common::{DEADLINE, kafka_brokers, mongo, unique_name, wait_until};
 use mongodb::bson::{Document, doc};
 use rdkafka::message::OwnedMessage;
 
@@ -77,6 +75,7 @@ fn duplicates(records: &[OwnedMessage]) -> usize {
 
 #[tokio::test]
 async fn broker_outage_loses_nothing_and_the_checkpoint_waits_for_delivery() {
+    let _faults = crate::common::exclusive().await;
     let mut broker = OwnBroker::start().await;
     let db_name = unique_name("outage");
     let db = mongo().await.database(&db_name);
@@ -155,6 +154,7 @@ async fn broker_outage_loses_nothing_and_the_checkpoint_waits_for_delivery() {
 
 #[tokio::test]
 async fn sigkill_mid_stream_repeats_at_most_the_read_ahead_bound() {
+    let _faults = crate::common::exclusive().await;
     let db_name = unique_name("kcrash");
     let db = mongo().await.database(&db_name);
     let payments = db.collection::<Document>("payments");
@@ -218,6 +218,7 @@ const SLOW_WRITE_MS: i64 = 2000;
 
 #[tokio::test]
 async fn slow_checkpoint_writes_pause_reading_so_a_crash_repeats_at_most_the_bound() {
+    let _faults = crate::common::exclusive().await;
     let server = OwnMongod::start_with(Options {
         test_commands: true,
         ..Options::default()

@@ -5,19 +5,17 @@
 //! documented margin; a second signal ends it at once; what was not finished runs after
 //! the restart.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use changeflow::cmd::shutdown::MARGIN;
-use changeflow::config::Config;
-use common::app::{
+use crate::common::app::{
     Process, config, kafka_only_config, outcomes_and_counters, payment, run_cli, wait_all_settled,
 };
-use common::broker::OwnBroker;
-use common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};
-use common::records::consume_until;
-use common::{DEADLINE, mongo, unique_name, wait_until};
+use crate::common::broker::OwnBroker;
+use crate::common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};
+use crate::common::records::consume_until;
+use crate::common::{DEADLINE, mongo, unique_name, wait_until};
+use changeflow::cmd::shutdown::MARGIN;
+use changeflow::config::Config;
 use mongodb::bson::{Document, doc};
 use rdkafka::message::Message;
 
@@ -77,6 +75,7 @@ async fn insert(payments: &mongodb::Collection<Document>, from: usize, to: usize
 
 #[tokio::test]
 async fn a_stop_ends_in_time_with_the_broker_down_and_nothing_is_lost() {
+    let _faults = crate::common::exclusive().await;
     let mut broker = OwnBroker::start().await;
     let db_name = unique_name("stopkafka");
     let db = mongo().await.database(&db_name);
@@ -186,6 +185,7 @@ async fn fail_point_off(root: &mongodb::Client) {
 
 #[tokio::test]
 async fn a_stop_ends_in_time_with_handlers_stuck_in_retries_and_a_second_signal_ends_at_once() {
+    let _faults = crate::common::exclusive().await;
     let (server, root, mut config, app) = server_with_fail_points("stopretry").await;
     let db_name = config.payments.database.clone();
     let db = root.database(&db_name);
@@ -254,6 +254,7 @@ async fn a_stop_ends_in_time_with_handlers_stuck_in_retries_and_a_second_signal_
 
 #[tokio::test]
 async fn a_stop_ends_in_time_while_the_server_does_not_answer() {
+    let _faults = crate::common::exclusive().await;
     let (server, root, config, app) = server_with_fail_points("stopfrozen").await;
     let payments = root
         .database(&config.payments.database)

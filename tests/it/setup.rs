@@ -2,14 +2,12 @@
 //! collections with their indexes and pre-/post-images, is idempotent, and the validators
 //! refuse what the decoders would dead-letter.
 
-mod common;
-
 use std::process::Command;
 
+use crate::common::app::{config, payment};
+use crate::common::{mongo, unique_name};
 use changeflow::cmd::setup::{self, Report, Step};
 use changeflow::config::Config;
-use common::app::{config, payment};
-use common::{mongo, unique_name};
 use futures::TryStreamExt;
 use mongodb::Client;
 use mongodb::bson::{DateTime, Document, doc};
@@ -219,7 +217,7 @@ async fn the_setup_command_says_what_it_did() {
     let run = || {
         let output = Command::new(env!("CARGO_BIN_EXE_changeflow"))
             .arg("setup")
-            .env("CHANGEFLOW_MONGODB_URI", common::mongodb_uri())
+            .env("CHANGEFLOW_MONGODB_URI", crate::common::mongodb_uri())
             .env(
                 "CHANGEFLOW_WATCH",
                 format!("[{{database = \"{name}\", collections = [\"payments\"]}}]"),

@@ -1,11 +1,9 @@
 //! With a password in the connection string (mongod running with access control), no
 //! command prints it: not `run`'s logs, not `status`, `checkpoint`, `replay`, nor errors.
 
-mod common;
-
-use common::app::{Process, insert_pending, kafka_only_config, run_cli};
-use common::own_mongod::{OwnMongod, PASSWORD, PASSWORD_IN_URI};
-use common::{DEADLINE, unique_name};
+use crate::common::app::{Process, insert_pending, kafka_only_config, run_cli};
+use crate::common::own_mongod::{OwnMongod, PASSWORD, PASSWORD_IN_URI};
+use crate::common::{DEADLINE, unique_name};
 use mongodb::bson::Document;
 
 fn assert_no_password(what: &str, text: &str) {
@@ -27,7 +25,7 @@ async fn passwords_never_appear_in_any_output() {
     let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
     let payments = client.database(&db_name).collection::<Document>("payments");
     insert_pending(&payments, "c", 3, 1).await;
-    common::wait_until(DEADLINE, "the checkpoint to pass the payments", || async {
+    crate::common::wait_until(DEADLINE, "the checkpoint to pass the payments", || async {
         let events = process
             .metric("changeflow_events_handled_total{kind=\"payment_requested\"}")
             .await;

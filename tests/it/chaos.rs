@@ -1,12 +1,11 @@
 //! The chaos run in its CI length (30 s: every kind of fault at least once): changeflow killed, the primary stepped down or
 //! killed at random moments under load, then every payment's and user's history checked
-//! (see `tests/common/chaos.rs`; the 90 s run: `cargo bench --bench chaos`).
-
-mod common;
+//! (see `tests/it/common/chaos.rs`; the 90 s run: `cargo bench --bench chaos`).
 
 #[tokio::test]
 async fn thirty_seconds_of_kills_failovers_and_stalls_lose_nothing() {
-    let report = common::chaos::run(30, 20261130).await;
+    let _faults = crate::common::exclusive().await;
+    let report = crate::common::chaos::run(30, 20261130).await;
     for line in report.lines() {
         eprintln!("chaos: {line}");
     }

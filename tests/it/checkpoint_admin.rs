@@ -3,15 +3,13 @@
 //! is stopped (a set time replays from there, with the same ids), print how to undo, and
 //! `status` shows which run holds each stream.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::common::app::{Process, kafka_only_config, payment, run_cli};
+use crate::common::records::{consume_until, required};
+use crate::common::{DEADLINE, unique_name, wait_until};
 use changeflow::source::position::cluster_time_text;
-use common::app::{Process, kafka_only_config, payment, run_cli};
-use common::records::{consume_until, required};
-use common::{DEADLINE, unique_name, wait_until};
 use mongodb::bson::{Document, Timestamp};
 
 const HANDLED: &str = "changeflow_events_handled_total{kind=\"payment_requested\"}";
@@ -46,7 +44,7 @@ async fn stream_json(config: &changeflow::config::Config, args: &[&str]) -> serd
 
 #[tokio::test]
 async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped() {
-    let client = common::mongo().await;
+    let client = crate::common::mongo().await;
     let db_name = unique_name("ckpt_admin");
     let config = kafka_only_config(&db_name);
     let topic = config.kafka.topic(&config.kafka.topics.payments);
@@ -138,7 +136,7 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
     let mut process = Process::spawn(&config);
     process.wait_healthy().await;
     let records = consume_until(
-        &common::kafka_brokers(),
+        &crate::common::kafka_brokers(),
         &topic,
         DEADLINE,
         Duration::from_secs(2),

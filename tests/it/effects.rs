@@ -7,18 +7,16 @@
 //! seconds): the design these tests replaced took minutes, livelocked in write conflicts
 //! or blocked behind a killed process's open transaction for its whole lifetime.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::app::{
+    Process, config, memory_config, memory_stats_by_user, outcomes_and_counters, payment,
+};
+use crate::common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};
+use crate::common::{DEADLINE, mongo, unique_name, wait_until};
 use changeflow::cmd::demo::memory;
 use changeflow::cmd::setup;
 use changeflow::config::Config;
-use common::app::{
-    Process, config, memory_config, memory_stats_by_user, outcomes_and_counters, payment,
-};
-use common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};
-use common::{DEADLINE, mongo, unique_name, wait_until};
 use mongodb::Database;
 use mongodb::bson::{Document, doc};
 
@@ -77,6 +75,7 @@ fn tail(log: &str) -> String {
 
 #[tokio::test]
 async fn a_backlog_of_payments_is_settled_and_counted_with_thousands_in_flight() {
+    let _faults = crate::common::exclusive().await;
     let db_name = unique_name("backlog");
     let client = mongo().await;
     let db = client.database(&db_name);
@@ -99,6 +98,7 @@ async fn a_backlog_of_payments_is_settled_and_counted_with_thousands_in_flight()
 
 #[tokio::test]
 async fn a_memory_backlog_is_counted_exactly_soon_after_sigkills_mid_drain() {
+    let _faults = crate::common::exclusive().await;
     // memory_stats use the same exactly-once writer; each user's events form one lane, so
     // what blocked them was a killed run's open transaction on a user's document, held for
     // the server's default 60 s. (Threads expire by TTL: the monitor runs every second.)
@@ -184,6 +184,7 @@ fn own_config(server: &OwnMongod, db_name: &str) -> Config {
 
 #[tokio::test]
 async fn five_sigkills_during_a_drain_leave_exact_counts_soon_after_the_last_restart() {
+    let _faults = crate::common::exclusive().await;
     // The server's default transactionLifetimeLimitSeconds (60 s): a transaction a killed
     // run left open holds its documents that long unless the next run ends it.
     let server = OwnMongod::start().await;
@@ -258,6 +259,7 @@ async fn counted(db: &Database) -> i64 {
 
 #[tokio::test]
 async fn an_election_during_a_drain_leaves_exact_counts() {
+    let _faults = crate::common::exclusive().await;
     let server = OwnMongod::start().await;
     let client = server.client().await;
     let db_name = unique_name("elect");

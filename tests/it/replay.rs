@@ -1,18 +1,16 @@
 //! `changeflow replay` against a real replica set and broker: the events after a token or
 //! between two times, with the live run's ids, and the live checkpoint left alone.
 
-mod common;
-
 use std::collections::HashSet;
 
+use crate::common::app::{insert_pending, kafka_only_config, run_cli, start_ready};
+use crate::common::records::{consume, consume_until, required};
+use crate::common::{DEADLINE, unique_name, within};
 use changeflow::cmd::replay;
 use changeflow::config::Config;
 use changeflow::domain::EventId;
 use changeflow::source::position::{cluster_time_text, describe};
 use changeflow::source::{self, StartAt};
-use common::app::{insert_pending, kafka_only_config, run_cli, start_ready};
-use common::records::{consume, consume_until, required};
-use common::{DEADLINE, unique_name, within};
 use futures::StreamExt;
 use mongodb::bson::{Document, Timestamp, doc};
 
@@ -31,7 +29,7 @@ impl Seen {
 /// Inserts `count` PENDING payments `{prefix}-N` while watching, and returns each change's
 /// token `_data` and cluster time, in order.
 async fn insert_watched(config: &Config, prefix: &str, count: usize) -> Vec<Seen> {
-    let client = common::mongo().await;
+    let client = crate::common::mongo().await;
     let target = &config.watch[0];
     let mut stream = source::open(&client, target, &config.engine, &StartAt::Now)
         .await
@@ -59,10 +57,10 @@ async fn insert_watched(config: &Config, prefix: &str, count: usize) -> Vec<Seen
 
 #[tokio::test]
 async fn replay_from_a_token_re_emits_exactly_the_later_events_with_the_live_ids() {
-    let client = common::mongo().await;
+    let client = crate::common::mongo().await;
     let db_name = unique_name("replay_tok");
     let config = kafka_only_config(&db_name);
-    let brokers = common::kafka_brokers();
+    let brokers = crate::common::kafka_brokers();
     let running = start_ready(&config).await;
     let seen = insert_watched(&config, "p", 1000).await;
 
@@ -253,7 +251,7 @@ async fn replay_refuses_a_token_when_several_streams_are_watched() {
 async fn an_interrupted_replay_continues_where_it_stopped_with_the_same_end() {
     let db_name = unique_name("replay_cont");
     let config = kafka_only_config(&db_name);
-    let brokers = common::kafka_brokers();
+    let brokers = crate::common::kafka_brokers();
     let seen = insert_watched(&config, "c", 2000).await;
     let topic = unique_name("continued");
     let from = cluster_time_text(seen[0].time);
@@ -283,7 +281,7 @@ async fn an_interrupted_replay_continues_where_it_stopped_with_the_same_end() {
     assert!(first.events < 2000, "{first:?}");
 
     // Written after the replay began: beyond its end, so the continued run leaves them out.
-    let payments = common::mongo()
+    let payments = crate::common::mongo()
         .await
         .database(&db_name)
         .collection::<Document>("payments");

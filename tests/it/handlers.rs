@@ -1,11 +1,10 @@
 //! The three handlers against the real replica set: conditional outcome, exactly-once
 //! counters under duplicate and concurrent delivery, and the provider settling payments.
 
-mod common;
-
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::common::{DEADLINE, within};
 use changeflow::config::OutcomePolicy;
 use changeflow::config::WatchedDatabase;
 use changeflow::decode::payments;
@@ -16,7 +15,6 @@ use changeflow::source::{self, RawChange, StartAt};
 use changeflow::targets::counters::{Applied, COUNTERS, Counters, PROCESSED_EVENTS};
 use changeflow::targets::provider_simulator::ProviderSimulator;
 use changeflow::targets::status_updater::StatusUpdater;
-use common::{DEADLINE, within};
 use futures::StreamExt;
 use mongodb::bson::{Decimal128, Document, Uuid, doc};
 use mongodb::change_stream::ChangeStream;
@@ -46,15 +44,20 @@ async fn next_event(stream: &mut ChangeStream<RawChange>) -> PaymentEvent {
 async fn watched_payments(
     prefix: &str,
 ) -> (mongodb::Client, mongodb::Database, ChangeStream<RawChange>) {
-    let client = common::mongo().await;
-    let db = client.database(&common::unique_name(prefix));
+    let client = crate::common::mongo().await;
+    let db = client.database(&crate::common::unique_name(prefix));
     let target = WatchedDatabase {
         database: db.name().to_owned(),
         collections: vec!["payments".into()],
     };
-    let stream = source::open(&client, &target, &common::engine_config(), &StartAt::Now)
-        .await
-        .unwrap();
+    let stream = source::open(
+        &client,
+        &target,
+        &crate::common::engine_config(),
+        &StartAt::Now,
+    )
+    .await
+    .unwrap();
     (client, db, stream)
 }
 
@@ -70,8 +73,8 @@ async fn status_of(db: &mongodb::Database, key: &Document) -> String {
 
 #[tokio::test]
 async fn status_updater_only_moves_pending_payments() {
-    let client = common::mongo().await;
-    let db = client.database(&common::unique_name("settle"));
+    let client = crate::common::mongo().await;
+    let db = client.database(&crate::common::unique_name("settle"));
     let id = Uuid::new();
     db.collection::<Document>("payments")
         .insert_one(payment(id))

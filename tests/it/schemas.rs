@@ -1,13 +1,11 @@
 //! The committed schemas and catalog (`schemas/`) are what the code generates, and the
 //! published data validates against them. Regenerate with
-//! `CHANGEFLOW_UPDATE_SCHEMAS=1 cargo test --test schemas`.
-
-mod common;
+//! `CHANGEFLOW_UPDATE_SCHEMAS=1 cargo test --test it schemas`.
 
 use std::path::{Path, PathBuf};
 
+use crate::common::schemas::{self, committed_event_schema};
 use changeflow::events::catalog::{published_types, readme};
-use common::schemas::{self, committed_event_schema};
 
 const UPDATE: &str = "CHANGEFLOW_UPDATE_SCHEMAS";
 
@@ -45,7 +43,7 @@ fn committed_schemas_and_catalog_match_the_code() {
     drift.extend(check_file(&dir.join("README.md"), &readme()));
     assert!(
         drift.is_empty(),
-        "{}\nregenerate with `{UPDATE}=1 cargo test --test schemas` and commit the result",
+        "{}\nregenerate with `{UPDATE}=1 cargo test --test it schemas` and commit the result",
         drift.join("\n")
     );
 }

@@ -3,12 +3,14 @@
 //! its committed schema, carries no embedding by default, and moves `memory_stats`; a
 //! memory without a user is dead-lettered instead.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::app::{Process, memory_config, memory_stats_by_user};
+use crate::common::records::{self, required};
+use crate::common::schemas::{self, committed_event_schema};
+use crate::common::{DEADLINE, kafka_brokers, mongo, unique_name, wait_until};
 use changeflow::cmd::demo::memory;
 use changeflow::cmd::run;
 use changeflow::cmd::setup;
@@ -16,10 +18,6 @@ use changeflow::events::catalog::by_schema_id;
 use changeflow::source::StartAt;
 use changeflow::state::dead_letters;
 use changeflow::targets::memory_stats::MEMORY_STATS;
-use common::app::{Process, memory_config, memory_stats_by_user};
-use common::records::{self, required};
-use common::schemas::{self, committed_event_schema};
-use common::{DEADLINE, kafka_brokers, mongo, unique_name, wait_until};
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::{Collection, Database};
 use rdkafka::message::{Message, OwnedMessage};

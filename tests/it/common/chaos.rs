@@ -2,10 +2,10 @@
 //! 3-member set for a number of seconds while, one after another at random moments,
 //! changeflow is SIGKILLed and restarted, the primary steps down, the primary is
 //! SIGKILLed (and restarted a little later), or the primary freezes for 4 s (SIGSTOP: a
-//! stalled server; the proxy of `tests/stalls.rs` needs a direct connection to one
+//! stalled server; the proxy of `tests/it/stalls.rs` needs a direct connection to one
 //! member, which a failing-over set cannot use). Then every entity is checked: each payment
 //! settled and counted, `memory_stats` exact, each payment's Kafka history `requested`
-//! then one outcome, ids unique per change, repeats within the bound. `tests/chaos.rs`
+//! then one outcome, ids unique per change, repeats within the bound. `tests/it/chaos.rs`
 //! runs 30 s in CI; `cargo bench --bench chaos -- --seconds 90` the full one.
 
 use std::collections::BTreeMap;

@@ -1,19 +1,17 @@
 //! Checkpoints survive in MongoDB and a stream resumed from one continues exactly after it.
 
-mod common;
-
+use crate::common::{DEADLINE, within};
 use changeflow::config::WatchedDatabase;
 use changeflow::source::{self, StartAt};
 use changeflow::state::checkpoints::{Checkpoint, CheckpointStore};
-use common::{DEADLINE, within};
 use futures::StreamExt;
 use mongodb::bson::{self, Document, doc};
 use mongodb::change_stream::event::ResumeToken;
 
 #[tokio::test]
 async fn a_stored_checkpoint_resumes_right_after_its_event() {
-    let client = common::mongo().await;
-    let db_name = common::unique_name("ckpt");
+    let client = crate::common::mongo().await;
+    let db_name = crate::common::unique_name("ckpt");
     let db = client.database(&db_name);
     let store = CheckpointStore::new(&db);
     assert_eq!(store.load("payments-stream").await.unwrap(), None);
@@ -23,9 +21,14 @@ async fn a_stored_checkpoint_resumes_right_after_its_event() {
         collections: vec!["payments".into()],
     };
     let payments = db.collection::<Document>("payments");
-    let mut stream = source::open(&client, &target, &common::engine_config(), &StartAt::Now)
-        .await
-        .unwrap();
+    let mut stream = source::open(
+        &client,
+        &target,
+        &crate::common::engine_config(),
+        &StartAt::Now,
+    )
+    .await
+    .unwrap();
     for seq in 0..3 {
         payments.insert_one(doc! {"seq": seq}).await.unwrap();
     }
@@ -61,7 +64,7 @@ async fn a_stored_checkpoint_resumes_right_after_its_event() {
     let mut resumed = source::open(
         &client,
         &target,
-        &common::engine_config(),
+        &crate::common::engine_config(),
         &StartAt::After(loaded.token),
     )
     .await

@@ -1,13 +1,11 @@
 //! A generated corpus through the decoders (no server): thousands of payment and memory
-//! documents of every shape (see `common::corpus`). A valid document decodes to an event;
+//! documents of every shape (see `crate::common::corpus`). A valid document decodes to an event;
 //! one with a text field of another type is refused naming that field; anything else may be
 //! refused, but never panics, and every reason stays short whatever the input's size.
 
-mod common;
-
+use crate::common::corpus::{self, Collection, Expect};
 use changeflow::config::{Config as ChangeflowConfig, MemoryConfig};
 use changeflow::decode::{Decoded, Domains};
-use common::corpus::{self, Collection, Expect};
 use mongodb::bson::{Bson, RawDocumentBuf, doc};
 use proptest::prelude::*;
 use proptest::test_runner::Config;

@@ -2,20 +2,18 @@
 //! the schema `ce_dataschema` names, one partition and stream order per payment, and records
 //! the broker refuses for good in the dead-letter topic while the next event still goes out.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::common::app::{config, insert_pending, kafka_only_config, payment, wait_all_settled};
+use crate::common::records::{self, header, required};
+use crate::common::schemas::{self, committed_event_schema};
+use crate::common::{DEADLINE, kafka_brokers, mongo, unique_name, within};
 use changeflow::cmd::run;
 use changeflow::domain::EventId;
 use changeflow::events::catalog::by_schema_id;
 use changeflow::source::{self, RawChange, StartAt};
 use changeflow::targets::kafka::dead_letter_headers;
-use common::app::{config, insert_pending, kafka_only_config, payment, wait_all_settled};
-use common::records::{self, header, required};
-use common::schemas::{self, committed_event_schema};
-use common::{DEADLINE, kafka_brokers, mongo, unique_name, within};
 use futures::StreamExt;
 use mongodb::bson::{Document, doc};
 use mongodb::change_stream::ChangeStream;

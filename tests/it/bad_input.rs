@@ -4,16 +4,14 @@
 //! every invalid one dead-lettered with its reason and document key, and later changes on
 //! both streams handled.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::app::{Process, memory_config, outcomes_and_counters, payment};
+use crate::common::corpus;
+use crate::common::{DEADLINE, mongo, unique_name, wait_until};
 use changeflow::cmd::setup;
 use changeflow::decode::{Decoded, Domains};
 use changeflow::state::dead_letters;
-use common::app::{Process, memory_config, outcomes_and_counters, payment};
-use common::corpus;
-use common::{DEADLINE, mongo, unique_name, wait_until};
 use mongodb::bson::{Bson, DateTime, Decimal128, Document, doc, oid::ObjectId};
 
 /// About `mb` megabytes of text.

@@ -1,6 +1,6 @@
 //! Test harness: where the real servers are, unique names so tests run in parallel, and
 //! waiting with a deadline. A missing server fails the test with how to start it.
-#![allow(dead_code)] // each test binary uses a different part of the harness
+#![allow(dead_code)] // not every helper is used by every configuration of the suite
 
 pub mod app;
 pub mod broker;
@@ -196,4 +196,12 @@ pub fn cached_binary(env_var: &str, cached: &str, needed_for: &str) -> std::path
 /// The stream options changeflow uses by default.
 pub fn engine_config() -> changeflow::config::EngineConfig {
     changeflow::config::Config::default().engine
+}
+
+/// Held by a test that starts its own servers and injects faults (kills, stalls, step-downs,
+/// an oplog that wraps): no two of them run at once, so neither one's timing is the
+/// other's load. The other tests run beside them.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    FAULTS.lock().await
 }

@@ -1,16 +1,14 @@
 //! The `changeflow run` binary against the replica set: the HTTP seed flow, a SIGKILL in
 //! the middle of work, and a graceful SIGTERM.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use crate::common::app::{Process, config, outcomes_and_counters, payment, wait_all_settled};
+use crate::common::{DEADLINE, mongo, unique_name, wait_until};
 use changeflow::decode::event_id_of;
 use changeflow::source::{self, StartAt};
 use changeflow::state::checkpoints::CheckpointStore;
-use common::app::{Process, config, outcomes_and_counters, payment, wait_all_settled};
-use common::{DEADLINE, mongo, unique_name, wait_until};
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
 
@@ -326,13 +324,14 @@ async fn read_all(
         database: database.to_owned(),
         collections: vec!["payments".to_owned()],
     };
-    let mut stream = source::open(client, &target, &common::engine_config(), &start)
+    let mut stream = source::open(client, &target, &crate::common::engine_config(), &start)
         .await
         .unwrap();
     let mut events = Vec::new();
-    while let Some(raw) = common::within(DEADLINE, "reading the stream", stream.next_if_any())
-        .await
-        .unwrap()
+    while let Some(raw) =
+        crate::common::within(DEADLINE, "reading the stream", stream.next_if_any())
+            .await
+            .unwrap()
     {
         let key = raw
             .get_document("documentKey")

@@ -6,19 +6,17 @@
 //! be read, and by the server (ChangeStreamHistoryLost) for a user who cannot read
 //! `local`. With `restart-from-now` the same user goes on and the gap is recorded.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::app::{insert_pending, kafka_only_config, run_cli, start_ready};
+use crate::common::broker::OwnBroker;
+use crate::common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};
+use crate::common::records::{consume_until, required};
+use crate::common::{DEADLINE, oldest_oplog_entry, unique_name, wait_until};
 use changeflow::config::{Config, HistoryLostPolicy};
 use changeflow::source::position::{describe, token_time};
 use changeflow::state::checkpoints::CheckpointStore;
 use changeflow::state::gaps::Gaps;
-use common::app::{insert_pending, kafka_only_config, run_cli, start_ready};
-use common::broker::OwnBroker;
-use common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};
-use common::records::{consume_until, required};
-use common::{DEADLINE, oldest_oplog_entry, unique_name, wait_until};
 use mongodb::bson::{Document, Timestamp, doc};
 use mongodb::{Client, Collection};
 
@@ -136,6 +134,7 @@ fn error_line(stderr: &str) -> &str {
 
 #[tokio::test]
 async fn headroom_shrinks_under_writes_and_a_real_wrap_is_reported() {
+    let _faults = crate::common::exclusive().await;
     let server = OwnMongod::start_with(Options {
         oplog_mb: Some(990),
         ..Options::default()

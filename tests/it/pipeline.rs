@@ -1,11 +1,11 @@
 //! The engine in-process against the replica set: ordering per document, restart from
 //! the checkpoint, bad input to the dead-letter collection.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::app::{config, insert_pending, payment};
+use crate::common::{DEADLINE, mongo, unique_name, wait_until};
 use changeflow::cmd::run;
 use changeflow::domain::EventKind;
 use changeflow::observe::health::Health;
@@ -13,8 +13,6 @@ use changeflow::observe::metrics::Metrics;
 use changeflow::pipeline::Engine;
 use changeflow::pipeline::target::{Input, Routed, Target, TargetError};
 use changeflow::source::StartAt;
-use common::app::{config, insert_pending, payment};
-use common::{DEADLINE, mongo, unique_name, wait_until};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use mongodb::bson::{Document, doc};

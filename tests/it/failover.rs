@@ -5,19 +5,17 @@
 //! changeflow process still running. One test, phases in order, so CI runs one set of
 //! three servers at a time.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::app::{Process, memory_config, payment, wait_settled_and_counted};
+use crate::common::load::{
+    Load, RECOVERY, add, kafka_holds_every_change, memory_exact, memory_load, time_to_first_handled,
+};
+use crate::common::replica_set::ReplicaSet;
+use crate::common::{unique_name, wait_until};
 use changeflow::cmd::demo::memory;
 use changeflow::cmd::setup;
 use changeflow::config::Config;
-use common::app::{Process, memory_config, payment, wait_settled_and_counted};
-use common::load::{
-    Load, RECOVERY, add, kafka_holds_every_change, memory_exact, memory_load, time_to_first_handled,
-};
-use common::replica_set::ReplicaSet;
-use common::{unique_name, wait_until};
 use mongodb::Database;
 use mongodb::bson::{Document, doc};
 
@@ -130,7 +128,7 @@ async fn rollback(set: &mut ReplicaSet, db: &Database) -> String {
 async fn majority_lost(set: &mut ReplicaSet, db: &Database, run: &Process) {
     let (primary, _) = set.wait_majority_writes().await;
     let payments = db.collection::<Document>("payments");
-    common::app::insert_pending(&payments, "before-loss", 20, 1).await;
+    crate::common::app::insert_pending(&payments, "before-loss", 20, 1).await;
     let secondaries = set.others(primary);
     for &s in &secondaries {
         set.pause(s);
@@ -173,12 +171,13 @@ async fn majority_lost(set: &mut ReplicaSet, db: &Database, run: &Process) {
 
 #[tokio::test]
 async fn step_down_kill_and_rollback_under_load_lose_nothing_and_add_nothing() {
+    let _faults = crate::common::exclusive().await;
     let mut set = ReplicaSet::start(3).await;
     let client = set.client().await;
     let name = unique_name("failover");
     let mut config = memory_config(&name);
     config.mongodb.uri = set.uri();
-    common::create_topic(&config.kafka.topic(&config.kafka.topics.payments), 3).await;
+    crate::common::create_topic(&config.kafka.topic(&config.kafka.topics.payments), 3).await;
     setup::run(&client, &config).await.unwrap();
     let db = client.database(&name);
     let mut run = Process::spawn(&config);

@@ -1,11 +1,9 @@
 //! A record produced by an idempotent, acks=all producer comes back from the broker with
 //! its key, payload, headers, partition and offset intact, in order.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{DEADLINE, within};
+use crate::common::{DEADLINE, within};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -13,9 +11,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 #[tokio::test]
 async fn idempotent_producer_record_is_consumed_back_intact() {
-    let brokers = common::kafka_brokers();
-    let topic = common::unique_name("roundtrip");
-    common::create_topic(&topic, 3).await;
+    let brokers = crate::common::kafka_brokers();
+    let topic = crate::common::unique_name("roundtrip");
+    crate::common::create_topic(&topic, 3).await;
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -62,7 +60,7 @@ async fn idempotent_producer_record_is_consumed_back_intact() {
 
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
-        .set("group.id", common::unique_name("group"))
+        .set("group.id", crate::common::unique_name("group"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()

@@ -2,15 +2,13 @@
 //! oldest oplog entry stops `run` with the ways out (policy `fail`) or is skipped with a
 //! recorded gap (`restart-from-now`); `status`, `/metrics` and `/healthz` report headroom.
 
-mod common;
-
+use crate::common::app::{insert_pending, kafka_only_config, run_cli, start_ready};
+use crate::common::records::consume;
+use crate::common::{DEADLINE, oldest_oplog_entry, unique_name, wait_until};
 use changeflow::config::{Config, HistoryLostPolicy};
 use changeflow::source::position::{cluster_time_text, describe, token_from_hex, token_time};
 use changeflow::state::checkpoints::{Checkpoint, CheckpointStore};
 use changeflow::state::gaps::Gaps;
-use common::app::{insert_pending, kafka_only_config, run_cli, start_ready};
-use common::records::consume;
-use common::{DEADLINE, oldest_oplog_entry, unique_name, wait_until};
 use mongodb::Client;
 use mongodb::bson::{Document, Timestamp, doc};
 
@@ -45,7 +43,7 @@ async fn store_lost_checkpoint(client: &Client, config: &Config) -> Timestamp {
 
 #[tokio::test]
 async fn fail_policy_stops_with_both_times_and_the_ways_out() {
-    let client = common::mongo().await;
+    let client = crate::common::mongo().await;
     let db_name = unique_name("lost_fail");
     let config = kafka_only_config(&db_name);
     let lost = store_lost_checkpoint(&client, &config).await;
@@ -95,7 +93,7 @@ async fn fail_policy_stops_with_both_times_and_the_ways_out() {
 
 #[tokio::test]
 async fn restart_from_now_records_the_gap_and_goes_on() {
-    let client = common::mongo().await;
+    let client = crate::common::mongo().await;
     let db_name = unique_name("lost_restart");
     let mut config = kafka_only_config(&db_name);
     config
@@ -128,7 +126,7 @@ async fn restart_from_now_records_the_gap_and_goes_on() {
     let payments = client.database(&db_name).collection::<Document>("payments");
     insert_pending(&payments, "after-gap", 1, 1).await;
     let records = consume(
-        &common::kafka_brokers(),
+        &crate::common::kafka_brokers(),
         &config.kafka.topic(&config.kafka.topics.payments),
         1,
     )
@@ -145,7 +143,7 @@ async fn restart_from_now_records_the_gap_and_goes_on() {
 
 #[tokio::test]
 async fn status_metrics_and_healthz_report_the_headroom() {
-    let client = common::mongo().await;
+    let client = crate::common::mongo().await;
     let db_name = unique_name("headroom");
     let mut config = kafka_only_config(&db_name);
     config.history.check_every_ms = 200;

@@ -4,20 +4,18 @@
 //! straight to the server; changeflow must notice a stall, say so on `/healthz`, keep its
 //! memory bounded and resume by itself, losing nothing.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use std::collections::HashSet;
 
-use common::app::{
+use crate::common::app::{
     Process, config, insert_pending, kafka_only_config, outcomes_and_counters, wait_all_settled,
     wait_settled_and_counted,
 };
-use common::broker::OwnBroker;
-use common::proxy::{Mode, Proxy};
-use common::records::{consume_until, required};
-use common::{DEADLINE, mongo, mongodb_uri, unique_name, wait_until};
+use crate::common::broker::OwnBroker;
+use crate::common::proxy::{Mode, Proxy};
+use crate::common::records::{consume_until, required};
+use crate::common::{DEADLINE, mongo, mongodb_uri, unique_name, wait_until};
 use mongodb::Collection;
 use mongodb::bson::{Document, doc};
 
@@ -48,6 +46,7 @@ async fn health_code(run: &Process) -> u16 {
 
 #[tokio::test]
 async fn a_stalled_or_cut_connection_is_noticed_reported_and_recovered_from() {
+    let _faults = crate::common::exclusive().await;
     let client = mongo().await;
     let hello = client
         .database("admin")
@@ -132,6 +131,7 @@ async fn a_stalled_or_cut_connection_is_noticed_reported_and_recovered_from() {
 
 #[tokio::test]
 async fn a_frozen_broker_is_reported_stuck_and_nothing_is_lost() {
+    let _faults = crate::common::exclusive().await;
     let broker = OwnBroker::start().await;
     let (payments, topic, mut run) = broker_run("frozen_broker", &broker.address()).await;
     insert_pending(&payments, "before", 20, 0).await;
@@ -169,7 +169,8 @@ async fn a_frozen_broker_is_reported_stuck_and_nothing_is_lost() {
 
 #[tokio::test]
 async fn a_stalled_or_cut_broker_connection_is_reported_and_nothing_is_lost() {
-    let broker_port = common::app::free_port();
+    let _faults = crate::common::exclusive().await;
+    let broker_port = crate::common::app::free_port();
     let proxy = Proxy::start(format!("127.0.0.1:{broker_port}")).await;
     let _broker = OwnBroker::start_on(broker_port, Some(proxy.port())).await;
     let through_proxy = format!("127.0.0.1:{}", proxy.port());

@@ -1,0 +1,36 @@
+//! The integration tests, one binary so the MongoDB driver and librdkafka are linked once.
+//! Each module is one area; `common` is the harness (servers, processes, load, faults).
+//! Tests that inject faults into servers take [`common::exclusive`] so no two of them run
+//! at once on the shared machine.
+
+mod common;
+
+mod bad_input;
+mod change_stream;
+mod chaos;
+mod checkpoint_admin;
+mod checkpoint_store;
+mod cli;
+mod corpus;
+mod credentials;
+mod effects;
+mod failover;
+mod handlers;
+mod harness;
+mod history;
+mod kafka_delivery;
+mod kafka_roundtrip;
+mod kafka_sink;
+mod memory_decode;
+mod memory_events;
+mod module_graph;
+mod namespace;
+mod oplog_wrap;
+mod oversize;
+mod pipeline;
+mod process;
+mod replay;
+mod schemas;
+mod setup;
+mod shutdown;
+mod stalls;
