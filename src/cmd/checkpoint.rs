@@ -35,7 +35,7 @@ pub fn store(client: &Client, config: &Config) -> CheckpointStore {
 }
 
 /// The watched database named `stream`, or an error listing them.
-pub fn check_stream(config: &Config, stream: &str) -> anyhow::Result<()> {
+pub(crate) fn check_stream(config: &Config, stream: &str) -> anyhow::Result<()> {
     if config.watch.iter().any(|w| w.database == stream) {
         return Ok(());
     }
@@ -48,7 +48,7 @@ pub fn check_stream(config: &Config, stream: &str) -> anyhow::Result<()> {
 
 /// Refuses (unless `force`) while a live `changeflow run` processes `stream`: its next
 /// checkpoint would overwrite the change.
-pub async fn refuse_while_running(
+pub(crate) async fn refuse_while_running(
     client: &Client,
     config: &Config,
     stream: &str,
@@ -74,7 +74,7 @@ pub async fn refuse_while_running(
 }
 
 /// One line per field of `stored`, for people.
-pub fn describe_stored(stored: Option<&Stored>) -> String {
+pub(crate) fn describe_stored(stored: Option<&Stored>) -> String {
     let Some(stored) = stored else {
         return "  none: the stream starts at `run --start-at` (default: now)\n".to_owned();
     };
@@ -102,7 +102,7 @@ pub fn describe_stored(stored: Option<&Stored>) -> String {
 }
 
 /// `stored` for scripts.
-pub fn stored_json(stream: &str, stored: Option<&Stored>) -> Value {
+pub(crate) fn stored_json(stream: &str, stored: Option<&Stored>) -> Value {
     let token = stored.and_then(|s| match &s.resume {
         Resume::After(t) => token_data(t),
         Resume::AtTime(_) => None,
@@ -139,7 +139,7 @@ pub async fn set(store: &CheckpointStore, stream: &str, to: &NewPosition) -> any
 }
 
 /// How `previous` can be put back, for the confirmation and the final message.
-pub fn undo_hint(stream: &str, previous: Option<&Stored>) -> String {
+pub(crate) fn undo_hint(stream: &str, previous: Option<&Stored>) -> String {
     match previous.map(|p| &p.resume) {
         Some(Resume::After(token)) => format!(
             "to undo: changeflow checkpoint set --stream {stream} --token {} --yes",

@@ -275,7 +275,7 @@ fn parse_until_time(s: &str) -> Result<Timestamp, String> {
 
 /// Parses `now`, a bare `SECONDS`, or a TIME (RFC 3339, `SECONDS.INCREMENT`,
 /// `SECONDS:INCREMENT`).
-pub fn parse_start_at(s: &str) -> Result<StartAt, String> {
+pub(crate) fn parse_start_at(s: &str) -> Result<StartAt, String> {
     if s == "now" {
         return Ok(StartAt::Now);
     }

@@ -28,7 +28,7 @@ pub async fn signal() {
 
 /// [`signal`], after which the stop is bounded: the process exits at the latest
 /// `drain_timeout` + [`MARGIN`] later, and at once on a second signal.
-pub async fn signal_bounded(drain_timeout: Duration) {
+pub(crate) async fn signal_bounded(drain_timeout: Duration) {
     signal().await;
     let limit = drain_timeout + MARGIN;
     let watchdog = std::thread::Builder::new()

@@ -245,7 +245,7 @@ impl Report {
 }
 
 /// Reads every stream's checkpoint and gap count and the oplog windows through `probe`.
-pub async fn gather(client: &Client, config: &Config, probe: Option<&OplogProbe>) -> Report {
+pub(crate) async fn gather(client: &Client, config: &Config, probe: Option<&OplogProbe>) -> Report {
     let state = client.database(&config.checkpoint.database);
     let store = CheckpointStore::new(&state);
     let gaps = Gaps::new(&state);

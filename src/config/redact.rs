@@ -1,7 +1,7 @@
 //! Secrets stay out of logs and errors.
 
 /// `scheme://user:password@host/...` → `scheme://user:***@host/...`; anything else unchanged.
-pub fn redact_uri(uri: &str) -> String {
+pub(crate) fn redact_uri(uri: &str) -> String {
     let Some(scheme_end) = uri.find("://") else {
         return uri.to_owned();
     };
@@ -20,7 +20,7 @@ pub fn redact_uri(uri: &str) -> String {
 }
 
 /// The password of `uri` as written and percent-decoded (a driver message may show either).
-pub fn uri_password(uri: &str) -> Vec<String> {
+pub(crate) fn uri_password(uri: &str) -> Vec<String> {
     let Some(scheme_end) = uri.find("://") else {
         return Vec::new();
     };

@@ -9,7 +9,7 @@ use mongodb::bson::{Bson, Document, RawDocument};
 pub struct RenderError(String);
 
 /// Relaxed Extended JSON of a raw document.
-pub fn to_relaxed_json(raw: &RawDocument) -> Result<serde_json::Value, RenderError> {
+pub(crate) fn to_relaxed_json(raw: &RawDocument) -> Result<serde_json::Value, RenderError> {
     let doc = Document::try_from(raw).map_err(|e| RenderError(e.to_string()))?;
     Ok(Bson::Document(doc).into_relaxed_extjson())
 }

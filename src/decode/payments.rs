@@ -84,7 +84,7 @@ fn status_set_by_update(envelope: &Envelope<'_>) -> Result<Option<PaymentStatus>
 }
 
 /// A payment document as stored (for reading the collection, e.g. by the HTTP API).
-pub fn payment_from_document(doc: &RawDocument) -> Result<Payment, DecodeError> {
+pub(crate) fn payment_from_document(doc: &RawDocument) -> Result<Payment, DecodeError> {
     payment(&Fields::new(doc, ""), "product")
 }
 

@@ -124,7 +124,7 @@ pub fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// `text` cut to about `shown` bytes (at a character boundary), with its size, when longer.
-pub fn shorten(text: &str, shown: usize) -> std::borrow::Cow<'_, str> {
+pub(crate) fn shorten(text: &str, shown: usize) -> std::borrow::Cow<'_, str> {
     if text.len() <= shown + 16 {
         return text.into();
     }

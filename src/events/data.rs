@@ -85,7 +85,7 @@ impl From<&PaymentSnapshot> for PaymentData {
 }
 
 /// The JSON data of a typed event.
-pub fn event_json(event: &DomainEvent) -> Vec<u8> {
+pub(crate) fn event_json(event: &DomainEvent) -> Vec<u8> {
     match event {
         DomainEvent::Payment(e) => payment_json(e),
         DomainEvent::Memory(e) => memory_json(e),
@@ -93,7 +93,7 @@ pub fn event_json(event: &DomainEvent) -> Vec<u8> {
 }
 
 /// The JSON data of a payment event.
-pub fn payment_json(event: &PaymentEvent) -> Vec<u8> {
+pub(crate) fn payment_json(event: &PaymentEvent) -> Vec<u8> {
     let encoded = match event {
         PaymentEvent::Requested(s)
         | PaymentEvent::Confirmed(s)

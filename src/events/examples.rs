@@ -59,7 +59,7 @@ fn example_meta(database: &str, collection: &str) -> ChangeMeta {
 }
 
 /// A sample event of `kind`, for the catalog's examples and tests.
-pub fn example_event(kind: EventKind) -> DomainEvent {
+pub(crate) fn example_event(kind: EventKind) -> DomainEvent {
     if kind.is_payment() {
         DomainEvent::Payment(example_payment_event(kind))
     } else {

@@ -211,7 +211,7 @@ pub fn event_type(kind: EventKind) -> &'static EventType {
 }
 
 /// The published type of a namespace change.
-pub fn namespace_type(change: &NamespaceChange) -> &'static EventType {
+pub(crate) fn namespace_type(change: &NamespaceChange) -> &'static EventType {
     &NAMESPACE_TYPES[match change {
         NamespaceChange::CollectionDropped => 0,
         NamespaceChange::CollectionRenamed { .. } => 1,

@@ -15,7 +15,7 @@ pub async fn list(counters: &Collection<Document>, page: Page) -> Result<Value, 
 }
 
 /// A counter field (`successfulPayments`, `failedPayments`); absent or not a number is 0.
-pub fn counter_value(doc: &Document, field: &str) -> i64 {
+pub(crate) fn counter_value(doc: &Document, field: &str) -> i64 {
     match doc.get(field) {
         Some(Bson::Int64(n)) => *n,
         Some(Bson::Int32(n)) => i64::from(*n),

@@ -38,7 +38,7 @@ pub struct ApiState {
 }
 
 /// The API's routes.
-pub fn router(state: ApiState) -> axum::Router {
+pub(crate) fn router(state: ApiState) -> axum::Router {
     axum::Router::new()
         .route("/payments", get(list_payments).post(create_payment))
         .route("/payment-counters", get(list_counters))

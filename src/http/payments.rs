@@ -274,7 +274,7 @@ fn to_relaxed_json_value(value: mongodb::bson::RawBson) -> Value {
 }
 
 /// A payment as the API shows it: amounts as decimal strings, never floats.
-pub fn payment_json(p: &Payment) -> Value {
+pub(crate) fn payment_json(p: &Payment) -> Value {
     json!({
         "id": p.id,
         "amount": p.amount.to_string(),

@@ -165,7 +165,7 @@ pub(crate) fn report(
 /// `health.stuck_after_ms` for the server: an idle stream's server answers within a
 /// second or so with nothing; one that does not answer at all is stalled or cut off
 /// without the connection closing.
-pub async fn watch_sources(
+pub(crate) async fn watch_sources(
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,

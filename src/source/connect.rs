@@ -49,7 +49,7 @@ pub async fn connect(uri: &str) -> Result<Client, ConnectError> {
 /// [`connect`], calling `primary` with whether the client sees a writable primary each
 /// time its view of the deployment changes (from the first primary it sees on: the
 /// discovery at start is not a lost primary).
-pub async fn connect_observed(
+pub(crate) async fn connect_observed(
     uri: &str,
     primary: impl Fn(bool) + Send + Sync + 'static,
 ) -> Result<Client, ConnectError> {

@@ -71,7 +71,7 @@ impl fmt::Display for HistoryLost {
 }
 
 /// The cluster time a start position resumes from, when it names one.
-pub fn resume_time(start: &StartAt) -> Option<Timestamp> {
+pub(crate) fn resume_time(start: &StartAt) -> Option<Timestamp> {
     match start {
         StartAt::Now => None,
         StartAt::After(token) => crate::source::position::token_time(token),
@@ -93,7 +93,7 @@ pub async fn oldest_available(client: &Client, stream: &str) -> Option<Timestamp
 
 /// Whether resuming at `start` would need history older than `oldest` (resuming after a
 /// token needs the token's own entry; starting at a time needs nothing before it).
-pub fn is_lost(start: &StartAt, oldest: Timestamp) -> bool {
+pub(crate) fn is_lost(start: &StartAt, oldest: Timestamp) -> bool {
     resume_time(start).is_some_and(|t| t < oldest)
 }
 

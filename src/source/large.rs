@@ -33,7 +33,7 @@ pub fn split_stage() -> Document {
 /// The last stage of a stream that cannot split: an event whose images would pass the
 /// limit arrives without them, with [`MARKER`] set to their size. Sizes are taken per
 /// field: the server cannot measure the whole event once it is too large.
-pub fn mark_stage() -> Document {
+pub(crate) fn mark_stage() -> Document {
     let mut sizes: Vec<Document> = IMAGES
         .iter()
         .map(|f| doc! {"$ifNull": [{"$bsonSize": format!("${f}")}, 0]})
@@ -53,7 +53,7 @@ pub fn mark_stage() -> Document {
 }
 
 /// The size a marked event's images had, if `raw` is marked.
-pub fn marked_size(raw: &RawDocument) -> Option<i64> {
+pub(crate) fn marked_size(raw: &RawDocument) -> Option<i64> {
     match raw.get(MARKER).ok().flatten()? {
         RawBsonRef::Int32(n) => Some(i64::from(n)),
         RawBsonRef::Int64(n) => Some(n),

@@ -179,7 +179,7 @@ async fn entry_time(oplog: &Collection<Document>, order: i32) -> Result<Timestam
 /// The oldest oplog entry of the member `client` reads from (the primary, unless its
 /// read preference says otherwise): where a stream opened through it can start. Fails
 /// when that oplog cannot be read (e.g. no read access to `local`).
-pub async fn oldest_entry(client: &Client) -> Result<Timestamp, String> {
+pub(crate) async fn oldest_entry(client: &Client) -> Result<Timestamp, String> {
     entry_time(&oplog_of(client), 1).await
 }
 

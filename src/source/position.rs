@@ -28,7 +28,7 @@ pub fn token_data(token: &ResumeToken) -> Option<String> {
 }
 
 /// The `_data` of a raw token as the server sent it.
-pub fn raw_token_data(token: &RawDocumentBuf) -> Option<&str> {
+pub(crate) fn raw_token_data(token: &RawDocumentBuf) -> Option<&str> {
     token.get_str("_data").ok()
 }
 
@@ -49,7 +49,7 @@ pub fn token_from_hex(hex: &str) -> Result<ResumeToken, PositionError> {
 
 /// The cluster time a token's `_data` starts with (KeyString: type byte 0x82, then the
 /// timestamp's seconds and increment as big-endian 32-bit numbers).
-pub fn data_time(data: &str) -> Option<Timestamp> {
+pub(crate) fn data_time(data: &str) -> Option<Timestamp> {
     let head = data.get(..18)?;
     if !head[..2].eq_ignore_ascii_case("82") {
         return None;
@@ -105,23 +105,23 @@ pub fn cluster_time_text(t: Timestamp) -> String {
 
 /// RFC 3339 (UTC) of a date. Only years beyond 9999 fail; such a date is shown as the
 /// epoch rather than lost.
-pub fn datetime_rfc3339(at: DateTime) -> String {
+pub(crate) fn datetime_rfc3339(at: DateTime) -> String {
     at.try_to_rfc3339_string()
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
 }
 
 /// RFC 3339 (UTC, whole seconds) of a cluster time's seconds.
-pub fn rfc3339(t: Timestamp) -> String {
+pub(crate) fn rfc3339(t: Timestamp) -> String {
     datetime_rfc3339(DateTime::from_millis(i64::from(t.time) * 1000))
 }
 
 /// Whole seconds from `from` to `to` (negative when `to` is earlier).
-pub fn seconds_between(from: Timestamp, to: Timestamp) -> i64 {
+pub(crate) fn seconds_between(from: Timestamp, to: Timestamp) -> i64 {
     i64::from(to.time) - i64::from(from.time)
 }
 
 /// Seconds from the cluster time `t` to now (by this machine's clock).
-pub fn age_seconds(t: Timestamp) -> i64 {
+pub(crate) fn age_seconds(t: Timestamp) -> i64 {
     DateTime::now().timestamp_millis() / 1000 - i64::from(t.time)
 }
 
@@ -131,7 +131,7 @@ pub fn describe(t: Timestamp) -> String {
 }
 
 /// `3d 4h`, `2h 5m`, `4m 10s`, `12s`; negative spans get a leading `-`.
-pub fn human_seconds(seconds: i64) -> String {
+pub(crate) fn human_seconds(seconds: i64) -> String {
     let sign = if seconds < 0 { "-" } else { "" };
     let s = seconds.unsigned_abs();
     let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);

@@ -142,7 +142,7 @@ impl Presence {
 }
 
 /// The live run holding `stream` in `database`, if any.
-pub async fn holder(
+pub(crate) async fn holder(
     database: &Database,
     stream: &str,
 ) -> Result<Option<Holder>, mongodb::error::Error> {

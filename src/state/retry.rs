@@ -10,7 +10,11 @@ use tokio_util::sync::CancellationToken;
 /// Runs `attempt` until it succeeds (true) or `cancel` fires first, even mid-attempt
 /// (false), with exponential backoff up to 10 s between tries; each failure is logged
 /// with `what`.
-pub async fn until_ok<F, Fut, E>(what: &str, cancel: &CancellationToken, mut attempt: F) -> bool
+pub(crate) async fn until_ok<F, Fut, E>(
+    what: &str,
+    cancel: &CancellationToken,
+    mut attempt: F,
+) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), E>>,

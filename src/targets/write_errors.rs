@@ -23,12 +23,12 @@ pub fn code(e: &DriverError) -> Option<i32> {
 
 /// Whether the server refused the write itself, so that trying it again cannot succeed;
 /// elections, conflicts and the network pass, and everything unknown is tried again.
-pub fn is_permanent(e: &DriverError) -> bool {
+pub(crate) fn is_permanent(e: &DriverError) -> bool {
     !e.contains_label(TRANSIENT_TRANSACTION_ERROR)
         && code(e).is_some_and(|c| PERMANENT_CODES.contains(&c))
 }
 
 /// WriteConflict (112): another transaction holds a document.
-pub fn is_write_conflict(e: &DriverError) -> bool {
+pub(crate) fn is_write_conflict(e: &DriverError) -> bool {
     code(e) == Some(112)
 }

@@ -7,7 +7,7 @@
 mod plan;
 mod progress;
 
-pub use plan::select_streams;
+pub(crate) use plan::select_streams;
 use plan::{replay_config, replay_id};
 use progress::report_progress;
 use std::sync::Arc;

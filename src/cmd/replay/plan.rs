@@ -10,7 +10,7 @@ use crate::pipeline::until::Until;
 use crate::source::position::cluster_time_text;
 
 /// The watched databases `request` selects, each narrowed to the selected collections.
-pub fn select_streams(
+pub(crate) fn select_streams(
     watch: &[WatchedDatabase],
     stream: Option<&str>,
     collections: &[String],

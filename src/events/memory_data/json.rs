@@ -5,7 +5,7 @@ use crate::domain::memory::{MemoryChange, MemoryEvent};
 use crate::source::position::cluster_time_text;
 
 /// The JSON data of a memory event.
-pub fn memory_json(event: &MemoryEvent) -> Vec<u8> {
+pub(crate) fn memory_json(event: &MemoryEvent) -> Vec<u8> {
     let event_id = event.meta.event_id.to_string();
     let cluster_time = cluster_time_text(event.meta.cluster_time);
     let user_id = event.user_id.clone();

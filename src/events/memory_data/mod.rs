@@ -118,7 +118,7 @@ pub enum DirectionData {
 mod json;
 mod types;
 
-pub use json::memory_json;
+pub(crate) use json::memory_json;
 pub use types::*;
 
 pub(super) fn message(m: &Message) -> MessageData {
