@@ -12,6 +12,8 @@ pub mod payments;
 pub mod raw;
 mod walk;
 
+use std::sync::Arc;
+
 use mongodb::bson::{DateTime, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp};
 
 use crate::domain::namespace::NamespaceEvent;
@@ -161,8 +163,8 @@ pub struct Domains {
     payments_database: String,
     payments_collection: String,
     memory: Option<MemoryDomain>,
-    /// (database, collection) of each raw collection, in `kafka.raw` order.
-    raw: Vec<(String, String)>,
+    /// (database, collection, `database.collection`) of each collection decoded raw.
+    raw: Vec<(String, String, Arc<str>)>,
 }
 
 impl Domains {
@@ -182,9 +184,15 @@ impl Domains {
         self
     }
 
-    /// Changes of these (database, collection) pairs are published raw, in this order.
+    /// Changes of these (database, collection) pairs are passed on raw.
     pub fn with_raw(mut self, raw: Vec<(String, String)>) -> Domains {
-        self.raw = raw;
+        self.raw = raw
+            .into_iter()
+            .map(|(db, coll)| {
+                let namespace = format!("{db}.{coll}").into();
+                (db, coll, namespace)
+            })
+            .collect();
         self
     }
 
@@ -211,8 +219,8 @@ impl Domains {
                     Ok(memory::from_envelope(&envelope, collection, privacy)?
                         .map(DomainEvent::Memory))
                 }
-                Namespace::Raw(target) => {
-                    raw_target = Some(target);
+                Namespace::Raw(namespace) => {
+                    raw_target = Some(namespace);
                     Ok(None)
                 }
                 Namespace::Other => Ok(None),
@@ -222,7 +230,7 @@ impl Domains {
             return (Decoded::Namespace(event), times);
         }
         let decoded = match (decoded, raw_target) {
-            (Ok(_), Some(target)) => match RawChangeEvent::from_raw(&raw, target) {
+            (Ok(_), Some(namespace)) => match RawChangeEvent::from_raw(&raw, namespace) {
                 Ok(event) => Decoded::Raw(event),
                 Err(reason) => Decoded::Invalid {
                     event_id: event_id_of(&raw),
@@ -272,8 +280,8 @@ impl Domains {
                 return Namespace::Memory(collection, &memory.privacy);
             }
         }
-        match self.raw.iter().position(|(d, c)| d == db && c == coll) {
-            Some(target) => Namespace::Raw(target),
+        match self.raw.iter().find(|(d, c, _)| d == db && c == coll) {
+            Some((_, _, namespace)) => Namespace::Raw(namespace.clone()),
             None => Namespace::Other,
         }
     }
@@ -283,7 +291,7 @@ impl Domains {
 enum Namespace<'a> {
     Payments,
     Memory(memory::Collection, &'a crate::domain::memory::Privacy),
-    Raw(usize),
+    Raw(Arc<str>),
     Other,
 }
 

@@ -1,5 +1,7 @@
 //! Raw passthrough: a change of a `kafka.raw` collection as relaxed Extended JSON.
 
+use std::sync::Arc;
+
 use mongodb::bson::{Bson, Document, RawDocument};
 
 use super::event_id_of;
@@ -7,7 +9,7 @@ use crate::domain::raw::RawChangeEvent;
 
 impl RawChangeEvent {
     /// Converts a raw change. Fails only on BSON the server does not send.
-    pub fn from_raw(raw: &RawDocument, target: usize) -> Result<RawChangeEvent, String> {
+    pub fn from_raw(raw: &RawDocument, namespace: Arc<str>) -> Result<RawChangeEvent, String> {
         let document = Document::try_from(raw).map_err(|e| e.to_string())?;
         let key = match document.get("documentKey") {
             Some(key) => key.clone().into_relaxed_extjson().to_string(),
@@ -17,7 +19,7 @@ impl RawChangeEvent {
         let value = Bson::Document(document).into_relaxed_extjson().to_string();
         Ok(RawChangeEvent {
             event_id: event_id_of(raw),
-            target,
+            namespace,
             key,
             value: value.into_bytes(),
             cluster_time,
@@ -43,9 +45,9 @@ mod tests {
             "documentKey": {"_id": 42_i64},
             "fullDocument": {"_id": 42_i64, "total": 9.5, "note": "x"},
         };
-        let event = RawChangeEvent::from_raw(&raw, 1).expect("converts");
+        let event = RawChangeEvent::from_raw(&raw, "shop.orders".into()).expect("converts");
         assert_eq!(event.key, r#"{"_id":42}"#);
-        assert_eq!(event.target, 1);
+        assert_eq!(&*event.namespace, "shop.orders");
         assert_eq!(event.event_id, EventId::from_token_data("8265"));
         let value: serde_json::Value = serde_json::from_slice(&event.value).expect("JSON");
         assert_eq!(value["operationType"], "insert");

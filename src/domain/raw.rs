@@ -2,6 +2,8 @@
 //! itself in relaxed Extended JSON (the shape the MongoDB Kafka source connector publishes by
 //! default), keyed by its `documentKey`.
 
+use std::sync::Arc;
+
 use mongodb::bson::Timestamp;
 
 use super::EventId;
@@ -11,8 +13,8 @@ use super::EventId;
 pub struct RawChangeEvent {
     /// Stable id derived from the resume token.
     pub event_id: EventId,
-    /// Which configured raw collection it came from (index into `kafka.raw`).
-    pub target: usize,
+    /// The collection it came from, `<database>.<collection>`.
+    pub namespace: Arc<str>,
     /// `documentKey` as relaxed Extended JSON (the record key); `{}` for changes without
     /// one (drop, rename).
     pub key: String,

@@ -104,8 +104,8 @@ pub struct Engine {
 
 impl Engine {
     /// An engine reading the streams of `config` into `targets`; `start` applies to
-    /// streams without a checkpoint. The changes of the raw collections (`kafka.raw`) are
-    /// told apart from other watched ones only when a target takes them.
+    /// streams without a checkpoint. Changes of the collections a target takes raw
+    /// ([`Target::raw_collections`]) are passed on as the server sent them.
     pub fn new(
         client: Client,
         config: Arc<Config>,
@@ -118,12 +118,15 @@ impl Engine {
         let router = Router::new(targets, &config.routes);
         let mut domains = Domains::new(&config.payments.database, &config.payments.collection)
             .with_memory(crate::decode::MemoryDomain::from_config(&config.memory));
-        if !router.route(Input::Raw).is_empty() {
-            let raw = config.kafka.raw.iter();
-            domains = domains.with_raw(
-                raw.map(|r| (r.database.clone(), r.collection.clone()))
-                    .collect(),
-            );
+        let mut raw: Vec<(String, String)> = router
+            .route(Input::Raw)
+            .iter()
+            .flat_map(|t| t.raw_collections())
+            .collect();
+        raw.sort();
+        raw.dedup();
+        if !raw.is_empty() {
+            domains = domains.with_raw(raw);
         }
         Engine {
             shared: Shared {

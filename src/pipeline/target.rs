@@ -24,6 +24,11 @@ pub trait Target: Send + Sync {
     fn ordered(&self) -> bool {
         true
     }
+    /// The collections (database, collection) whose changes it takes raw, as the server
+    /// sent them ([`Input::Raw`]); none by default.
+    fn raw_collections(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// Whether the `[routes]` section decides which typed kinds reach it (the built-in
     /// targets do). A target added through the library API routes by [`Target::wants`]
     /// alone.

@@ -36,7 +36,7 @@ impl Session<'_> {
         match decoded {
             Decoded::Event(event) => self.route(position, Routable::Typed(Arc::new(event))),
             Decoded::Raw(event) => {
-                let lane: Arc<str> = format!("{}:{}", event.target, event.key).into();
+                let lane: Arc<str> = format!("{}:{}", event.namespace, event.key).into();
                 let event = Arc::new(event);
                 self.route(position, Routable::Raw { event, lane });
             }

@@ -19,10 +19,10 @@ impl KafkaSink {
     /// Publishes a raw change to its collection's topic: the change as relaxed Extended
     /// JSON, keyed by its document key, with the event id in `ce_id`.
     pub async fn publish_raw(&self, event: &RawChangeEvent) -> Result<(), TargetError> {
-        let Some(topic) = self.raw_topics.get(event.target) else {
+        let Some(topic) = self.raw_topics.get(&*event.namespace) else {
             return Err(TargetError::Fatal {
                 handler: KAFKA,
-                reason: format!("no topic for raw collection #{}", event.target),
+                reason: format!("no topic for raw collection {}", event.namespace),
             });
         };
         let id = event.event_id.to_string();

@@ -3,6 +3,7 @@
 //! it; records the broker refuses for good go to the dead-letter topic, and if even that
 //! fails the stream stops rather than skip the event.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -63,8 +64,10 @@ pub struct KafkaSink {
     memory_topic: String,
     namespace_topic: String,
     dead_letter_topic: String,
-    /// Topic of each raw collection, in `kafka.raw` order.
-    raw_topics: Vec<String>,
+    /// Topic of each raw collection, by `<database>.<collection>`.
+    raw_topics: HashMap<String, String>,
+    /// The raw collections (`kafka.raw`).
+    raw_collections: Vec<(String, String)>,
     mode: ContentMode,
 }
 
@@ -83,7 +86,21 @@ impl KafkaSink {
             memory_topic: config.topic(&config.topics.memory),
             namespace_topic: config.topic(&config.topics.namespace),
             dead_letter_topic: config.topic(&config.topics.dead_letters),
-            raw_topics: config.raw.iter().map(|r| config.topic(&r.topic)).collect(),
+            raw_topics: config
+                .raw
+                .iter()
+                .map(|r| {
+                    (
+                        format!("{}.{}", r.database, r.collection),
+                        config.topic(&r.topic),
+                    )
+                })
+                .collect(),
+            raw_collections: config
+                .raw
+                .iter()
+                .map(|r| (r.database.clone(), r.collection.clone()))
+                .collect(),
             mode: config.content_mode,
         };
         let mut topics = vec![
@@ -92,7 +109,7 @@ impl KafkaSink {
             sink.namespace_topic.as_str(),
             sink.dead_letter_topic.as_str(),
         ];
-        topics.extend(sink.raw_topics.iter().map(String::as_str));
+        topics.extend(sink.raw_topics.values().map(String::as_str));
         // One request may not name a topic twice (a replay sends everything to one topic).
         let mut seen = std::collections::HashSet::new();
         topics.retain(|t| seen.insert(*t));
@@ -121,8 +138,12 @@ impl Target for KafkaSink {
     fn wants(&self, input: Input) -> bool {
         match input {
             Input::Typed(_) | Input::Namespace => true,
-            Input::Raw => !self.raw_topics.is_empty(),
+            Input::Raw => !self.raw_collections.is_empty(),
         }
+    }
+
+    fn raw_collections(&self) -> Vec<(String, String)> {
+        self.raw_collections.clone()
     }
 
     fn routed_by_config(&self) -> bool {
