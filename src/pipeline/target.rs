@@ -170,13 +170,14 @@ pub enum TargetError {
         /// The driver's error.
         source: mongodb::error::Error,
     },
-    /// A broker did not acknowledge the record (in time); sending again may succeed.
+    /// The receiving end (a broker) did not acknowledge the event (in time); sending
+    /// again may succeed.
     #[error("{handler}: {source}")]
     Delivery {
         /// The target's name.
         handler: &'static str,
-        /// librdkafka's error.
-        source: rdkafka::error::KafkaError,
+        /// The client's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The event can neither be applied nor set aside: the stream must stop rather than
     /// skip it.

@@ -107,7 +107,7 @@ impl KafkaSink {
             }
             Err((error, _)) => Err(TargetError::Delivery {
                 handler: KAFKA,
-                source: error,
+                source: Box::new(error),
             }),
         }
     }
