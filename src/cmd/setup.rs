@@ -23,16 +23,16 @@ use crate::targets::counters::Counters;
 use crate::targets::memory_stats::MemoryStats;
 
 /// The committed validator of the payments collection.
-pub const PAYMENTS_VALIDATOR: &str =
+pub(crate) const PAYMENTS_VALIDATOR: &str =
     include_str!("../../schemas/collections/payments.validator.json");
 /// The committed validator of the short-term memory collection.
-pub const SHORT_TERM_VALIDATOR: &str =
+pub(crate) const SHORT_TERM_VALIDATOR: &str =
     include_str!("../../schemas/collections/short_term_memory.validator.json");
 /// The committed validator of the episodic memory collection.
-pub const EPISODIC_VALIDATOR: &str =
+pub(crate) const EPISODIC_VALIDATOR: &str =
     include_str!("../../schemas/collections/episodic_memory.validator.json");
 /// The committed validator of the semantic memory collection.
-pub const SEMANTIC_VALIDATOR: &str =
+pub(crate) const SEMANTIC_VALIDATOR: &str =
     include_str!("../../schemas/collections/semantic_memory.validator.json");
 
 /// Why setup failed.

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub const MARGIN: Duration = Duration::from_secs(5);
 
 /// Exit code when the watchdog ended a stop that overran its time.
-pub const EXIT_OVERRAN: i32 = 3;
+pub(crate) const EXIT_OVERRAN: i32 = 3;
 
 /// Completes when the process is asked to stop. If a signal handler cannot be installed
 /// the error is logged and only the other signal is awaited.

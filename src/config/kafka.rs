@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// The topic payment events go to unless configured otherwise.
-pub const DEFAULT_PAYMENT_TOPIC: &str = "changeflow.payments";
+pub(crate) const DEFAULT_PAYMENT_TOPIC: &str = "changeflow.payments";
 /// The topic memory events go to unless configured otherwise.
-pub const DEFAULT_MEMORY_TOPIC: &str = "changeflow.memory";
+pub(crate) const DEFAULT_MEMORY_TOPIC: &str = "changeflow.memory";
 /// The topic namespace events go to unless configured otherwise.
-pub const DEFAULT_NAMESPACE_TOPIC: &str = "changeflow.namespace";
+pub(crate) const DEFAULT_NAMESPACE_TOPIC: &str = "changeflow.namespace";
 
 /// Kafka connection, topics and producer settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

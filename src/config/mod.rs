@@ -31,7 +31,7 @@ pub use provider::{OutcomePolicy, ProviderConfig};
 pub use routes::RoutesConfig;
 
 /// Prefix of every environment override.
-pub const ENV_PREFIX: &str = "CHANGEFLOW_";
+pub(crate) const ENV_PREFIX: &str = "CHANGEFLOW_";
 
 /// The whole configuration. `Debug` shows no secret: the MongoDB and Kafka sections
 /// redact themselves.

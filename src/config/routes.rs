@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The target that publishes to Kafka.
-pub const KAFKA: &str = "kafka";
+pub(crate) const KAFKA: &str = "kafka";
 /// The simulated payment provider.
 const PROVIDER_SIMULATOR: &str = "provider_simulator";
 /// The exactly-once payment counters.

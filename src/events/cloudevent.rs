@@ -13,11 +13,11 @@ use crate::events::namespace_data::NamespaceData;
 use crate::events::types::{event_type, namespace_type};
 
 /// The CloudEvents version written.
-pub const SPEC_VERSION: &str = "1.0";
+pub(crate) const SPEC_VERSION: &str = "1.0";
 /// Content type of the data (binary mode's `content-type` header, `datacontenttype`).
-pub const DATA_CONTENT_TYPE: &str = "application/json";
+pub(crate) const DATA_CONTENT_TYPE: &str = "application/json";
 /// Content type of a structured-mode record.
-pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
+pub(crate) const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
 
 /// One event, ready to publish.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,7 +12,7 @@ use crate::events::memory_data::memory_json;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(title = "Payment")]
-pub struct PaymentData {
+pub(crate) struct PaymentData {
     /// The payment's id: the document's `_id` (a UUID string, or a BSON UUID rendered
     /// hyphenated). Also the Kafka key and the CloudEvent subject.
     #[schemars(length(min = 1))]
@@ -29,7 +29,7 @@ pub struct PaymentData {
 /// Where a payment is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentStatusData {
+pub(crate) enum PaymentStatusData {
     /// Created, waiting for the provider.
     Pending,
     /// The provider accepted it.
@@ -41,7 +41,7 @@ pub enum PaymentStatusData {
 /// What was bought.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ProductData {
+pub(crate) struct ProductData {
     /// Product code; the key of the product's counters.
     #[schemars(length(min = 1))]
     pub code: String,
@@ -53,7 +53,7 @@ pub struct ProductData {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(title = "PaymentDeleted")]
-pub struct PaymentDeletedData {
+pub(crate) struct PaymentDeletedData {
     /// The deleted payment's id.
     #[schemars(length(min = 1))]
     pub payment_id: String,

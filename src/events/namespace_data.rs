@@ -10,7 +10,7 @@ use crate::source::position::cluster_time_text;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(title = "NamespaceChange")]
-pub struct NamespaceData {
+pub(crate) struct NamespaceData {
     /// The stream that saw it: the watched database.
     #[schemars(length(min = 1))]
     pub stream: String,

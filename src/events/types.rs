@@ -56,7 +56,7 @@ macro_rules! namespace_type {
 }
 
 /// Every published event type, in [`EventKind::ALL`] order.
-pub static EVENT_TYPES: [EventType; 20] = [
+pub(crate) static EVENT_TYPES: [EventType; 20] = [
     event_type!(
         "changeflow.payment.requested.v1",
         PaymentRequested,
@@ -180,7 +180,7 @@ pub static EVENT_TYPES: [EventType; 20] = [
 ];
 
 /// The namespace event types, in [`NamespaceChange`] declaration order.
-pub static NAMESPACE_TYPES: [EventType; 4] = [
+pub(crate) static NAMESPACE_TYPES: [EventType; 4] = [
     namespace_type!(
         "changeflow.namespace.collection_dropped.v1",
         NamespaceChange::CollectionDropped,

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 
 /// Largest page size served.
-pub const MAX_SIZE: u64 = 100;
+pub(crate) const MAX_SIZE: u64 = 100;
 const DEFAULT_SIZE: u64 = 20;
 
 /// A validated page request.

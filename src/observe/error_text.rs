@@ -26,7 +26,7 @@ pub fn tidy(text: &str) -> String {
 }
 
 /// Shows an error through [`tidy`]: `tracing::warn!(error = %Tidy(&e), ...)`.
-pub struct Tidy<'a, E: std::fmt::Display>(pub &'a E);
+pub(crate) struct Tidy<'a, E: std::fmt::Display>(pub &'a E);
 
 impl<E: std::fmt::Display> std::fmt::Display for Tidy<'_, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -6,11 +6,11 @@ use std::collections::VecDeque;
 /// Names one tracked event; returned by [`Acker::track`], handed back to
 /// [`Acker::route_done`] once per route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ticket(u64);
+pub(crate) struct Ticket(u64);
 
 /// A completion the acker cannot accept: a bug in the caller, reported, never ignored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AckError {
+pub(crate) enum AckError {
     /// The ticket's event already finished all its routes (or was never issued).
     #[error("ticket {0} is not in flight (completed twice, or never issued)")]
     NotInFlight(u64),
@@ -22,7 +22,7 @@ struct Slot<P> {
 }
 
 /// Tracks positions in stream order and how many routes each still has to finish.
-pub struct Acker<P> {
+pub(crate) struct Acker<P> {
     /// Ticket number of `slots[0]`.
     front: u64,
     slots: VecDeque<Slot<P>>,

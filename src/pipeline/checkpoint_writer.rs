@@ -21,7 +21,7 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 type Numbered = (Checkpoint, u64);
 
 /// Hands checkpoints to the writer task.
-pub struct CheckpointWriter {
+pub(crate) struct CheckpointWriter {
     latest: watch::Sender<Option<Numbered>>,
     stored: watch::Receiver<u64>,
     task: JoinHandle<()>,

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 /// Lanes of waiting jobs, by key. A key is present while one of its jobs runs.
-pub struct Lanes<J> {
+pub(crate) struct Lanes<J> {
     waiting: HashMap<String, VecDeque<J>>,
 }
 
@@ -48,6 +48,7 @@ impl<J> Lanes<J> {
     }
 
     /// Keys with a running job.
+    #[cfg(test)]
     pub fn busy(&self) -> usize {
         self.waiting.len()
     }

@@ -8,7 +8,7 @@ use crate::observe::metrics::DispatchPauses;
 
 /// What reading waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// Events still being handled or delivered.
     Handlers,
     /// A checkpoint write to finish.
@@ -16,7 +16,7 @@ pub enum Cause {
 }
 
 /// The current pause, if any, and the counters it adds to when it ends.
-pub struct PauseClock {
+pub(crate) struct PauseClock {
     counters: DispatchPauses,
     current: Option<(Instant, Cause)>,
 }

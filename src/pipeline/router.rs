@@ -7,10 +7,10 @@ use crate::config::RoutesConfig;
 use crate::pipeline::target::{Input, Target};
 
 /// The targets of one input.
-pub type Route = Arc<[Arc<dyn Target>]>;
+pub(crate) type Route = Arc<[Arc<dyn Target>]>;
 
 /// Targets per input.
-pub struct Router {
+pub(crate) struct Router {
     by_input: [Route; Input::COUNT],
     /// Each input's route split into ordered targets and those whose effects commute.
     split: [(Route, Route); Input::COUNT],

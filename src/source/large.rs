@@ -8,7 +8,7 @@
 use mongodb::bson::{Document, RawBsonRef, RawDocument, RawDocumentBuf, doc};
 
 /// The field a marked event carries: the size in bytes of what was left out.
-pub const MARKER: &str = "changeflowOversize";
+pub(crate) const MARKER: &str = "changeflowOversize";
 
 /// The parts of a change that can be large; a marked event has none of them.
 const IMAGES: [&str; 3] = [
@@ -23,7 +23,7 @@ const IMAGES: [&str; 3] = [
 const MARK_ABOVE: i64 = 16 * 1024 * 1024 - 8 * 1024;
 
 /// Server error: Unrecognized pipeline stage name (the split stage before 6.0.9).
-pub const UNKNOWN_STAGE: i32 = 40324;
+pub(crate) const UNKNOWN_STAGE: i32 = 40324;
 
 /// The last stage of a stream that splits large events.
 pub fn split_stage() -> Document {
@@ -64,7 +64,7 @@ pub(crate) fn marked_size(raw: &RawDocument) -> Option<i64> {
 
 /// What [`Assembler::push`] makes of one change.
 #[derive(Debug)]
-pub enum Piece {
+pub(crate) enum Piece {
     /// A change that was never split.
     Whole(RawDocumentBuf),
     /// A split change, reassembled at its last fragment.
@@ -80,7 +80,7 @@ pub enum Piece {
 /// takes the last fragment's `_id`, so the checkpoint moves past an event only after its
 /// last fragment, and a restart in between reads it again from the first.
 #[derive(Debug, Default)]
-pub struct Assembler {
+pub(crate) struct Assembler {
     kept: Vec<RawDocumentBuf>,
     of: i64,
 }

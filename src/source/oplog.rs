@@ -64,7 +64,7 @@ impl Windows {
 
 /// Why the member list could not be read at all.
 #[derive(Debug, thiserror::Error)]
-pub enum OplogError {
+pub(crate) enum OplogError {
     /// `hello` failed.
     #[error("asking the deployment for its members: {0}")]
     Hello(mongodb::error::Error),
@@ -78,7 +78,7 @@ pub enum OplogError {
 
 /// Reads oplog windows of one deployment, with a direct connection per member (opened
 /// once, reused on every probe).
-pub struct OplogProbe {
+pub(crate) struct OplogProbe {
     members: Vec<(String, Result<Collection<Document>, String>)>,
 }
 

@@ -13,7 +13,7 @@ use crate::source::position::token_time;
 /// The collection that holds checkpoints.
 pub const COLLECTION: &str = "changeflow_checkpoints";
 /// The collection that holds the positions of replays.
-pub const REPLAY_COLLECTION: &str = "changeflow_replay_checkpoints";
+pub(crate) const REPLAY_COLLECTION: &str = "changeflow_replay_checkpoints";
 
 /// Field of a checkpoint set to a time by an operator (`checkpoint set --time`): the
 /// stream then starts at that cluster time, and its first save replaces it with a token.

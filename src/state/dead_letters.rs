@@ -112,7 +112,7 @@ fn whole_or_truncated(
 
 /// Writes dead letters.
 #[derive(Debug, Clone)]
-pub struct DeadLetters {
+pub(crate) struct DeadLetters {
     collection: Collection<Document>,
 }
 

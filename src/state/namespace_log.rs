@@ -13,7 +13,7 @@ pub const COLLECTION: &str = "changeflow_namespace_events";
 
 /// Writes namespace events.
 #[derive(Debug, Clone)]
-pub struct NamespaceLog {
+pub(crate) struct NamespaceLog {
     collection: Collection<Document>,
 }
 

@@ -15,11 +15,11 @@ use serde::Serialize;
 /// The collection (in the checkpoint database).
 pub const COLLECTION: &str = "changeflow_runs";
 /// How often a run stamps its heartbeat.
-pub const BEAT_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const BEAT_EVERY: Duration = Duration::from_secs(5);
 /// A heartbeat older than this belongs to a process that is gone (killed, host lost).
-pub const GONE_AFTER: Duration = Duration::from_secs(20);
+pub(crate) const GONE_AFTER: Duration = Duration::from_secs(20);
 /// The server deletes heartbeats this old (a TTL index).
-pub const FORGOTTEN_AFTER: Duration = Duration::from_secs(3600);
+pub(crate) const FORGOTTEN_AFTER: Duration = Duration::from_secs(3600);
 
 /// A run holding a stream.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,7 +48,7 @@ impl fmt::Display for Holder {
 
 /// This process's heartbeats.
 #[derive(Debug, Clone)]
-pub struct Presence {
+pub(crate) struct Presence {
     collection: Collection<Document>,
     host: String,
     pid: u32,

@@ -11,7 +11,7 @@ pub const COLLECTION: &str = "changeflow_replays";
 
 /// Where a recorded replay ends.
 #[derive(Debug, Clone, PartialEq)]
-pub enum RecordedEnd {
+pub(crate) enum RecordedEnd {
     /// At this cluster time.
     Time(Timestamp),
     /// At the change with this resume token `_data`.
@@ -19,7 +19,7 @@ pub enum RecordedEnd {
 }
 
 /// The replay records.
-pub struct Replays {
+pub(crate) struct Replays {
     client: Client,
     records: Collection<Document>,
 }

@@ -20,7 +20,7 @@ pub use super::exactly_once::{Applied, PROCESSED_EVENTS};
 /// Collection of the counters, one document per product code.
 pub const COUNTERS: &str = "payment_counters";
 /// The handler's name in `[routes]`, logs and metrics.
-pub const NAME: &str = "counters";
+pub(crate) const NAME: &str = "counters";
 /// The event kinds it can take.
 pub const KINDS: &[EventKind] = &[EventKind::PaymentConfirmed, EventKind::PaymentFailed];
 

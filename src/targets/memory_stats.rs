@@ -28,7 +28,7 @@ use crate::pipeline::target::TargetError;
 /// Collection of the statistics, one document per user.
 pub const MEMORY_STATS: &str = "memory_stats";
 /// The handler's name in `[routes]`, logs and metrics.
-pub const NAME: &str = "memory_stats";
+pub(crate) const NAME: &str = "memory_stats";
 /// The event kinds it can take.
 pub const KINDS: &[EventKind] = &[
     EventKind::ThreadStarted,
@@ -43,7 +43,7 @@ pub const KINDS: &[EventKind] = &[
 
 /// Counts what happens to each user's memory.
 #[derive(Debug, Clone)]
-pub struct MemoryStats {
+pub(crate) struct MemoryStats {
     once: ExactlyOnce,
 }
 

@@ -16,13 +16,13 @@ use crate::domain::{DomainEvent, EventKind};
 use crate::pipeline::target::{Input, Routed, Target, TargetError};
 
 /// The handler's name in `[routes]`, logs and metrics.
-pub const NAME: &str = "provider_simulator";
+pub(crate) const NAME: &str = "provider_simulator";
 /// The event kinds it can take.
 pub const KINDS: &[EventKind] = &[EventKind::PaymentRequested];
 
 /// Applies an [`OutcomePolicy`]; holds the call count `alternate` needs.
 #[derive(Debug)]
-pub struct OutcomeDecider {
+pub(crate) struct OutcomeDecider {
     policy: OutcomePolicy,
     calls: AtomicU64,
 }

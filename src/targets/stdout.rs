@@ -11,10 +11,10 @@ use crate::events::cloudevent::CloudEvent;
 use crate::pipeline::target::{Input, Routed, Target, TargetError};
 
 /// The target's name in logs and metrics.
-pub const NAME: &str = "stdout";
+pub(crate) const NAME: &str = "stdout";
 
 /// Writes events to standard output.
-pub struct StdoutSink {
+pub(crate) struct StdoutSink {
     kinds: [bool; EventKind::ALL.len()],
 }
 

@@ -37,7 +37,7 @@ pub struct Job {
 /// outside the lane: a key's events reach them together, and their writer commits them in
 /// one batch instead of one commit per event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
+pub(crate) enum Part {
     /// All targets, or the ordered ones when a [`Part::Beside`] job runs the rest: in the
     /// event's lane; counted as handled when done.
     Laned,
@@ -49,7 +49,7 @@ pub enum Part {
 
 /// An event the pipeline routes, shared by the jobs of its targets.
 #[derive(Debug, Clone)]
-pub enum Routable {
+pub(crate) enum Routable {
     /// A typed event; its lane is its aggregate id (payment id, user id).
     Typed(Arc<DomainEvent>),
     /// A change of a raw collection; its lane is its collection and document key.
@@ -103,7 +103,7 @@ impl Routable {
 }
 
 /// An event and its targets.
-pub enum Work {
+pub(crate) enum Work {
     /// An event to the targets of its route.
     Event {
         /// The event.
@@ -140,7 +140,7 @@ impl Work {
 }
 
 /// What running a job came to.
-pub struct Completion {
+pub(crate) struct Completion {
     /// The acker's ticket.
     pub ticket: Ticket,
     /// The work (it names the lane).
@@ -164,7 +164,7 @@ enum Outcome {
 }
 
 /// What a job needs besides its event; shared by every job of a session.
-pub struct JobContext {
+pub(crate) struct JobContext {
     /// Stream name, for dead letters and namespace events.
     pub stream: Arc<str>,
     /// Metrics.
@@ -182,7 +182,7 @@ pub struct JobContext {
 
 /// A target failing on an event, and why.
 #[derive(Debug, Clone)]
-pub struct Trouble {
+pub(crate) struct Trouble {
     /// The target.
     pub target: &'static str,
     /// Its last error.

@@ -50,7 +50,7 @@ pub enum Applied {
 /// The effect of one event: counters of one document move (`$inc`, whole numbers), other
 /// fields are set (`$set`); the document is created when missing.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Increment {
+pub(crate) struct Increment {
     /// The `_id` of the counters' document.
     pub id: String,
     /// `$inc`: field → amount (an `i64` or `i32`).
@@ -70,7 +70,7 @@ type Request = Waiting<Effect, Result<Applied, TargetError>>;
 
 /// Applies effects at most once per event id, for one handler, on one collection.
 #[derive(Debug, Clone)]
-pub struct ExactlyOnce {
+pub(crate) struct ExactlyOnce {
     requests: Submit<Effect, Result<Applied, TargetError>>,
     processed: Collection<Document>,
     sessions: sessions::Sessions,

@@ -23,7 +23,7 @@ const KEEP: Duration = Duration::from_secs(24 * 3600);
 
 /// The recorded sessions of one handler.
 #[derive(Debug, Clone)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     admin: Database,
     records: Collection<Document>,
     handler: &'static str,
