@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use changeflow::cmd::{self, Cli, Command, hint};
+use changeflow::config::Config;
 use changeflow::config::redact::scrub;
-use changeflow::config::{Config, ConfigError};
 use changeflow::observe::{error_text, telemetry};
 use changeflow::targets;
 
@@ -16,22 +16,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The routes are checked against the targets that exist, named by where they came from
-    // as every other configuration error is.
-    let loaded = Config::load_with_sets(cli.config.as_deref(), &cli.sets).and_then(|c| {
-        match c.check_routes(&targets::built_in()) {
-            Ok(()) => Ok(c),
-            Err(ConfigError::Invalid { key, message, .. }) => Err(ConfigError::Invalid {
-                origin: cli
-                    .config
-                    .as_ref()
-                    .map_or_else(|| "configuration".to_owned(), |p| p.display().to_string()),
-                key,
-                message,
-            }),
-            Err(e) => Err(e),
-        }
-    });
+    // The routes are checked against the targets that exist.
+    let origin = cli
+        .config
+        .as_ref()
+        .map_or_else(|| "configuration".to_owned(), |p| p.display().to_string());
+    let loaded = Config::load_with_sets(cli.config.as_deref(), &cli.sets)
+        .and_then(|c| c.check_routes(&targets::built_in(), &origin).map(|()| c));
     let mut config = match loaded {
         Ok(c) => c,
         Err(e) => {

@@ -175,7 +175,7 @@ fn invalid_values_are_rejected_with_their_key() {
     for (text, key) in cases {
         // As `main` loads it: the routes checked against the targets that exist.
         let err = load_str(text, &[])
-            .and_then(|c| c.check_routes(&crate::targets::built_in()))
+            .and_then(|c| c.check_routes(&crate::targets::built_in(), "configuration"))
             .unwrap_err();
         assert!(
             matches!(err, ConfigError::Invalid { .. }) && err.to_string().contains(key),

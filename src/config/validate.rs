@@ -8,12 +8,13 @@ use super::{Config, ConfigError};
 
 impl Config {
     /// Checks that `[routes]` names only targets of `built_in`, each for kinds it takes
-    /// (the targets are known where they are built, not here).
-    pub fn check_routes(&self, built_in: &[BuiltIn]) -> Result<(), ConfigError> {
+    /// (the targets are known where they are built, not here); errors name `origin`, where
+    /// the configuration came from.
+    pub fn check_routes(&self, built_in: &[BuiltIn], origin: &str) -> Result<(), ConfigError> {
         self.routes
             .validate(built_in)
             .map_err(|(key, message)| ConfigError::Invalid {
-                origin: "configuration".into(),
+                origin: origin.to_owned(),
                 key,
                 message,
             })

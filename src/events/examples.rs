@@ -11,18 +11,15 @@ use crate::domain::payments::{
 };
 use crate::domain::{ChangeMeta, DomainEvent, EventId, EventKind};
 use crate::events::cloudevent::CloudEvent;
-use crate::events::types::EventType;
+use crate::events::types::{EventType, Example};
 
 impl EventType {
     /// A sample event of this type, for the catalog and tests.
     pub fn example(&self) -> CloudEvent {
-        match (self.kind, self.namespace_example) {
-            (Some(kind), _) => CloudEvent::of(&example_event(kind)),
-            // A namespace type without its change would show a mismatched type; the
-            // catalog's tests compare every example's type with its own.
-            (None, change) => {
-                let change = change.map_or(NamespaceChange::StreamInvalidated, |c| c());
-                CloudEvent::of_namespace("changeflow", &example_namespace_event(change))
+        match self.example {
+            Example::Event(kind) => CloudEvent::of(&example_event(kind)),
+            Example::Namespace(change) => {
+                CloudEvent::of_namespace("changeflow", &example_namespace_event(change()))
             }
         }
     }

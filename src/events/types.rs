@@ -25,8 +25,17 @@ pub struct EventType {
     /// When it fires, for the catalog.
     pub fires: &'static str,
     schema: fn() -> Schema,
-    /// The change a namespace type's example shows (None for a domain event type).
-    pub(crate) namespace_example: Option<fn() -> NamespaceChange>,
+    /// What its example shows.
+    pub(crate) example: Example,
+}
+
+/// What the example of an event type is made from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Example {
+    /// A domain event of this kind.
+    Event(EventKind),
+    /// This namespace change.
+    Namespace(fn() -> NamespaceChange),
 }
 
 macro_rules! event_type {
@@ -37,7 +46,7 @@ macro_rules! event_type {
             kind: Some(EventKind::$kind),
             fires: $fires,
             schema: || schemars::schema_for!($data),
-            namespace_example: None,
+            example: Example::Event(EventKind::$kind),
         }
     };
 }
@@ -50,7 +59,7 @@ macro_rules! namespace_type {
             kind: None,
             fires: $fires,
             schema: || schemars::schema_for!(NamespaceData),
-            namespace_example: Some(|| $example),
+            example: Example::Namespace(|| $example),
         }
     };
 }

@@ -6,45 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use mongodb::bson::{RawDocumentBuf, Timestamp};
 
-use crate::source::position::{data_time, raw_token_data};
-
-/// The last change a replay emits.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Until {
-    /// Every change at or before this cluster time.
-    Time(Timestamp),
-    /// Every change up to and including the one with this token (`_data`).
-    Token(String),
-}
-
-impl Until {
-    /// Whether the change with token `data` at `time` lies beyond the end (not emitted).
-    pub fn is_past(&self, data: &str, time: Option<Timestamp>) -> bool {
-        match self {
-            Until::Time(end) => time.or_else(|| data_time(data)).is_some_and(|t| t > *end),
-            Until::Token(end) => data > end.as_str(),
-        }
-    }
-
-    /// Whether the change with token `data` is the last to emit.
-    pub fn is_last(&self, data: &str) -> bool {
-        matches!(self, Until::Token(end) if end == data)
-    }
-
-    /// Whether a quiet stream's post-batch token `data` shows every change up to the end
-    /// was read (the server has scanned the oplog beyond it).
-    pub fn idle_passed(&self, data: &str) -> bool {
-        self.is_past(data, None)
-    }
-
-    /// The end's cluster time.
-    pub fn time(&self) -> Option<Timestamp> {
-        match self {
-            Until::Time(t) => Some(*t),
-            Until::Token(data) => data_time(data),
-        }
-    }
-}
+use crate::source::position::{Until, data_time, raw_token_data};
 
 /// How far one stream of a replay has come.
 #[derive(Debug, Default)]

@@ -6,17 +6,10 @@ use mongodb::bson::{DateTime, Document, Timestamp, doc};
 use mongodb::options::WriteConcern;
 use mongodb::{Client, Collection, Database};
 
+use crate::source::position::Until;
+
 /// The collection that records replays (in the checkpoint database).
 pub const COLLECTION: &str = "changeflow_replays";
-
-/// Where a recorded replay ends.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum RecordedEnd {
-    /// At this cluster time.
-    Time(Timestamp),
-    /// At the change with this resume token `_data`.
-    Token(String),
-}
 
 /// The replay records.
 pub(crate) struct Replays {
@@ -34,7 +27,7 @@ impl Replays {
     }
 
     /// The end of replay `id` when it was interrupted (its record still says running).
-    pub async fn interrupted_end(&self, id: &str) -> anyhow::Result<Option<RecordedEnd>> {
+    pub async fn interrupted_end(&self, id: &str) -> anyhow::Result<Option<Until>> {
         let Some(previous) = self.records.find_one(doc! {"_id": id}).await? else {
             return Ok(None);
         };
@@ -45,8 +38,8 @@ impl Replays {
             previous.get_timestamp("until_time"),
             previous.get_str("until_token"),
         ) {
-            (_, Ok(token)) => Ok(Some(RecordedEnd::Token(token.to_owned()))),
-            (Ok(t), _) => Ok(Some(RecordedEnd::Time(t))),
+            (_, Ok(token)) => Ok(Some(Until::Token(token.to_owned()))),
+            (Ok(t), _) => Ok(Some(Until::Time(t))),
             _ => bail!("replay record `{id}` in {COLLECTION} has no end; delete it to start over"),
         }
     }
@@ -84,10 +77,10 @@ impl Replays {
     /// Records where replay `id` ends. Written right after [`Replays::start`], it also puts
     /// an oplog entry beyond the default end, so quiet streams see their end passed without
     /// waiting for other traffic.
-    pub async fn set_end(&self, id: &str, end: &RecordedEnd) -> anyhow::Result<()> {
+    pub async fn set_end(&self, id: &str, end: &Until) -> anyhow::Result<()> {
         let set = match end {
-            RecordedEnd::Time(t) => doc! {"until_time": *t},
-            RecordedEnd::Token(data) => doc! {"until_token": data},
+            Until::Time(t) => doc! {"until_time": *t},
+            Until::Token(data) => doc! {"until_token": data},
         };
         self.records
             .update_one(doc! {"_id": id}, doc! {"$set": set})

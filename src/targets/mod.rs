@@ -59,7 +59,7 @@ pub enum BuildError {
 /// updater), counters and memory stats (creating their indexes) and the Kafka sink
 /// (creating its topics), which also takes the raw collections and namespace events.
 pub async fn build(client: &Client, config: &Config) -> Result<Vec<Arc<dyn Target>>, BuildError> {
-    config.check_routes(&built_in())?;
+    config.check_routes(&built_in(), "configuration")?;
     let routes = &config.routes;
     let mut targets: Vec<Arc<dyn Target>> = Vec::new();
     if routes.uses(provider_simulator::NAME) {

@@ -25,11 +25,12 @@ use crate::domain::EventKind;
 use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;
 use crate::pipeline::Engine;
-use crate::pipeline::until::{Bounds, Progress, Until};
+use crate::pipeline::until::{Bounds, Progress};
 use crate::source::StartAt;
+use crate::source::position::Until;
 use crate::source::position::{describe, human_seconds, token_data, token_time};
 use crate::state::checkpoints::CheckpointStore;
-use crate::state::replays::{RecordedEnd, Replays};
+use crate::state::replays::Replays;
 use crate::targets::stdout::StdoutSink;
 
 /// Where a replay starts.
@@ -243,12 +244,8 @@ async fn begin(
     streams: &[WatchedDatabase],
 ) -> anyhow::Result<(Until, bool)> {
     if !request.dry_run
-        && let Some(end) = replays.interrupted_end(id).await?
+        && let Some(until) = replays.interrupted_end(id).await?
     {
-        let until = match end {
-            RecordedEnd::Time(t) => Until::Time(t),
-            RecordedEnd::Token(data) => Until::Token(data),
-        };
         return Ok((until, true));
     }
     for stream in streams {
@@ -259,11 +256,7 @@ async fn begin(
         .start(id, &request.from.describe(), &databases, request.dry_run)
         .await?;
     let until = request.until.clone().unwrap_or(Until::Time(written));
-    let end = match &until {
-        Until::Time(t) => RecordedEnd::Time(*t),
-        Until::Token(data) => RecordedEnd::Token(data.clone()),
-    };
-    replays.set_end(id, &end).await?;
+    replays.set_end(id, &until).await?;
     Ok((until, false))
 }
 

@@ -6,7 +6,7 @@ use anyhow::bail;
 use super::*;
 use crate::config::routes::KAFKA;
 use crate::config::{Config, RoutesConfig, WatchedDatabase};
-use crate::pipeline::until::Until;
+use crate::source::position::Until;
 use crate::source::position::cluster_time_text;
 
 /// The watched databases `request` selects, each narrowed to the selected collections.

@@ -64,10 +64,8 @@ pub struct KafkaSink {
     memory_topic: String,
     namespace_topic: String,
     dead_letter_topic: String,
-    /// Topic of each raw collection, by `<database>.<collection>`.
+    /// Topic of each raw collection (`kafka.raw`), by `<database>.<collection>`.
     raw_topics: HashMap<String, String>,
-    /// The raw collections (`kafka.raw`).
-    raw_collections: Vec<(String, String)>,
     mode: ContentMode,
 }
 
@@ -95,11 +93,6 @@ impl KafkaSink {
                         config.topic(&r.topic),
                     )
                 })
-                .collect(),
-            raw_collections: config
-                .raw
-                .iter()
-                .map(|r| (r.database.clone(), r.collection.clone()))
                 .collect(),
             mode: config.content_mode,
         };
@@ -138,12 +131,18 @@ impl Target for KafkaSink {
     fn wants(&self, input: Input) -> bool {
         match input {
             Input::Typed(_) | Input::Namespace => true,
-            Input::Raw => !self.raw_collections.is_empty(),
+            Input::Raw => !self.raw_topics.is_empty(),
         }
     }
 
     fn raw_collections(&self) -> Vec<(String, String)> {
-        self.raw_collections.clone()
+        // A database name never holds a `.` (configuration refuses one), so the first
+        // splits the namespace.
+        self.raw_topics
+            .keys()
+            .filter_map(|ns| ns.split_once('.'))
+            .map(|(db, coll)| (db.to_owned(), coll.to_owned()))
+            .collect()
     }
 
     fn routed_by_config(&self) -> bool {
