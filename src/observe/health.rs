@@ -4,8 +4,10 @@
 //!
 //! Idle is not stuck. A stream is stuck when its oldest unfinished event has not finished
 //! for `health.stuck_after_ms` while work waits (a handler or the broker failing), or when
-//! it received nothing that long while its database's oplog moved on (a frozen stream).
-//! The session reports the first, the oplog watch the second; each clears its own.
+//! it received nothing that long while its database's oplog moved on (a frozen stream),
+//! or when no checkpoint could be stored that long (reading then holds at the read-ahead
+//! bound). The session reports the first and the last, the oplog watch the second; each
+//! clears its own.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +21,9 @@ pub enum StuckCause {
     Handlers,
     /// Nothing arrives although the oplog moved on, or the server does not answer.
     Source,
+    /// No checkpoint can be stored (a write fails, or waits for a majority that is not
+    /// there), so reading holds at the read-ahead bound.
+    Checkpoint,
 }
 
 impl StuckCause {
@@ -27,6 +32,7 @@ impl StuckCause {
         match self {
             StuckCause::Handlers => "handlers",
             StuckCause::Source => "source",
+            StuckCause::Checkpoint => "checkpoint",
         }
     }
 }

@@ -3,7 +3,7 @@
 //! Each checkpoint comes with the stream's sequence number of its position; the writer
 //! reports the newest one stored, which bounds how far reading may run ahead of it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -24,6 +24,8 @@ type Numbered = (Checkpoint, u64);
 pub(crate) struct CheckpointWriter {
     latest: watch::Sender<Option<Numbered>>,
     stored: watch::Receiver<u64>,
+    /// The error of the last failed write, until a write succeeds.
+    failing: Arc<Mutex<Option<String>>>,
     task: JoinHandle<()>,
 }
 
@@ -32,10 +34,12 @@ impl CheckpointWriter {
     pub fn start(store: CheckpointStore, metrics: Arc<Metrics>) -> CheckpointWriter {
         let (latest, rx) = watch::channel(None);
         let (stored_tx, stored) = watch::channel(0);
-        let task = tokio::spawn(write_loop(store, metrics, rx, stored_tx));
+        let failing = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(write_loop(store, metrics, rx, stored_tx, failing.clone()));
         CheckpointWriter {
             latest,
             stored,
+            failing,
             task,
         }
     }
@@ -49,6 +53,11 @@ impl CheckpointWriter {
     /// The sequence number of the newest stored checkpoint; it changes after each write.
     pub fn stored(&self) -> watch::Receiver<u64> {
         self.stored.clone()
+    }
+
+    /// The error of the last failed write, while no write has succeeded since.
+    pub fn failing(&self) -> Option<String> {
+        self.failing.lock().ok().and_then(|f| f.clone())
     }
 
     /// Writes the last queued checkpoint (retrying until `give_up` completes) and stops.
@@ -72,17 +81,25 @@ async fn write_loop(
     metrics: Arc<Metrics>,
     mut rx: watch::Receiver<Option<Numbered>>,
     stored: watch::Sender<u64>,
+    failing: Arc<Mutex<Option<String>>>,
 ) {
+    let note = |error: Option<String>| {
+        if let Ok(mut f) = failing.lock() {
+            *f = error;
+        }
+    };
     // `changed` still reports a value sent just before the sender was dropped.
     while rx.changed().await.is_ok() {
         let mut next = rx.borrow_and_update().clone();
         while let Some((checkpoint, sequence)) = next.take() {
             match store.save(&checkpoint).await {
                 Ok(()) => {
+                    note(None);
                     metrics.checkpoint_saved(&checkpoint.stream);
                     stored.send_replace(sequence);
                 }
                 Err(e) => {
+                    note(Some(Tidy(&e).to_string()));
                     tracing::warn!(stream = %checkpoint.stream, error = %Tidy(&e), "cannot store the checkpoint; retrying");
                     let newer = tokio::select! {
                         changed = rx.changed() => match changed {

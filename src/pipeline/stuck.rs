@@ -2,7 +2,8 @@
 //! on its clock, reports the stream stuck once the oldest has waited
 //! `health.stuck_after_ms` (naming the event, the target failing on it and its last
 //! error); a watch reports a stream whose reader has waited that long for the server.
-//! Either way: `/healthz` (503), the run's heartbeat (`status`), the
+//! The session also reports a stream whose checkpoint cannot be stored for that long.
+//! Every way: `/healthz` (503), the run's heartbeat (`status`), the
 //! `changeflow_stream_stuck` metric and one error line when it starts, one info line
 //! when it ends.
 
@@ -94,6 +95,41 @@ impl Check<'_> {
             self.metrics,
             self.stream,
             StuckCause::Handlers,
+            stuck,
+        );
+    }
+
+    /// Reports the stream stuck while a checkpoint handed to the writer has waited
+    /// `health.stuck_after_ms` without any being stored (`unstored_for`), with the writer's
+    /// last error if its writes fail; clears it once one is stored.
+    pub(super) fn checkpoint(&self, unstored_for: Option<Duration>, failing: Option<String>) {
+        let limit = Duration::from_millis(self.config.health.stuck_after_ms);
+        let stuck = unstored_for.filter(|w| *w >= limit).map(|waited| {
+            let why = match &failing {
+                Some(_) => "every write fails",
+                None => {
+                    "the write has not returned (a majority write waits while no majority of \
+                     the replica set's data-bearing members acknowledges it)"
+                }
+            };
+            Stuck {
+                cause: StuckCause::Checkpoint,
+                for_seconds: waited.as_secs_f64(),
+                event_id: None,
+                handler: None,
+                last_error: failing,
+                detail: format!(
+                    "no checkpoint stored for {} s: {why}; reading holds at \
+                     engine.max_in_flight_events past the last stored one",
+                    waited.as_secs()
+                ),
+            }
+        });
+        report(
+            self.health,
+            self.metrics,
+            self.stream,
+            StuckCause::Checkpoint,
             stuck,
         );
     }

@@ -25,6 +25,7 @@ mod memory_decode;
 mod memory_events;
 mod module_graph;
 mod namespace;
+mod no_majority;
 mod oplog_wrap;
 mod oversize;
 mod pipeline;

@@ -35,6 +35,17 @@ impl ReplicaSet {
     /// Starts `n` members, initiates the set (member 0 preferred as the first primary) and
     /// waits until it takes majority writes.
     pub async fn start(n: usize) -> ReplicaSet {
+        ReplicaSet::start_shaped(n, false).await
+    }
+
+    /// Starts a primary, a secondary and an arbiter (member 2). With the secondary down
+    /// the primary stays primary and takes `w:1` writes, but no majority acknowledges
+    /// anything: the shape in which majority writes wait and nothing else does.
+    pub async fn start_with_arbiter() -> ReplicaSet {
+        ReplicaSet::start_shaped(3, true).await
+    }
+
+    async fn start_shaped(n: usize, last_is_arbiter: bool) -> ReplicaSet {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let name = format!("rsf{}", std::process::id());
         let members = (0..n)
@@ -65,8 +76,13 @@ impl ReplicaSet {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                doc! {"_id": i as i32, "host": format!("127.0.0.1:{}", m.port),
-                "priority": if i == 0 { 2 } else { 1 }}
+                let mut member = doc! {"_id": i as i32, "host": format!("127.0.0.1:{}", m.port),
+                "priority": if i == 0 { 2 } else { 1 }};
+                if last_is_arbiter && i == n - 1 {
+                    member.insert("arbiterOnly", true);
+                    member.insert("priority", 0);
+                }
+                member
             })
             .collect();
         set.direct(0)
