@@ -1,9 +1,10 @@
 //! The chaos run: the payment flow and the memory workload under steady load on a
 //! 3-member set for a number of seconds while, one after another at random moments,
 //! changeflow is SIGKILLed and restarted, the primary steps down, the primary is
-//! SIGKILLed (and restarted a little later), or the primary freezes for 4 s (SIGSTOP: a
-//! stalled server; the proxy of `tests/it/stalls.rs` needs a direct connection to one
-//! member, which a failing-over set cannot use). Then every entity is checked: each payment
+//! SIGKILLed (and restarted a little later), the primary freezes for 4 s (SIGSTOP: a
+//! stalled server), or the network cuts the primary off for 4 s (every member sits behind
+//! its own proxy, which is its address in the set, so holding the primary's proxy
+//! partitions it from the other members and from every client). Then every entity is checked: each payment
 //! settled and counted, `memory_stats` exact, each payment's Kafka history `requested`
 //! then one outcome, ids unique per change, repeats within the bound. `tests/it/chaos.rs`
 //! runs 30 s in CI; `cargo bench --bench chaos -- --seconds 90` the full one.
@@ -19,15 +20,17 @@ use super::load::{
     Histories, Load, RECOVERY, add, kafka_holds_every_change, memory_exact, memory_load,
     time_to_first_handled,
 };
+use super::proxy::Mode;
 use super::replica_set::ReplicaSet;
 use super::{create_topic, unique_name};
 
 /// The kinds of fault the run injects.
-const KINDS: [&str; 4] = [
+const KINDS: [&str; 5] = [
     "changeflow SIGKILL",
     "primary step-down",
     "primary SIGKILL",
     "primary SIGSTOP 4 s",
+    "primary partitioned 4 s",
 ];
 
 /// What a chaos run saw.
@@ -66,7 +69,7 @@ impl Report {
             let p50 = times.get(times.len() / 2).copied().unwrap_or_default();
             let max = times.last().copied().unwrap_or_default();
             lines.push(format!(
-                "{kind:<20} injected {:>3}  resume p50 {:>6.2} s  max {:>6.2} s",
+                "{kind:<24} injected {:>3}  resume p50 {:>6.2} s  max {:>6.2} s",
                 times.len(),
                 p50.as_secs_f64(),
                 max.as_secs_f64()
@@ -93,7 +96,7 @@ impl Rng {
 /// Runs the chaos for about `seconds`, and for at least one fault of each kind (faults
 /// stop then; the checks follow).
 pub async fn run(seconds: u64, seed: u64) -> Report {
-    let mut set = ReplicaSet::start(3).await;
+    let mut set = ReplicaSet::start_proxied(3).await;
     let client = set.client().await;
     let name = unique_name("chaos");
     let mut config = memory_config(&name);
@@ -138,7 +141,11 @@ pub async fn run(seconds: u64, seed: u64) -> Report {
         // Every kind in turn from a random first one; the moments are random.
         let kind = match KINDS[(first_kind + fault_number) % KINDS.len()] {
             // One member down at a time: a majority stays.
-            "primary SIGKILL" | "primary SIGSTOP 4 s" if down.is_some() => "primary step-down",
+            "primary SIGKILL" | "primary SIGSTOP 4 s" | "primary partitioned 4 s"
+                if down.is_some() =>
+            {
+                "primary step-down"
+            }
             kind => kind,
         };
         let at = Instant::now();
@@ -161,6 +168,19 @@ pub async fn run(seconds: u64, seed: u64) -> Report {
                 set.pause(primary);
                 tokio::time::sleep(Duration::from_secs(4)).await;
                 set.resume(primary);
+            }
+            "primary partitioned 4 s" => {
+                // Nothing reaches it or leaves it; what waited is delivered after.
+                let (primary, _) = set.wait_majority_writes().await;
+                let term = set.term().await;
+                set.partition(primary, Mode::Hold);
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                set.partition(primary, Mode::Pass);
+                let after = set.term().await;
+                assert!(
+                    after > term,
+                    "the partition caused no election (term {term})"
+                );
             }
             _ => {
                 let (primary, _) = set.wait_majority_writes().await;

@@ -1,7 +1,8 @@
 //! A TCP proxy a test puts between changeflow and a server, to make the network fail the
 //! ways real ones do: pass traffic, add latency, drop everything silently while keeping
-//! the connections open (a blackhole: no error, no close, the OS would wait minutes), or
-//! reset every connection and refuse new ones.
+//! the connections open (a blackhole: no error, no close, the OS would wait minutes), hold
+//! everything until the fault ends (a partition that heals: TCP delivers what waited,
+//! intact), or reset every connection and refuse new ones.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -20,6 +21,9 @@ pub enum Mode {
     Blackhole = 1,
     /// Closes every connection (RST) and refuses new ones.
     Reset = 2,
+    /// Forwards nothing until the mode changes, then everything that waited: a network
+    /// partition. Unlike a blackhole, no byte is lost, so the connections stay usable.
+    Hold = 3,
 }
 
 /// A running proxy; dropping it stops it.
@@ -134,6 +138,7 @@ async fn copy(
 ) {
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
+        held(mode).await;
         let n = match from.read(&mut buffer).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
@@ -145,8 +150,16 @@ async fn copy(
         if mode.load(Ordering::SeqCst) == Mode::Blackhole as u8 {
             continue;
         }
+        held(mode).await;
         if to.write_all(&buffer[..n]).await.is_err() {
             return;
         }
+    }
+}
+
+/// Waits while the proxy holds traffic.
+async fn held(mode: &AtomicU8) {
+    while mode.load(Ordering::SeqCst) == Mode::Hold as u8 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -13,6 +13,7 @@ use mongodb::bson::{Document, doc};
 
 use super::app::free_port;
 use super::own_mongod::mongod_bin;
+use super::proxy::{Mode, Proxy};
 
 /// How long the set may take to elect a primary after a fault.
 pub const ELECTION_DEADLINE: Duration = Duration::from_secs(60);
@@ -28,27 +29,62 @@ struct Member {
 pub struct ReplicaSet {
     name: String,
     members: Vec<Member>,
+    /// Where the set is proxied: one proxy per member, whose address is the member's host
+    /// in the set's configuration, so the other members and every client reach it only
+    /// through the proxy.
+    proxies: Vec<Proxy>,
+    /// The proxies' own runtime: a test blocking its thread must not stall replication.
+    _proxy_runtime: ProxyRuntime,
     _dir: tempfile::TempDir,
+}
+
+/// A runtime dropped without waiting (dropping one inside async code would panic).
+struct ProxyRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ProxyRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// How the set is laid out.
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    /// Every member holds data.
+    Plain,
+    /// The last member is an arbiter.
+    Arbiter,
+    /// Every member holds data and is reached through its own proxy.
+    Proxied,
 }
 
 impl ReplicaSet {
     /// Starts `n` members, initiates the set (member 0 preferred as the first primary) and
     /// waits until it takes majority writes.
     pub async fn start(n: usize) -> ReplicaSet {
-        ReplicaSet::start_shaped(n, false).await
+        ReplicaSet::start_shaped(n, Shape::Plain).await
+    }
+
+    /// Starts `n` members, each behind a proxy that is its address in the set: cutting a
+    /// member's proxy cuts it off from the others and from every client, as a network
+    /// partition does (see [`ReplicaSet::partition`]).
+    pub async fn start_proxied(n: usize) -> ReplicaSet {
+        ReplicaSet::start_shaped(n, Shape::Proxied).await
     }
 
     /// Starts a primary, a secondary and an arbiter (member 2). With the secondary down
     /// the primary stays primary and takes `w:1` writes, but no majority acknowledges
     /// anything: the shape in which majority writes wait and nothing else does.
     pub async fn start_with_arbiter() -> ReplicaSet {
-        ReplicaSet::start_shaped(3, true).await
+        ReplicaSet::start_shaped(3, Shape::Arbiter).await
     }
 
-    async fn start_shaped(n: usize, last_is_arbiter: bool) -> ReplicaSet {
+    async fn start_shaped(n: usize, shape: Shape) -> ReplicaSet {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let name = format!("rsf{}", std::process::id());
-        let members = (0..n)
+        let members: Vec<Member> = (0..n)
             .map(|i| {
                 let data = dir.path().join(format!("m{i}"));
                 std::fs::create_dir_all(&data).expect("data dir");
@@ -60,9 +96,24 @@ impl ReplicaSet {
                 }
             })
             .collect();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("proxy runtime");
+        let mut proxies = Vec::new();
+        if shape == Shape::Proxied {
+            for m in &members {
+                let upstream = format!("127.0.0.1:{}", m.port);
+                let proxy = runtime.spawn(Proxy::start(upstream));
+                proxies.push(proxy.await.expect("proxy started"));
+            }
+        }
         let mut set = ReplicaSet {
             name,
             members,
+            proxies,
+            _proxy_runtime: ProxyRuntime(Some(runtime)),
             _dir: dir,
         };
         for i in 0..n {
@@ -75,10 +126,10 @@ impl ReplicaSet {
             .members
             .iter()
             .enumerate()
-            .map(|(i, m)| {
-                let mut member = doc! {"_id": i as i32, "host": format!("127.0.0.1:{}", m.port),
+            .map(|(i, _)| {
+                let mut member = doc! {"_id": i as i32, "host": set.host(i),
                 "priority": if i == 0 { 2 } else { 1 }};
-                if last_is_arbiter && i == n - 1 {
+                if shape == Shape::Arbiter && i == n - 1 {
                     member.insert("arbiterOnly", true);
                     member.insert("priority", 0);
                 }
@@ -120,13 +171,27 @@ impl ReplicaSet {
         member.child = Some(child);
     }
 
+    /// Member `i`'s address in the set: its proxy's where it has one.
+    fn host(&self, i: usize) -> String {
+        let port = match self.proxies.get(i) {
+            Some(proxy) => proxy.port(),
+            None => self.members[i].port,
+        };
+        format!("127.0.0.1:{port}")
+    }
+
+    /// Cuts member `i` off from everyone (`Mode::Hold`: a partition; `Mode::Blackhole`;
+    /// `Mode::Reset`) or joins it again (`Mode::Pass`). Only on a proxied set.
+    pub fn partition(&self, i: usize, mode: Mode) {
+        self.proxies
+            .get(i)
+            .expect("a proxied set (ReplicaSet::start_proxied)")
+            .set(mode);
+    }
+
     /// Its connection string (every member, the set's name).
     pub fn uri(&self) -> String {
-        let hosts: Vec<String> = self
-            .members
-            .iter()
-            .map(|m| format!("127.0.0.1:{}", m.port))
-            .collect();
+        let hosts: Vec<String> = (0..self.members.len()).map(|i| self.host(i)).collect();
         format!("mongodb://{}/?replicaSet={}", hosts.join(","), self.name)
     }
 
@@ -219,6 +284,19 @@ impl ReplicaSet {
             );
         }
         primary
+    }
+
+    /// The election term, as the primary sees it: it grows with every election.
+    pub async fn term(&self) -> i64 {
+        let (primary, _) = self.wait_majority_writes().await;
+        let status = self
+            .direct(primary)
+            .await
+            .database("admin")
+            .run_command(doc! {"replSetGetStatus": 1})
+            .await
+            .expect("replSetGetStatus");
+        status.get_i64("term").expect("a term")
     }
 
     /// SIGKILLs member `i`.
