@@ -54,7 +54,7 @@ pub async fn tail(
                     let item = match item {
                         Ok(raw) => match fragments.push(raw) {
                             Piece::Whole(raw) | Piece::Joined(raw) => Some(Ok(raw)),
-                            Piece::Partial => None,
+                            Piece::Partial { .. } => None,
                             Piece::Broken(reason) => Some(Err(SourceError::Fragments {
                                 database: database.clone(),
                                 reason,

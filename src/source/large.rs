@@ -69,8 +69,13 @@ pub(crate) enum Piece {
     Whole(RawDocumentBuf),
     /// A split change, reassembled at its last fragment.
     Joined(RawDocumentBuf),
-    /// A fragment was kept; more are to come.
-    Partial,
+    /// Fragment `fragment` of `of` was kept; more are to come.
+    Partial {
+        /// Its number, from 1.
+        fragment: i64,
+        /// How many the change has.
+        of: i64,
+    },
     /// A fragment that does not continue what was kept (the kept ones are dropped).
     Broken(String),
 }
@@ -125,7 +130,7 @@ impl Assembler {
         self.of = of;
         self.kept.push(raw);
         if fragment < of {
-            return Piece::Partial;
+            return Piece::Partial { fragment, of };
         }
         let fragments = std::mem::take(&mut self.kept);
         match join(&fragments) {
@@ -178,7 +183,10 @@ mod tests {
             2,
             rawdoc! {"operationType": "update", "fullDocumentBeforeChange": {"x": 1}},
         );
-        assert!(matches!(a.push(first), Piece::Partial));
+        assert!(matches!(
+            a.push(first),
+            Piece::Partial { fragment: 1, of: 2 }
+        ));
         assert!(a.is_partial());
         let Piece::Joined(whole) = a.push(fragment("02", 2, 2, rawdoc! {"fullDocument": {"x": 2}}))
         else {
@@ -209,7 +217,7 @@ mod tests {
         ));
         assert!(matches!(
             a.push(fragment("03", 1, 3, rawdoc! {})),
-            Piece::Partial
+            Piece::Partial { fragment: 1, of: 3 }
         ));
         assert!(matches!(
             a.push(rawdoc! {"_id": {"_data": "04"}}),

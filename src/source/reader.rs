@@ -98,7 +98,10 @@ pub async fn read(
                         out.metrics.split.inc();
                         raw
                     }
-                    Piece::Partial => continue,
+                    Piece::Partial { fragment, of } => {
+                        tracing::debug!(stream = %database, "read fragment {fragment} of {of} of a split change");
+                        continue;
+                    }
                     // The checkpoint is before the first fragment: reading again from
                     // there gets the whole sequence.
                     Piece::Broken(reason) => {

@@ -2,12 +2,13 @@
 //! and with pre- and post-images on its update event is about 20 MB. Before, the server
 //! refused the event on every reopen and the stream never moved again. Now it is split and
 //! reassembled where the server can, and otherwise goes by `engine.oversize`; later events
-//! flow in every case.
+//! flow in every case. A crash between two fragments restarts at the first.
 
 use std::time::Duration;
 
 use crate::common::app::{Process, memory_config};
-use crate::common::{DEADLINE, mongo, unique_name, wait_until};
+use crate::common::proxy::{Mode, Proxy, shared_primary, through};
+use crate::common::{DEADLINE, mongo, mongodb_uri, unique_name, wait_until};
 use changeflow::cmd::setup;
 use changeflow::config::{Config, OversizePolicy};
 use changeflow::state::dead_letters;
@@ -205,4 +206,72 @@ async fn without_the_split_the_fail_policy_stops_naming_the_change_and_keeps_the
     assert_eq!(letters.len(), 1, "{letters:?}");
     again.signal(libc::SIGTERM);
     assert!(again.wait_exit(Duration::from_secs(20)).await.success());
+}
+
+#[tokio::test]
+async fn a_crash_between_two_fragments_restarts_at_the_first_and_handles_the_change_once() {
+    let _faults = crate::common::exclusive().await;
+    let (mut config, db) = prepared("oversize_crash", true, OversizePolicy::Fail).await;
+    assert!(
+        server_splits(&db).await,
+        "this server cannot split change events"
+    );
+    let proxy = Proxy::start(shared_primary().await).await;
+    config.mongodb.uri = through(&mongodb_uri(), proxy.port());
+    let mut run = Process::spawn(&config);
+    run.wait_healthy().await;
+    // About 2 MB/s towards changeflow: the fragments of one change arrive seconds apart.
+    proxy.set_latency(Duration::from_millis(30));
+    grow_past_the_limit(&db, "t-big", "u-big").await;
+    // The moment the first fragment is in, nothing more gets through, and changeflow dies.
+    wait_until(Duration::from_secs(120), "the first fragment", || async {
+        run.log().contains("read fragment 1 of").then_some(())
+    })
+    .await;
+    proxy.set(Mode::Hold);
+    // Time for any checkpoint the run would store there (every 100 ms) to be stored.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run.signal(libc::SIGKILL);
+    run.wait_exit(Duration::from_secs(10)).await;
+    let log = run.log();
+    let fragments: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("read fragment"))
+        .collect();
+    assert_eq!(
+        fragments.len(),
+        1,
+        "killed after more than one fragment: {fragments:?}"
+    );
+    let stats = db.collection::<Document>(MEMORY_STATS);
+    let before = stats.find_one(doc! {"_id": "u-big"}).await.unwrap();
+    assert_eq!(
+        before
+            .as_ref()
+            .and_then(|s| s.get_i64("messages_appended").ok())
+            .unwrap_or(0),
+        0,
+        "the change was handled before its last fragment: {before:?}"
+    );
+    eprintln!("killed after: {}", fragments[0]);
+
+    // The restart reads the change again from its first fragment: counted once.
+    proxy.set(Mode::Pass);
+    proxy.set_latency(Duration::ZERO);
+    let again = Process::spawn(&config);
+    small_thread(&db, "u-after").await;
+    stats_of(&db, "u-after", 1).await;
+    let big = stats_of(&db, "u-big", 1).await;
+    assert_eq!(big.get_i64("messages_appended").unwrap(), 1, "{big}");
+    let series = format!(
+        "changeflow_oversized_events_total{{outcome=\"split\",stream=\"{}\"}}",
+        db.name()
+    );
+    assert_eq!(again.metric(&series).await, 1.0, "{}", again.log());
+    assert!(decode_dead_letters(&db).await.is_empty());
+    assert!(
+        again.log().contains("read fragment 1 of"),
+        "the restart did not read the change from its first fragment:\n{}",
+        again.log()
+    );
 }

@@ -13,31 +13,11 @@ use crate::common::app::{
     wait_settled_and_counted,
 };
 use crate::common::broker::OwnBroker;
-use crate::common::proxy::{Mode, Proxy};
+use crate::common::proxy::{Mode, Proxy, shared_primary, through};
 use crate::common::records::{consume_until, required};
 use crate::common::{DEADLINE, mongo, mongodb_uri, unique_name, wait_until};
 use mongodb::Collection;
-use mongodb::bson::{Document, doc};
-
-/// `uri` with its hosts replaced by the proxy, connecting to it directly.
-fn through(uri: &str, port: u16) -> String {
-    let (scheme, rest) = uri.split_once("://").expect("a mongodb:// URI");
-    let (authority, query) = rest.split_once('/').unwrap_or((rest, ""));
-    let credentials = authority
-        .rsplit_once('@')
-        .map_or(String::new(), |(c, _)| format!("{c}@"));
-    let kept: Vec<&str> = query
-        .trim_start_matches('?')
-        .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("replicaSet="))
-        .collect();
-    let mut options = vec!["directConnection=true"];
-    options.extend(kept);
-    format!(
-        "{scheme}://{credentials}127.0.0.1:{port}/?{}",
-        options.join("&")
-    )
-}
+use mongodb::bson::Document;
 
 /// `/healthz`'s status code, or 0 when it does not answer.
 async fn health_code(run: &Process) -> u16 {
@@ -48,16 +28,7 @@ async fn health_code(run: &Process) -> u16 {
 async fn a_stalled_or_cut_connection_is_noticed_reported_and_recovered_from() {
     let _faults = crate::common::exclusive().await;
     let client = mongo().await;
-    let hello = client
-        .database("admin")
-        .run_command(doc! {"hello": 1})
-        .await
-        .expect("hello");
-    let primary = hello
-        .get_str("primary")
-        .expect("the shared server names its primary")
-        .to_owned();
-    let proxy = Proxy::start(primary).await;
+    let proxy = Proxy::start(shared_primary().await).await;
     let name = unique_name("stall");
     let db = client.database(&name);
     let payments = db.collection::<Document>("payments");

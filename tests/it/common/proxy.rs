@@ -26,6 +26,40 @@ pub enum Mode {
     Hold = 3,
 }
 
+/// `uri` with its hosts replaced by the proxy, connecting to it directly.
+pub fn through(uri: &str, port: u16) -> String {
+    let (scheme, rest) = uri.split_once("://").expect("a mongodb:// URI");
+    let (authority, query) = rest.split_once('/').unwrap_or((rest, ""));
+    let credentials = authority
+        .rsplit_once('@')
+        .map_or(String::new(), |(c, _)| format!("{c}@"));
+    let kept: Vec<&str> = query
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("replicaSet="))
+        .collect();
+    let mut options = vec!["directConnection=true"];
+    options.extend(kept);
+    format!(
+        "{scheme}://{credentials}127.0.0.1:{port}/?{}",
+        options.join("&")
+    )
+}
+
+/// The shared server's primary (`host:port`), for a proxy in front of it.
+pub async fn shared_primary() -> String {
+    let hello = super::mongo()
+        .await
+        .database("admin")
+        .run_command(mongodb::bson::doc! {"hello": 1})
+        .await
+        .expect("hello");
+    hello
+        .get_str("primary")
+        .expect("the shared server names its primary")
+        .to_owned()
+}
+
 /// A running proxy; dropping it stops it.
 pub struct Proxy {
     port: u16,
