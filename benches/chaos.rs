@@ -1,5 +1,7 @@
-//! The chaos run at full length: `cargo bench --bench chaos -- --seconds 90 [--seed N]`.
-//! Needs the shared services (`cargo xtask up`) for Kafka; starts its own 3-member set.
+//! The chaos run at full length: `cargo bench --bench chaos -- --seconds 90 [--seed N]
+//! [--server-default-elections]`. Needs the shared services (`cargo xtask up`) for Kafka;
+//! starts its own 3-member set, electing within 2 s as the tests do, or with the server's
+//! default 10 s election timeout.
 
 #[path = "../tests/it/common/mod.rs"]
 mod common;
@@ -20,6 +22,11 @@ fn arg(name: &str) -> Option<u64> {
 fn main() {
     let seconds = arg("--seconds").unwrap_or(90);
     let seed = arg("--seed").unwrap_or(7);
+    let elections = if std::env::args().any(|a| a == "--server-default-elections") {
+        common::replica_set::Elections::SERVER_DEFAULT
+    } else {
+        common::replica_set::Elections::FAST
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -28,9 +35,10 @@ fn main() {
         }
     };
     let started = std::time::Instant::now();
-    let report = runtime.block_on(common::chaos::run(seconds, seed));
+    let report = runtime.block_on(common::chaos::run(seconds, seed, elections));
     println!(
-        "chaos run of {seconds} s (seed {seed}), checks included {:?}",
+        "chaos run of {seconds} s (seed {seed}, electionTimeoutMillis {}), checks included {:?}",
+        elections.timeout_ms,
         started.elapsed()
     );
     for line in report.lines() {

@@ -21,7 +21,7 @@ use super::load::{
     time_to_first_handled,
 };
 use super::proxy::Mode;
-use super::replica_set::ReplicaSet;
+use super::replica_set::{Elections, ReplicaSet};
 use super::{create_topic, unique_name};
 
 /// The kinds of fault the run injects.
@@ -30,7 +30,7 @@ const KINDS: [&str; 5] = [
     "primary step-down",
     "primary SIGKILL",
     "primary SIGSTOP 4 s",
-    "primary partitioned 4 s",
+    "primary partitioned",
 ];
 
 /// What a chaos run saw.
@@ -46,6 +46,9 @@ pub struct Report {
     pub peak_rss_mib: f64,
     /// Memory workload runs checked.
     pub memory_runs: usize,
+    /// Elections during the run (the term's growth): the faults' own, and any by which
+    /// the preferred member took the primary back.
+    pub elections: i64,
 }
 
 impl Report {
@@ -75,6 +78,7 @@ impl Report {
                 max.as_secs_f64()
             ));
         }
+        lines.push(format!("elections {}", self.elections));
         lines.push(format!("peak RSS {:.1} MiB", self.peak_rss_mib));
         lines
     }
@@ -94,9 +98,11 @@ impl Rng {
 }
 
 /// Runs the chaos for about `seconds`, and for at least one fault of each kind (faults
-/// stop then; the checks follow).
-pub async fn run(seconds: u64, seed: u64) -> Report {
-    let mut set = ReplicaSet::start_proxied(3).await;
+/// stop then; the checks follow), on a set that elects as `elections` says. A partition
+/// lasts the election timeout plus 2 s, so that it moves the primary.
+pub async fn run(seconds: u64, seed: u64, elections: Elections) -> Report {
+    let mut set = ReplicaSet::start_proxied(3, elections).await;
+    let first_term = set.term().await;
     let client = set.client().await;
     let name = unique_name("chaos");
     let mut config = memory_config(&name);
@@ -141,9 +147,7 @@ pub async fn run(seconds: u64, seed: u64) -> Report {
         // Every kind in turn from a random first one; the moments are random.
         let kind = match KINDS[(first_kind + fault_number) % KINDS.len()] {
             // One member down at a time: a majority stays.
-            "primary SIGKILL" | "primary SIGSTOP 4 s" | "primary partitioned 4 s"
-                if down.is_some() =>
-            {
+            "primary SIGKILL" | "primary SIGSTOP 4 s" | "primary partitioned" if down.is_some() => {
                 "primary step-down"
             }
             kind => kind,
@@ -169,12 +173,13 @@ pub async fn run(seconds: u64, seed: u64) -> Report {
                 tokio::time::sleep(Duration::from_secs(4)).await;
                 set.resume(primary);
             }
-            "primary partitioned 4 s" => {
-                // Nothing reaches it or leaves it; what waited is delivered after.
+            "primary partitioned" => {
+                // Nothing reaches it or leaves it, for long enough that the others elect
+                // another; what waited is delivered after.
                 let (primary, _) = set.wait_majority_writes().await;
                 let term = set.term().await;
                 set.partition(primary, Mode::Hold);
-                tokio::time::sleep(Duration::from_secs(4)).await;
+                tokio::time::sleep(elections.timeout() + Duration::from_secs(2)).await;
                 set.partition(primary, Mode::Pass);
                 let after = set.term().await;
                 assert!(
@@ -212,7 +217,9 @@ pub async fn run(seconds: u64, seed: u64) -> Report {
         histories.repeats
     );
     assert!(process.is_running(), "{}", process.log());
+    let elections = set.term().await - first_term;
     Report {
+        elections,
         histories,
         repeat_bound,
         resumes,

@@ -1,8 +1,9 @@
 //! A replica set of several members a test owns, started from the same `mongod` binary as
 //! the shared server, for faults the shared one must never see: a primary stepped down or
 //! killed, members stopped so that the primary's writes roll back, a majority lost.
-//! Elections are sped up (`electionTimeoutMillis` 2 s instead of 10 s) so CI spends its
-//! time on the checks, not on waiting.
+//! Elections are sped up ([`Elections::FAST`]: `electionTimeoutMillis` 2 s instead of 10 s)
+//! so CI spends its time on the checks, not on waiting; the chaos bench can run with the
+//! server's defaults.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -14,6 +15,33 @@ use mongodb::bson::{Document, doc};
 use super::app::free_port;
 use super::own_mongod::mongod_bin;
 use super::proxy::{Mode, Proxy};
+
+/// How quickly the set notices a lost primary and elects another.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Elections {
+    /// `electionTimeoutMillis`.
+    pub timeout_ms: i32,
+    /// `heartbeatIntervalMillis`.
+    pub heartbeat_ms: i32,
+}
+
+impl Elections {
+    /// What the tests use: a lost primary is replaced within about 2 s.
+    pub const FAST: Elections = Elections {
+        timeout_ms: 2000,
+        heartbeat_ms: 500,
+    };
+    /// The server's defaults, as production runs: about 10 s.
+    pub const SERVER_DEFAULT: Elections = Elections {
+        timeout_ms: 10_000,
+        heartbeat_ms: 2000,
+    };
+
+    /// The election timeout.
+    pub fn timeout(self) -> Duration {
+        Duration::from_millis(self.timeout_ms as u64)
+    }
+}
 
 /// How long the set may take to elect a primary after a fault.
 pub const ELECTION_DEADLINE: Duration = Duration::from_secs(60);
@@ -64,24 +92,24 @@ impl ReplicaSet {
     /// Starts `n` members, initiates the set (member 0 preferred as the first primary) and
     /// waits until it takes majority writes.
     pub async fn start(n: usize) -> ReplicaSet {
-        ReplicaSet::start_shaped(n, Shape::Plain).await
+        ReplicaSet::start_shaped(n, Shape::Plain, Elections::FAST).await
     }
 
     /// Starts `n` members, each behind a proxy that is its address in the set: cutting a
     /// member's proxy cuts it off from the others and from every client, as a network
     /// partition does (see [`ReplicaSet::partition`]).
-    pub async fn start_proxied(n: usize) -> ReplicaSet {
-        ReplicaSet::start_shaped(n, Shape::Proxied).await
+    pub async fn start_proxied(n: usize, elections: Elections) -> ReplicaSet {
+        ReplicaSet::start_shaped(n, Shape::Proxied, elections).await
     }
 
     /// Starts a primary, a secondary and an arbiter (member 2). With the secondary down
     /// the primary stays primary and takes `w:1` writes, but no majority acknowledges
     /// anything: the shape in which majority writes wait and nothing else does.
     pub async fn start_with_arbiter() -> ReplicaSet {
-        ReplicaSet::start_shaped(3, Shape::Arbiter).await
+        ReplicaSet::start_shaped(3, Shape::Arbiter, Elections::FAST).await
     }
 
-    async fn start_shaped(n: usize, shape: Shape) -> ReplicaSet {
+    async fn start_shaped(n: usize, shape: Shape, elections: Elections) -> ReplicaSet {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let name = format!("rsf{}", std::process::id());
         let members: Vec<Member> = (0..n)
@@ -142,7 +170,10 @@ impl ReplicaSet {
             .run_command(doc! {"replSetInitiate": {
                 "_id": &set.name,
                 "members": members,
-                "settings": {"electionTimeoutMillis": 2000, "heartbeatIntervalMillis": 500},
+                "settings": {
+                    "electionTimeoutMillis": elections.timeout_ms,
+                    "heartbeatIntervalMillis": elections.heartbeat_ms,
+                },
             }})
             .await
             .expect("replSetInitiate");
