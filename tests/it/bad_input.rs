@@ -1,5 +1,5 @@
 //! Bad input never stops the stream: a burst of malformed payments (wrong types, `_id`s of
-//! every kind, 1 MB strings, a ~15 MB document) mixed with valid ones (a ~15 MB one among
+//! every kind, 1 MB strings, a ~15 MB document, a ~15 MB bad value) mixed with valid ones (a ~15 MB one among
 //! them), written past the validator, ends with every valid payment settled and counted,
 //! every invalid one dead-lettered with its reason and document key, and later changes on
 //! both streams handled.
@@ -52,6 +52,12 @@ fn malformed() -> Vec<Document> {
     huge.insert("amount", "not a number");
     huge.insert("note", blob(15));
     docs.push(huge);
+    // A ~15 MB bad value. Before, the reason quoted it whole: reason and change together
+    // made a 30 MB dead letter the server refused on every retry, and the stream waited on
+    // it for ever (valid payments PENDING, later ones never settled, /healthz ok).
+    let mut huge_value = base(Bson::String("bad-14".into()));
+    huge_value.insert("status", blob(15));
+    docs.push(huge_value);
     // `_id`s the payment type does not take.
     for id in [
         Bson::ObjectId(ObjectId::new()),
