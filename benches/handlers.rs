@@ -190,6 +190,9 @@ fn config(db: &str, collections: &[&str], phase: &str, routes: RoutesConfig) -> 
     config.memory.database = db.to_owned();
     config.checkpoint.database = format!("{db}_cp{phase}");
     config.provider.latency_ms = 0;
+    if let Ok(Some(size)) = std::env::var("BENCH_BATCH_SIZE").map(|v| v.parse().ok()) {
+        config.engine.batch_size = size;
+    }
     config
 }
 

@@ -6,7 +6,9 @@
 //! Changes go on in chunks: everything the driver already holds, up to the moment it has
 //! to ask the server for more. One hand-off (and one thread wake-up) per server batch
 //! instead of one per change, and the next batch is requested before the consumer has
-//! worked through the last.
+//! worked through the last. A chunk also ends at [`MAX_CHUNK_BYTES`] of changes: large
+//! changes (memory threads with both images) would otherwise hold several times the
+//! server's batch while the consumer waits at its read-ahead bound.
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -22,6 +24,11 @@ use super::large::{Assembler, Piece};
 use super::{RawChange, SourceError};
 use crate::observe::health::SourceProgress;
 use crate::observe::metrics::ReaderMetrics;
+
+/// A chunk goes on once its changes hold this many bytes, however few they are: what waits
+/// between reader and consumer (the chunk being filled, the queued ones, the one being
+/// dispatched) stays a few MiB.
+pub(crate) const MAX_CHUNK_BYTES: usize = 1 << 20;
 
 /// A place in the stream the checkpoint can move to.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +76,7 @@ pub async fn read(
     let out = Handoff { out, metrics };
     // The last post-batch token handed on, so a quiet stream reports each one once.
     let mut last_idle = stream.resume_token();
-    let mut chunk = Vec::with_capacity(max_chunk);
+    let mut chunk = Chunk::new(max_chunk);
     let mut fragments = Assembler::default();
     loop {
         let next = {
@@ -78,7 +85,7 @@ pub async fn read(
                 Poll::Ready(next) => next,
                 Poll::Pending => {
                     // The driver went to the server: pass on what we hold while it waits.
-                    if !chunk.is_empty() && !out.send(fresh(&mut chunk, max_chunk)).await {
+                    if !chunk.items.is_empty() && !out.send(chunk.take()).await {
                         return;
                     }
                     let fetching = Instant::now();
@@ -109,7 +116,7 @@ pub async fn read(
                             database: database.clone(),
                             reason,
                         }));
-                        out.send(chunk).await;
+                        out.send(chunk.take()).await;
                         return;
                     }
                 };
@@ -154,10 +161,10 @@ pub async fn read(
         chunk.push(item);
         if last_item {
             // Stopping either way; a gone receiver has nothing left to tell.
-            out.send(chunk).await;
+            out.send(chunk.take()).await;
             return;
         }
-        if chunk.len() >= max_chunk && !out.send(fresh(&mut chunk, max_chunk)).await {
+        if chunk.is_full() && !out.send(chunk.take()).await {
             return;
         }
     }
@@ -181,9 +188,39 @@ impl Handoff {
     }
 }
 
-/// Takes the filled chunk, leaving an empty one with room for the next.
-fn fresh(chunk: &mut Vec<Item>, capacity: usize) -> Vec<Item> {
-    std::mem::replace(chunk, Vec::with_capacity(capacity))
+/// The items being gathered for the next hand-off, and the bytes of their changes.
+struct Chunk {
+    items: Vec<Item>,
+    bytes: usize,
+    capacity: usize,
+}
+
+impl Chunk {
+    fn new(capacity: usize) -> Chunk {
+        Chunk {
+            items: Vec::with_capacity(capacity),
+            bytes: 0,
+            capacity,
+        }
+    }
+
+    fn push(&mut self, item: Item) {
+        if let Item::Change { raw, .. } = &item {
+            self.bytes += raw.as_bytes().len();
+        }
+        self.items.push(item);
+    }
+
+    /// At `max_chunk` items or [`MAX_CHUNK_BYTES`].
+    fn is_full(&self) -> bool {
+        self.items.len() >= self.capacity || self.bytes >= MAX_CHUNK_BYTES
+    }
+
+    /// Takes the items, leaving room for the next chunk.
+    fn take(&mut self) -> Vec<Item> {
+        self.bytes = 0;
+        std::mem::replace(&mut self.items, Vec::with_capacity(self.capacity))
+    }
 }
 
 /// `token` as a raw document (the shape the server sends it in).
