@@ -102,8 +102,9 @@ pub struct EngineConfig {
     /// Events read past the newest stored checkpoint, per stream; reading pauses at this
     /// bound, so a crash repeats at most this many events of a stream.
     pub max_in_flight_events: usize,
-    /// Changes per server batch (getMore); bounds the memory a batch takes. Large changes
-    /// (~30 KB memory updates with both images) fill the server's 16 MiB cap at 1000.
+    /// Changes per server batch (getMore) at most; bounds the memory a batch takes. A
+    /// stream over large documents asks for fewer (`source::batch`), so a batch stays
+    /// about 4 MiB.
     pub batch_size: u32,
     /// On shutdown, how long in-flight handlers may run before they are abandoned (their
     /// events are then handled again after the restart), in milliseconds.

@@ -10,6 +10,7 @@ use mongodb::options::{FullDocumentBeforeChangeType, FullDocumentType};
 
 use crate::config::{EngineConfig, WatchedDatabase};
 
+pub mod batch;
 pub mod connect;
 pub mod history;
 pub mod large;
@@ -160,6 +161,10 @@ async fn open_with(
     last: Document,
 ) -> Result<ChangeStream<RawChange>, SourceError> {
     let db = client.database(&target.database);
+    let batch = batch::size(&db, &target.collections, options.batch_size).await;
+    if batch < options.batch_size {
+        tracing::debug!(database = %target.database, batch, "large documents: fewer changes per batch");
+    }
     let watch = db
         .watch()
         .pipeline(pipeline(
@@ -167,7 +172,7 @@ async fn open_with(
             &options.operation_types,
             Some(last),
         ))
-        .batch_size(options.batch_size)
+        .batch_size(batch)
         .full_document(FullDocumentType::UpdateLookup)
         // Pre-images where the collection keeps them (the memory collections: their
         // decoders tell recall from decay and TTL expiry from deletion by them); elsewhere

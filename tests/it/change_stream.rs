@@ -196,3 +196,45 @@ async fn the_same_change_read_twice_gets_the_same_event_id() {
 
     client.database(&db_name).drop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_stream_over_large_documents_asks_for_fewer_changes_per_batch() {
+    let client = crate::common::mongo().await;
+    let db = client.database(&crate::common::unique_name("batches"));
+    db.create_collection("large")
+        .change_stream_pre_and_post_images(
+            mongodb::options::ChangeStreamPreAndPostImages::builder()
+                .enabled(true)
+                .build(),
+        )
+        .await
+        .unwrap();
+    // Memories with a 1 024-number embedding: about 14 KB each, kept with pre-images.
+    let embedding: Vec<f64> = (0..1024).map(|i| f64::from(i) / 7.0).collect();
+    let large: Vec<Document> = (0..20)
+        .map(|i| doc! {"_id": i, "embedding": embedding.clone()})
+        .collect();
+    db.collection::<Document>("large")
+        .insert_many(large)
+        .await
+        .unwrap();
+    let small: Vec<Document> = (0..20)
+        .map(|i| doc! {"_id": i, "status": "PENDING"})
+        .collect();
+    db.collection::<Document>("small")
+        .insert_many(small)
+        .await
+        .unwrap();
+    let names = |c: &[&str]| c.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+
+    let for_large = source::batch::size(&db, &names(&["small", "large"]), 1000).await;
+    let for_small = source::batch::size(&db, &names(&["small"]), 1000).await;
+    let for_missing = source::batch::size(&db, &names(&["not_yet"]), 1000).await;
+    eprintln!("batch sizes: large {for_large}, small {for_small}, missing {for_missing}");
+    assert!(
+        (100..200).contains(&for_large),
+        "~30 KB changes fit 4 MiB about 140 times: {for_large}"
+    );
+    assert_eq!(for_small, 1000);
+    assert_eq!(for_missing, 1000);
+}
