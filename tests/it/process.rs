@@ -135,6 +135,33 @@ async fn seed_flow_through_the_http_api_follows_the_alternate_policy() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // A price of 40 decimals as a JSON number: refused, not rounded to 28, nothing written.
+    let forty = "0.1234567890123456789012345678901234567890";
+    let r = reqwest::Client::new()
+        .post(format!("{base}/payments"))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"productCode": "c40", "productName": "n", "unitPrice": {forty}, "quantity": 1}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["field"], "unitPrice", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("rounded")),
+        "{body}"
+    );
+    assert_eq!(
+        db.collection::<Document>("payments")
+            .count_documents(doc! {"product.code": "c40"})
+            .await
+            .unwrap(),
+        0
+    );
 
     process.signal(libc::SIGTERM);
     let status = process.wait_exit(DEADLINE).await;
