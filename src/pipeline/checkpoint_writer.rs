@@ -4,7 +4,7 @@
 //! reports the newest one stored, which bounds how far reading may run ahead of it.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -20,12 +20,20 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// its position) it stands for.
 type Numbered = (Checkpoint, u64);
 
+/// Whether handed checkpoints wait to be stored, for the stuck check.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// Since when a handed checkpoint has waited with none stored (None: all are stored).
+    since: Option<Instant>,
+    /// The error of the last failed write, until a write succeeds.
+    error: Option<String>,
+}
+
 /// Hands checkpoints to the writer task.
 pub(crate) struct CheckpointWriter {
     latest: watch::Sender<Option<Numbered>>,
     stored: watch::Receiver<u64>,
-    /// The error of the last failed write, until a write succeeds.
-    failing: Arc<Mutex<Option<String>>>,
+    waiting: Arc<Mutex<Waiting>>,
     task: JoinHandle<()>,
 }
 
@@ -34,12 +42,12 @@ impl CheckpointWriter {
     pub fn start(store: CheckpointStore, metrics: Arc<Metrics>) -> CheckpointWriter {
         let (latest, rx) = watch::channel(None);
         let (stored_tx, stored) = watch::channel(0);
-        let failing = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(write_loop(store, metrics, rx, stored_tx, failing.clone()));
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let task = tokio::spawn(write_loop(store, metrics, rx, stored_tx, waiting.clone()));
         CheckpointWriter {
             latest,
             stored,
-            failing,
+            waiting,
             task,
         }
     }
@@ -48,6 +56,9 @@ impl CheckpointWriter {
     /// and marks up to and including its position.
     pub fn submit(&self, checkpoint: Checkpoint, sequence: u64) {
         self.latest.send_replace(Some((checkpoint, sequence)));
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.since.get_or_insert_with(Instant::now);
+        }
     }
 
     /// The sequence number of the newest stored checkpoint; it changes after each write.
@@ -55,9 +66,13 @@ impl CheckpointWriter {
         self.stored.clone()
     }
 
-    /// The error of the last failed write, while no write has succeeded since.
-    pub fn failing(&self) -> Option<String> {
-        self.failing.lock().ok().and_then(|f| f.clone())
+    /// While a handed checkpoint waits to be stored: how long none has been stored, and
+    /// the error of the last failed write if writes fail.
+    pub fn waiting(&self) -> Option<(Duration, Option<String>)> {
+        let waiting = self.waiting.lock().ok()?;
+        waiting
+            .since
+            .map(|since| (since.elapsed(), waiting.error.clone()))
     }
 
     /// Writes the last queued checkpoint (retrying until `give_up` completes) and stops.
@@ -81,25 +96,27 @@ async fn write_loop(
     metrics: Arc<Metrics>,
     mut rx: watch::Receiver<Option<Numbered>>,
     stored: watch::Sender<u64>,
-    failing: Arc<Mutex<Option<String>>>,
+    waiting: Arc<Mutex<Waiting>>,
 ) {
-    let note = |error: Option<String>| {
-        if let Ok(mut f) = failing.lock() {
-            *f = error;
-        }
-    };
     // `changed` still reports a value sent just before the sender was dropped.
     while rx.changed().await.is_ok() {
         let mut next = rx.borrow_and_update().clone();
         while let Some((checkpoint, sequence)) = next.take() {
             match store.save(&checkpoint).await {
                 Ok(()) => {
-                    note(None);
+                    if let Ok(mut waiting) = waiting.lock() {
+                        // A newer one queued meanwhile waits from now.
+                        let newer = rx.has_changed().unwrap_or(false);
+                        waiting.since = newer.then(Instant::now);
+                        waiting.error = None;
+                    }
                     metrics.checkpoint_saved(&checkpoint.stream);
                     stored.send_replace(sequence);
                 }
                 Err(e) => {
-                    note(Some(Tidy(&e).to_string()));
+                    if let Ok(mut waiting) = waiting.lock() {
+                        waiting.error = Some(Tidy(&e).to_string());
+                    }
                     tracing::warn!(stream = %checkpoint.stream, error = %Tidy(&e), "cannot store the checkpoint; retrying");
                     let newer = tokio::select! {
                         changed = rx.changed() => match changed {

@@ -100,31 +100,33 @@ impl Check<'_> {
     }
 
     /// Reports the stream stuck while a checkpoint handed to the writer has waited
-    /// `health.stuck_after_ms` without any being stored (`unstored_for`), with the writer's
-    /// last error if its writes fail; clears it once one is stored.
-    pub(super) fn checkpoint(&self, unstored_for: Option<Duration>, failing: Option<String>) {
+    /// `health.stuck_after_ms` with none stored (`waiting`: how long, and the writer's last
+    /// error if its writes fail); clears it once one is stored.
+    pub(super) fn checkpoint(&self, waiting: Option<(Duration, Option<String>)>) {
         let limit = Duration::from_millis(self.config.health.stuck_after_ms);
-        let stuck = unstored_for.filter(|w| *w >= limit).map(|waited| {
-            let why = match &failing {
-                Some(_) => "every write fails",
-                None => {
-                    "the write has not returned (a majority write waits while no majority of \
+        let stuck = waiting
+            .filter(|(w, _)| *w >= limit)
+            .map(|(waited, failing)| {
+                let why = match &failing {
+                    Some(_) => "every write fails",
+                    None => {
+                        "the write has not returned (a majority write waits while no majority of \
                      the replica set's data-bearing members acknowledges it)"
-                }
-            };
-            Stuck {
-                cause: StuckCause::Checkpoint,
-                for_seconds: waited.as_secs_f64(),
-                event_id: None,
-                handler: None,
-                last_error: failing,
-                detail: format!(
-                    "no checkpoint stored for {} s: {why}; reading holds at \
+                    }
+                };
+                Stuck {
+                    cause: StuckCause::Checkpoint,
+                    for_seconds: waited.as_secs_f64(),
+                    event_id: None,
+                    handler: None,
+                    last_error: failing,
+                    detail: format!(
+                        "no checkpoint stored for {} s: {why}; reading holds at \
                      engine.max_in_flight_events past the last stored one",
-                    waited.as_secs()
-                ),
-            }
-        });
+                        waited.as_secs()
+                    ),
+                }
+            });
         report(
             self.health,
             self.metrics,

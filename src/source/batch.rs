@@ -7,6 +7,7 @@
 //! collection keeps pre-images (the change then carries the document before and after).
 
 use futures::TryStreamExt;
+use futures::future::try_join_all;
 use mongodb::Database;
 use mongodb::bson::{Bson, Document, doc};
 
@@ -21,30 +22,29 @@ const ENVELOPE_BYTES: u64 = 1024;
 /// or fewer where the collections' documents are large. Anything the server does not say
 /// (no privilege, no collection yet, no documents) leaves `most`.
 pub async fn size(db: &Database, collections: &[String], most: u32) -> u32 {
-    let with_images = match with_pre_images(db, collections).await {
-        Ok(names) => names,
+    let looked_up = futures::try_join!(
+        with_pre_images(db, collections),
+        try_join_all(collections.iter().map(|c| average_size(db, c))),
+    );
+    let (with_images, averages) = match looked_up {
+        Ok(found) => found,
         Err(e) => {
-            tracing::debug!(database = %db.name(), error = %e, "no collection options; batch size unchanged");
+            tracing::debug!(database = %db.name(), error = %e, "no collection statistics; batch size unchanged");
             return most;
         }
     };
-    let mut largest = 0;
-    for collection in collections {
-        match average_size(db, collection).await {
-            Ok(size) => {
-                let copies = if with_images.contains(collection) {
-                    2
-                } else {
-                    1
-                };
-                largest = largest.max(size * copies);
+    let largest = collections
+        .iter()
+        .zip(averages)
+        .map(|(c, size)| {
+            if with_images.contains(c) {
+                size * 2
+            } else {
+                size
             }
-            Err(e) => {
-                tracing::debug!(database = %db.name(), collection, error = %e, "no collection statistics; batch size unchanged");
-                return most;
-            }
-        }
-    }
+        })
+        .max()
+        .unwrap_or(0);
     fit(largest, most)
 }
 

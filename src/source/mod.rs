@@ -1,12 +1,12 @@
 //! The change-stream source: exactly one stream per watched database, filtered server-side
 //! to the configured collections, read as raw BSON so each event is decoded once.
 
-use mongodb::Client;
 use mongodb::bson::{Document, RawDocumentBuf, Timestamp, doc};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::error::{Error as DriverError, ErrorKind};
 use mongodb::options::{FullDocumentBeforeChangeType, FullDocumentType};
+use mongodb::{Client, Database};
 
 use crate::config::{EngineConfig, WatchedDatabase};
 
@@ -135,8 +135,13 @@ pub async fn open(
     options: &EngineConfig,
     start: &StartAt,
 ) -> Result<ChangeStream<RawChange>, SourceError> {
+    let db = client.database(&target.database);
+    let batch = batch::size(&db, &target.collections, options.batch_size).await;
+    if batch < options.batch_size {
+        tracing::debug!(database = %target.database, batch, "large documents: fewer changes per batch");
+    }
     if options.split_large_events {
-        match open_with(client, target, options, start, large::split_stage()).await {
+        match open_with(&db, target, options, batch, start, large::split_stage()).await {
             Err(SourceError::Open { source, .. }) if matches!(source.kind.as_ref(), ErrorKind::Command(c) if c.code == large::UNKNOWN_STAGE) =>
             {
                 tracing::info!(
@@ -150,21 +155,19 @@ pub async fn open(
             other => return other,
         }
     }
-    open_with(client, target, options, start, large::mark_stage()).await
+    open_with(&db, target, options, batch, start, large::mark_stage()).await
 }
 
+/// Opens the stream of `db` with `batch` changes per server batch, ending its pipeline
+/// with `last`.
 async fn open_with(
-    client: &Client,
+    db: &Database,
     target: &WatchedDatabase,
     options: &EngineConfig,
+    batch: u32,
     start: &StartAt,
     last: Document,
 ) -> Result<ChangeStream<RawChange>, SourceError> {
-    let db = client.database(&target.database);
-    let batch = batch::size(&db, &target.collections, options.batch_size).await;
-    if batch < options.batch_size {
-        tracing::debug!(database = %target.database, batch, "large documents: fewer changes per batch");
-    }
     let watch = db
         .watch()
         .pipeline(pipeline(

@@ -48,10 +48,6 @@ pub(super) struct Session<'a> {
     pub(super) stored: watch::Receiver<u64>,
     /// Its value, taken once per round of the session loop, not once per event.
     pub(super) durable: u64,
-    /// Since when a checkpoint handed to the writer has waited with none stored: set when
-    /// one is handed to an idle writer and whenever `durable` moves; the checkpoint stuck
-    /// check times it while `submitted` is ahead of `durable`.
-    pub(super) unstored_since: std::time::Instant,
     pub(super) events_since_save: u64,
     pub(super) events_since_start: u64,
     /// Set when a job ended fatally: the session stops.
@@ -90,7 +86,6 @@ impl<'a> Session<'a> {
             submitted: 0,
             stored: writer.stored(),
             durable: 0,
-            unstored_since: std::time::Instant::now(),
             writer: Some(writer),
             events_since_save: 0,
             events_since_start,
@@ -146,11 +141,7 @@ impl<'a> Session<'a> {
                     None => break End::Closed,
                 },
             }
-            let durable = *self.stored.borrow_and_update();
-            if durable != self.durable {
-                self.durable = durable;
-                self.unstored_since = std::time::Instant::now();
-            }
+            self.durable = *self.stored.borrow_and_update();
             let mut burst = 0;
             while self.may_read() {
                 let Some(item) = pending.next() else { break };
@@ -237,9 +228,7 @@ impl<'a> Session<'a> {
             stream: &self.name,
         };
         check.run(&mut self.unfinished, self.acker.released());
-        let unstored_for = (self.submitted > self.durable).then(|| self.unstored_since.elapsed());
-        let failing = self.writer.as_ref().and_then(CheckpointWriter::failing);
-        check.checkpoint(unstored_for, failing);
+        check.checkpoint(self.writer.as_ref().and_then(CheckpointWriter::waiting));
     }
 
     pub(super) fn clear_stuck(&mut self) {
@@ -336,9 +325,6 @@ impl<'a> Session<'a> {
             events_since_start: self.events_since_start,
         };
         writer.submit(checkpoint, sequence);
-        if self.submitted <= self.durable {
-            self.unstored_since = std::time::Instant::now();
-        }
         self.submitted = sequence;
     }
 }
