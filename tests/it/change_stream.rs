@@ -37,14 +37,8 @@ async fn insert_reaches_a_stream_opened_before_it_with_full_document_and_token()
     let client = crate::common::mongo().await;
     let db_name = crate::common::unique_name("insert");
     let db = client.database(&db_name);
-    let mut stream = source::open(
-        &client,
-        &watched(&db_name, &["payments"]),
-        &crate::common::engine_config(),
-        &StartAt::Now,
-    )
-    .await
-    .expect("opening the change stream");
+    let mut stream =
+        crate::common::open_stream(&client, &watched(&db_name, &["payments"]), &StartAt::Now).await;
 
     // Written first, but to an unwatched collection: the server-side filter must drop it.
     db.collection::<Document>("audit")
@@ -92,14 +86,7 @@ async fn start_after_a_token_yields_exactly_the_events_after_it() {
     let db_name = crate::common::unique_name("resume");
     let payments = client.database(&db_name).collection::<Document>("payments");
     let target = watched(&db_name, &["payments"]);
-    let mut first = source::open(
-        &client,
-        &target,
-        &crate::common::engine_config(),
-        &StartAt::Now,
-    )
-    .await
-    .unwrap();
+    let mut first = crate::common::open_stream(&client, &target, &StartAt::Now).await;
     for seq in 0..5 {
         payments.insert_one(doc! {"seq": seq}).await.unwrap();
     }
@@ -113,14 +100,8 @@ async fn start_after_a_token_yields_exactly_the_events_after_it() {
     drop(first);
     payments.insert_one(doc! {"seq": 5}).await.unwrap();
 
-    let mut resumed = source::open(
-        &client,
-        &target,
-        &crate::common::engine_config(),
-        &StartAt::After(tokens[1].clone()),
-    )
-    .await
-    .unwrap();
+    let mut resumed =
+        crate::common::open_stream(&client, &target, &StartAt::After(tokens[1].clone())).await;
     let mut seen = Vec::new();
     while seen.last() != Some(&5) {
         let event = next_change(&mut resumed).await;
@@ -150,14 +131,7 @@ async fn the_same_change_read_twice_gets_the_same_event_id() {
     let client = crate::common::mongo().await;
     let db_name = crate::common::unique_name("eventid");
     let target = watched(&db_name, &["payments"]);
-    let mut live = source::open(
-        &client,
-        &target,
-        &crate::common::engine_config(),
-        &StartAt::Now,
-    )
-    .await
-    .unwrap();
+    let mut live = crate::common::open_stream(&client, &target, &StartAt::Now).await;
     client
         .database(&db_name)
         .collection::<Document>("payments")
@@ -178,14 +152,7 @@ async fn the_same_change_read_twice_gets_the_same_event_id() {
 
     // Read the same change again, this time replaying from its cluster time.
     let replay_from = StartAt::OperationTime(first.meta().cluster_time);
-    let mut replay = source::open(
-        &client,
-        &target,
-        &crate::common::engine_config(),
-        &replay_from,
-    )
-    .await
-    .unwrap();
+    let mut replay = crate::common::open_stream(&client, &target, &replay_from).await;
     let again = within(DEADLINE, "the replayed change", replay.next())
         .await
         .unwrap()

@@ -2,7 +2,7 @@
 
 use crate::common::{DEADLINE, within};
 use changeflow::config::WatchedDatabase;
-use changeflow::source::{self, StartAt};
+use changeflow::source::StartAt;
 use changeflow::state::checkpoints::{Checkpoint, CheckpointStore};
 use futures::StreamExt;
 use mongodb::bson::{self, Document, doc};
@@ -21,14 +21,7 @@ async fn a_stored_checkpoint_resumes_right_after_its_event() {
         collections: vec!["payments".into()],
     };
     let payments = db.collection::<Document>("payments");
-    let mut stream = source::open(
-        &client,
-        &target,
-        &crate::common::engine_config(),
-        &StartAt::Now,
-    )
-    .await
-    .unwrap();
+    let mut stream = crate::common::open_stream(&client, &target, &StartAt::Now).await;
     for seq in 0..3 {
         payments.insert_one(doc! {"seq": seq}).await.unwrap();
     }
@@ -61,14 +54,8 @@ async fn a_stored_checkpoint_resumes_right_after_its_event() {
         .expect("checkpoint stored");
     assert_eq!(loaded, checkpoint);
 
-    let mut resumed = source::open(
-        &client,
-        &target,
-        &crate::common::engine_config(),
-        &StartAt::After(loaded.token),
-    )
-    .await
-    .unwrap();
+    let mut resumed =
+        crate::common::open_stream(&client, &target, &StartAt::After(loaded.token)).await;
     let mut seen = Vec::new();
     while seen.last() != Some(&3) {
         let raw = within(DEADLINE, "a resumed change", resumed.next())

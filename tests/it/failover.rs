@@ -134,15 +134,9 @@ async fn majority_lost(set: &mut ReplicaSet, db: &Database, run: &Process) {
         set.pause(s);
     }
     let lost = Instant::now();
-    let (code, body) = wait_until(
-        Duration::from_secs(90),
-        "/healthz to report the loss",
-        || async {
-            let (code, body) = run.healthz().await?;
-            (code != 200).then_some((code, body))
-        },
-    )
-    .await;
+    let (code, body) = run
+        .wait_unhealthy(Duration::from_secs(90), "/healthz to report the loss")
+        .await;
     let detected = lost.elapsed();
     eprintln!("majority lost: /healthz {code} after {detected:?}: {body}");
     assert_eq!(code, 503, "{body}");

@@ -11,7 +11,7 @@ use changeflow::decode::payments;
 use changeflow::domain::payments::{PaymentEvent, PaymentStatus};
 use changeflow::domain::{DomainEvent, EventKind};
 use changeflow::pipeline::target::{Input, Routed, Target};
-use changeflow::source::{self, RawChange, StartAt};
+use changeflow::source::{RawChange, StartAt};
 use changeflow::targets::counters::{Applied, COUNTERS, Counters, PROCESSED_EVENTS};
 use changeflow::targets::provider_simulator::ProviderSimulator;
 use changeflow::targets::status_updater::StatusUpdater;
@@ -50,14 +50,7 @@ async fn watched_payments(
         database: db.name().to_owned(),
         collections: vec!["payments".into()],
     };
-    let stream = source::open(
-        &client,
-        &target,
-        &crate::common::engine_config(),
-        &StartAt::Now,
-    )
-    .await
-    .unwrap();
+    let stream = crate::common::open_stream(&client, &target, &StartAt::Now).await;
     (client, db, stream)
 }
 

@@ -99,6 +99,20 @@ async fn server_splits(db: &Database) -> bool {
         .is_ok()
 }
 
+/// The thread written after the large change is counted, the large change was read split
+/// and counted once (one message appended), and nothing was dead-lettered.
+async fn split_and_counted_once(db: &Database, run: &Process) {
+    stats_of(db, "u-after", 1).await;
+    let big = stats_of(db, "u-big", 1).await;
+    assert_eq!(big.get_i64("messages_appended").unwrap(), 1, "{big}");
+    let series = format!(
+        "changeflow_oversized_events_total{{outcome=\"split\",stream=\"{}\"}}",
+        db.name()
+    );
+    assert_eq!(run.metric(&series).await, 1.0, "{}", run.log());
+    assert!(decode_dead_letters(db).await.is_empty());
+}
+
 async fn decode_dead_letters(db: &Database) -> Vec<Document> {
     crate::common::app::all_documents(db, dead_letters::COLLECTION)
         .await
@@ -122,15 +136,7 @@ async fn an_event_over_16_mb_is_split_reassembled_and_handled() {
     small_thread(&db, "u-after").await;
 
     // The later event flows, and the large one was decoded whole: its messages counted.
-    stats_of(&db, "u-after", 1).await;
-    let big = stats_of(&db, "u-big", 1).await;
-    assert_eq!(big.get_i64("messages_appended").unwrap(), 1, "{big}");
-    let series = format!(
-        "changeflow_oversized_events_total{{outcome=\"split\",stream=\"{}\"}}",
-        db.name()
-    );
-    assert_eq!(run.metric(&series).await, 1.0, "{}", run.log());
-    assert!(decode_dead_letters(&db).await.is_empty());
+    split_and_counted_once(&db, &run).await;
     assert!(
         !run.log().contains("BSONObjectTooLarge"),
         "the server refused an event:\n{}",
@@ -260,15 +266,7 @@ async fn a_crash_between_two_fragments_restarts_at_the_first_and_handles_the_cha
     proxy.set_latency(Duration::ZERO);
     let again = Process::spawn(&config);
     small_thread(&db, "u-after").await;
-    stats_of(&db, "u-after", 1).await;
-    let big = stats_of(&db, "u-big", 1).await;
-    assert_eq!(big.get_i64("messages_appended").unwrap(), 1, "{big}");
-    let series = format!(
-        "changeflow_oversized_events_total{{outcome=\"split\",stream=\"{}\"}}",
-        db.name()
-    );
-    assert_eq!(again.metric(&series).await, 1.0, "{}", again.log());
-    assert!(decode_dead_letters(&db).await.is_empty());
+    split_and_counted_once(&db, &again).await;
     assert!(
         again.log().contains("read fragment 1 of"),
         "the restart did not read the change from its first fragment:\n{}",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::common::app::{Process, config, outcomes_and_counters, payment, wait_all_settled};
 use crate::common::{DEADLINE, mongo, unique_name, wait_until};
 use changeflow::decode::event_id_of;
-use changeflow::source::{self, StartAt};
+use changeflow::source::StartAt;
 use changeflow::state::checkpoints::CheckpointStore;
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
@@ -16,6 +16,17 @@ async fn post_payment(base: &str, body: &Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{base}/payments"))
         .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST /payments: {e}"))
+}
+
+/// `POST /payments` with `body` as sent, JSON or not (a number's digits kept as written).
+async fn post_text(base: &str, body: String) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/payments"))
+        .header("content-type", "application/json")
+        .body(body)
         .send()
         .await
         .unwrap_or_else(|e| panic!("POST /payments: {e}"))
@@ -127,25 +138,17 @@ async fn seed_flow_through_the_http_api_follows_the_alternate_policy() {
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["field"], "unitPrice", "{body}");
-    let r = reqwest::Client::new()
-        .post(format!("{base}/payments"))
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    let r = post_text(&base, "{not json".into()).await;
     assert_eq!(r.status(), 400);
     // A price of 40 decimals as a JSON number: refused, not rounded to 28, nothing written.
     let forty = "0.1234567890123456789012345678901234567890";
-    let r = reqwest::Client::new()
-        .post(format!("{base}/payments"))
-        .header("content-type", "application/json")
-        .body(format!(
+    let r = post_text(
+        &base,
+        format!(
             r#"{{"productCode": "c40", "productName": "n", "unitPrice": {forty}, "quantity": 1}}"#
-        ))
-        .send()
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["field"], "unitPrice", "{body}");
@@ -351,9 +354,7 @@ async fn read_all(
         database: database.to_owned(),
         collections: vec!["payments".to_owned()],
     };
-    let mut stream = source::open(client, &target, &crate::common::engine_config(), &start)
-        .await
-        .unwrap();
+    let mut stream = crate::common::open_stream(client, &target, &start).await;
     let mut events = Vec::new();
     while let Some(raw) =
         crate::common::within(DEADLINE, "reading the stream", stream.next_if_any())

@@ -156,6 +156,16 @@ impl Process {
         Some((code, response.json().await.unwrap_or_default()))
     }
 
+    /// Waits for `/healthz` to answer with something other than 200 (for `what`, within
+    /// `deadline`), and returns that answer.
+    pub async fn wait_unhealthy(&self, deadline: Duration, what: &str) -> (u16, serde_json::Value) {
+        wait_until(deadline, what, || async {
+            let (code, body) = self.healthz().await?;
+            (code != 200).then_some((code, body))
+        })
+        .await
+    }
+
     /// Whether it has not exited.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

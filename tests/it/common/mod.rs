@@ -193,9 +193,16 @@ pub fn cached_binary(env_var: &str, cached: &str, needed_for: &str) -> std::path
     bin
 }
 
-/// The stream options changeflow uses by default.
-pub fn engine_config() -> changeflow::config::EngineConfig {
-    changeflow::config::Config::default().engine
+/// The change stream of `target` as changeflow opens it with its default options.
+pub async fn open_stream(
+    client: &Client,
+    target: &changeflow::config::WatchedDatabase,
+    start: &changeflow::source::StartAt,
+) -> mongodb::change_stream::ChangeStream<changeflow::source::RawChange> {
+    let options = changeflow::config::Config::default().engine;
+    changeflow::source::open(client, target, &options, start)
+        .await
+        .unwrap_or_else(|e| panic!("opening the change stream of {}: {e}", target.database))
 }
 
 /// Held by a test that starts its own servers and injects faults (kills, stalls, step-downs,

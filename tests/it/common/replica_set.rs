@@ -164,9 +164,8 @@ impl ReplicaSet {
                 member
             })
             .collect();
-        set.direct(0)
+        set.admin(0)
             .await
-            .database("admin")
             .run_command(doc! {"replSetInitiate": {
                 "_id": &set.name,
                 "members": members,
@@ -241,8 +240,13 @@ impl ReplicaSet {
         .expect("direct client")
     }
 
+    /// The `admin` database of member `i` alone.
+    async fn admin(&self, i: usize) -> mongodb::Database {
+        self.direct(i).await.database("admin")
+    }
+
     async fn wait_answers(&self, i: usize) {
-        let admin = self.direct(i).await.database("admin");
+        let admin = self.admin(i).await;
         let until = Instant::now() + Duration::from_secs(60);
         while admin.run_command(doc! {"ping": 1}).await.is_err() {
             assert!(Instant::now() < until, "member {i} did not answer in 60 s");
@@ -256,12 +260,7 @@ impl ReplicaSet {
             if m.child.is_none() {
                 continue;
             }
-            let hello = self
-                .direct(i)
-                .await
-                .database("admin")
-                .run_command(doc! {"hello": 1})
-                .await;
+            let hello = self.admin(i).await.run_command(doc! {"hello": 1}).await;
             if hello.is_ok_and(|h| h.get_bool("isWritablePrimary") == Ok(true)) {
                 return Some(i);
             }
@@ -301,9 +300,8 @@ impl ReplicaSet {
     pub async fn step_down(&self) -> usize {
         let (primary, _) = self.wait_majority_writes().await;
         let result = self
-            .direct(primary)
+            .admin(primary)
             .await
-            .database("admin")
             .run_command(doc! {"replSetStepDown": 10, "secondaryCatchUpPeriodSecs": 5})
             .await;
         // The server closes connections as it steps down: an error is expected.
@@ -321,9 +319,8 @@ impl ReplicaSet {
     pub async fn term(&self) -> i64 {
         let (primary, _) = self.wait_majority_writes().await;
         let status = self
-            .direct(primary)
+            .admin(primary)
             .await
-            .database("admin")
             .run_command(doc! {"replSetGetStatus": 1})
             .await
             .expect("replSetGetStatus");
@@ -369,7 +366,7 @@ impl ReplicaSet {
     /// Waits until member `i` reports SECONDARY (after a restart; a rollback happens on the
     /// way there).
     pub async fn wait_secondary(&self, i: usize) {
-        let admin = self.direct(i).await.database("admin");
+        let admin = self.admin(i).await;
         let until = Instant::now() + ELECTION_DEADLINE;
         loop {
             let hello = admin.run_command(doc! {"hello": 1}).await;
