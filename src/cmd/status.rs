@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;
 use crate::source::connect::connect;
-use crate::source::oplog::{OplogProbe, Windows, headroom_seconds};
+use crate::source::oplog::{Basis, Headroom, OplogProbe, Windows};
 use crate::source::position::{
     age_seconds, cluster_time_text, describe, human_seconds, rfc3339, seconds_between, token_data,
 };
@@ -55,10 +55,10 @@ pub struct Report {
 }
 
 impl Report {
-    /// Seconds from the oldest oplog entry to `stream`'s checkpoint (negative: lost).
-    pub fn headroom(&self, stream: &StreamStatus) -> Option<i64> {
-        let oldest = self.oplog.as_ref().ok()?.oldest()?;
-        Some(headroom_seconds(stream.time()?, oldest))
+    /// How long until `stream`'s checkpoint falls off the oplog (negative: lost), and how
+    /// that was obtained.
+    pub fn headroom(&self, stream: &StreamStatus) -> Option<Headroom> {
+        self.oplog.as_ref().ok()?.headroom(stream.time()?)
     }
 
     /// Seconds from `stream`'s checkpoint to the newest oplog entry.
@@ -69,7 +69,7 @@ impl Report {
 
     /// Why `stream` needs attention, if it does.
     pub fn warning(&self, stream: &StreamStatus) -> Option<String> {
-        let headroom = self.headroom(stream)?;
+        let headroom = self.headroom(stream)?.seconds;
         if headroom < 0 {
             return Some(format!(
                 "checkpoint is {} older than the oldest oplog entry: history lost",
@@ -130,7 +130,7 @@ impl Report {
             }
             match self.headroom(s) {
                 Some(h) => {
-                    let _ = writeln!(out, "  headroom    {}", human_seconds(h));
+                    let _ = writeln!(out, "  headroom    {}", describe_headroom(&h));
                 }
                 None => {
                     let _ = writeln!(out, "  headroom    unknown");
@@ -196,7 +196,8 @@ impl Report {
                         "time": time(s.time()),
                         "error": s.checkpoint.as_ref().err(),
                     },
-                    "headroom_seconds": self.headroom(s),
+                    "headroom_seconds": self.headroom(s).map(|h| h.seconds),
+                    "headroom": self.headroom(s).map(|h| headroom_json(&h)),
                     "lag_seconds": self.lag(s),
                     "gaps": s.gaps.as_ref().ok(),
                     "run": s.run.as_ref().ok(),
@@ -210,7 +211,13 @@ impl Report {
                 w.members
                     .iter()
                     .map(|m| match &m.window {
-                        Ok(w) => json!({"host": m.host, "oldest": time(Some(w.oldest)), "newest": time(Some(w.newest))}),
+                        Ok(w) => json!({
+                            "host": m.host,
+                            "oldest": time(Some(w.oldest)),
+                            "newest": time(Some(w.newest)),
+                            "size_bytes": w.fill.map(|f| f.size_bytes),
+                            "max_bytes": w.fill.map(|f| f.max_bytes),
+                        }),
                         Err(e) => json!({"host": m.host, "error": e}),
                     })
                     .collect(),
@@ -227,7 +234,7 @@ impl Report {
                 metrics
                     .oplog_headroom
                     .with_label_values(&[&s.stream])
-                    .set(h as f64);
+                    .set(h.seconds as f64);
             }
             if let Some(lag) = self.lag(s) {
                 metrics
@@ -242,6 +249,44 @@ impl Report {
             health.set_warning(&s.stream, warning);
         }
     }
+}
+
+/// "41d 3h (estimated: the oplog is at 0.2 % of its limit, written at 12.0 KB/s)".
+fn describe_headroom(h: &Headroom) -> String {
+    match h.basis {
+        Basis::Measured => format!(
+            "{} (measured to the oldest oplog entry)",
+            human_seconds(h.seconds)
+        ),
+        Basis::Estimated {
+            full,
+            bytes_per_second,
+        } => format!(
+            "{} (estimated: the oplog is at {:.1} % of its size limit, written at {:.1} KB/s; \
+             {} of history before the checkpoint so far)",
+            human_seconds(h.seconds),
+            full * 100.0,
+            bytes_per_second / 1000.0,
+            human_seconds(h.measured_seconds)
+        ),
+    }
+}
+
+fn headroom_json(h: &Headroom) -> Value {
+    let mut v = json!({
+        "seconds": h.seconds,
+        "basis": h.basis.name(),
+        "measured_seconds": h.measured_seconds,
+    });
+    if let Basis::Estimated {
+        full,
+        bytes_per_second,
+    } = h.basis
+    {
+        v["oplog_full_ratio"] = json!(full);
+        v["bytes_per_second"] = json!(bytes_per_second);
+    }
+    v
 }
 
 /// Reads every stream's checkpoint and gap count and the oplog windows through `probe`.

@@ -56,6 +56,11 @@ pub(crate) async fn connect_observed(
     let seen = std::sync::atomic::AtomicBool::new(false);
     let handler = EventHandler::callback(move |event| {
         if let SdamEvent::TopologyDescriptionChanged(change) = event {
+            // Closing the client empties the server list: that is our own stop, not a
+            // deployment without a primary (a real topology always keeps its seeds).
+            if change.new_description.servers().is_empty() {
+                return;
+            }
             let writable = change.new_description.has_writable_server();
             if writable {
                 seen.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -14,19 +14,100 @@ use crate::source::position::seconds_between;
 /// How long one member may take to answer before it counts as unreadable.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Oldest and newest entry of one member's oplog.
+/// Oldest and newest entry of one member's oplog, and how full it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     /// The oldest entry still kept: nothing before it can be resumed from.
     pub oldest: Timestamp,
     /// The newest entry.
     pub newest: Timestamp,
+    /// Its size against its limit, when the member said (`collStats`).
+    pub fill: Option<Fill>,
+}
+
+/// How much of its configured size an oplog uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fill {
+    /// Bytes of entries kept now.
+    pub size_bytes: u64,
+    /// The configured limit (`replication.oplogSizeMB`): beyond it the oldest entries go.
+    pub max_bytes: u64,
+}
+
+/// The longest headroom an estimate reports: a near-idle oplog would otherwise project
+/// centuries.
+const ESTIMATE_CAP_SECONDS: i64 = 10 * 365 * 86_400;
+
+/// A headroom figure and how it was obtained.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Headroom {
+    /// Seconds until the checkpoint falls off the oplog (negative: already off).
+    pub seconds: i64,
+    /// Seconds from the oldest entry kept now to the checkpoint.
+    pub measured_seconds: i64,
+    /// How `seconds` was obtained.
+    pub basis: Basis,
+}
+
+/// Where a headroom figure comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Basis {
+    /// The oplog is at its size limit (or did not say its size): the oldest entry goes as
+    /// new ones come, so the distance to it is the headroom.
+    Measured,
+    /// The oplog is below its limit, so nothing is dropped yet: the headroom is the
+    /// distance to the oldest entry plus the time the rest of the limit takes to fill at
+    /// the write rate seen so far.
+    Estimated {
+        /// Share of the limit in use, 0..1.
+        full: f64,
+        /// The average write rate over the oplog's span.
+        bytes_per_second: f64,
+    },
+}
+
+impl Basis {
+    /// "measured" or "estimated".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Basis::Measured => "measured",
+            Basis::Estimated { .. } => "estimated",
+        }
+    }
 }
 
 impl Window {
     /// Seconds between the oldest and newest entry.
     pub fn span_seconds(&self) -> i64 {
         seconds_between(self.oldest, self.newest)
+    }
+
+    /// The headroom of a checkpoint at `checkpoint` on this member.
+    pub fn headroom(&self, checkpoint: Timestamp) -> Headroom {
+        let measured = headroom_seconds(checkpoint, self.oldest);
+        let measured_only = Headroom {
+            seconds: measured,
+            measured_seconds: measured,
+            basis: Basis::Measured,
+        };
+        let Some(fill) = self.fill else {
+            return measured_only;
+        };
+        let span = self.span_seconds();
+        if measured < 0 || fill.size_bytes >= fill.max_bytes || span <= 0 || fill.size_bytes == 0 {
+            return measured_only;
+        }
+        let bytes_per_second = fill.size_bytes as f64 / span as f64;
+        let to_fill = (fill.max_bytes - fill.size_bytes) as f64 / bytes_per_second;
+        let seconds = measured.saturating_add(to_fill.min(ESTIMATE_CAP_SECONDS as f64) as i64);
+        Headroom {
+            seconds: seconds.min(ESTIMATE_CAP_SECONDS.max(measured)),
+            measured_seconds: measured,
+            basis: Basis::Estimated {
+                full: fill.size_bytes as f64 / fill.max_bytes as f64,
+                bytes_per_second,
+            },
+        }
     }
 }
 
@@ -55,6 +136,14 @@ impl Windows {
     /// The newest entry over the readable members.
     pub fn newest(&self) -> Option<Timestamp> {
         self.readable().map(|w| w.newest).max()
+    }
+
+    /// The headroom of a checkpoint at `checkpoint`: the smallest over the readable
+    /// members, since the first member to drop it ends its history.
+    pub fn headroom(&self, checkpoint: Timestamp) -> Option<Headroom> {
+        self.readable()
+            .map(|w| w.headroom(checkpoint))
+            .min_by_key(|h| h.seconds)
     }
 
     fn readable(&self) -> impl Iterator<Item = &Window> {
@@ -158,8 +247,40 @@ fn direct_oplog(mut options: ClientOptions, host: &str) -> Result<Collection<Doc
 }
 
 async fn read_window(oplog: &Collection<Document>) -> Result<Window, String> {
-    let (oldest, newest) = futures::try_join!(entry_time(oplog, 1), entry_time(oplog, -1))?;
-    Ok(Window { oldest, newest })
+    let (oldest, newest, fill) = futures::join!(
+        entry_time(oplog, 1),
+        entry_time(oplog, -1),
+        read_fill(oplog)
+    );
+    Ok(Window {
+        oldest: oldest?,
+        newest: newest?,
+        fill,
+    })
+}
+
+/// The oplog's size and limit from `collStats`; None when the member does not say (no
+/// privilege, another storage engine): the headroom is then the measured one.
+async fn read_fill(oplog: &Collection<Document>) -> Option<Fill> {
+    let stats = oplog
+        .client()
+        .database("local")
+        .run_command(doc! {"collStats": oplog.name()})
+        .await
+        .ok()?;
+    let number = |key: &str| -> Option<u64> {
+        match stats.get(key)? {
+            mongodb::bson::Bson::Int32(n) => u64::try_from(*n).ok(),
+            mongodb::bson::Bson::Int64(n) => u64::try_from(*n).ok(),
+            mongodb::bson::Bson::Double(n) if n.is_finite() && *n >= 0.0 => Some(*n as u64),
+            _ => None,
+        }
+    };
+    let fill = Fill {
+        size_bytes: number("size")?,
+        max_bytes: number("maxSize")?,
+    };
+    (fill.max_bytes > 0).then_some(fill)
 }
 
 /// The time of the first (`order` 1) or last (-1) entry of `oplog`.
@@ -206,6 +327,7 @@ mod tests {
                     window: Ok(Window {
                         oldest: ts(100),
                         newest: ts(500),
+                        fill: None,
                     }),
                 },
                 MemberWindow {
@@ -213,6 +335,7 @@ mod tests {
                     window: Ok(Window {
                         oldest: ts(300),
                         newest: ts(490),
+                        fill: None,
                     }),
                 },
                 MemberWindow {
@@ -226,5 +349,68 @@ mod tests {
         assert_eq!(headroom_seconds(ts(450), ts(300)), 150);
         assert_eq!(headroom_seconds(ts(250), ts(300)), -50);
         assert_eq!(Windows::default().oldest(), None);
+    }
+
+    fn window(oldest: u32, newest: u32, size_bytes: u64, max_bytes: u64) -> Window {
+        Window {
+            oldest: ts(oldest),
+            newest: ts(newest),
+            fill: Some(Fill {
+                size_bytes,
+                max_bytes,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_young_oplog_projects_its_headroom_from_the_limit_and_the_write_rate() {
+        // 1 000 s of history in 1 MB: 1 000 B/s; 99 MB left to fill takes 99 000 s.
+        let young = window(1_000, 2_000, 1_000_000, 100_000_000);
+        let h = young.headroom(ts(1_900));
+        assert_eq!(h.measured_seconds, 900);
+        assert_eq!(h.seconds, 900 + 99_000);
+        match h.basis {
+            Basis::Estimated {
+                full,
+                bytes_per_second,
+            } => {
+                assert!((full - 0.01).abs() < 1e-9);
+                assert!((bytes_per_second - 1_000.0).abs() < 1e-9);
+            }
+            Basis::Measured => panic!("a young oplog is estimated"),
+        }
+    }
+
+    #[test]
+    fn a_full_oplog_or_a_lost_checkpoint_is_measured() {
+        let full = window(1_000, 2_000, 100, 100);
+        assert_eq!(full.headroom(ts(1_500)).seconds, 500);
+        assert_eq!(full.headroom(ts(1_500)).basis, Basis::Measured);
+        let young = window(1_000, 2_000, 10, 100);
+        let lost = young.headroom(ts(900));
+        assert_eq!((lost.seconds, lost.basis), (-100, Basis::Measured));
+        // An empty span or size says nothing about the rate.
+        assert_eq!(window(5, 5, 10, 100).headroom(ts(5)).basis, Basis::Measured);
+        assert_eq!(window(5, 9, 0, 100).headroom(ts(5)).basis, Basis::Measured);
+    }
+
+    #[test]
+    fn a_near_idle_oplog_is_capped_and_the_shortest_member_wins() {
+        let idle = window(0, 1, 1, u64::MAX);
+        assert_eq!(idle.headroom(ts(1)).seconds, ESTIMATE_CAP_SECONDS);
+        let windows = Windows {
+            members: vec![
+                MemberWindow {
+                    host: "a:1".into(),
+                    window: Ok(window(1_000, 2_000, 1_000_000, 100_000_000)),
+                },
+                MemberWindow {
+                    host: "b:1".into(),
+                    window: Ok(window(1_500, 2_000, 100, 100)),
+                },
+            ],
+        };
+        let h = windows.headroom(ts(1_900)).expect("readable members");
+        assert_eq!((h.seconds, h.basis), (400, Basis::Measured));
     }
 }

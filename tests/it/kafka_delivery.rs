@@ -82,9 +82,7 @@ async fn broker_outage_loses_nothing_and_the_checkpoint_waits_for_delivery() {
     let payments = db.collection::<Document>("payments");
     let mut config = kafka_only_config(&db_name);
     config.kafka.brokers = broker.address();
-    // Longer than the outage: librdkafka keeps retrying the records itself. (Timed-out
-    // idempotent batches make librdkafka bump the producer epoch, and tansu 0.6's sqlite
-    // engine panics on the first batch of a new epoch: a broker bug, not a test subject.)
+    // Longer than the outage: librdkafka keeps retrying the records itself.
     config.kafka.delivery_timeout_ms = 60_000;
     config.engine.max_in_flight_events = 500;
     config.checkpoint.every_events = 100;

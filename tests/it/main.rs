@@ -15,6 +15,7 @@ mod corpus;
 mod credentials;
 mod effects;
 mod failover;
+mod first_run;
 mod handlers;
 mod harness;
 mod history;

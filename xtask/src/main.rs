@@ -13,6 +13,7 @@ mod paths;
 mod process;
 mod services;
 mod tools;
+mod wheels;
 
 use std::process::ExitCode;
 

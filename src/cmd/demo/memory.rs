@@ -39,6 +39,9 @@ impl Default for Workload {
     }
 }
 
+/// The count the TTL monitor's deletions add to.
+pub const THREADS_EXPIRED: &str = "threads_expired";
+
 /// What `memory_stats` holds for one user after the workload, field by field (the
 /// handler's field names, dotted for nested ones).
 pub type Expected = BTreeMap<String, BTreeMap<String, i64>>;
@@ -138,7 +141,7 @@ pub async fn run(
                 }
             }
             if short_lived {
-                add("threads_expired", 1);
+                add(THREADS_EXPIRED, 1);
             }
             let outcome = ["succeeded", "failed", "abandoned"][rng.below(3) as usize];
             let calls = rng.below(4);

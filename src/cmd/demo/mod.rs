@@ -3,6 +3,7 @@
 
 pub mod memory;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -161,28 +162,43 @@ async fn memory_phase(client: &mongodb::Client, config: &Config, users: u32) -> 
     .await
     .context("writing the memory workload")?;
     let stats = db.collection::<Document>(crate::targets::memory_stats::MEMORY_STATS);
+    let ttl_every = ttl_monitor_seconds(client).await;
     let started = Instant::now();
     let limit = Duration::from_secs(150);
+    let mut explained = false;
     loop {
         let docs: Vec<Document> = stats
             .find(doc! {"_id": {"$regex": format!("^{run_id}-")}})
             .await?
             .try_collect()
             .await?;
-        let matched = docs
-            .iter()
-            .filter(|d| {
-                d.get_str("_id")
-                    .is_ok_and(|id| expected.get(id) == Some(&memory::counts_of(d)))
-            })
-            .count();
+        let progress = Progress::of(&expected, &docs);
         println!(
-            "  {:>5.1}s  users whose memory_stats match the workload {matched:>5}/{users}",
-            started.elapsed().as_secs_f64()
+            "  {:>5.1}s  users whose memory_stats match the workload {:>5}/{users}{}",
+            started.elapsed().as_secs_f64(),
+            progress.matched,
+            if progress.only_ttl_left() {
+                format!(
+                    "  (waiting for {} expired thread(s) to be deleted by TTL)",
+                    progress.expiries_left
+                )
+            } else {
+                String::new()
+            }
         );
-        if matched == expected.len() {
+        if progress.matched == expected.len() {
             print_memory_stats(&docs);
             return Ok(());
+        }
+        if progress.only_ttl_left() && !explained {
+            explained = true;
+            println!(
+                "           expired threads go when the server's TTL monitor next runs: {}",
+                match ttl_every {
+                    Some(s) => format!("every {s} s on this server (ttlMonitorSleepSecs)"),
+                    None => "every 60 s by default (ttlMonitorSleepSecs)".to_owned(),
+                }
+            );
         }
         anyhow::ensure!(
             started.elapsed() < limit,
@@ -190,6 +206,66 @@ async fn memory_phase(client: &mongodb::Client, config: &Config, users: u32) -> 
              collections watched, and is the TTL monitor running? See the log above for errors"
         );
         tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+}
+
+/// How far `memory_stats` is from what the workload did.
+struct Progress {
+    /// Users whose counts are all as predicted.
+    matched: usize,
+    /// TTL deletions predicted and not yet counted.
+    expiries_left: i64,
+    /// Whether anything other than TTL deletions is still missing.
+    other_left: bool,
+}
+
+impl Progress {
+    fn of(expected: &memory::Expected, docs: &[Document]) -> Progress {
+        let mut progress = Progress {
+            matched: 0,
+            expiries_left: 0,
+            other_left: false,
+        };
+        let empty = BTreeMap::new();
+        let actual: BTreeMap<&str, BTreeMap<String, i64>> = docs
+            .iter()
+            .filter_map(|d| Some((d.get_str("_id").ok()?, memory::counts_of(d))))
+            .collect();
+        for (user, wanted) in expected {
+            let have = actual.get(user.as_str()).unwrap_or(&empty);
+            if have == wanted {
+                progress.matched += 1;
+                continue;
+            }
+            for (field, n) in wanted {
+                let got = have.get(field).copied().unwrap_or(0);
+                if field == memory::THREADS_EXPIRED {
+                    progress.expiries_left += (n - got).max(0);
+                } else if got != *n {
+                    progress.other_left = true;
+                }
+            }
+        }
+        progress
+    }
+
+    /// Only the TTL monitor's deletions are missing.
+    fn only_ttl_left(&self) -> bool {
+        !self.other_left && self.expiries_left > 0
+    }
+}
+
+/// The server's `ttlMonitorSleepSecs`, when it lets us read it.
+async fn ttl_monitor_seconds(client: &mongodb::Client) -> Option<i64> {
+    let reply = client
+        .database("admin")
+        .run_command(doc! {"getParameter": 1, "ttlMonitorSleepSecs": 1})
+        .await
+        .ok()?;
+    match reply.get("ttlMonitorSleepSecs")? {
+        mongodb::bson::Bson::Int32(n) => Some(i64::from(*n)),
+        mongodb::bson::Bson::Int64(n) => Some(*n),
+        _ => None,
     }
 }
 
