@@ -52,8 +52,8 @@ pub struct Headroom {
 /// Where a headroom figure comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Basis {
-    /// The oplog is at its size limit (or did not say its size): the oldest entry goes as
-    /// new ones come, so the distance to it is the headroom.
+    /// The oplog is at (or within a tenth of) its size limit, or did not say its size: the
+    /// oldest entry goes as new ones come, so the distance to it is the headroom.
     Measured,
     /// The oplog is below its limit, so nothing is dropped yet: the headroom is the
     /// distance to the oldest entry plus the time the rest of the limit takes to fill at
@@ -94,7 +94,10 @@ impl Window {
             return measured_only;
         };
         let span = self.span_seconds();
-        if measured < 0 || fill.size_bytes >= fill.max_bytes || span <= 0 || fill.size_bytes == 0 {
+        // Past 90 % the oplog may already have wrapped: the server drops whole truncation
+        // markers (a tenth of the limit at most), so a wrapped oplog stays that full.
+        let nearly_full = u128::from(fill.size_bytes) * 10 >= u128::from(fill.max_bytes) * 9;
+        if measured < 0 || nearly_full || span <= 0 || fill.size_bytes == 0 {
             return measured_only;
         }
         let bytes_per_second = fill.size_bytes as f64 / span as f64;
@@ -383,9 +386,15 @@ mod tests {
 
     #[test]
     fn a_full_oplog_or_a_lost_checkpoint_is_measured() {
-        let full = window(1_000, 2_000, 100, 100);
-        assert_eq!(full.headroom(ts(1_500)).seconds, 500);
-        assert_eq!(full.headroom(ts(1_500)).basis, Basis::Measured);
+        for size in [100, 95, 90] {
+            let full = window(1_000, 2_000, size, 100);
+            assert_eq!(full.headroom(ts(1_500)).seconds, 500);
+            assert_eq!(full.headroom(ts(1_500)).basis, Basis::Measured);
+        }
+        assert_ne!(
+            window(1_000, 2_000, 89, 100).headroom(ts(1_500)).basis,
+            Basis::Measured
+        );
         let young = window(1_000, 2_000, 10, 100);
         let lost = young.headroom(ts(900));
         assert_eq!((lost.seconds, lost.basis), (-100, Basis::Measured));

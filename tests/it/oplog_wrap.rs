@@ -184,13 +184,22 @@ async fn headroom_shrinks_under_writes_and_a_real_wrap_is_reported() {
     let waiting_at = stored_time(&root, &config).await;
     let series = format!("changeflow_oplog_headroom_seconds{{stream=\"{db_name}\"}}");
     let expected = i64::from(waiting_at.time) - i64::from(initiated.time);
+    // The oplog is far from its limit: the headroom is projected from the limit and the
+    // write rate, above the history kept so far.
     let first = wait_until(DEADLINE, "the headroom metric before the wrap", || async {
-        gauge(&running.api.metrics.render(), &series).filter(|h| *h == expected)
+        gauge(&running.api.metrics.render(), &series).filter(|h| *h > expected)
     })
     .await;
+    let stream = status_headroom(&config).await;
+    assert_eq!(stream["headroom"]["basis"], "estimated", "{stream}");
+    assert_eq!(
+        stream["headroom"]["measured_seconds"].as_i64(),
+        Some(expected),
+        "{stream}"
+    );
     assert!(
-        first >= 5,
-        "the history spans the filler's seconds: {first}"
+        expected >= 5,
+        "the history spans the filler's seconds: {expected}"
     );
 
     let oldest = filler
@@ -217,13 +226,18 @@ async fn headroom_shrinks_under_writes_and_a_real_wrap_is_reported() {
         (now == shrunk).then_some(())
     })
     .await;
+    // Wrapped, the oplog stays at its limit: the headroom is the measured one.
     let stream = status_headroom(&config).await;
     assert_eq!(
         stream["headroom_seconds"].as_i64(),
         Some(shrunk),
         "{stream}"
     );
-    eprintln!("headroom: {first} s before, {shrunk} s after the oplog moved on");
+    assert_eq!(stream["headroom"]["basis"], "measured", "{stream}");
+    eprintln!(
+        "headroom: {first} s estimated ({expected} s kept) before, {shrunk} s measured after \
+         the oplog moved on"
+    );
 
     // The sink comes back: nothing was lost, and the checkpoint moves on.
     broker.resume().await;

@@ -37,8 +37,8 @@ pub async fn run(payments: u32) -> Result<ExitCode> {
         let log = log.clone();
         move || build_changeflow(&log)
     });
-    // A set this demo starts gets the test profile: its TTL monitor runs every second, so
-    // the memory workload's expiring threads go within a second instead of up to a minute.
+    // The test profile (set at runtime on a running set): the TTL monitor runs every
+    // second, so the workload's expiring threads go within a second, not up to a minute.
     let endpoints = services::up(UpOptions {
         profile: Some(Profile::Test),
         ..UpOptions::default()

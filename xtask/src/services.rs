@@ -132,19 +132,11 @@ pub async fn up(opts: UpOptions) -> Result<Endpoints> {
             (Some(r), _) => r.nodes,
             (None, n) => n.unwrap_or(1),
         };
-        // A running set keeps the parameters it was started with.
-        let profile = match (&running, opts.profile) {
-            (Some(r), Some(wanted)) if r.profile != wanted => {
-                eprintln!(
-                    "MongoDB: the running replica set has the {:?} profile, not {wanted:?}; \
-                     keeping it (`cargo xtask down --mongodb` first to change it)",
-                    r.profile
-                );
-                r.profile
-            }
-            (Some(r), _) => r.profile,
-            (None, wanted) => wanted.unwrap_or(Profile::Dev),
-        };
+        // A running set asked for the test profile gets its parameters at runtime.
+        let profile = opts
+            .profile
+            .or(running.as_ref().map(|r| r.profile))
+            .unwrap_or(Profile::Dev);
         let mongod = match &running {
             Some(r) => Mongod {
                 bin: r.mongod.clone(),
