@@ -13,9 +13,8 @@
 
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{RawBsonRef, RawDocument};
-use std::str::FromStr;
 
-use rust_decimal::Decimal;
+use crate::domain::money::Amount;
 
 use super::{DecodeError, Envelope, Fields, type_name};
 use crate::domain::payments::*;
@@ -129,25 +128,24 @@ fn payment_id(doc: &Fields<'_>, value: Option<RawBsonRef<'_>>) -> Result<String,
     }
 }
 
-/// The amount as an exact decimal: Decimal128, int32/int64, or a finite double taken at
-/// its shortest decimal form. Negative amounts are refused.
-fn amount(doc: &Fields<'_>, value: Option<RawBsonRef<'_>>) -> Result<Decimal, DecodeError> {
+/// The amount, exactly: a Decimal128 digit for digit (34 significant digits, its whole
+/// exponent range), an int32/int64, or a finite double taken at its shortest decimal form.
+/// NaN, infinities and negative amounts are refused.
+fn amount(doc: &Fields<'_>, value: Option<RawBsonRef<'_>>) -> Result<Amount, DecodeError> {
     // The path is only spelled out on the error path: this runs for every payment change.
     let invalid = |reason: String| DecodeError::Invalid {
         field: doc.path("amount"),
         reason,
     };
     let value = match doc.required("amount", value)? {
-        RawBsonRef::Decimal128(d) => match decimal_from_bid(d.bytes()) {
-            Some(value) => value,
-            // NaN, infinities, exponents or digits beyond rust_decimal: the text path
-            // reports them precisely.
-            None => parse_decimal(&d.to_string()).map_err(invalid)?,
-        },
-        RawBsonRef::Int32(i) => Decimal::from(i),
-        RawBsonRef::Int64(i) => Decimal::from(i),
-        RawBsonRef::Double(f) if f.is_finite() => parse_decimal(&f.to_string()).map_err(invalid)?,
-        RawBsonRef::Double(f) => return Err(invalid(format!("{f} is not an amount"))),
+        RawBsonRef::Decimal128(d) => {
+            Amount::from_decimal128(d).map_err(|e| invalid(format!("the decimal {d} {e}")))?
+        }
+        RawBsonRef::Int32(i) => Amount::from_i64(i64::from(i)),
+        RawBsonRef::Int64(i) => Amount::from_i64(i),
+        RawBsonRef::Double(f) => {
+            Amount::from_f64(f).map_err(|e| invalid(format!("the double {f} {e}")))?
+        }
         other => {
             return Err(DecodeError::WrongType {
                 field: doc.path("amount"),
@@ -156,46 +154,10 @@ fn amount(doc: &Fields<'_>, value: Option<RawBsonRef<'_>>) -> Result<Decimal, De
             });
         }
     };
-    if value.is_sign_negative() && !value.is_zero() {
+    if value.is_negative() {
         return Err(invalid(format!("{value} is negative")));
     }
     Ok(value)
-}
-
-/// A BSON Decimal128 (IEEE 754 BID, little-endian) as a `Decimal`, without going through
-/// text; `None` for values the fast path does not cover (specials, large exponents).
-fn decimal_from_bid(bytes: [u8; 16]) -> Option<Decimal> {
-    let bits = u128::from_le_bytes(bytes);
-    let high = (bits >> 64) as u64;
-    if (high >> 61) & 0b11 == 0b11 {
-        return None; // NaN, infinity, or the large-coefficient form (non-canonical)
-    }
-    let negative = high >> 63 == 1;
-    let exponent = ((high >> 49) & 0x3FFF) as i32 - 6176;
-    let coefficient = bits & ((1u128 << 113) - 1);
-    const MAX_MANTISSA: u128 = (1 << 96) - 1;
-    let (mantissa, scale) = if exponent <= 0 {
-        (coefficient, u32::try_from(-exponent).ok()?)
-    } else {
-        let factor = 10u128.checked_pow(u32::try_from(exponent).ok()?)?;
-        (coefficient.checked_mul(factor)?, 0)
-    };
-    if mantissa > MAX_MANTISSA || scale > 28 {
-        return None;
-    }
-    let signed = i128::try_from(mantissa).ok()?;
-    Decimal::try_from_i128_with_scale(if negative { -signed } else { signed }, scale).ok()
-}
-
-fn parse_decimal(text: &str) -> Result<Decimal, String> {
-    Decimal::from_str(text)
-        .or_else(|_| Decimal::from_scientific(text))
-        .map_err(|e| {
-            format!(
-                "`{}` is not representable as a decimal: {e}",
-                crate::domain::excerpt(text)
-            )
-        })
 }
 
 #[cfg(test)]
@@ -238,7 +200,7 @@ mod tests {
             panic!("{event:?}")
         };
         assert_eq!(s.payment.id, "5f0c7a52-93b1-4c1e-9a43-0c8f8f0b2a11");
-        assert_eq!(s.payment.amount, Decimal::from_str("49.80").unwrap());
+        assert_eq!(s.payment.amount, "49.80".parse().unwrap());
         assert_eq!(s.payment.amount.to_string(), "49.80", "scale is kept");
         assert_eq!(s.payment.status, PaymentStatus::Pending);
         assert_eq!(s.payment.product.code, KETTLE);
@@ -273,7 +235,7 @@ mod tests {
         };
         assert_eq!(
             s.payment.amount,
-            Decimal::from(120),
+            Amount::from_i64(120),
             "int64 amounts are exact"
         );
     }
@@ -414,40 +376,64 @@ mod tests {
         assert_eq!(decode(&raw).unwrap(), None);
     }
 
+    /// `insert_pending` with its amount replaced by `amount`.
+    fn with_amount(amount: Bson) -> RawDocumentBuf {
+        edited("insert_pending", |d| {
+            d.get_document_mut("fullDocument")
+                .unwrap()
+                .insert("amount", amount);
+        })
+    }
+
     #[test]
-    fn decimal128_fast_path_equals_the_text_path() {
+    fn decimal128_amounts_keep_all_34_digits_and_their_exponent() {
         for text in [
-            "0",
-            "49.80",
-            "-0.01",
-            "12",
-            "1E+3",
-            "1.5E+2",
-            "0.0000000000000000000000000001",
-            "79228162514264337593543950335",
-            "-79228162514264337593543950335",
-            "123456789012345678901234567.8",
-        ] {
-            let d: mongodb::bson::Decimal128 = text.parse().unwrap();
-            let fast = decimal_from_bid(d.bytes());
-            let slow = parse_decimal(&d.to_string()).ok();
-            assert_eq!(fast, slow, "{text}");
-            assert!(fast.is_some(), "{text} takes the fast path");
-            assert_eq!(
-                fast.unwrap().to_string(),
-                slow.unwrap().to_string(),
-                "{text}: scale kept"
-            );
-        }
-        for text in [
-            "NaN",
-            "Infinity",
-            "1E-40",
-            "1E+40",
+            "1.000000000000000000000000000000001",
+            "9999999999999999999999999999999999",
             "79228162514264337593543950336",
+            "0.0000000000000000000000000000000000001",
+            "1E+6144",
+            "1.000000000000000000000000000000000E+6144",
+            "1E-6176",
+            "49.80",
+            "1.0",
+            "1.00",
+            "0E-10",
         ] {
             let d: mongodb::bson::Decimal128 = text.parse().unwrap();
-            assert_eq!(decimal_from_bid(d.bytes()), None, "{text} falls back");
+            let PaymentEvent::Requested(s) =
+                decode(&with_amount(Bson::Decimal128(d))).unwrap().unwrap()
+            else {
+                panic!("requested")
+            };
+            assert_eq!(s.payment.amount.to_string(), d.to_string(), "{text}");
+        }
+    }
+
+    #[test]
+    fn amounts_that_are_not_numbers_or_negative_are_refused_with_the_reason() {
+        for (amount, reason) in [
+            (
+                Bson::Decimal128("NaN".parse().unwrap()),
+                "NaN, not a number",
+            ),
+            (
+                Bson::Decimal128("-Infinity".parse().unwrap()),
+                "-Infinity, not a number",
+            ),
+            (Bson::Double(f64::INFINITY), "Infinity, not a number"),
+            (
+                Bson::Decimal128("-0.000000000000000000000000000000001".parse().unwrap()),
+                "-1E-33 is negative",
+            ),
+        ] {
+            match decode(&with_amount(amount.clone())) {
+                Err(DecodeError::Invalid { field, reason: r }) => {
+                    assert_eq!(field, "fullDocument.amount");
+                    assert!(r.contains(reason), "{amount}: {r}");
+                }
+                other => panic!("{amount}: {other:?}"),
+            }
         }
     }
 }

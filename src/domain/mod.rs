@@ -3,6 +3,7 @@
 
 pub mod kind;
 pub mod memory;
+pub mod money;
 pub mod namespace;
 pub mod payments;
 pub mod raw;

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use rust_decimal::Decimal;
+use crate::domain::money::Amount;
 
 use super::{ChangeMeta, EventKind};
 
@@ -58,8 +58,8 @@ pub struct Product {
 pub struct Payment {
     /// The document's `_id` (UUID string, or BSON UUID rendered hyphenated).
     pub id: String,
-    /// Unit price × quantity; exact decimal.
-    pub amount: Decimal,
+    /// Unit price × quantity; exact, digit for digit as the Decimal128 holds it.
+    pub amount: Amount,
     /// Status.
     pub status: PaymentStatus,
     /// What was bought.

@@ -31,6 +31,16 @@ pub fn readme() -> String {
          | `content-type` | `application/json` |\n\n\
          In structured mode the record value is the whole CloudEvent as one JSON object \
          (`content-type: application/cloudevents+json`), with the data under `data`.\n\n\
+         ## Amounts\n\n\
+         A payment's `amount` is a string: the canonical string of the document's Decimal128 \
+         (the decimal specification's to-scientific-string, as the server and the drivers \
+         print it), carried digit for digit: all of its up to 34 significant digits, its \
+         exponent and its scale (`1.0` and `1.00` stay distinct). It is never rounded: a \
+         value that is not a number (NaN, ±Infinity) or is negative goes to the dead-letter \
+         store with the reason instead. Plain notation while the exponent is at most 0 and \
+         the adjusted exponent at least −6 (`49.80`, `0.0000001`), scientific otherwise \
+         (`1.2E+5`, `5E-7`). An int32/int64 amount is written as the whole number, a double \
+         at its shortest decimal form.\n\n\
          ## Event types\n\n\
          | type | topic (default) | key | fires when | schema |\n|---|---|---|---|---|\n",
     );

@@ -17,8 +17,12 @@ pub(crate) struct PaymentData {
     /// hyphenated). Also the Kafka key and the CloudEvent subject.
     #[schemars(length(min = 1))]
     pub payment_id: String,
-    /// Unit price × quantity as an exact decimal string (never a binary float).
-    #[schemars(regex(pattern = r"^-?[0-9]+(\.[0-9]+)?$"))]
+    /// Unit price × quantity, exactly as the document holds it: a Decimal128's canonical
+    /// string, with all of its up to 34 significant digits and its scale (`49.80`,
+    /// `1.000000000000000000000000000000001`, `1.2E+5`, `5E-7`). Never rounded, never a
+    /// binary float; an int32/int64 amount is written as the whole number, a double at its
+    /// shortest decimal form.
+    #[schemars(regex(pattern = r"^-?[0-9]+(\.[0-9]+)?(E[+-][0-9]+)?$"))]
     pub amount: String,
     /// The payment's status after the change.
     pub status: PaymentStatusData,
@@ -105,4 +109,75 @@ pub(crate) fn payment_json(event: &PaymentEvent) -> Vec<u8> {
     };
     // Plain structs of strings serialise without fail.
     encoded.unwrap_or_else(|e| unreachable!("payment data is serialisable: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::payments::decode;
+    use crate::domain::money::Amount;
+    use mongodb::bson::{Bson, Decimal128, RawDocumentBuf, doc};
+    use proptest::prelude::*;
+
+    /// An insert of a PENDING payment whose amount is `amount`.
+    fn insert_with(amount: Decimal128) -> RawDocumentBuf {
+        RawDocumentBuf::from_document(&doc! {
+            "_id": {"_data": "826B020F61000000022B022C0100296E5A1004"},
+            "operationType": "insert",
+            "clusterTime": mongodb::bson::Timestamp { time: 1_795_297_121, increment: 2 },
+            "ns": {"db": "shop", "coll": "payments"},
+            "documentKey": {"_id": "p-1"},
+            "fullDocument": {
+                "_id": "p-1",
+                "amount": Bson::Decimal128(amount),
+                "status": "PENDING",
+                "product": {"code": "c-1", "name": "Pen"},
+            },
+        })
+        .expect("a change event")
+    }
+
+    /// The `amount` string of the event JSON decoded from `change`.
+    fn amount_in_event(change: &RawDocumentBuf) -> String {
+        let event = decode(change).expect("decodes").expect("a payment event");
+        let json: serde_json::Value =
+            serde_json::from_slice(&payment_json(&event)).expect("event JSON");
+        json["amount"].as_str().expect("amount string").to_owned()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Any finite, non-negative Decimal128 (1 to 34 digits, trailing zeros included,
+        /// the whole exponent range) survives decode → event JSON → parse: the string is
+        /// the Decimal128's canonical one, and parsing it gives back the same digits and
+        /// exponent.
+        #[test]
+        fn every_decimal128_amount_survives_decode_event_json_and_parse(
+            digits in 1usize..=34,
+            seed in any::<u128>(),
+            trailing_zeros in 0usize..34,
+            exponent in -6176i32..=6111,
+        ) {
+            let zeros = trailing_zeros.min(digits - 1);
+            let head = digits - zeros;
+            let mut coefficient = seed % 10u128.pow(head as u32);
+            coefficient = coefficient.max(1) * 10u128.pow(zeros as u32);
+            let text = format!("{coefficient}E{exponent}");
+            let decimal: Decimal128 = text.parse().expect("bson parses it");
+            let amount = amount_in_event(&insert_with(decimal));
+            prop_assert_eq!(&amount, &decimal.to_string());
+            let parsed: Amount = amount.parse().expect("the event's amount parses");
+            prop_assert_eq!(parsed.coefficient(), coefficient);
+            prop_assert_eq!(parsed.exponent(), exponent);
+            prop_assert_eq!(parsed.to_decimal128().bytes(), decimal.bytes());
+        }
+    }
+
+    #[test]
+    fn one_point_zero_and_one_point_zero_zero_stay_distinct() {
+        let one_place = amount_in_event(&insert_with("1.0".parse().expect("1.0")));
+        let two_places = amount_in_event(&insert_with("1.00".parse().expect("1.00")));
+        assert_eq!((one_place.as_str(), two_places.as_str()), ("1.0", "1.00"));
+    }
 }

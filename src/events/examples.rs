@@ -71,7 +71,10 @@ fn example_payment_event(kind: EventKind) -> PaymentEvent {
         meta: meta.clone(),
         payment: Payment {
             id: id.into(),
-            amount: rust_decimal::Decimal::new(2550, 2),
+            // A literal that always parses; the schema test checks the example.
+            amount: "25.50"
+                .parse()
+                .unwrap_or(crate::domain::money::Amount::ZERO),
             status,
             product: Product {
                 code: "5f2e8a4c-1b3d-4e6f-8a9b-0c1d2e3f4a5b".into(),

@@ -1,12 +1,11 @@
 //! `POST /payments` and `GET /payments`.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
-use mongodb::bson::{Bson, DateTime, Decimal128, Document, RawDocumentBuf, doc};
+use crate::domain::money::{Amount, MAX_DIGITS};
+use mongodb::bson::{Bson, DateTime, Document, RawDocumentBuf, doc};
 use mongodb::options::WriteConcern;
 use mongodb::{Collection, IndexModel};
-use rust_decimal::Decimal;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -28,7 +27,7 @@ pub struct NewPayment {
     /// Product name.
     pub product_name: String,
     /// Price of one unit.
-    pub unit_price: Decimal,
+    pub unit_price: Amount,
     /// Units bought.
     pub quantity: u64,
 }
@@ -36,8 +35,8 @@ pub struct NewPayment {
 impl NewPayment {
     /// Validates a request body `{productCode, productName, unitPrice, quantity}`.
     /// `unitPrice` may be a JSON number or a decimal string (`"19.99"`); either is taken
-    /// digit for digit, and one that a decimal of 28 significant digits cannot hold exactly
-    /// is refused rather than rounded.
+    /// digit for digit, and one that a Decimal128 (34 significant digits) cannot hold
+    /// exactly is refused rather than rounded.
     pub fn from_json_text(body: &str) -> Result<NewPayment, ApiError> {
         let not_object = || ApiError::bad_request(None, "the body must be a JSON object");
         // Raw values: a number's digits as sent, before any rounding to a float.
@@ -67,21 +66,18 @@ impl NewPayment {
         Ok(payment)
     }
 
-    /// unitPrice × quantity, exact (refused when the product needs more than 28
+    /// unitPrice × quantity, exact (refused when the product needs more than 34
     /// significant digits, instead of rounded).
-    pub fn amount(&self) -> Result<Decimal, ApiError> {
-        let too_large = || {
+    pub fn amount(&self) -> Result<Amount, ApiError> {
+        self.unit_price.checked_mul(self.quantity).map_err(|_| {
             ApiError::bad_request(
                 Some("quantity"),
-                "unitPrice × quantity needs more than 28 significant digits",
+                format!(
+                    "unitPrice × quantity needs more than {MAX_DIGITS} significant digits (it \
+                     would be rounded)"
+                ),
             )
-        };
-        let product = self
-            .unit_price
-            .mantissa()
-            .checked_mul(i128::from(self.quantity))
-            .ok_or_else(too_large)?;
-        Decimal::try_from_i128_with_scale(product, self.unit_price.scale()).map_err(|_| too_large())
+        })
     }
 }
 
@@ -109,7 +105,7 @@ fn text(fields: &Map<String, Value>, name: &str) -> Result<String, ApiError> {
     Ok(s.to_owned())
 }
 
-fn unit_price(raw: Option<&RawValue>) -> Result<Decimal, ApiError> {
+fn unit_price(raw: Option<&RawValue>) -> Result<Amount, ApiError> {
     let bad = |why: &str| ApiError::bad_request(Some("unitPrice"), format!("`unitPrice` {why}"));
     let raw = raw.map(RawValue::get).map(str::trim);
     let text = match raw {
@@ -126,58 +122,13 @@ fn unit_price(raw: Option<&RawValue>) -> Result<Decimal, ApiError> {
         Some(r) if r.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => r.to_owned(),
         Some(_) => return Err(bad("must be a number or a decimal string")),
     };
-    let price = exact_decimal(&text).map_err(|why| bad(&format!("`{text}` {why}")))?;
-    if price <= Decimal::ZERO {
+    let price: Amount = text
+        .parse()
+        .map_err(|why| bad(&format!("`{text}` {why}")))?;
+    if price.is_negative() || price.is_zero() {
         return Err(bad("must be greater than 0"));
     }
     Ok(price)
-}
-
-/// `text` (`-12.50`, `1.5e3`) as a decimal, exactly: an error says why when it is not a
-/// decimal number, or when a decimal of 28 significant digits and 28 places cannot hold it
-/// without rounding. Trailing zeros after the point are kept, unless they are what does not
-/// fit (they change no value).
-fn exact_decimal(text: &str) -> Result<Decimal, &'static str> {
-    const NOT_A_NUMBER: &str = "is not a decimal number";
-    let (negative, unsigned) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
-    };
-    let (number, exponent) = match unsigned.split_once(['e', 'E']) {
-        Some((number, exponent)) => (number, exponent.parse::<i64>().map_err(|_| NOT_A_NUMBER)?),
-        None => (unsigned, 0),
-    };
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.len() + fraction.len() == 0 || !all_digits(whole) || !all_digits(fraction) {
-        return Err(NOT_A_NUMBER);
-    }
-    let digits = format!("{whole}{fraction}");
-    let mut scale = i64::try_from(fraction.len()).map_err(|_| NOT_A_NUMBER)? - exponent;
-    let mut significant = digits.trim_start_matches('0');
-    // Trailing zeros after the point keep the scale as written ("2.50"), unless they are
-    // what does not fit.
-    while scale > 0 && significant.ends_with('0') && (scale > 28 || significant.len() > 28) {
-        significant = &significant[..significant.len() - 1];
-        scale -= 1;
-    }
-    if significant.is_empty() {
-        return Ok(Decimal::ZERO);
-    }
-    let zeros = usize::try_from(-scale.min(0)).map_err(|_| NOT_A_NUMBER)?;
-    let scale = u32::try_from(scale.max(0)).map_err(|_| "has too many decimal places")?;
-    if scale > 28 {
-        return Err("has more than 28 decimal places (it would be rounded)");
-    }
-    if significant.len() + zeros > 29 {
-        return Err("has more than 28 significant digits (it would be rounded)");
-    }
-    let mantissa: i128 = format!("{significant}{}", "0".repeat(zeros))
-        .parse()
-        .map_err(|_| NOT_A_NUMBER)?;
-    let mantissa = if negative { -mantissa } else { mantissa };
-    Decimal::try_from_i128_with_scale(mantissa, scale)
-        .map_err(|_| "has more than 28 significant digits (it would be rounded)")
 }
 
 fn quantity(fields: &Map<String, Value>) -> Result<u64, ApiError> {
@@ -231,8 +182,7 @@ impl PaymentsApi {
                 name: new.product_name.clone(),
             },
         };
-        let decimal = Decimal128::from_str(&amount.to_string())
-            .map_err(|_| ApiError::bad_request(Some("unitPrice"), "amount is not representable"))?;
+        let decimal = amount.to_decimal128();
         self.collection
             .insert_one(doc! {
                 "_id": &payment.id,
@@ -311,24 +261,28 @@ mod tests {
                 "{price}: {err}"
             );
         }
-        let err = parse_text(&body("123456789012345678901234567890")).unwrap_err();
-        assert!(err.contains("significant digits"), "{err}");
+        let err = parse_text(&body("12345678901234567890123456789012345")).unwrap_err();
+        assert!(err.contains("35 significant digits"), "{err}");
+        // Up to 34 significant digits, as a Decimal128 holds: once refused past 28.
         for (price, exact) in [
             ("19.99", "19.99"),
-            ("\"0.1000000000000000000000000000000000\"", "0.1"),
-            ("1.5e3", "1500"),
+            ("1.5e3", "1.5E+3"),
             ("\"2.5E-2\"", "0.025"),
             (
-                "0.1234567890123456789012345678",
-                "0.1234567890123456789012345678",
+                "1.000000000000000000000000000000001",
+                "1.000000000000000000000000000000001",
             ),
             (
-                "12345678901234567890.12345678",
-                "12345678901234567890.12345678",
+                "\"1234567890123456789012345678.901234\"",
+                "1234567890123456789012345678.901234",
+            ),
+            (
+                "0.1234567890123456789012345678",
+                "0.1234567890123456789012345678",
             ),
         ] {
             let p = parse_text(&body(price)).unwrap_or_else(|e| panic!("{price}: {e}"));
-            assert_eq!(p.unit_price.normalize().to_string(), exact, "{price}");
+            assert_eq!(p.unit_price.to_string(), exact, "{price}");
         }
         for (price, as_written) in [
             ("\"2.50\"", "2.50"),
@@ -344,15 +298,17 @@ mod tests {
             "\".\"",
             "\"--1\"",
             "\"1e99999999999999999999\"",
+            "\"1E+6112\"",
+            "\"0.10000000000000000000000000000000000\"",
         ] {
             assert!(parse_text(&body(bad)).is_err(), "{bad}");
         }
         // The product must be exact too.
-        let big = r#"{"productCode": "p1", "productName": "Pen", "unitPrice": "9999999999999999999999.999999", "quantity": 1000000}"#;
+        let big = r#"{"productCode": "p1", "productName": "Pen", "unitPrice": "9999999999999999999999.999999999999", "quantity": 1000000}"#;
+        let err = parse_text(big).unwrap_err();
         assert!(
-            parse_text(big)
-                .unwrap_err()
-                .contains("28 significant digits")
+            err.contains("34 significant digits") && err.contains("quantity"),
+            "{err}"
         );
     }
 

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod amounts;
 mod bad_input;
 mod change_stream;
 mod chaos;

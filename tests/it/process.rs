@@ -54,9 +54,10 @@ async fn seed_flow_through_the_http_api_follows_the_alternate_policy() {
         assert_eq!(response.status(), 202, "{:?}", response.text().await);
         let payment: Value = response.json().await.unwrap();
         assert_eq!(payment["status"], "PENDING");
-        let expected_amount =
-            rust_decimal::Decimal::new(250, 2) * rust_decimal::Decimal::from(k + 1);
-        assert_eq!(payment["amount"], json!(expected_amount.to_string()));
+        // 2.50 × quantity keeps the price's two places: "2.50", "5.00", …
+        let cents = 250 * (k + 1);
+        let expected_amount = format!("{}.{:02}", cents / 100, cents % 100);
+        assert_eq!(payment["amount"], json!(expected_amount));
         let id = payment["id"].as_str().unwrap().to_owned();
         let settled = wait_until(DEADLINE, "the payment to be settled", || async {
             let p = db

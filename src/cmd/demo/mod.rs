@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
-use rust_decimal::Decimal;
 
 use crate::cmd::run as service;
 use crate::config::Config;
+use crate::domain::money::Amount;
 use crate::domain::payments::PaymentStatus;
 use crate::http::counters::counter_value;
 use crate::http::payments::NewPayment;
@@ -52,7 +52,7 @@ pub async fn run(
             let new = NewPayment {
                 product_code: code.to_owned(),
                 product_name: name.to_owned(),
-                unit_price: price.parse::<Decimal>().context("demo price")?,
+                unit_price: price.parse::<Amount>().context("demo price")?,
                 quantity: u64::from(i % 3 + 1),
             };
             let payment = api
