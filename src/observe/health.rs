@@ -9,6 +9,7 @@
 //! bound). The session reports the first and the last, the oplog watch the second; each
 //! clears its own.
 
+use crate::observe::locks::{lock, read, write};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -153,37 +154,32 @@ impl Health {
 
     /// Records whether `stream` is open.
     pub fn set_open(&self, stream: &str, open: bool) {
-        if let Ok(mut streams) = self.streams.write() {
-            streams.insert(stream.to_owned(), open);
-        }
+        write(&self.streams).insert(stream.to_owned(), open);
     }
 
     /// Each stream and whether it is open.
     pub fn snapshot(&self) -> BTreeMap<String, bool> {
-        self.streams.read().map(|s| s.clone()).unwrap_or_default()
+        read(&self.streams).clone()
     }
 
     /// Records why `stream` needs attention, or that it no longer does.
     pub fn set_warning(&self, stream: &str, warning: Option<String>) {
-        if let Ok(mut warnings) = self.warnings.write() {
-            match warning {
-                Some(w) => warnings.insert(stream.to_owned(), w),
-                None => warnings.remove(stream),
-            };
-        }
+        let mut warnings = write(&self.warnings);
+        match warning {
+            Some(w) => warnings.insert(stream.to_owned(), w),
+            None => warnings.remove(stream),
+        };
     }
 
     /// Each stream that needs attention and why.
     pub fn warnings(&self) -> BTreeMap<String, String> {
-        self.warnings.read().map(|w| w.clone()).unwrap_or_default()
+        read(&self.warnings).clone()
     }
 
     /// Records that `stream` is stuck for `cause` (with why), or no longer is; true when
     /// that changed whether it is stuck for `cause`.
     pub fn set_stuck(&self, stream: &str, cause: StuckCause, stuck: Option<Stuck>) -> bool {
-        let Ok(mut all) = self.stuck.write() else {
-            return false;
-        };
+        let mut all = write(&self.stuck);
         let key = (stream.to_owned(), cause);
         match stuck {
             Some(s) => all.insert(key, s).is_none(),
@@ -193,14 +189,10 @@ impl Health {
 
     /// Every stuck stream and why (a stream may be stuck for both causes).
     pub fn stuck(&self) -> Vec<(String, Stuck)> {
-        self.stuck
-            .read()
-            .map(|all| {
-                all.iter()
-                    .map(|((stream, _), s)| (stream.clone(), s.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        read(&self.stuck)
+            .iter()
+            .map(|((stream, _), s)| (stream.clone(), s.clone()))
+            .collect()
     }
 
     /// Why `stream` is stuck, one line per cause (empty: it is not).
@@ -214,32 +206,26 @@ impl Health {
 
     /// What the reader of `stream` last saw (shared with the reader, created on first use).
     pub fn source(&self, stream: &str) -> Arc<SourceProgress> {
-        if let Some(p) = self
-            .sources
-            .read()
-            .ok()
-            .and_then(|s| s.get(stream).cloned())
-        {
+        if let Some(p) = read(&self.sources).get(stream).cloned() {
             return p;
         }
-        match self.sources.write() {
-            Ok(mut sources) => sources.entry(stream.to_owned()).or_default().clone(),
-            Err(_) => Arc::default(),
-        }
+        write(&self.sources)
+            .entry(stream.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Records whether the MongoDB client sees a writable primary.
     pub fn set_primary(&self, writable: bool) {
-        if let Ok(mut since) = self.no_primary_since.lock() {
-            match (writable, *since) {
-                (true, Some(_)) => {
-                    *since = None;
-                    self.primary_back.notify_waiters();
-                }
-                (true, None) => {}
-                (false, None) => *since = Some(std::time::Instant::now()),
-                (false, Some(_)) => {}
+        let mut since = lock(&self.no_primary_since);
+        match (writable, *since) {
+            (true, Some(_)) => {
+                *since = None;
+                self.primary_back.notify_waiters();
             }
+            (true, None) => {}
+            (false, None) => *since = Some(std::time::Instant::now()),
+            (false, Some(_)) => {}
         }
     }
 
@@ -257,10 +243,7 @@ impl Health {
 
     /// How long the client has seen no writable primary.
     pub fn no_primary_for(&self) -> Option<std::time::Duration> {
-        self.no_primary_since
-            .lock()
-            .ok()
-            .and_then(|since| since.map(|s| s.elapsed()))
+        lock(&self.no_primary_since).map(|s| s.elapsed())
     }
 
     /// Whether every stream is open (false when there is none).

@@ -1,6 +1,7 @@
 //! Prometheus metrics, `changeflow_` prefixed, with bounded label values (stream names
 //! come from configuration, kinds and handler names from code).
 
+use crate::observe::locks::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -202,9 +203,7 @@ impl Metrics {
 
     /// Records that `stream`'s checkpoint was stored just now.
     pub fn checkpoint_saved(&self, stream: &str) {
-        if let Ok(mut saved) = self.checkpoint_saved.lock() {
-            saved.insert(stream.to_owned(), Instant::now());
-        }
+        lock(&self.checkpoint_saved).insert(stream.to_owned(), Instant::now());
     }
 
     /// The reader's wait counters of `stream`.
@@ -249,12 +248,10 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        if let Ok(saved) = self.checkpoint_saved.lock() {
-            for (stream, at) in saved.iter() {
-                self.checkpoint_age
-                    .with_label_values(&[stream])
-                    .set(at.elapsed().as_secs_f64());
-            }
+        for (stream, at) in lock(&self.checkpoint_saved).iter() {
+            self.checkpoint_age
+                .with_label_values(&[stream])
+                .set(at.elapsed().as_secs_f64());
         }
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

@@ -3,5 +3,6 @@
 
 pub mod error_text;
 pub mod health;
+pub(crate) mod locks;
 pub mod metrics;
 pub mod telemetry;

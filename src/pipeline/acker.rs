@@ -3,16 +3,34 @@
 
 use std::collections::VecDeque;
 
-/// Names one tracked event; returned by [`Acker::track`], handed back to
-/// [`Acker::route_done`] once per route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// One route of one tracked event: [`Acker::track`] issues one per route, and
+/// [`Acker::route_done`] consumes it. Neither `Copy` nor `Clone`: a route cannot be
+/// completed twice.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a ticket not handed back holds the checkpoint for ever"]
 pub(crate) struct Ticket(u64);
+
+/// The tickets of one tracked event, one per route.
+#[derive(Debug)]
+pub(crate) struct Tickets {
+    number: u64,
+    left: u32,
+}
+
+impl Iterator for Tickets {
+    type Item = Ticket;
+
+    fn next(&mut self) -> Option<Ticket> {
+        self.left = self.left.checked_sub(1)?;
+        Some(Ticket(self.number))
+    }
+}
 
 /// A completion the acker cannot accept: a bug in the caller, reported, never ignored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum AckError {
-    /// The ticket's event already finished all its routes (or was never issued).
-    #[error("ticket {0} is not in flight (completed twice, or never issued)")]
+    /// The ticket's event already finished all its routes (or was never issued here).
+    #[error("ticket {0} is not in flight (issued by another acker, or never issued)")]
     NotInFlight(u64),
 }
 
@@ -46,25 +64,30 @@ impl<P> Acker<P> {
         Self::default()
     }
 
-    /// Records the next event of the stream, which must finish `routes` routes; an event
-    /// with no route is finished at once (it still waits for the events before it).
-    pub fn track(&mut self, position: P, routes: u32) -> Ticket {
-        let ticket = Ticket(self.front + self.slots.len() as u64);
+    /// Records the next event of the stream, which must finish `routes` routes: one
+    /// ticket each. An event with no route is finished at once (it still waits for the
+    /// events before it).
+    pub fn track(&mut self, position: P, routes: u32) -> Tickets {
+        let number = self.front + self.slots.len() as u64;
         self.slots.push_back(Slot {
             position,
             routes_left: routes,
         });
         self.release();
-        ticket
+        Tickets {
+            number,
+            left: routes,
+        }
     }
 
     /// A position with nothing to handle, such as a quiet stream's post-batch resume token:
     /// the checkpoint reaches it once everything before it is finished.
     pub fn mark(&mut self, position: P) {
-        self.track(position, 0);
+        let _none = self.track(position, 0);
     }
 
-    /// One route of `ticket`'s event finished.
+    /// One route of `ticket`'s event finished. An error is a ticket of another acker (a
+    /// previous session's).
     pub fn route_done(&mut self, ticket: Ticket) -> Result<(), AckError> {
         let slot = ticket
             .0
@@ -113,18 +136,23 @@ impl<P> Acker<P> {
 mod tests {
     use super::*;
 
+    fn one(mut tickets: Tickets) -> Ticket {
+        tickets.next().expect("a ticket")
+    }
+
     #[test]
     fn checkpoint_waits_for_the_oldest_unfinished_event() {
         let mut acker = Acker::new();
-        let a = acker.track("a", 1);
-        let b = acker.track("b", 2);
-        let c = acker.track("c", 1);
+        let a = one(acker.track("a", 1));
+        let mut b = acker.track("b", 2);
+        let c = one(acker.track("c", 1));
         acker.route_done(c).unwrap();
-        acker.route_done(b).unwrap();
+        acker.route_done(b.next().unwrap()).unwrap();
         assert_eq!(acker.take_advanced(), None, "a is still running");
         acker.route_done(a).unwrap();
         assert_eq!(acker.take_advanced(), Some("a"), "b has one route left");
-        acker.route_done(b).unwrap();
+        acker.route_done(b.next().unwrap()).unwrap();
+        assert!(b.next().is_none(), "one ticket per route");
         assert_eq!(acker.take_advanced(), Some("c"));
         assert_eq!(acker.in_flight(), 0);
         assert_eq!((acker.released(), acker.tracked()), (3, 3));
@@ -134,9 +162,9 @@ mod tests {
     #[test]
     fn marks_and_routeless_events_pass_only_behind_earlier_work() {
         let mut acker = Acker::new();
-        let a = acker.track(1, 1);
+        let a = one(acker.track(1, 1));
         acker.mark(2);
-        acker.track(3, 0);
+        assert!(acker.track(3, 0).next().is_none(), "no route, no ticket");
         assert_eq!(acker.take_advanced(), None);
         assert_eq!((acker.released(), acker.tracked()), (0, 3));
         acker.route_done(a).unwrap();
@@ -149,17 +177,18 @@ mod tests {
         );
     }
 
+    /// A double completion does not compile (the ticket moved); what is left to refuse is
+    /// a ticket another acker issued.
     #[test]
-    fn double_and_unknown_completions_are_errors() {
+    fn tickets_of_another_acker_are_errors() {
+        let mut previous = Acker::new();
+        let _ = previous.track('x', 0);
+        let stale = one(previous.track('y', 1));
         let mut acker = Acker::new();
-        let a = acker.track('a', 1);
+        let a = one(acker.track('a', 1));
         acker.route_done(a).unwrap();
-        assert_eq!(acker.route_done(a), Err(AckError::NotInFlight(0)));
+        assert_eq!(acker.route_done(stale), Err(AckError::NotInFlight(1)));
         assert_eq!(acker.route_done(Ticket(99)), Err(AckError::NotInFlight(99)));
-        let b = acker.track('b', 2);
-        acker.route_done(b).unwrap();
-        acker.route_done(b).unwrap();
-        assert!(acker.route_done(b).is_err());
     }
 
     /// Any completion order: the checkpoint never passes an unfinished event, only moves
@@ -179,8 +208,7 @@ mod tests {
             let mut pending = Vec::new();
             for position in 0..n {
                 let routes = (next() % 3) as u32;
-                let ticket = acker.track(position, routes);
-                pending.extend(std::iter::repeat_n((ticket, position), routes as usize));
+                pending.extend(acker.track(position, routes).map(|t| (t, position)));
             }
             let mut finished_routes = vec![0u32; n];
             let mut needed = vec![0u32; n];

@@ -1,10 +1,11 @@
 //! The checkpoint writer: a task that stores the newest checkpoint it was given, so the
 //! stream never waits for a majority write. Newer checkpoints replace unwritten ones.
 //! Each checkpoint comes with the stream's sequence number of its position; the writer
-//! reports the newest one stored, which bounds how far reading may run ahead of it.
+//! reports the newest one stored, which bounds how far reading may run ahead of it, and
+//! each failed write; the stream's core decides what they mean.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -20,20 +21,11 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// its position) it stands for.
 type Numbered = (Checkpoint, u64);
 
-/// Whether handed checkpoints wait to be stored, for the stuck check.
-#[derive(Debug, Default)]
-struct Waiting {
-    /// Since when a handed checkpoint has waited with none stored (None: all are stored).
-    since: Option<Instant>,
-    /// The error of the last failed write, until a write succeeds.
-    error: Option<String>,
-}
-
 /// Hands checkpoints to the writer task.
 pub(crate) struct CheckpointWriter {
     latest: watch::Sender<Option<Numbered>>,
     stored: watch::Receiver<u64>,
-    waiting: Arc<Mutex<Waiting>>,
+    failed: watch::Receiver<Option<String>>,
     task: JoinHandle<()>,
 }
 
@@ -42,12 +34,12 @@ impl CheckpointWriter {
     pub fn start(store: CheckpointStore, metrics: Arc<Metrics>) -> CheckpointWriter {
         let (latest, rx) = watch::channel(None);
         let (stored_tx, stored) = watch::channel(0);
-        let waiting = Arc::new(Mutex::new(Waiting::default()));
-        let task = tokio::spawn(write_loop(store, metrics, rx, stored_tx, waiting.clone()));
+        let (failed_tx, failed) = watch::channel(None);
+        let task = tokio::spawn(write_loop(store, metrics, rx, stored_tx, failed_tx));
         CheckpointWriter {
             latest,
             stored,
-            waiting,
+            failed,
             task,
         }
     }
@@ -56,9 +48,6 @@ impl CheckpointWriter {
     /// and marks up to and including its position.
     pub fn submit(&self, checkpoint: Checkpoint, sequence: u64) {
         self.latest.send_replace(Some((checkpoint, sequence)));
-        if let Ok(mut waiting) = self.waiting.lock() {
-            waiting.since.get_or_insert_with(Instant::now);
-        }
     }
 
     /// The sequence number of the newest stored checkpoint; it changes after each write.
@@ -66,13 +55,9 @@ impl CheckpointWriter {
         self.stored.clone()
     }
 
-    /// While a handed checkpoint waits to be stored: how long none has been stored, and
-    /// the error of the last failed write if writes fail.
-    pub fn waiting(&self) -> Option<(Duration, Option<String>)> {
-        let waiting = self.waiting.lock().ok()?;
-        waiting
-            .since
-            .map(|since| (since.elapsed(), waiting.error.clone()))
+    /// The error of each failed write, as it happens (the writer retries by itself).
+    pub fn failed(&self) -> watch::Receiver<Option<String>> {
+        self.failed.clone()
     }
 
     /// Writes the last queued checkpoint (retrying until `give_up` completes) and stops.
@@ -96,7 +81,7 @@ async fn write_loop(
     metrics: Arc<Metrics>,
     mut rx: watch::Receiver<Option<Numbered>>,
     stored: watch::Sender<u64>,
-    waiting: Arc<Mutex<Waiting>>,
+    failed: watch::Sender<Option<String>>,
 ) {
     // `changed` still reports a value sent just before the sender was dropped.
     while rx.changed().await.is_ok() {
@@ -104,19 +89,11 @@ async fn write_loop(
         while let Some((checkpoint, sequence)) = next.take() {
             match store.save(&checkpoint).await {
                 Ok(()) => {
-                    if let Ok(mut waiting) = waiting.lock() {
-                        // A newer one queued meanwhile waits from now.
-                        let newer = rx.has_changed().unwrap_or(false);
-                        waiting.since = newer.then(Instant::now);
-                        waiting.error = None;
-                    }
                     metrics.checkpoint_saved(&checkpoint.stream);
                     stored.send_replace(sequence);
                 }
                 Err(e) => {
-                    if let Ok(mut waiting) = waiting.lock() {
-                        waiting.error = Some(Tidy(&e).to_string());
-                    }
+                    failed.send_replace(Some(Tidy(&e).to_string()));
                     tracing::warn!(stream = %checkpoint.stream, error = %Tidy(&e), "cannot store the checkpoint; retrying");
                     let newer = tokio::select! {
                         changed = rx.changed() => match changed {

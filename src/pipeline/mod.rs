@@ -3,6 +3,7 @@
 
 pub mod acker;
 pub mod checkpoint_writer;
+pub(crate) mod core;
 mod job;
 pub mod lanes;
 mod oversize;

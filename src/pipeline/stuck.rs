@@ -1,18 +1,17 @@
-//! Telling stuck from idle. The session keeps its unfinished events in read order and,
-//! on its clock, reports the stream stuck once the oldest has waited
-//! `health.stuck_after_ms` (naming the event, the target failing on it and its last
-//! error); a watch reports a stream whose reader has waited that long for the server.
-//! The session also reports a stream whose checkpoint cannot be stored for that long.
+//! Telling stuck from idle, and saying so. The stream's core decides on its clock whether
+//! its oldest unfinished event has waited `health.stuck_after_ms`, or its checkpoint has
+//! gone unstored that long; this module names the event, the target failing on it and its
+//! last error. A watch reports a stream whose reader has waited that long for the server.
 //! Every way: `/healthz` (503), the run's heartbeat (`status`), the
 //! `changeflow_stream_stuck` metric and one error line when it starts, one info line
 //! when it ends.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::core::Report;
 use super::job::JobContext;
 use super::router::Router;
 use crate::config::Config;
@@ -21,55 +20,8 @@ use crate::observe::health::{Health, Stuck, StuckCause};
 use crate::observe::metrics::Metrics;
 use crate::pipeline::target::Input;
 
-/// The events of a session that have work to do, oldest first.
-#[derive(Default)]
-pub(super) struct Unfinished {
-    /// Acker sequence number, when read, id, kind label.
-    events: VecDeque<(u64, Instant, EventId, &'static str)>,
-}
-
-impl Unfinished {
-    /// Remembers the event the acker numbered `sequence`, read now, and forgets those it
-    /// released (`released`: its sequence so far): at most the read-ahead bound is kept.
-    pub(super) fn read(&mut self, sequence: u64, id: EventId, kind: &'static str, released: u64) {
-        self.forget_released(released);
-        self.events.push_back((sequence, Instant::now(), id, kind));
-    }
-
-    fn forget_released(&mut self, released: u64) {
-        while self
-            .events
-            .front()
-            .is_some_and(|(seq, ..)| *seq <= released)
-        {
-            self.events.pop_front();
-        }
-    }
-
-    /// Forgets every event (the session ended).
-    pub(super) fn clear(&mut self) {
-        self.events.clear();
-    }
-
-    /// The oldest event not released by the acker (`released`: its sequence so far), and
-    /// how long it has waited.
-    fn oldest(&mut self, released: u64) -> Option<(Duration, EventId, &'static str)> {
-        while self
-            .events
-            .front()
-            .is_some_and(|(seq, ..)| *seq <= released)
-        {
-            self.events.pop_front();
-        }
-        self.events
-            .front()
-            .map(|(_, at, id, kind)| (at.elapsed(), *id, *kind))
-    }
-}
-
 /// What a session's stuck check needs.
 pub(super) struct Check<'a> {
-    pub config: &'a Config,
     pub health: &'a Health,
     pub metrics: &'a Metrics,
     pub router: &'a Router,
@@ -78,34 +30,36 @@ pub(super) struct Check<'a> {
 }
 
 impl Check<'_> {
-    /// Reports the stream stuck while its oldest unfinished event has waited
-    /// `health.stuck_after_ms`, and clears it once it moved.
-    pub(super) fn run(&self, unfinished: &mut Unfinished, released: u64) {
-        let oldest = unfinished.oldest(released);
+    /// Publishes the core's report: the oldest unfinished event's wait, and the stream
+    /// stuck (naming the event and the target failing on it) while it has waited
+    /// `health.stuck_after_ms`, cleared once it moved.
+    pub(super) fn run(&self, report: &Report) {
         self.metrics
             .oldest_unfinished
             .with_label_values(&[self.stream])
-            .set(oldest.map_or(0.0, |(waited, ..)| waited.as_secs_f64()));
-        let limit = Duration::from_millis(self.config.health.stuck_after_ms);
-        let stuck = oldest
-            .filter(|(waited, ..)| *waited >= limit)
-            .map(|(waited, id, kind)| self.why(waited, id, kind));
-        report(
+            .set(report.oldest.map_or(0.0, |o| o.waited.as_secs_f64()));
+        let stuck = report
+            .oldest
+            .filter(|_| report.handlers_stuck)
+            .map(|o| self.why(o.waited, o.event_id, o.kind));
+        report_stuck(
             self.health,
             self.metrics,
             self.stream,
             StuckCause::Handlers,
             stuck,
         );
+        self.checkpoint(report);
     }
 
     /// Reports the stream stuck while a checkpoint handed to the writer has waited
     /// `health.stuck_after_ms` with none stored (`waiting`: how long, and the writer's last
     /// error if its writes fail); clears it once one is stored.
-    pub(super) fn checkpoint(&self, waiting: Option<(Duration, Option<String>)>) {
-        let limit = Duration::from_millis(self.config.health.stuck_after_ms);
-        let stuck = waiting
-            .filter(|(w, _)| *w >= limit)
+    fn checkpoint(&self, report: &Report) {
+        let stuck = report
+            .checkpoint_wait
+            .clone()
+            .filter(|_| report.checkpoint_stuck)
             .map(|(waited, failing)| {
                 let why = match &failing {
                     Some(_) => "every write fails",
@@ -127,7 +81,7 @@ impl Check<'_> {
                     ),
                 }
             });
-        report(
+        report_stuck(
             self.health,
             self.metrics,
             self.stream,
@@ -176,7 +130,7 @@ impl Check<'_> {
 
 /// Records whether `stream` is stuck for `cause` in health and the metric, logging when
 /// that changes.
-pub(crate) fn report(
+pub(crate) fn report_stuck(
     health: &Health,
     metrics: &Metrics,
     stream: &str,
@@ -231,7 +185,7 @@ pub(crate) async fn watch_sources(
                     ms / 1000
                 ),
             });
-            report(&health, &metrics, stream, StuckCause::Source, stuck);
+            report_stuck(&health, &metrics, stream, StuckCause::Source, stuck);
         }
     }
 }

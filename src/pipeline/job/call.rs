@@ -11,6 +11,7 @@ use mongodb::bson::Bson;
 
 use super::{JobContext, Outcome, Trouble};
 use crate::domain::EventId;
+use crate::domain::namespace::NamespaceEvent;
 use crate::observe::error_text::Tidy;
 use crate::pipeline::target::{Routed, Target, TargetError};
 use crate::state::dead_letters::DeadLetter;
@@ -126,6 +127,22 @@ async fn recover(call: &Call<'_>, ctx: &JobContext, mut outcome: Attempt) -> Out
 
 /// Stores a change that could not be decoded, retrying (without end, unless cancelled)
 /// while the store fails: the checkpoint passes the change only once it is stored.
+/// Records a namespace event, retrying until stored or cancelled.
+pub(super) async fn record_namespace(event: &NamespaceEvent, ctx: &JobContext) -> Outcome {
+    let Some(log) = &ctx.namespace_log else {
+        return Outcome::Done;
+    };
+    let recorded = crate::state::retry::until_ok("record a namespace event", &ctx.cancel, || {
+        log.record(&ctx.stream, event)
+    })
+    .await;
+    if recorded {
+        Outcome::Done
+    } else {
+        Outcome::Cancelled
+    }
+}
+
 pub(super) async fn store_dead_letter(letter: &DeadLetter, ctx: &JobContext) -> Outcome {
     if !ctx.dead_letters.put_until_stored(letter, &ctx.cancel).await {
         return Outcome::Cancelled;

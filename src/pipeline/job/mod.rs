@@ -20,11 +20,12 @@ use crate::observe::metrics::Metrics;
 use crate::pipeline::acker::Ticket;
 use crate::pipeline::target::{Input, Routed};
 use crate::state::dead_letters::{DeadLetter, DeadLetters};
-use call::{Call, run_call, store_dead_letter};
+use crate::state::namespace_log::NamespaceLog;
+use call::{Call, record_namespace, run_call, store_dead_letter};
 
 /// An event waiting for (or running through) its targets.
 pub struct Job {
-    /// The acker's ticket of the event.
+    /// The acker's ticket of this job's route of the event.
     pub ticket: Ticket,
     /// The event and where it goes.
     pub work: Work,
@@ -111,6 +112,15 @@ pub(crate) enum Work {
         /// Its targets.
         route: Route,
     },
+    /// A namespace event recorded in the namespace log, before the jobs of its route
+    /// (which wait behind it in its lane): retried until stored or cancelled, beside the
+    /// stream's other work instead of holding up the stream.
+    Record {
+        /// The event.
+        event: Arc<NamespaceEvent>,
+        /// `ns:<namespace>`, the lane of its route's jobs.
+        lane: Arc<str>,
+    },
     /// A change that could not be decoded, to the dead-letter collection; its lane is its
     /// own (nothing else waits on it, and it waits on nothing).
     DeadLetter {
@@ -126,7 +136,7 @@ impl Work {
     pub fn lane(&self) -> &str {
         match self {
             Work::Event { item, .. } => item.lane(),
-            Work::DeadLetter { lane, .. } => lane,
+            Work::Record { lane, .. } | Work::DeadLetter { lane, .. } => lane,
         }
     }
 
@@ -134,8 +144,15 @@ impl Work {
     pub fn label(&self) -> &'static str {
         match self {
             Work::Event { item, .. } => item.label(),
+            Work::Record { .. } => "namespace",
             Work::DeadLetter { .. } => "invalid",
         }
+    }
+
+    /// Whether finishing it finishes the event for the handled count (a record comes
+    /// before its event's route, which counts it).
+    pub fn counts_as_handled(&self) -> bool {
+        !matches!(self, Work::Record { .. })
     }
 }
 
@@ -171,6 +188,8 @@ pub(crate) struct JobContext {
     pub metrics: Arc<Metrics>,
     /// Where refused events go.
     pub dead_letters: DeadLetters,
+    /// Where namespace events are recorded; None records nothing (a dry run).
+    pub namespace_log: Option<NamespaceLog>,
     /// Stops retries (shutdown deadline passed).
     pub cancel: CancellationToken,
     /// Duration histogram of each handler, looked up once.
@@ -190,23 +209,26 @@ pub(crate) struct Trouble {
 }
 
 impl JobContext {
+    /// The map of troubles (taken over if a panic poisoned it: the stuck alarm keeps
+    /// naming failing targets).
+    fn troubles(&self) -> std::sync::MutexGuard<'_, HashMap<EventId, Trouble>> {
+        crate::observe::locks::lock(&self.troubles)
+    }
+
     /// The trouble of `event`, if one of its targets is failing.
     pub fn trouble(&self, event: &EventId) -> Option<Trouble> {
-        self.troubles.lock().ok()?.get(event).cloned()
+        self.troubles().get(event).cloned()
     }
 
     fn set_trouble(&self, event: EventId, trouble: Trouble) {
-        if let Ok(mut troubles) = self.troubles.lock() {
-            troubles.insert(event, trouble);
-        }
+        self.troubles().insert(event, trouble);
     }
 
     /// Forgets `target`'s trouble with `event`; another target's (the event's other job
     /// may still be failing) stays.
     fn clear_trouble(&self, event: EventId, target: &str) {
-        if let Ok(mut troubles) = self.troubles.lock()
-            && troubles.get(&event).is_some_and(|t| t.target == target)
-        {
+        let mut troubles = self.troubles();
+        if troubles.get(&event).is_some_and(|t| t.target == target) {
             troubles.remove(&event);
         }
     }
@@ -229,6 +251,7 @@ pub async fn run(job: Job, ctx: Arc<JobContext>) -> Completion {
                 }
             }
         }
+        Work::Record { event, .. } => vec![record_namespace(event, &ctx).boxed().await],
         Work::DeadLetter { letter, .. } => vec![store_dead_letter(letter, &ctx).boxed().await],
     };
     let mut completion = Completion {

@@ -73,7 +73,7 @@ pub async fn run(
                 tracing::info!(stream = %name, collections = ?target.collections, "stream open");
                 let mut session = Session::new(&shared, name.clone(), events_since_start);
                 let end = session.run(stream, &shutdown).await;
-                events_since_start = session.events_since_start;
+                events_since_start = session.events_since_start();
                 record_open(&shared, &name, false);
                 match end {
                     End::Shutdown => return Ok(()),

@@ -1,9 +1,11 @@
-//! One session of a stream: read, dispatch, collect completions, move and store the
-//! checkpoint, until the stream ends, fails or the run stops; then drain.
+//! One session of a stream: the async shell around the stream's [`Core`]. It feeds the
+//! core what happens (changes read, jobs completed, checkpoints stored or failed, the
+//! clock, a stop) and does what the core asks (start a job, store a checkpoint, abandon
+//! what runs, finish). Every decision about *when* is the core's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -14,59 +16,77 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::observe::health::StuckCause;
-use crate::pipeline::acker::Acker;
 use crate::pipeline::checkpoint_writer::CheckpointWriter;
-use crate::pipeline::job::{Completion, Job, JobContext};
-use crate::pipeline::lanes::Lanes;
-use crate::pipeline::pause::{Cause, PauseClock};
-use crate::pipeline::stuck::{self, Unfinished};
+use crate::pipeline::core::{Action, Core, Limits};
+use crate::pipeline::job::{self, Completion, Job, JobContext, Part};
+use crate::pipeline::pause::PauseClock;
+use crate::pipeline::stuck;
 use crate::pipeline::until::ReplayStep;
 use crate::pipeline::{EngineError, Shared};
 use crate::source;
 use crate::source::reader::{self, Item, Position};
 use crate::state::checkpoints::Checkpoint;
 
+/// Where the core's checkpoints go.
+enum Store {
+    /// The checkpoint writer task, and what it reports.
+    Writer {
+        writer: CheckpointWriter,
+        stored: watch::Receiver<u64>,
+        failed: watch::Receiver<Option<String>>,
+    },
+    /// A dry run stores nothing: every checkpoint counts as stored at once.
+    Nothing,
+}
+
 /// Everything one open stream needs; rebuilt on every reopen (the previous one drained).
 pub(super) struct Session<'a> {
     pub(super) shared: &'a Shared,
     pub(super) name: Arc<str>,
-    pub(super) acker: Acker<Position>,
-    pub(super) lanes: Lanes<Job>,
+    pub(super) core: Core<Position, Job>,
     /// Jobs in progress, polled by this task: no spawn or cross-thread wake-up per event.
-    pub(super) running: FuturesUnordered<BoxFuture<'static, Completion>>,
+    running: FuturesUnordered<BoxFuture<'static, Completion>>,
     pub(super) ctx: Arc<JobContext>,
     /// Metric handles by label, looked up once per session instead of once per event.
     pub(super) received: HashMap<&'static str, IntCounter>,
-    pub(super) handled: HashMap<&'static str, IntCounter>,
-    /// Newest fully handled position not yet handed to the writer, with its sequence
-    /// number (see [`Acker::released`]).
-    pub(super) unsaved: Option<(Position, u64)>,
-    pub(super) writer: Option<CheckpointWriter>,
-    /// Sequence number of the newest checkpoint handed to the writer.
-    pub(super) submitted: u64,
-    /// Sequence number of the newest stored checkpoint, reported by the writer.
-    pub(super) stored: watch::Receiver<u64>,
-    /// Its value, taken once per round of the session loop, not once per event.
-    pub(super) durable: u64,
-    pub(super) events_since_save: u64,
-    pub(super) events_since_start: u64,
+    handled: HashMap<&'static str, IntCounter>,
+    store: Store,
     /// Set when a job ended fatally: the session stops.
-    pub(super) fatal: Option<String>,
+    fatal: Option<String>,
     /// Set by dispatch when the stream must stop at the change it was given.
     pub(super) stop: Option<EngineError>,
-    /// Events with work to do, oldest first, for the stuck check.
-    pub(super) unfinished: Unfinished,
 }
 
 impl<'a> Session<'a> {
     pub(super) fn new(shared: &'a Shared, name: Arc<str>, events_since_start: u64) -> Session<'a> {
-        let writer = CheckpointWriter::start(shared.checkpoints.clone(), shared.metrics.clone());
+        let config = &shared.config;
+        // At least every half bound: one checkpoint is stored while the other half is read,
+        // so reading does not stall on the store.
+        let half_window = config.engine.max_in_flight_events as u64 / 2;
+        let limits = Limits {
+            max_in_flight: config.engine.max_in_flight_events as u64,
+            save_every: config.checkpoint.every_events.min(half_window).max(1),
+            stuck_after: Duration::from_millis(config.health.stuck_after_ms),
+            drain_timeout: Duration::from_millis(config.engine.shutdown_timeout_ms),
+        };
+        let store = if shared.dry_run() {
+            Store::Nothing
+        } else {
+            let writer =
+                CheckpointWriter::start(shared.checkpoints.clone(), shared.metrics.clone());
+            Store::Writer {
+                stored: writer.stored(),
+                failed: writer.failed(),
+                writer,
+            }
+        };
         Session {
             shared,
             ctx: Arc::new(JobContext {
                 stream: name.clone(),
                 metrics: shared.metrics.clone(),
                 dead_letters: shared.dead_letters.clone(),
+                namespace_log: (!shared.dry_run()).then(|| shared.namespace_log.clone()),
                 cancel: CancellationToken::new(),
                 timers: shared
                     .router
@@ -79,20 +99,17 @@ impl<'a> Session<'a> {
             received: HashMap::new(),
             handled: HashMap::new(),
             name,
-            acker: Acker::new(),
-            lanes: Lanes::new(),
+            core: Core::new(limits, events_since_start),
             running: FuturesUnordered::new(),
-            unsaved: None,
-            submitted: 0,
-            stored: writer.stored(),
-            durable: 0,
-            writer: Some(writer),
-            events_since_save: 0,
-            events_since_start,
+            store,
             fatal: None,
             stop: None,
-            unfinished: Unfinished::default(),
         }
+    }
+
+    /// Changes read since the stream started, across sessions.
+    pub(super) fn events_since_start(&self) -> u64 {
+        self.core.events()
     }
 
     pub(super) async fn run(
@@ -115,35 +132,53 @@ impl<'a> Session<'a> {
             waits,
             shared.health.source(&self.name),
         ));
-        // At least every half bound: one checkpoint is stored while the other half is read,
-        // so reading does not stall on the writer.
-        let half_window = config.engine.max_in_flight_events as u64 / 2;
-        let save_every = config.checkpoint.every_events.min(half_window).max(1);
         let mut pauses = PauseClock::new(shared.metrics.dispatch_pauses(&self.name));
         let mut tick = tokio::time::interval(Duration::from_millis(config.checkpoint.every_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
+        let (mut stored, mut failed) = match &self.store {
+            Store::Writer { stored, failed, .. } => (stored.clone(), failed.clone()),
+            // Never change: a dry run's checkpoints count as stored when handed on.
+            Store::Nothing => (watch::channel(0).1, watch::channel(None).1),
+        };
         // The chunk being worked through; taken up again whenever in-flight work allows.
         let mut pending = Vec::new().into_iter();
-        let end = 'session: loop {
+        let mut end = None;
+        // Set by a stop: when the drain's time is up.
+        let mut drain_until: Option<tokio::time::Instant> = None;
+        loop {
+            let stopping = end.is_some();
+            let until = drain_until.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 biased;
-                _ = &mut cancelled => break End::Shutdown,
+                _ = &mut cancelled, if !stopping => end = Some(End::Shutdown),
                 Some(done) = self.running.next() => self.complete(done),
                 _ = tick.tick() => {
-                    self.save();
-                    self.check_stuck();
+                    let report = self.core.tick(Instant::now());
+                    self.check(&report);
                 }
-                Ok(()) = self.stored.changed() => {}
-                chunk = rx.recv(), if pending.len() == 0 => match chunk {
+                // While stopping, the drain's deadline is checked on time, not on the tick.
+                _ = tokio::time::sleep_until(until), if drain_until.is_some() => {
+                    let report = self.core.tick(Instant::now());
+                    self.check(&report);
+                }
+                Ok(()) = stored.changed() => {
+                    let sequence = *stored.borrow_and_update();
+                    self.core.stored(sequence, Instant::now());
+                }
+                Ok(()) = failed.changed() => {
+                    if let Some(error) = failed.borrow_and_update().clone() {
+                        self.core.store_failed(error);
+                    }
+                }
+                chunk = rx.recv(), if pending.len() == 0 && !stopping => match chunk {
                     Some(chunk) => pending = chunk.into_iter(),
-                    None => break End::Closed,
+                    None => end = Some(End::Closed),
                 },
             }
-            self.durable = *self.stored.borrow_and_update();
             let mut burst = 0;
-            while self.may_read() {
+            while end.is_none() && self.core.may_read() {
                 let Some(item) = pending.next() else { break };
                 burst += 1;
                 if burst % YIELD_EVERY == 0 {
@@ -156,7 +191,10 @@ impl<'a> Session<'a> {
                             None => false,
                             Some(replay) => {
                                 match replay.change(&token, times.cluster_time, progress) {
-                                    ReplayStep::Past => break 'session End::Complete,
+                                    ReplayStep::Past => {
+                                        end = Some(End::Complete);
+                                        break;
+                                    }
                                     ReplayStep::Last => true,
                                     ReplayStep::Within => false,
                                 }
@@ -167,145 +205,91 @@ impl<'a> Session<'a> {
                             cluster_time: times.cluster_time,
                             wall_time: times.wall_time,
                         };
-                        if !self.dispatch(position, decoded, shutdown).await {
-                            break 'session End::Shutdown;
-                        }
+                        self.dispatch(position, decoded);
                         if let Some(stop) = self.stop.take() {
-                            break 'session End::Stop(stop);
-                        }
-                        if last {
-                            break 'session End::Complete;
+                            end = Some(End::Stop(stop));
+                        } else if last {
+                            end = Some(End::Complete);
                         }
                     }
                     Item::Idle(position) => {
                         let passed = replay.is_some_and(|r| r.idle(&position.token, progress));
-                        self.acker.mark(position);
+                        self.core.mark(position, Instant::now());
                         if passed {
-                            break 'session End::Complete;
+                            end = Some(End::Complete);
                         }
                     }
-                    Item::Failed(e) => break 'session End::Failed(e),
-                    Item::Closed => break 'session End::Closed,
-                }
-                if self.events_since_save >= save_every {
-                    self.save();
+                    Item::Failed(e) => end = Some(End::Failed(e)),
+                    Item::Closed => end = Some(End::Closed),
                 }
             }
-            self.collect_advanced();
-            let held_back = self.held_back();
-            if held_back.is_some() && self.durable >= self.submitted {
-                // The writer is idle while reading waits on it: give it the newest position.
-                self.save();
-            }
-            pauses.observe(held_back);
             if let Some(reason) = self.fatal.take() {
-                break End::Fatal(reason);
+                end.get_or_insert(End::Fatal(reason));
             }
-        };
+            if !stopping && end.is_some() {
+                self.begin_stop(&reader);
+                // A millisecond past the core's deadline, so the tick then finds it passed.
+                let drain = Duration::from_millis(config.engine.shutdown_timeout_ms + 1);
+                drain_until = Some(tokio::time::Instant::now() + drain);
+            }
+            if self.act() {
+                break;
+            }
+            pauses.observe(self.core.held_back());
+        }
         pauses.observe(None);
-        reader.abort();
-        // An aborted read is not a server that stopped answering.
-        shared.health.source(&self.name).answered();
         self.clear_stuck();
-        self.drain().await;
-        self.save();
-        if let Some(writer) = self.writer.take() {
+        if let Store::Writer { writer, .. } = std::mem::replace(&mut self.store, Store::Nothing) {
             writer.finish(tokio::time::sleep(FINAL_CHECKPOINT)).await;
         }
-        end
+        end.unwrap_or(End::Shutdown)
     }
 
-    /// Reports the stream stuck while its oldest unfinished event has waited
-    /// `health.stuck_after_ms` (see [`super::stuck`]).
-    pub(super) fn check_stuck(&mut self) {
-        let shared = self.shared;
-        let check = stuck::Check {
-            config: &shared.config,
-            health: &shared.health,
-            metrics: &shared.metrics,
-            router: &shared.router,
-            ctx: &self.ctx,
-            stream: &self.name,
-        };
-        check.run(&mut self.unfinished, self.acker.released());
-        check.checkpoint(self.writer.as_ref().and_then(CheckpointWriter::waiting));
-    }
-
-    pub(super) fn clear_stuck(&mut self) {
-        self.unfinished.clear();
-        let shared = self.shared;
-        for cause in [StuckCause::Handlers, StuckCause::Checkpoint] {
-            stuck::report(&shared.health, &shared.metrics, &self.name, cause, None);
-        }
-    }
-
-    pub(super) fn collect_advanced(&mut self) {
-        if let Some(position) = self.acker.take_advanced() {
-            self.unsaved = Some((position, self.acker.released()));
-        }
-    }
-
-    /// Whether another change may be read: fewer than `engine.max_in_flight_events` were
-    /// read after the newest stored checkpoint, so a crash repeats at most that many. A dry
-    /// run stores none; there the bound counts from the newest handled position.
-    pub(super) fn may_read(&self) -> bool {
-        let behind = if self.shared.dry_run() {
-            self.acker.released()
-        } else {
-            self.durable
-        };
-        let ahead = self.acker.tracked().saturating_sub(behind);
-        ahead < self.shared.config.engine.max_in_flight_events as u64
-    }
-
-    /// Why reading is held back now, if it is.
-    pub(super) fn held_back(&self) -> Option<Cause> {
-        if self.may_read() {
-            None
-        } else if self.acker.in_flight() >= self.shared.config.engine.max_in_flight_events {
-            Some(Cause::Handlers)
-        } else {
-            Some(Cause::Checkpoint)
-        }
-    }
-
-    /// Lets running and queued jobs finish, up to the shutdown timeout; then abandons the
-    /// rest (the checkpoint stays before them, so they run again after a restart).
-    pub(super) async fn drain(&mut self) {
-        let timeout = Duration::from_millis(self.shared.config.engine.shutdown_timeout_ms);
-        let deadline = tokio::time::Instant::now() + timeout;
-        let waiting = self.acker.in_flight();
+    /// Stops reading and starts the drain.
+    fn begin_stop(&mut self, reader: &tokio::task::JoinHandle<()>) {
+        reader.abort();
+        // An aborted read is not a server that stopped answering.
+        self.shared.health.source(&self.name).answered();
+        let waiting = self.core.in_flight();
         if waiting > 0 {
             tracing::info!(stream = %self.name, in_flight = waiting, "waiting for in-flight events");
         }
-        while !self.running.is_empty() {
-            tokio::select! {
-                Some(done) = self.running.next() => self.complete(done),
-                _ = tokio::time::sleep_until(deadline) => {
+        self.core.stop(Instant::now());
+    }
+
+    /// Does what the core asks; true once it finished.
+    fn act(&mut self) -> bool {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Start(job) => self.running.push(Box::pin(job::run(job, self.ctx.clone()))),
+                Action::Store {
+                    position,
+                    sequence,
+                    events,
+                } => self.store(position, sequence, events),
+                Action::Abandon { unfinished } => {
                     tracing::warn!(
                         stream = %self.name,
-                        abandoned = self.acker.in_flight(),
+                        abandoned = unfinished,
                         "shutdown timeout: abandoning unfinished events (they run again after restart)"
                     );
                     self.ctx.cancel.cancel();
                     self.running = FuturesUnordered::new();
-                    break;
                 }
+                Action::Finished => return true,
             }
         }
-        self.collect_advanced();
+        false
     }
 
-    /// Hands the newest handled position to the writer, if it moved: on the clock
-    /// (`every_ms`), after `every_events` events (or half the read-ahead bound, if less),
-    /// when reading waits on the writer, and when the session ends.
-    pub(super) fn save(&mut self) {
-        self.collect_advanced();
-        if self.shared.dry_run() {
-            return;
-        }
-        let (Some((position, sequence)), Some(writer)) = (self.unsaved.take(), &self.writer) else {
-            return;
+    /// Hands a checkpoint to the store.
+    fn store(&mut self, position: Position, sequence: u64, events: u64) {
+        let writer = match &self.store {
+            Store::Writer { writer, .. } => writer,
+            Store::Nothing => {
+                self.core.stored(sequence, Instant::now());
+                return;
+            }
         };
         let token = match reader::resume_token(&position.token) {
             Ok(token) => token,
@@ -315,16 +299,56 @@ impl<'a> Session<'a> {
                 return;
             }
         };
-        self.events_since_start += self.events_since_save;
-        self.events_since_save = 0;
-        let checkpoint = Checkpoint {
-            stream: self.name.to_string(),
-            token,
-            cluster_time: position.cluster_time,
-            wall_time: position.wall_time,
-            events_since_start: self.events_since_start,
-        };
-        writer.submit(checkpoint, sequence);
-        self.submitted = sequence;
+        writer.submit(
+            Checkpoint {
+                stream: self.name.to_string(),
+                token,
+                cluster_time: position.cluster_time,
+                wall_time: position.wall_time,
+                events_since_start: events,
+            },
+            sequence,
+        );
+    }
+
+    /// A job ended.
+    pub(super) fn complete(&mut self, done: Completion) {
+        if let Some(reason) = &done.fatal {
+            tracing::error!(stream = %self.name, reason = %reason, "stopping the stream");
+            self.fatal.get_or_insert(reason.clone());
+        }
+        if done.finished && done.part != Part::Beside && done.work.counts_as_handled() {
+            let kind = done.work.label();
+            let metrics = &self.shared.metrics;
+            self.handled
+                .entry(kind)
+                .or_insert_with(|| metrics.events_handled.with_label_values(&[kind]))
+                .inc();
+        }
+        let lane = (done.part == Part::Laned).then(|| done.work.lane());
+        let ticket = done.finished.then_some(done.ticket);
+        if let Err(e) = self.core.complete(ticket, lane, Instant::now()) {
+            tracing::error!(stream = %self.name, error = %e, "a completion the core refused");
+        }
+    }
+
+    /// Publishes the core's report: stuck or not, and why.
+    fn check(&self, report: &crate::pipeline::core::Report) {
+        let shared = self.shared;
+        stuck::Check {
+            health: &shared.health,
+            metrics: &shared.metrics,
+            router: &shared.router,
+            ctx: &self.ctx,
+            stream: &self.name,
+        }
+        .run(report);
+    }
+
+    fn clear_stuck(&mut self) {
+        let shared = self.shared;
+        for cause in [StuckCause::Handlers, StuckCause::Checkpoint] {
+            stuck::report_stuck(&shared.health, &shared.metrics, &self.name, cause, None);
+        }
     }
 }

@@ -2,30 +2,70 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::{DEADLINE, unique_name, within};
 
-/// A consumer of `topic` on `brokers` from its first record, in a group of its own.
-pub fn reader(brokers: &str, topic: &str) -> StreamConsumer {
+/// A consumer of every partition of `topic` on `brokers`, from its first record. It is
+/// assigned the partitions, not subscribed: no group to join (the prebuilt broker takes
+/// about 20 s over a group's first join), and nothing committed. Waits until the topic
+/// exists (changeflow may create it later).
+pub async fn reader(brokers: &str, topic: &str) -> StreamConsumer {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique_name("reader"))
-        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
         .unwrap_or_else(|e| panic!("creating a consumer for {brokers}: {e}"));
+    let until = std::time::Instant::now() + DEADLINE;
+    let partitions = loop {
+        // The metadata call blocks: off the runtime, which may run the test's proxy.
+        let (brokers_owned, topic_owned) = (brokers.to_owned(), topic.to_owned());
+        let found =
+            tokio::task::spawn_blocking(move || partitions_of(&brokers_owned, &topic_owned))
+                .await
+                .ok()
+                .flatten();
+        if let Some(partitions) = found {
+            break partitions;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "topic {topic} does not exist on {brokers} after {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap_or_else(|e| panic!("assigning {topic}/{partition}: {e}"));
+    }
     consumer
-        .subscribe(&[topic])
-        .unwrap_or_else(|e| panic!("subscribing to {topic}: {e}"));
+        .assign(&assignment)
+        .unwrap_or_else(|e| panic!("assigning {topic}: {e}"));
     consumer
+}
+
+/// The partitions of `topic`, once it exists.
+fn partitions_of(brokers: &str, topic: &str) -> Option<Vec<i32>> {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .ok()?;
+    let metadata = client
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()?;
+    let t = metadata.topics().iter().find(|t| t.name() == topic)?;
+    (t.error().is_none() && !t.partitions().is_empty())
+        .then(|| t.partitions().iter().map(|p| p.id()).collect())
 }
 
 /// Reads `count` records of `topic` from the start.
 pub async fn consume(brokers: &str, topic: &str, count: usize) -> Vec<OwnedMessage> {
-    let consumer = reader(brokers, topic);
+    let consumer = reader(brokers, topic).await;
     let mut records = Vec::new();
     while records.len() < count {
         let what = format!("record {} of {count} on {topic}", records.len() + 1);
@@ -46,7 +86,7 @@ pub async fn consume_until(
     quiet: Duration,
     mut complete: impl FnMut(&OwnedMessage) -> bool,
 ) -> Vec<OwnedMessage> {
-    let consumer = reader(brokers, topic);
+    let consumer = reader(brokers, topic).await;
     let until = tokio::time::Instant::now() + deadline;
     let mut records = Vec::new();
     let mut done = false;
