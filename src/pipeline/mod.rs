@@ -78,7 +78,8 @@ pub(crate) struct Shared {
     client: Client,
     config: Arc<Config>,
     router: Router,
-    domains: Domains,
+    /// Shared with the blocking pool, which decodes the largest changes.
+    domains: Arc<Domains>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     checkpoints: CheckpointStore,
@@ -132,7 +133,7 @@ impl Engine {
         Engine {
             shared: Shared {
                 router,
-                domains,
+                domains: Arc::new(domains),
                 checkpoints: CheckpointStore::new(&state_db),
                 dead_letters: DeadLetters::new(&state_db),
                 gaps: Gaps::new(&state_db),

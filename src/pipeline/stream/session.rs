@@ -27,6 +27,9 @@ use crate::source;
 use crate::source::reader::{self, Item, Position};
 use crate::state::checkpoints::Checkpoint;
 
+/// Changes larger than this are decoded on the blocking pool, not on the stream's task.
+const DECODE_ASIDE_BYTES: usize = 1 << 20;
+
 /// Where the core's checkpoints go.
 enum Store {
     /// The checkpoint writer task, and what it reports.
@@ -186,7 +189,21 @@ impl<'a> Session<'a> {
                 }
                 match item {
                     Item::Change { token, raw } => {
-                        let (decoded, times) = shared.domains.decode(raw);
+                        let (decoded, times) = if raw.as_bytes().len() > DECODE_ASIDE_BYTES {
+                            // Tens of milliseconds for a 16 MB change: off the runtime's
+                            // workers, which the writer, the reader and HTTP share.
+                            let domains = shared.domains.clone();
+                            match tokio::task::spawn_blocking(move || domains.decode(raw)).await {
+                                Ok(decoded) => decoded,
+                                Err(e) => {
+                                    end =
+                                        Some(End::Fatal(format!("decoding a change failed: {e}")));
+                                    break;
+                                }
+                            }
+                        } else {
+                            shared.domains.decode(raw)
+                        };
                         let last = match replay {
                             None => false,
                             Some(replay) => {
