@@ -354,6 +354,93 @@ fn step() -> impl Strategy<Value = Step> {
 
 const LANES: [&str; 3] = ["k0", "k1", "k2"];
 
+/// A job of the property test: (change, its n-th route).
+type ModelJob = (u64, usize);
+
+/// What the property test knows besides the core, and the checks on every action.
+#[derive(Default)]
+struct Model {
+    next: u64,
+    /// Per change: jobs not yet completed.
+    open: BTreeMap<u64, usize>,
+    tickets: BTreeMap<ModelJob, Ticket>,
+    lane_of: BTreeMap<ModelJob, &'static str>,
+    started: BTreeSet<ModelJob>,
+    running: Vec<ModelJob>,
+    last_started: BTreeMap<&'static str, u64>,
+    busy: BTreeSet<&'static str>,
+    /// Checkpoints handed to the store: (position, sequence).
+    handed: Vec<(u64, u64)>,
+    stored: u64,
+    finished: bool,
+}
+
+impl Model {
+    /// Takes the core's actions, checking each.
+    fn act(&mut self, core: &mut Core<u64, ModelJob>) -> Result<(), TestCaseError> {
+        while let Some(action) = core.poll_action() {
+            match action {
+                Action::Start(job) => {
+                    prop_assert!(self.started.insert(job), "{job:?} started twice");
+                    let lane = self.lane_of[&job];
+                    prop_assert!(self.busy.insert(lane), "two jobs of {lane} at once");
+                    if let Some(prev) = self.last_started.insert(lane, job.0) {
+                        prop_assert!(prev < job.0, "{lane}: {} after {prev}", job.0);
+                    }
+                    self.running.push(job);
+                }
+                Action::Store {
+                    position, sequence, ..
+                } => {
+                    prop_assert!(
+                        self.open.range(..=position).all(|(_, left)| *left == 0),
+                        "checkpoint {position} passes unfinished work: {:?}",
+                        self.open
+                    );
+                    if let Some((last, _)) = self.handed.last() {
+                        prop_assert!(position > *last, "moved back");
+                    }
+                    self.handed.push((position, sequence));
+                }
+                Action::Abandon { .. } => self.running.clear(),
+                Action::Finished => self.finished = true,
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a change with jobs in `lanes` (distinct).
+    fn read(&mut self, core: &mut Core<u64, ModelJob>, lanes: &[u8], now: Instant) {
+        let change = self.next;
+        self.next += 1;
+        self.open.insert(change, lanes.len());
+        let tickets = core.change(change, routes(lanes.len(), change), now);
+        for (i, (ticket, lane)) in tickets.zip(lanes).enumerate() {
+            self.tickets.insert((change, i), ticket);
+            self.lane_of.insert((change, i), LANES[usize::from(*lane)]);
+            core.enqueue(Some(LANES[usize::from(*lane)]), (change, i));
+        }
+    }
+
+    /// Completes the i-th running job.
+    fn complete(
+        &mut self,
+        core: &mut Core<u64, ModelJob>,
+        i: usize,
+        now: Instant,
+    ) -> Result<(), TestCaseError> {
+        let job = self.running.remove(i % self.running.len());
+        let lane = self.lane_of[&job];
+        self.busy.remove(lane);
+        if let Some(left) = self.open.get_mut(&job.0) {
+            *left -= 1;
+        }
+        let ticket = self.tickets.remove(&job);
+        prop_assert!(core.complete(ticket, Some(lane), now).is_ok());
+        Ok(())
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 
@@ -369,59 +456,9 @@ proptest! {
         save_every in 1u64..5,
     ) {
         let limits = Limits { max_in_flight, save_every, ..LIMITS };
-        let mut core: Core<u64, (u64, usize)> = Core::new(limits, 0);
-        let start = Instant::now();
-        let mut now = start;
-        let mut next = 0u64;
-        // Per change: jobs not yet completed.
-        let mut open: BTreeMap<u64, usize> = BTreeMap::new();
-        let mut tickets: BTreeMap<(u64, usize), Ticket> = BTreeMap::new();
-        let mut lanes_of: BTreeMap<(u64, usize), &'static str> = BTreeMap::new();
-        let mut started: BTreeSet<(u64, usize)> = BTreeSet::new();
-        let mut running: Vec<(u64, usize)> = Vec::new();
-        let mut last_started: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut busy: BTreeSet<&'static str> = BTreeSet::new();
-        let mut handed: Vec<(u64, u64)> = Vec::new();
-        let mut stored = 0u64;
-
-        let apply = |core: &mut Core<u64, (u64, usize)>,
-                         running: &mut Vec<(u64, usize)>,
-                         started: &mut BTreeSet<(u64, usize)>,
-                         busy: &mut BTreeSet<&'static str>,
-                         last_started: &mut BTreeMap<&'static str, u64>,
-                         handed: &mut Vec<(u64, u64)>,
-                         open: &BTreeMap<u64, usize>,
-                         lanes_of: &BTreeMap<(u64, usize), &'static str>|
-         -> Result<bool, TestCaseError> {
-            let mut finished = false;
-            while let Some(action) = core.poll_action() {
-                match action {
-                    Action::Start(job) => {
-                        prop_assert!(started.insert(job), "{job:?} started twice");
-                        let lane = lanes_of[&job];
-                        prop_assert!(busy.insert(lane), "two jobs of {lane} at once");
-                        if let Some(prev) = last_started.insert(lane, job.0) {
-                            prop_assert!(prev < job.0, "{lane}: {} after {prev}", job.0);
-                        }
-                        running.push(job);
-                    }
-                    Action::Store { position, sequence, .. } => {
-                        prop_assert!(
-                            open.range(..=position).all(|(_, left)| *left == 0),
-                            "checkpoint {position} passes unfinished work: {open:?}"
-                        );
-                        if let Some((last, _)) = handed.last() {
-                            prop_assert!(position > *last, "moved back");
-                        }
-                        handed.push((position, sequence));
-                    }
-                    Action::Abandon { .. } => running.clear(),
-                    Action::Finished => finished = true,
-                }
-            }
-            Ok(finished)
-        };
-
+        let mut core: Core<u64, ModelJob> = Core::new(limits, 0);
+        let mut now = Instant::now();
+        let mut model = Model::default();
         for s in steps {
             match s {
                 Step::Read(mut lanes) => {
@@ -431,35 +468,17 @@ proptest! {
                     // A change's jobs are in different lanes (or none).
                     lanes.sort_unstable();
                     lanes.dedup();
-                    let change = next;
-                    next += 1;
-                    open.insert(change, lanes.len());
-                    let ts = core.change(change, routes(lanes.len(), change), now);
-                    for (i, (ticket, lane)) in ts.zip(&lanes).enumerate() {
-                        tickets.insert((change, i), ticket);
-                        lanes_of.insert((change, i), LANES[usize::from(*lane)]);
-                    }
-                    for (i, lane) in lanes.iter().enumerate() {
-                        core.enqueue(Some(LANES[usize::from(*lane)]), (change, i));
-                    }
-                    prop_assert!(core.acker.tracked() - stored <= max_in_flight);
+                    model.read(&mut core, &lanes, now);
+                    prop_assert!(core.acker.tracked() - model.stored <= max_in_flight);
                 }
                 Step::Complete(i) => {
-                    if running.is_empty() {
-                        continue;
+                    if !model.running.is_empty() {
+                        model.complete(&mut core, i, now)?;
                     }
-                    let job = running.remove(i % running.len());
-                    let lane = lanes_of[&job];
-                    busy.remove(lane);
-                    if let Some(left) = open.get_mut(&job.0) {
-                        *left -= 1;
-                    }
-                    let ticket = tickets.remove(&job);
-                    prop_assert!(core.complete(ticket, Some(lane), now).is_ok());
                 }
                 Step::Stored => {
-                    if let Some(&(_, sequence)) = handed.last() {
-                        stored = stored.max(sequence);
+                    if let Some(&(_, sequence)) = model.handed.last() {
+                        model.stored = model.stored.max(sequence);
                         core.stored(sequence, now);
                     }
                 }
@@ -469,25 +488,19 @@ proptest! {
                     core.tick(now);
                 }
             }
-            apply(&mut core, &mut running, &mut started, &mut busy, &mut last_started, &mut handed, &open, &lanes_of)?;
+            model.act(&mut core)?;
         }
         // Stop, complete everything that runs, and the core finishes.
         core.stop(now);
-        let mut finished = apply(&mut core, &mut running, &mut started, &mut busy, &mut last_started, &mut handed, &open, &lanes_of)?;
-        while let Some(job) = running.pop() {
-            let lane = lanes_of[&job];
-            busy.remove(lane);
-            if let Some(left) = open.get_mut(&job.0) {
-                *left -= 1;
-            }
-            let ticket = tickets.remove(&job);
-            prop_assert!(core.complete(ticket, Some(lane), now).is_ok());
-            finished |= apply(&mut core, &mut running, &mut started, &mut busy, &mut last_started, &mut handed, &open, &lanes_of)?;
+        model.act(&mut core)?;
+        while !model.running.is_empty() {
+            model.complete(&mut core, 0, now)?;
+            model.act(&mut core)?;
         }
-        prop_assert!(finished, "a drained stop finishes");
-        prop_assert!(open.values().all(|left| *left == 0), "every job ran: {open:?}");
-        if next > 0 {
-            prop_assert_eq!(handed.last().map(|(p, _)| *p), Some(next - 1));
+        prop_assert!(model.finished, "a drained stop finishes");
+        prop_assert!(model.open.values().all(|left| *left == 0), "every job ran: {:?}", model.open);
+        if model.next > 0 {
+            prop_assert_eq!(model.handed.last().map(|(p, _)| *p), Some(model.next - 1));
         }
     }
 }
