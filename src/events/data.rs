@@ -148,23 +148,39 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
 
-        /// Any finite, non-negative Decimal128 (1 to 34 digits, trailing zeros included,
-        /// the whole exponent range) survives decode → event JSON → parse: the string is
+        /// Any finite Decimal128 (1 to 34 digits, trailing zeros included, the whole
+        /// exponent range, both signs) survives decode → event JSON → parse: the string is
         /// the Decimal128's canonical one, and parsing it gives back the same digits and
-        /// exponent.
+        /// exponent. A negative one is refused with its exact value in the reason.
         #[test]
         fn every_decimal128_amount_survives_decode_event_json_and_parse(
             digits in 1usize..=34,
             seed in any::<u128>(),
             trailing_zeros in 0usize..34,
             exponent in -6176i32..=6111,
+            negative in any::<bool>(),
         ) {
             let zeros = trailing_zeros.min(digits - 1);
             let head = digits - zeros;
             let mut coefficient = seed % 10u128.pow(head as u32);
             coefficient = coefficient.max(1) * 10u128.pow(zeros as u32);
-            let text = format!("{coefficient}E{exponent}");
+            let sign = if negative { "-" } else { "" };
+            let text = format!("{sign}{coefficient}E{exponent}");
             let decimal: Decimal128 = text.parse().expect("bson parses it");
+            let exact: Amount = text.parse().expect("an amount");
+            prop_assert_eq!(exact.to_string(), decimal.to_string());
+            prop_assert_eq!(exact.to_decimal128().bytes(), decimal.bytes());
+            if negative {
+                // Refused, and the dead letter's reason quotes it digit for digit.
+                match decode(&insert_with(decimal)) {
+                    Err(e) => prop_assert!(
+                        e.to_string().contains(&format!("{decimal} is negative")),
+                        "{}", e
+                    ),
+                    Ok(event) => prop_assert!(false, "a negative amount decoded: {event:?}"),
+                }
+                return Ok(());
+            }
             let amount = amount_in_event(&insert_with(decimal));
             prop_assert_eq!(&amount, &decimal.to_string());
             let parsed: Amount = amount.parse().expect("the event's amount parses");
