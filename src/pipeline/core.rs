@@ -184,6 +184,8 @@ impl<P, J> Core<P, J> {
     pub fn change(&mut self, position: P, routes: Option<Routes>, now: Instant) -> Tickets {
         let count = routes.as_ref().map_or(0, |r| r.count);
         let tickets = self.acker.track(position, count);
+        // Kept to what the acker has not released: at most the read-ahead bound.
+        self.forget_released();
         if let Some(r) = routes.filter(|r| r.count > 0) {
             self.unfinished
                 .push_back((self.acker.tracked(), now, r.event_id, r.kind));

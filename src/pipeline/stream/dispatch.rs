@@ -28,16 +28,16 @@ impl Session<'_> {
             .inc();
         let now = Instant::now();
         match decoded {
-            Decoded::Event(event) => self.route(position, Routable::Typed(Arc::new(event))),
+            Decoded::Event(event) => self.route(position, Routable::Typed(Arc::new(event)), now),
             Decoded::Raw(event) => {
                 let lane: Arc<str> = format!("{}:{}", event.namespace, event.key).into();
                 let event = Arc::new(event);
-                self.route(position, Routable::Raw { event, lane });
+                self.route(position, Routable::Raw { event, lane }, now);
             }
             Decoded::Other => {
                 let _none = self.core.change(position, None, now);
             }
-            Decoded::Namespace(event) => self.dispatch_namespace(position, event),
+            Decoded::Namespace(event) => self.dispatch_namespace(position, event, now),
             Decoded::Invalid {
                 raw,
                 event_id,
@@ -98,7 +98,7 @@ impl Session<'_> {
 
     /// A namespace event: logged, then recorded by a job in its lane, before the jobs of
     /// its route (which wait behind the record, and the checkpoint behind all of them).
-    fn dispatch_namespace(&mut self, position: Position, event: NamespaceEvent) {
+    fn dispatch_namespace(&mut self, position: Position, event: NamespaceEvent, now: Instant) {
         let text = event.describe();
         match event.change {
             NamespaceChange::StreamInvalidated => {
@@ -119,7 +119,7 @@ impl Session<'_> {
         let mut tickets = self.core.change(
             position,
             Some(routes(parts, item.event_id(), item.label())),
-            Instant::now(),
+            now,
         );
         if let Some(ticket) = tickets.next() {
             let record = Work::Record {
@@ -150,11 +150,10 @@ impl Session<'_> {
 
     /// Hands `item` to the targets of its route: the ordered ones in its lane, those whose
     /// effects commute beside it.
-    pub(super) fn route(&mut self, position: Position, item: Routable) {
+    pub(super) fn route(&mut self, position: Position, item: Routable, now: Instant) {
         let shared = self.shared;
         let (ordered, free) = shared.router.split(item.input());
         let parts = u32::from(!ordered.is_empty()) + u32::from(!free.is_empty());
-        let now = Instant::now();
         if parts == 0 {
             let _none = self.core.change(position, None, now);
             return;
