@@ -34,6 +34,9 @@ pub struct Fill {
     pub max_bytes: u64,
 }
 
+/// The shortest span a write rate is taken over.
+const MIN_RATE_SPAN_SECONDS: i64 = 3600;
+
 /// The longest headroom an estimate reports: a near-idle oplog would otherwise project
 /// centuries.
 const ESTIMATE_CAP_SECONDS: i64 = 10 * 365 * 86_400;
@@ -57,7 +60,7 @@ pub enum Basis {
     Measured,
     /// The oplog is below its limit, so nothing is dropped yet: the headroom is the
     /// distance to the oldest entry plus the time the rest of the limit takes to fill at
-    /// the write rate seen so far.
+    /// the write rate seen so far (over an hour at least).
     Estimated {
         /// Share of the limit in use, 0..1.
         full: f64,
@@ -93,15 +96,22 @@ impl Window {
         let Some(fill) = self.fill else {
             return measured_only;
         };
-        let span = self.span_seconds();
         // Past 90 % the oplog may already have wrapped: the server drops whole truncation
         // markers (a tenth of the limit at most), so a wrapped oplog stays that full.
         let nearly_full = u128::from(fill.size_bytes) * 10 >= u128::from(fill.max_bytes) * 9;
-        if measured < 0 || nearly_full || span <= 0 || fill.size_bytes == 0 {
+        if measured < 0 || nearly_full {
             return measured_only;
         }
+        // The rate over at least an hour: a new set's first seconds (its initiation, the
+        // first collections and indexes) are a burst, not a trend. A set written faster
+        // than that shows it once its oplog nears the limit, measured.
+        let span = self.span_seconds().max(MIN_RATE_SPAN_SECONDS);
         let bytes_per_second = fill.size_bytes as f64 / span as f64;
-        let to_fill = (fill.max_bytes - fill.size_bytes) as f64 / bytes_per_second;
+        let to_fill = if fill.size_bytes == 0 {
+            ESTIMATE_CAP_SECONDS as f64
+        } else {
+            (fill.max_bytes - fill.size_bytes) as f64 / bytes_per_second
+        };
         let seconds = measured.saturating_add(to_fill.min(ESTIMATE_CAP_SECONDS as f64) as i64);
         Headroom {
             seconds: seconds.min(ESTIMATE_CAP_SECONDS.max(measured)),
@@ -367,11 +377,11 @@ mod tests {
 
     #[test]
     fn a_young_oplog_projects_its_headroom_from_the_limit_and_the_write_rate() {
-        // 1 000 s of history in 1 MB: 1 000 B/s; 99 MB left to fill takes 99 000 s.
-        let young = window(1_000, 2_000, 1_000_000, 100_000_000);
-        let h = young.headroom(ts(1_900));
-        assert_eq!(h.measured_seconds, 900);
-        assert_eq!(h.seconds, 900 + 99_000);
+        // 10 000 s of history in 10 MB: 1 000 B/s; 990 MB left to fill takes 990 000 s.
+        let young = window(1_000, 11_000, 10_000_000, 1_000_000_000);
+        let h = young.headroom(ts(10_900));
+        assert_eq!(h.measured_seconds, 9_900);
+        assert_eq!(h.seconds, 9_900 + 990_000);
         match h.basis {
             Basis::Estimated {
                 full,
@@ -398,9 +408,19 @@ mod tests {
         let young = window(1_000, 2_000, 10, 100);
         let lost = young.headroom(ts(900));
         assert_eq!((lost.seconds, lost.basis), (-100, Basis::Measured));
-        // An empty span or size says nothing about the rate.
-        assert_eq!(window(5, 5, 10, 100).headroom(ts(5)).basis, Basis::Measured);
-        assert_eq!(window(5, 9, 0, 100).headroom(ts(5)).basis, Basis::Measured);
+        // A set a second old (its initiation a burst in one second) is not low on
+        // headroom: the rate is taken over an hour at least.
+        let new_set = window(5, 5, 2_000_000, 3_600_000_000).headroom(ts(5));
+        assert_eq!(new_set.measured_seconds, 0);
+        assert_eq!(
+            new_set.seconds,
+            3_600 * 1_799,
+            "an hour per 2 MB of the 3 598 MB left"
+        );
+        assert_eq!(
+            window(5, 9, 0, 100).headroom(ts(5)).seconds,
+            ESTIMATE_CAP_SECONDS
+        );
     }
 
     #[test]
