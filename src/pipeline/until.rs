@@ -4,9 +4,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use std::sync::Arc;
+
 use mongodb::bson::{RawDocumentBuf, Timestamp};
 
 use crate::source::position::{Until, data_time, raw_token_data};
+use crate::source::reader::{Reach, Step};
 
 /// How far one stream of a replay has come.
 #[derive(Debug, Default)]
@@ -70,17 +73,6 @@ impl Progress {
     }
 }
 
-/// Where a change read by a replay stands against its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplayStep {
-    /// Before the end: emit it.
-    Within,
-    /// The last change to emit.
-    Last,
-    /// Beyond the end: the stream is done without it.
-    Past,
-}
-
 /// A replay's settings, shared by its stream workers.
 #[derive(Debug)]
 pub struct Bounds {
@@ -92,36 +84,41 @@ pub struct Bounds {
     pub progress: Progress,
 }
 
-impl Bounds {
-    /// Places the change with `token` at `time` against the end, recording progress.
-    pub fn change(
-        &self,
-        token: &RawDocumentBuf,
-        time: Option<Timestamp>,
-        progress: Option<&StreamProgress>,
-    ) -> ReplayStep {
-        let data = raw_token_data(token).unwrap_or_default();
-        if self.until.is_past(data, time) {
-            return ReplayStep::Past;
-        }
-        if let (Some(p), Some(t)) = (progress, time) {
+/// One stream of a replay: where its reading ends, recording its progress.
+pub struct StreamReach {
+    /// The replay's settings.
+    pub bounds: Arc<Bounds>,
+    /// The stream.
+    pub stream: String,
+}
+
+impl StreamReach {
+    fn advance(&self, data: &str) {
+        if let (Some(p), Some(t)) = (self.bounds.progress.stream(&self.stream), data_time(data)) {
             p.advance(t);
         }
-        if self.until.is_last(data) {
-            ReplayStep::Last
+    }
+}
+
+impl Reach for StreamReach {
+    fn change(&self, token: &RawDocumentBuf) -> Step {
+        let data = raw_token_data(token).unwrap_or_default();
+        let until = &self.bounds.until;
+        if until.is_past(data, None) {
+            return Step::Past;
+        }
+        self.advance(data);
+        if until.is_last(data) {
+            Step::Last
         } else {
-            ReplayStep::Within
+            Step::Within
         }
     }
 
-    /// Whether a quiet stream's post-batch `token` shows the end was passed, recording
-    /// progress.
-    pub fn idle(&self, token: &RawDocumentBuf, progress: Option<&StreamProgress>) -> bool {
+    fn idle(&self, token: &RawDocumentBuf) -> bool {
         let data = raw_token_data(token).unwrap_or_default();
-        if let (Some(p), Some(t)) = (progress, data_time(data)) {
-            p.advance(t);
-        }
-        self.until.idle_passed(data)
+        self.advance(data);
+        self.bounds.until.idle_passed(data)
     }
 }
 

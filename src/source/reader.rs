@@ -59,11 +59,33 @@ pub enum Item {
     Failed(SourceError),
     /// The server closed the stream (an invalidate: the database was dropped).
     Closed,
+    /// The stream reached its end (a replay's bound): nothing after it is read.
+    End,
 }
 
-/// Reads `stream` until the receiver is dropped or reading fails, handing on chunks of at
-/// most `max_chunk` items, reassembling split events, counting its waits in `metrics` and recording each answer of the
-/// server in `progress` (a stream that stops getting answers is stuck, not idle).
+/// Where a change stands against a stream's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Before the end: hand it on.
+    Within,
+    /// The last change to hand on.
+    Last,
+    /// Beyond the end: the stream is done without it.
+    Past,
+}
+
+/// Where a stream's reading ends: a replay's bound. A run's stream has none.
+pub trait Reach: Send + Sync {
+    /// Where the change with resume token `token` stands.
+    fn change(&self, token: &RawDocumentBuf) -> Step;
+    /// Whether a quiet stream's post-batch `token` shows the end was passed.
+    fn idle(&self, token: &RawDocumentBuf) -> bool;
+}
+
+/// Reads `stream` until the receiver is dropped, reading fails or `reach` says the end
+/// came ([`Item::End`]), handing on chunks of at most `max_chunk` items, reassembling
+/// split events, counting its waits in `metrics` and recording each answer of the server
+/// in `progress` (a stream that stops getting answers is stuck, not idle).
 pub async fn read(
     mut stream: ChangeStream<RawChange>,
     database: String,
@@ -71,6 +93,7 @@ pub async fn read(
     out: mpsc::Sender<Vec<Item>>,
     metrics: ReaderMetrics,
     progress: Arc<SourceProgress>,
+    reach: Option<Arc<dyn Reach>>,
 ) {
     progress.answered();
     let out = Handoff { out, metrics };
@@ -157,8 +180,21 @@ pub async fn read(
                 source,
             }),
         };
-        let last_item = matches!(item, Item::Failed(_) | Item::Closed);
+        let step = match (&reach, &item) {
+            (Some(reach), Item::Change { token, .. }) => reach.change(token),
+            (Some(reach), Item::Idle(position)) if reach.idle(&position.token) => Step::Last,
+            _ => Step::Within,
+        };
+        if step == Step::Past {
+            chunk.push(Item::End);
+            out.send(chunk.take()).await;
+            return;
+        }
+        let last_item = matches!(item, Item::Failed(_) | Item::Closed) || step == Step::Last;
         chunk.push(item);
+        if step == Step::Last {
+            chunk.push(Item::End);
+        }
         if last_item {
             // Stopping either way; a gone receiver has nothing left to tell.
             out.send(chunk.take()).await;

@@ -21,10 +21,10 @@ use crate::pipeline::core::{Action, Core, Limits};
 use crate::pipeline::job::{self, Completion, Job, JobContext, Part};
 use crate::pipeline::pause::PauseClock;
 use crate::pipeline::stuck;
-use crate::pipeline::until::ReplayStep;
+use crate::pipeline::until::StreamReach;
 use crate::pipeline::{EngineError, Shared};
 use crate::source;
-use crate::source::reader::{self, Item, Position};
+use crate::source::reader::{self, Item, Position, Reach};
 use crate::state::checkpoints::Checkpoint;
 
 /// Changes larger than this are decoded on the blocking pool, not on the stream's task.
@@ -122,8 +122,13 @@ impl<'a> Session<'a> {
     ) -> End {
         let shared: &'a Shared = self.shared;
         let config = &shared.config;
-        let replay = shared.replay.as_deref();
-        let progress = replay_progress(shared, &self.name);
+        // A replay's stream ends at its bound: the reader says so with `Item::End`.
+        let reach = shared.replay.clone().map(|bounds| {
+            Arc::new(StreamReach {
+                bounds,
+                stream: self.name.to_string(),
+            }) as Arc<dyn Reach>
+        });
         let batch = config.engine.batch_size as usize;
         let (tx, mut rx) = mpsc::channel(CHUNKS_AHEAD);
         let waits = self.shared.metrics.reader_metrics(&self.name);
@@ -134,6 +139,7 @@ impl<'a> Session<'a> {
             tx,
             waits,
             shared.health.source(&self.name),
+            reach,
         ));
         let mut pauses = PauseClock::new(shared.metrics.dispatch_pauses(&self.name));
         let mut tick = tokio::time::interval(Duration::from_millis(config.checkpoint.every_ms));
@@ -204,19 +210,6 @@ impl<'a> Session<'a> {
                         } else {
                             shared.domains.decode(raw)
                         };
-                        let last = match replay {
-                            None => false,
-                            Some(replay) => {
-                                match replay.change(&token, times.cluster_time, progress) {
-                                    ReplayStep::Past => {
-                                        end = Some(End::Complete);
-                                        break;
-                                    }
-                                    ReplayStep::Last => true,
-                                    ReplayStep::Within => false,
-                                }
-                            }
-                        };
                         let position = Position {
                             token,
                             cluster_time: times.cluster_time,
@@ -225,17 +218,10 @@ impl<'a> Session<'a> {
                         self.dispatch(position, decoded);
                         if let Some(stop) = self.stop.take() {
                             end = Some(End::Stop(stop));
-                        } else if last {
-                            end = Some(End::Complete);
                         }
                     }
-                    Item::Idle(position) => {
-                        let passed = replay.is_some_and(|r| r.idle(&position.token, progress));
-                        self.core.mark(position, Instant::now());
-                        if passed {
-                            end = Some(End::Complete);
-                        }
-                    }
+                    Item::Idle(position) => self.core.mark(position, Instant::now()),
+                    Item::End => end = Some(End::Complete),
                     Item::Failed(e) => end = Some(End::Failed(e)),
                     Item::Closed => end = Some(End::Closed),
                 }
