@@ -233,14 +233,20 @@ impl fmt::Display for Amount {
         if self.negative {
             f.write_str("-")?;
         }
-        let digits = self.coefficient.to_string();
+        // The digits on the stack: this runs for every payment event published.
+        let mut buffer = [0u8; 40];
+        let digits = coefficient_digits(self.coefficient, &mut buffer);
         let adjusted = self.exponent + digits.len() as i32 - 1;
         if self.exponent <= 0 && adjusted >= -6 {
             let places = self.exponent.unsigned_abs() as usize;
             if places == 0 {
-                f.write_str(&digits)
+                f.write_str(digits)
             } else if places >= digits.len() {
-                write!(f, "0.{}{digits}", "0".repeat(places - digits.len()))
+                f.write_str("0.")?;
+                for _ in digits.len()..places {
+                    f.write_str("0")?;
+                }
+                f.write_str(digits)
             } else {
                 let (whole, fraction) = digits.split_at(digits.len() - places);
                 write!(f, "{whole}.{fraction}")
@@ -254,6 +260,21 @@ impl fmt::Display for Amount {
             write!(f, "E{}{adjusted}", if adjusted > 0 { "+" } else { "" })
         }
     }
+}
+
+/// The decimal digits of `n`, written at the end of `buffer` (39 digits at most).
+fn coefficient_digits(mut n: u128, buffer: &mut [u8; 40]) -> &str {
+    let mut start = buffer.len();
+    loop {
+        start -= 1;
+        buffer[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buffer[start..]).unwrap_or("0")
 }
 
 #[cfg(test)]

@@ -222,7 +222,7 @@ impl<P, J> Core<P, J> {
     }
 
     /// A job ended: `ticket` is its route's ticket when the job finished its targets
-    /// (None when it was cancelled), `lane` its lane when it held one.
+    /// (None when it did not: cancelled, or fatal), `lane` its lane when it held one.
     pub fn complete(
         &mut self,
         ticket: Option<Ticket>,
@@ -230,15 +230,23 @@ impl<P, J> Core<P, J> {
         now: Instant,
     ) -> Result<(), AckError> {
         self.running = self.running.saturating_sub(1);
+        let finished = ticket.is_some();
         let acked = ticket.map_or(Ok(()), |t| self.acker.route_done(t));
-        // Queued jobs run during a stop's drain too, until its deadline.
-        if let Some(lane) = lane
+        // An unfinished job keeps its lane: a later change of its key must not overtake
+        // it. Queued jobs run during a stop's drain too, until its deadline.
+        if finished
+            && let Some(lane) = lane
             && let Some(next) = self.lanes.finish(lane)
         {
             self.start(next);
         }
         self.settle(now);
         acked
+    }
+
+    /// When a stop abandons what still runs, once a stop came.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     /// The store stored the checkpoint numbered `sequence`.

@@ -104,7 +104,7 @@ impl Reach for StreamReach {
     fn change(&self, token: &RawDocumentBuf) -> Step {
         let data = raw_token_data(token).unwrap_or_default();
         let until = &self.bounds.until;
-        if until.is_past(data, None) {
+        if until.is_past(data) {
             return Step::Past;
         }
         self.advance(data);
@@ -137,8 +137,8 @@ mod tests {
             time: 100,
             increment: 1,
         });
-        assert!(!until.is_past(AT_100_1, None));
-        assert!(until.is_past(AT_100_2, None));
+        assert!(!until.is_past(AT_100_1));
+        assert!(until.is_past(AT_100_2));
         assert!(!until.idle_passed(AT_100_1));
         assert!(until.idle_passed(AT_101_1));
         assert!(!until.is_last(AT_100_1));
@@ -147,10 +147,10 @@ mod tests {
     #[test]
     fn a_token_end_stops_after_its_change() {
         let until = Until::Token(AT_100_2.into());
-        assert!(!until.is_past(AT_100_1, None));
-        assert!(!until.is_past(AT_100_2, None));
+        assert!(!until.is_past(AT_100_1));
+        assert!(!until.is_past(AT_100_2));
         assert!(until.is_last(AT_100_2));
-        assert!(until.is_past(AT_101_1, None));
+        assert!(until.is_past(AT_101_1));
         assert_eq!(
             until.time(),
             Some(Timestamp {

@@ -157,10 +157,10 @@ pub enum Until {
 }
 
 impl Until {
-    /// Whether the change with token `data` at `time` lies beyond the end (not emitted).
-    pub fn is_past(&self, data: &str, time: Option<Timestamp>) -> bool {
+    /// Whether the change with token `data` lies beyond the end (not emitted).
+    pub fn is_past(&self, data: &str) -> bool {
         match self {
-            Until::Time(end) => time.or_else(|| data_time(data)).is_some_and(|t| t > *end),
+            Until::Time(end) => data_time(data).is_some_and(|t| t > *end),
             Until::Token(end) => data > end.as_str(),
         }
     }
@@ -173,7 +173,7 @@ impl Until {
     /// Whether a quiet stream's post-batch token `data` shows every change up to the end
     /// was read (the server has scanned the oplog beyond it).
     pub fn idle_passed(&self, data: &str) -> bool {
-        self.is_past(data, None)
+        self.is_past(data)
     }
 
     /// The end's cluster time.

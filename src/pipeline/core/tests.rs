@@ -262,6 +262,23 @@ fn a_stop_abandons_what_still_runs_at_its_deadline() {
 }
 
 #[test]
+fn a_job_that_does_not_finish_keeps_its_lane() {
+    let mut h = Harness::new(LIMITS);
+    h.read(&["a"], 0);
+    h.read(&["a"], 0);
+    let failed = h.running.remove(0);
+    h.core
+        .complete(None, failed.lane, h.at(1))
+        .expect("no ticket, nothing to refuse");
+    h.drain_actions();
+    assert!(h.running.is_empty(), "a's next change must not overtake it");
+    h.core.stop(h.at(2));
+    h.drain_actions();
+    assert!(h.finished, "nothing runs: the stop finishes");
+    assert!(h.stores.is_empty(), "nothing handled, nothing stored");
+}
+
+#[test]
 fn a_stop_with_nothing_running_finishes_at_once() {
     let mut h = Harness::new(LIMITS);
     h.read(&[], 0);

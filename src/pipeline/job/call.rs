@@ -125,8 +125,6 @@ async fn recover(call: &Call<'_>, ctx: &JobContext, mut outcome: Attempt) -> Out
     }
 }
 
-/// Stores a change that could not be decoded, retrying (without end, unless cancelled)
-/// while the store fails: the checkpoint passes the change only once it is stored.
 /// Records a namespace event, retrying until stored or cancelled.
 pub(super) async fn record_namespace(event: &NamespaceEvent, ctx: &JobContext) -> Outcome {
     let Some(log) = &ctx.namespace_log else {
@@ -143,6 +141,8 @@ pub(super) async fn record_namespace(event: &NamespaceEvent, ctx: &JobContext) -
     }
 }
 
+/// Stores a change that could not be decoded, retrying (without end, unless cancelled)
+/// while the store fails: the checkpoint passes the change only once it is stored.
 pub(super) async fn store_dead_letter(letter: &DeadLetter, ctx: &JobContext) -> Outcome {
     if !ctx.dead_letters.put_until_stored(letter, &ctx.cancel).await {
         return Outcome::Cancelled;

@@ -9,6 +9,7 @@ use crate::config::OversizePolicy;
 use crate::decode::{DecodeError, Decoded};
 use crate::domain::EventId;
 use crate::domain::namespace::{NamespaceChange, NamespaceEvent};
+use crate::pipeline::acker::Ticket;
 use crate::pipeline::core::Routes;
 use crate::pipeline::job::{Job, Part, Routable, Work};
 use crate::pipeline::oversize;
@@ -82,15 +83,11 @@ impl Session<'_> {
                     self.core
                         .change(position, Some(routes(1, event_id, "invalid")), now);
                 if let Some(ticket) = tickets.next() {
-                    let job = Job {
-                        ticket,
-                        part: Part::Laned,
-                        work: Work::DeadLetter {
-                            letter: Arc::new(letter),
-                            lane: lane.clone(),
-                        },
+                    let work = Work::DeadLetter {
+                        letter: Arc::new(letter),
+                        lane: lane.clone(),
                     };
-                    self.core.enqueue(Some(&lane), job);
+                    self.laned(&lane, ticket, work);
                 }
             }
         }
@@ -126,26 +123,21 @@ impl Session<'_> {
                 event,
                 lane: lane.clone(),
             };
-            self.core.enqueue(
-                Some(&lane),
-                Job {
-                    ticket,
-                    work: record,
-                    part: Part::Laned,
-                },
-            );
+            self.laned(&lane, ticket, record);
         }
         if let Some(ticket) = tickets.next() {
-            let work = Work::Event { item, route };
-            self.core.enqueue(
-                Some(&lane),
-                Job {
-                    ticket,
-                    work,
-                    part: Part::Laned,
-                },
-            );
+            self.laned(&lane, ticket, Work::Event { item, route });
         }
+    }
+
+    /// Queues `work` in `lane`, behind the lane's running job.
+    fn laned(&mut self, lane: &str, ticket: Ticket, work: Work) {
+        let job = Job {
+            ticket,
+            work,
+            part: Part::Laned,
+        };
+        self.core.enqueue(Some(lane), job);
     }
 
     /// Hands `item` to the targets of its route: the ordered ones in its lane, those whose
@@ -184,12 +176,7 @@ impl Session<'_> {
                 item: item.clone(),
                 route: ordered.clone(),
             };
-            let job = Job {
-                ticket,
-                work,
-                part: Part::Laned,
-            };
-            self.core.enqueue(Some(item.lane()), job);
+            self.laned(item.lane(), ticket, work);
         }
     }
 }

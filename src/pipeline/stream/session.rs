@@ -154,21 +154,13 @@ impl<'a> Session<'a> {
         // The chunk being worked through; taken up again whenever in-flight work allows.
         let mut pending = Vec::new().into_iter();
         let mut end = None;
-        // Set by a stop: when the drain's time is up.
-        let mut drain_until: Option<tokio::time::Instant> = None;
         loop {
             let stopping = end.is_some();
-            let until = drain_until.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 biased;
                 _ = &mut cancelled, if !stopping => end = Some(End::Shutdown),
                 Some(done) = self.running.next() => self.complete(done),
                 _ = tick.tick() => {
-                    let report = self.core.tick(Instant::now());
-                    self.check(&report);
-                }
-                // While stopping, the drain's deadline is checked on time, not on the tick.
-                _ = tokio::time::sleep_until(until), if drain_until.is_some() => {
                     let report = self.core.tick(Instant::now());
                     self.check(&report);
                 }
@@ -231,9 +223,10 @@ impl<'a> Session<'a> {
             }
             if !stopping && end.is_some() {
                 self.begin_stop(&reader);
-                // A millisecond past the core's deadline, so the tick then finds it passed.
-                let drain = Duration::from_millis(config.engine.shutdown_timeout_ms + 1);
-                drain_until = Some(tokio::time::Instant::now() + drain);
+                // While draining, the clock ticks once: at the core's deadline.
+                if let Some(deadline) = self.core.deadline() {
+                    tick.reset_at(tokio::time::Instant::from_std(deadline));
+                }
             }
             if self.act() {
                 break;
