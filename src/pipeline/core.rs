@@ -366,5 +366,8 @@ impl<P, J> Core<P, J> {
     }
 }
 
+mod lost;
+pub(crate) use lost::{OnLost, on_history_lost};
+
 #[cfg(test)]
 mod tests;

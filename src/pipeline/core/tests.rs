@@ -310,6 +310,19 @@ fn a_checkpoint_that_cannot_be_stored_is_reported_stuck_until_one_is() {
 }
 
 #[test]
+fn history_lost_follows_the_streams_policy_and_always_fails_a_replay() {
+    use crate::config::HistoryLostPolicy::{Fail, RestartFromNow};
+    assert_eq!(on_history_lost(Fail, false), OnLost::Fail);
+    assert_eq!(
+        on_history_lost(RestartFromNow, false),
+        OnLost::RestartFromNow
+    );
+    // A replay asked for that very history: continuing from now would fake it.
+    assert_eq!(on_history_lost(RestartFromNow, true), OnLost::Fail);
+    assert_eq!(on_history_lost(Fail, true), OnLost::Fail);
+}
+
+#[test]
 fn a_change_whose_job_does_not_finish_is_reported_stuck_with_its_id() {
     let mut h = Harness::new(LIMITS);
     h.read(&["a"], 0);

@@ -127,11 +127,11 @@ async fn recover(call: &Call<'_>, ctx: &JobContext, mut outcome: Attempt) -> Out
 
 /// Records a namespace event, retrying until stored or cancelled.
 pub(super) async fn record_namespace(event: &NamespaceEvent, ctx: &JobContext) -> Outcome {
-    let Some(log) = &ctx.namespace_log else {
+    let Some(writes) = &ctx.writes else {
         return Outcome::Done;
     };
     let recorded = crate::state::retry::until_ok("record a namespace event", &ctx.cancel, || {
-        log.record(&ctx.stream, event)
+        writes.namespace_log.record(&ctx.stream, event)
     })
     .await;
     if recorded {
@@ -143,8 +143,19 @@ pub(super) async fn record_namespace(event: &NamespaceEvent, ctx: &JobContext) -
 
 /// Stores a change that could not be decoded, retrying (without end, unless cancelled)
 /// while the store fails: the checkpoint passes the change only once it is stored.
+/// A dry run only logs it.
 pub(super) async fn store_dead_letter(letter: &DeadLetter, ctx: &JobContext) -> Outcome {
-    if !ctx.dead_letters.put_until_stored(letter, &ctx.cancel).await {
+    let (id, reason) = (&letter.event_id, &letter.reason);
+    let Some(writes) = &ctx.writes else {
+        tracing::warn!(stream = %ctx.stream, event_id = %id, reason = %reason, "bad input (dry run: not dead-lettered)");
+        return Outcome::Done;
+    };
+    tracing::warn!(stream = %ctx.stream, event_id = %id, reason = %reason, "bad input; dead-lettering it");
+    if !writes
+        .dead_letters
+        .put_until_stored(letter, &ctx.cancel)
+        .await
+    {
         return Outcome::Cancelled;
     }
     ctx.metrics
@@ -168,10 +179,16 @@ async fn dead_letter(call: &Call<'_>, reason: String, ctx: &JobContext) -> bool 
         size: None,
         truncated: false,
     };
-    let stored = ctx
-        .dead_letters
-        .put_until_stored(&letter, &ctx.cancel)
-        .await;
+    // A dry run routes to no handler, so it never gets here; were it to, nothing is written.
+    let stored = match &ctx.writes {
+        Some(writes) => {
+            writes
+                .dead_letters
+                .put_until_stored(&letter, &ctx.cancel)
+                .await
+        }
+        None => true,
+    };
     if stored {
         ctx.metrics
             .events_dead_lettered

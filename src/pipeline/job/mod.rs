@@ -186,10 +186,8 @@ pub(crate) struct JobContext {
     pub stream: Arc<str>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Where refused events go.
-    pub dead_letters: DeadLetters,
-    /// Where namespace events are recorded; None records nothing (a dry run).
-    pub namespace_log: Option<NamespaceLog>,
+    /// Where the stream's own records go; None in a dry run, which writes nothing.
+    pub writes: Option<Writes>,
     /// Stops retries (shutdown deadline passed).
     pub cancel: CancellationToken,
     /// Duration histogram of each handler, looked up once.
@@ -197,6 +195,14 @@ pub(crate) struct JobContext {
     /// Events whose target is failing and being retried: the target and its last error
     /// (what `/healthz` names when the stream is stuck on one). Touched only on failures.
     pub troubles: Mutex<HashMap<EventId, Trouble>>,
+}
+
+/// The collections a stream writes besides its targets' own.
+pub(crate) struct Writes {
+    /// Where refused events go.
+    pub dead_letters: DeadLetters,
+    /// Where namespace events are recorded.
+    pub namespace_log: NamespaceLog,
 }
 
 /// A target failing on an event, and why.

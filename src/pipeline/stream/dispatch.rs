@@ -44,11 +44,6 @@ impl Session<'_> {
                 event_id,
                 error,
             } => {
-                if self.shared.dry_run() {
-                    tracing::warn!(stream = %self.name, event_id = %event_id, reason = %error, "bad input (dry run: not dead-lettered)");
-                    let _none = self.core.change(position, None, now);
-                    return;
-                }
                 if let DecodeError::Oversize { size } = error {
                     let fail = self.shared.config.engine.oversize == OversizePolicy::Fail;
                     self.shared
@@ -75,7 +70,6 @@ impl Session<'_> {
                 if let DecodeError::Oversize { size } = error {
                     letter.size = usize::try_from(size).ok();
                 }
-                tracing::warn!(stream = %self.name, event_id = %event_id, reason = %error, "bad input; dead-lettering it");
                 // Stored by a job: a slow or failing store holds back only the checkpoint,
                 // never the reading of later changes (up to the read-ahead bound).
                 let lane: Arc<str> = format!("dl:{event_id}").into();

@@ -1,8 +1,9 @@
 //! Opening a stream: from the checkpoint, a replay's start or now, with the history-lost
 //! policy applied when the resume point has left the oplog.
 
-use crate::config::{HistoryLostPolicy, WatchedDatabase};
+use crate::config::WatchedDatabase;
 use crate::pipeline::Shared;
+use crate::pipeline::core::{OnLost, on_history_lost};
 use crate::source::history::{self, HistoryLost};
 use crate::source::position::{describe, token_time};
 use crate::source::{self, SourceError, StartAt};
@@ -44,8 +45,8 @@ pub(super) async fn open(
     let (stream, fresh) = match open_at(shared, name, target, &start).await {
         Ok(stream) => (stream, !has_token),
         Err(OpenError::HistoryLost(lost))
-            if shared.replay.is_none()
-                && shared.config.history.policy(name) == HistoryLostPolicy::RestartFromNow =>
+            if on_history_lost(shared.config.history.policy(name), shared.replay.is_some())
+                == OnLost::RestartFromNow =>
         {
             (restart_from_now(shared, name, target, &lost).await?, true)
         }

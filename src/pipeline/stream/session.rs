@@ -18,7 +18,7 @@ use super::*;
 use crate::observe::health::StuckCause;
 use crate::pipeline::checkpoint_writer::CheckpointWriter;
 use crate::pipeline::core::{Action, Core, Limits};
-use crate::pipeline::job::{self, Completion, Job, JobContext, Part};
+use crate::pipeline::job::{self, Completion, Job, JobContext, Part, Writes};
 use crate::pipeline::pause::PauseClock;
 use crate::pipeline::stuck;
 use crate::pipeline::until::StreamReach;
@@ -88,8 +88,10 @@ impl<'a> Session<'a> {
             ctx: Arc::new(JobContext {
                 stream: name.clone(),
                 metrics: shared.metrics.clone(),
-                dead_letters: shared.dead_letters.clone(),
-                namespace_log: (!shared.dry_run()).then(|| shared.namespace_log.clone()),
+                writes: (!shared.dry_run()).then(|| Writes {
+                    dead_letters: shared.dead_letters.clone(),
+                    namespace_log: shared.namespace_log.clone(),
+                }),
                 cancel: CancellationToken::new(),
                 timers: shared
                     .router
