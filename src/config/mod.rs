@@ -17,6 +17,7 @@ pub mod memory;
 pub mod provider;
 pub mod redact;
 pub mod routes;
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -29,6 +30,7 @@ pub use load::ConfigError;
 pub use memory::{MemoryConfig, MemoryContentConfig, TextMode};
 pub use provider::{OutcomePolicy, ProviderConfig};
 pub use routes::RoutesConfig;
+pub use snapshot::{SnapshotConfig, SnapshotMode};
 
 /// Prefix of every environment override.
 pub(crate) const ENV_PREFIX: &str = "CHANGEFLOW_";
@@ -56,6 +58,9 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     /// Lost history (resume points off the oplog) and the headroom warning.
     pub history: HistoryConfig,
+    /// Copying the documents that exist before a stream starts.
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
     /// Reading and dispatching.
     pub engine: EngineConfig,
     /// When a stream counts as stuck.
@@ -233,6 +238,7 @@ impl Default for Config {
                 every_ms: 1000,
             },
             history: HistoryConfig::default(),
+            snapshot: SnapshotConfig::default(),
             engine: EngineConfig {
                 operation_types: ["insert", "update", "replace", "delete"]
                     .map(str::to_owned)

@@ -77,6 +77,7 @@ routes_config! {
     payment_failed [COUNTERS, KAFKA];
     payment_updated [KAFKA];
     payment_deleted [KAFKA];
+    payment_observed [PROVIDER_SIMULATOR, COUNTERS, KAFKA];
     thread_started [MEMORY_STATS, KAFKA];
     messages_appended [MEMORY_STATS, KAFKA];
     thread_summarized [MEMORY_STATS, KAFKA];

@@ -8,6 +8,7 @@ pub mod extjson;
 mod fields;
 pub mod memory;
 pub mod namespace;
+mod observed;
 pub mod payments;
 pub mod raw;
 mod walk;
@@ -261,6 +262,10 @@ impl Domains {
         else {
             return Namespace::Other;
         };
+        self.namespace_of(db, coll)
+    }
+
+    fn namespace_of(&self, db: &str, coll: &str) -> Namespace<'_> {
         if db == self.payments_database && coll == self.payments_collection {
             return Namespace::Payments;
         }

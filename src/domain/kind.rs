@@ -14,6 +14,9 @@ pub enum EventKind {
     PaymentUpdated,
     /// A payment was deleted.
     PaymentDeleted,
+    /// A payment as a snapshot found it (it existed before the stream, or changed while
+    /// history was lost).
+    PaymentObserved,
     /// A conversation thread was created.
     ThreadStarted,
     /// Messages were appended to a thread.
@@ -48,12 +51,13 @@ pub enum EventKind {
 
 impl EventKind {
     /// The payment kinds, in declaration order.
-    pub const PAYMENTS: [EventKind; 5] = [
+    pub const PAYMENTS: [EventKind; 6] = [
         EventKind::PaymentRequested,
         EventKind::PaymentConfirmed,
         EventKind::PaymentFailed,
         EventKind::PaymentUpdated,
         EventKind::PaymentDeleted,
+        EventKind::PaymentObserved,
     ];
 
     /// The agent-memory kinds, in declaration order.
@@ -76,15 +80,16 @@ impl EventKind {
     ];
 
     /// Every kind, in declaration order (so `ALL[kind.index()] == kind`).
-    pub const ALL: [EventKind; 20] = {
-        let mut all = [EventKind::PaymentRequested; 20];
+    pub const ALL: [EventKind; 21] = {
+        const P: usize = EventKind::PAYMENTS.len();
+        let mut all = [EventKind::PaymentRequested; 21];
         let mut i = 0;
-        while i < 5 {
+        while i < P {
             all[i] = EventKind::PAYMENTS[i];
             i += 1;
         }
-        while i < 20 {
-            all[i] = EventKind::MEMORY[i - 5];
+        while i < all.len() {
+            all[i] = EventKind::MEMORY[i - P];
             i += 1;
         }
         all
@@ -103,6 +108,7 @@ impl EventKind {
             EventKind::PaymentFailed => "payment_failed",
             EventKind::PaymentUpdated => "payment_updated",
             EventKind::PaymentDeleted => "payment_deleted",
+            EventKind::PaymentObserved => "payment_observed",
             EventKind::ThreadStarted => "thread_started",
             EventKind::MessagesAppended => "messages_appended",
             EventKind::ThreadSummarized => "thread_summarized",

@@ -26,10 +26,25 @@ pub struct EventId([u8; 32]);
 impl EventId {
     /// The id of the change whose resume token `_data` is `token_data`.
     pub fn from_token_data(token_data: &str) -> EventId {
+        EventId::from_digest(blake3::hash(token_data.as_bytes()).as_bytes())
+    }
+
+    /// The id of a document as a snapshot read it: BLAKE3 over `observed`, the namespace
+    /// and the document's BSON bytes, so the same document in the same state gets the same
+    /// id on every snapshot, and any other state another.
+    pub fn observed(namespace: &str, document: &[u8]) -> EventId {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"observed\0");
+        hasher.update(namespace.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(document);
+        EventId::from_digest(hasher.finalize().as_bytes())
+    }
+
+    fn from_digest(digest: &[u8; 32]) -> EventId {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let digest = blake3::hash(token_data.as_bytes());
         let mut hex = [0u8; 32];
-        for (pair, byte) in hex.chunks_exact_mut(2).zip(&digest.as_bytes()[..16]) {
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(&digest[..16]) {
             pair[0] = HEX[usize::from(byte >> 4)];
             pair[1] = HEX[usize::from(byte & 0x0f)];
         }

@@ -97,6 +97,8 @@ pub enum PaymentEvent {
     Updated(PaymentSnapshot),
     /// The payment was deleted.
     Deleted(PaymentDeleted),
+    /// The payment as a snapshot read it.
+    Observed(PaymentSnapshot),
 }
 
 impl PaymentEvent {
@@ -108,6 +110,7 @@ impl PaymentEvent {
             PaymentEvent::Failed(_) => EventKind::PaymentFailed,
             PaymentEvent::Updated(_) => EventKind::PaymentUpdated,
             PaymentEvent::Deleted(_) => EventKind::PaymentDeleted,
+            PaymentEvent::Observed(_) => EventKind::PaymentObserved,
         }
     }
 
@@ -117,7 +120,8 @@ impl PaymentEvent {
             PaymentEvent::Requested(s)
             | PaymentEvent::Confirmed(s)
             | PaymentEvent::Failed(s)
-            | PaymentEvent::Updated(s) => &s.meta,
+            | PaymentEvent::Updated(s)
+            | PaymentEvent::Observed(s) => &s.meta,
             PaymentEvent::Deleted(d) => &d.meta,
         }
     }
@@ -128,7 +132,8 @@ impl PaymentEvent {
             PaymentEvent::Requested(s)
             | PaymentEvent::Confirmed(s)
             | PaymentEvent::Failed(s)
-            | PaymentEvent::Updated(s) => &s.payment.id,
+            | PaymentEvent::Updated(s)
+            | PaymentEvent::Observed(s) => &s.payment.id,
             PaymentEvent::Deleted(d) => &d.payment_id,
         }
     }

@@ -102,7 +102,8 @@ pub(crate) fn payment_json(event: &PaymentEvent) -> Vec<u8> {
         PaymentEvent::Requested(s)
         | PaymentEvent::Confirmed(s)
         | PaymentEvent::Failed(s)
-        | PaymentEvent::Updated(s) => serde_json::to_vec(&PaymentData::from(s)),
+        | PaymentEvent::Updated(s)
+        | PaymentEvent::Observed(s) => serde_json::to_vec(&PaymentData::from(s)),
         PaymentEvent::Deleted(d) => serde_json::to_vec(&PaymentDeletedData {
             payment_id: d.payment_id.clone(),
         }),

@@ -86,6 +86,7 @@ fn example_payment_event(kind: EventKind) -> PaymentEvent {
         EventKind::PaymentConfirmed => PaymentEvent::Confirmed(snapshot(PaymentStatus::Confirmed)),
         EventKind::PaymentFailed => PaymentEvent::Failed(snapshot(PaymentStatus::Failed)),
         EventKind::PaymentUpdated => PaymentEvent::Updated(snapshot(PaymentStatus::Pending)),
+        EventKind::PaymentObserved => PaymentEvent::Observed(snapshot(PaymentStatus::Confirmed)),
         EventKind::PaymentDeleted => PaymentEvent::Deleted(PaymentDeleted {
             meta,
             payment_id: id.into(),

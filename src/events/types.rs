@@ -65,7 +65,7 @@ macro_rules! namespace_type {
 }
 
 /// Every published event type, in [`EventKind::ALL`] order.
-pub(crate) static EVENT_TYPES: [EventType; 20] = [
+pub(crate) static EVENT_TYPES: [EventType; 21] = [
     event_type!(
         "changeflow.payment.requested.v1",
         PaymentRequested,
@@ -95,6 +95,12 @@ pub(crate) static EVENT_TYPES: [EventType; 20] = [
         PaymentDeleted,
         PaymentDeletedData,
         "A payment was deleted."
+    ),
+    event_type!(
+        "changeflow.payment.observed.v1",
+        PaymentObserved,
+        PaymentData,
+        "A payment as a snapshot read it: it existed before the stream started, or changed while the stream's history was lost. Its id is stable per payment and state, and it is never older than a change already published for the payment."
     ),
     event_type!(
         "changeflow.memory.thread_started.v1",

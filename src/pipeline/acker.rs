@@ -35,7 +35,9 @@ pub(crate) enum AckError {
 }
 
 struct Slot<P> {
-    position: P,
+    /// None for work between two positions (a snapshot chunk): the checkpoint stays at
+    /// the position before it.
+    position: Option<P>,
     routes_left: u32,
 }
 
@@ -68,6 +70,16 @@ impl<P> Acker<P> {
     /// ticket each. An event with no route is finished at once (it still waits for the
     /// events before it).
     pub fn track(&mut self, position: P, routes: u32) -> Tickets {
+        self.push(Some(position), routes)
+    }
+
+    /// Records work that enters the stream here without a position of its own (a
+    /// snapshot chunk): later positions wait for it, and releasing it moves nothing.
+    pub fn track_between(&mut self, routes: u32) -> Tickets {
+        self.push(None, routes)
+    }
+
+    fn push(&mut self, position: Option<P>, routes: u32) -> Tickets {
         let number = self.front + self.slots.len() as u64;
         self.slots.push_back(Slot {
             position,
@@ -105,7 +117,9 @@ impl<P> Acker<P> {
         while self.slots.front().is_some_and(|s| s.routes_left == 0) {
             if let Some(slot) = self.slots.pop_front() {
                 self.front += 1;
-                self.advanced = Some(slot.position);
+                if slot.position.is_some() {
+                    self.advanced = slot.position;
+                }
             }
         }
     }

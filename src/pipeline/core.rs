@@ -50,6 +50,11 @@ pub(crate) enum Action<P, J> {
         /// Changes not fully handled.
         unfinished: usize,
     },
+    /// A snapshot chunk and everything before it finished: its progress may be stored.
+    Delivered {
+        /// The shell's number for the chunk.
+        chunk: u64,
+    },
     /// Nothing more will start: the shell waits for the last store and ends.
     Finished,
 }
@@ -119,6 +124,13 @@ pub(crate) struct Core<P, J> {
     deadline: Option<Instant>,
     finished: bool,
     actions: VecDeque<Action<P, J>>,
+    /// Snapshot reads asked for and not yet arrived.
+    windows: Vec<Window>,
+    next_window: u64,
+    /// Keys changed since the oldest open window, with the sequence they came at.
+    touched: VecDeque<(u64, Box<[u8]>)>,
+    /// Chunks in flight: the sequence just past each, and its number.
+    chunks: VecDeque<(u64, u64)>,
 }
 
 impl<P, J> Core<P, J> {
@@ -140,6 +152,10 @@ impl<P, J> Core<P, J> {
             deadline: None,
             finished: false,
             actions: VecDeque::new(),
+            windows: Vec::new(),
+            next_window: 0,
+            touched: VecDeque::new(),
+            chunks: VecDeque::new(),
         }
     }
 
@@ -335,6 +351,7 @@ impl<P, J> Core<P, J> {
         if let Some(position) = self.acker.take_advanced() {
             self.unsaved = Some((position, self.acker.released()));
         }
+        self.take_delivered();
     }
 
     /// Hands the newest handled position to the store, if it moved.
@@ -367,7 +384,9 @@ impl<P, J> Core<P, J> {
 }
 
 mod lost;
+mod snapshot;
 pub(crate) use lost::{OnLost, on_history_lost};
+pub(crate) use snapshot::Window;
 
 #[cfg(test)]
 mod tests;

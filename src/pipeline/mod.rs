@@ -30,6 +30,7 @@ use crate::state::checkpoints::CheckpointStore;
 use crate::state::dead_letters::DeadLetters;
 use crate::state::gaps::Gaps;
 use crate::state::namespace_log::NamespaceLog;
+use crate::state::snapshots::Snapshots;
 use router::Router;
 use target::{Input, Target};
 
@@ -86,6 +87,7 @@ pub(crate) struct Shared {
     dead_letters: DeadLetters,
     gaps: Gaps,
     namespace_log: NamespaceLog,
+    snapshots: Snapshots,
     start: StartAt,
     /// Set for a replay: its bounds and progress.
     replay: Option<Arc<until::Bounds>>,
@@ -138,6 +140,7 @@ impl Engine {
                 dead_letters: DeadLetters::new(&state_db),
                 gaps: Gaps::new(&state_db),
                 namespace_log: NamespaceLog::new(&state_db),
+                snapshots: Snapshots::new(&state_db),
                 replay: None,
                 client,
                 config,

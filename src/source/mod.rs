@@ -17,6 +17,7 @@ pub mod large;
 pub mod oplog;
 pub mod position;
 pub mod reader;
+pub mod snapshot;
 
 /// A change event exactly as the server sent it; its `_id` is the resume token.
 pub type RawChange = RawDocumentBuf;

@@ -9,3 +9,4 @@ pub mod namespace_log;
 pub mod presence;
 pub mod replays;
 pub mod retry;
+pub mod snapshots;

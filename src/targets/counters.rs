@@ -11,7 +11,7 @@ use mongodb::bson::{DateTime, doc};
 
 use super::exactly_once::{Counting, ExactlyOnce, Increment};
 use crate::config::PaymentsConfig;
-use crate::domain::payments::{PaymentEvent, PaymentSnapshot};
+use crate::domain::payments::{PaymentEvent, PaymentSnapshot, PaymentStatus};
 use crate::domain::{DomainEvent, EventKind};
 use crate::pipeline::target::TargetError;
 
@@ -22,9 +22,15 @@ pub const COUNTERS: &str = "payment_counters";
 /// The handler's name in `[routes]`, logs and metrics.
 pub(crate) const NAME: &str = "counters";
 /// The event kinds it can take.
-pub const KINDS: &[EventKind] = &[EventKind::PaymentConfirmed, EventKind::PaymentFailed];
+pub const KINDS: &[EventKind] = &[
+    EventKind::PaymentConfirmed,
+    EventKind::PaymentFailed,
+    EventKind::PaymentObserved,
+];
 
-/// Counts CONFIRMED and FAILED payments per product.
+/// Counts CONFIRMED and FAILED payments per product: each payment's first terminal
+/// outcome once, whether it arrives live, replayed or from a snapshot
+/// (`payment_observed` in status CONFIRMED or FAILED).
 #[derive(Debug, Clone)]
 pub struct Counters {
     once: ExactlyOnce,
@@ -50,7 +56,9 @@ impl Counters {
         self.once.ensure_indexes().await
     }
 
-    /// Counts `snapshot`'s outcome in `field` once.
+    /// Counts `snapshot`'s outcome in `field`, once per payment: the processed id is the
+    /// payment's (`counters:outcome:<payment id>`, kept for good), so a later change or
+    /// snapshot of the same payment counts nothing more.
     pub async fn apply(
         &self,
         snapshot: &PaymentSnapshot,
@@ -62,7 +70,8 @@ impl Counters {
             inc: doc! {field: 1_i64},
             set: doc! {"productName": &product.name, "updatedAt": DateTime::now()},
         };
-        self.once.apply(snapshot.meta.event_id, increment).await
+        let key = format!("outcome:{}", snapshot.payment.id);
+        self.once.apply_once_per(&key, increment).await
     }
 }
 
@@ -79,6 +88,11 @@ impl Counting for Counters {
                 DomainEvent::Payment(PaymentEvent::Failed(s)) => {
                     self.apply(s, "failedPayments").await.map(drop)
                 }
+                DomainEvent::Payment(PaymentEvent::Observed(s)) => match s.payment.status {
+                    PaymentStatus::Confirmed => self.apply(s, "successfulPayments").await.map(drop),
+                    PaymentStatus::Failed => self.apply(s, "failedPayments").await.map(drop),
+                    PaymentStatus::Pending => Ok(()),
+                },
                 _ => Ok(()),
             }
         }

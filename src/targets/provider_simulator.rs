@@ -18,7 +18,7 @@ use crate::pipeline::target::{Input, Routed, Target, TargetError};
 /// The handler's name in `[routes]`, logs and metrics.
 pub(crate) const NAME: &str = "provider_simulator";
 /// The event kinds it can take.
-pub const KINDS: &[EventKind] = &[EventKind::PaymentRequested];
+pub const KINDS: &[EventKind] = &[EventKind::PaymentRequested, EventKind::PaymentObserved];
 
 /// Applies an [`OutcomePolicy`]; holds the call count `alternate` needs.
 #[derive(Debug)]
@@ -113,9 +113,16 @@ impl Target for ProviderSimulator {
 
     fn handle<'a>(&'a self, event: Routed<'a>) -> BoxFuture<'a, Result<(), TargetError>> {
         async move {
-            let Routed::Typed(DomainEvent::Payment(PaymentEvent::Requested(snapshot))) = event
-            else {
-                return Ok(());
+            // A snapshot's PENDING payment is asked for too: nothing stays PENDING after
+            // a gap. Settling moves only PENDING payments, so a repeat changes nothing.
+            let snapshot = match event {
+                Routed::Typed(DomainEvent::Payment(PaymentEvent::Requested(s))) => s,
+                Routed::Typed(DomainEvent::Payment(PaymentEvent::Observed(s)))
+                    if s.payment.status == PaymentStatus::Pending =>
+                {
+                    s
+                }
+                _ => return Ok(()),
             };
             let key = snapshot
                 .meta

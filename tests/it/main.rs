@@ -36,4 +36,5 @@ mod replay;
 mod schemas;
 mod setup;
 mod shutdown;
+mod snapshot;
 mod stalls;

@@ -44,6 +44,7 @@ struct Harness {
     running: Vec<TestJob>,
     stores: Vec<(u64, u64)>,
     finished: bool,
+    delivered: usize,
     abandoned: Option<usize>,
 }
 
@@ -56,6 +57,7 @@ impl Harness {
             running: Vec::new(),
             stores: Vec::new(),
             finished: false,
+            delivered: 0,
             abandoned: None,
         }
     }
@@ -95,6 +97,7 @@ impl Harness {
                     self.abandoned = Some(unfinished);
                     self.running.clear();
                 }
+                Action::Delivered { .. } => self.delivered += 1,
                 Action::Finished => self.finished = true,
             }
         }
@@ -310,6 +313,73 @@ fn a_checkpoint_that_cannot_be_stored_is_reported_stuck_until_one_is() {
 }
 
 #[test]
+fn a_chunk_leaves_out_keys_changed_since_its_read_and_holds_the_checkpoint_until_delivered() {
+    let mut core: Core<u64, u32> = Core::new(LIMITS, 0);
+    let now = Instant::now();
+    let mut first = core.change(0, routes(1, 0), now);
+    let window = core.open_window();
+    assert!(core.watching());
+    // Read while the chunk's read runs: key b changed, so its snapshot record would be older.
+    core.touched(b"b".to_vec().into_boxed_slice());
+    let _none = core.change(1, None, now);
+    let changed = core.close_window(window);
+    assert!(!core.watching());
+    assert_eq!(changed.len(), 1);
+    assert!(changed.contains(&b"b".to_vec().into_boxed_slice()));
+    // The chunk enters after change 1; its two records finish before change 0 does.
+    let mut tickets = core.chunk(7, 2, now);
+    let _none = core.change(2, None, now);
+    for ticket in [tickets.next(), tickets.next()].into_iter().flatten() {
+        core.complete(Some(ticket), None, now).expect("in flight");
+    }
+    let mut actions: Vec<Action<u64, u32>> = std::iter::from_fn(|| core.poll_action()).collect();
+    let delivered = |actions: &[Action<u64, u32>]| {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Delivered { chunk: 7 }))
+            .count()
+    };
+    assert_eq!(delivered(&actions), 0, "change 0 before it is unfinished");
+    let ticket = first.next().expect("ticket");
+    core.complete(Some(ticket), None, now).expect("in flight");
+    core.tick(now + Duration::from_secs(2));
+    actions.extend(std::iter::from_fn(|| core.poll_action()));
+    assert_eq!(delivered(&actions), 1);
+    let stored: Vec<u64> = actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Store { position, .. } => Some(position),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        stored.last(),
+        Some(&2),
+        "the chunk has no position of its own"
+    );
+}
+
+#[test]
+fn keys_touched_before_a_window_opened_do_not_drop_documents() {
+    let mut core: Core<u64, u32> = Core::new(LIMITS, 0);
+    let now = Instant::now();
+    let early = core.open_window();
+    core.touched(b"a".to_vec().into_boxed_slice());
+    let _none = core.change(0, None, now);
+    let late = core.open_window();
+    core.touched(b"c".to_vec().into_boxed_slice());
+    let _none = core.change(1, None, now);
+    assert_eq!(core.close_window(early).len(), 2);
+    let changed = core.close_window(late);
+    assert_eq!(
+        changed.len(),
+        1,
+        "a was changed before the late read was asked for"
+    );
+    assert!(changed.contains(&b"c".to_vec().into_boxed_slice()));
+}
+
+#[test]
 fn history_lost_follows_the_streams_policy_and_always_fails_a_replay() {
     use crate::config::HistoryLostPolicy::{Fail, RestartFromNow};
     assert_eq!(on_history_lost(Fail, false), OnLost::Fail);
@@ -433,6 +503,7 @@ impl Model {
                     self.handed.push((position, sequence));
                 }
                 Action::Abandon { .. } => self.running.clear(),
+                Action::Delivered { chunk } => prop_assert!(false, "chunk {chunk} never entered"),
                 Action::Finished => self.finished = true,
             }
         }

@@ -125,7 +125,7 @@ impl Session<'_> {
     }
 
     /// Queues `work` in `lane`, behind the lane's running job.
-    fn laned(&mut self, lane: &str, ticket: Ticket, work: Work) {
+    pub(super) fn laned(&mut self, lane: &str, ticket: Ticket, work: Work) {
         let job = Job {
             ticket,
             work,
@@ -137,18 +137,32 @@ impl Session<'_> {
     /// Hands `item` to the targets of its route: the ordered ones in its lane, those whose
     /// effects commute beside it.
     pub(super) fn route(&mut self, position: Position, item: Routable, now: Instant) {
-        let shared = self.shared;
-        let (ordered, free) = shared.router.split(item.input());
-        let parts = u32::from(!ordered.is_empty()) + u32::from(!free.is_empty());
+        let parts = self.parts(&item);
         if parts == 0 {
             let _none = self.core.change(position, None, now);
             return;
         }
-        let mut tickets = self.core.change(
+        let tickets = self.core.change(
             position,
             Some(routes(parts, item.event_id(), item.label())),
             now,
         );
+        self.start_route(item, tickets);
+    }
+
+    /// How many jobs `item`'s route takes: one for its ordered targets, one for the others.
+    pub(super) fn parts(&self, item: &Routable) -> u32 {
+        let (ordered, free) = self.shared.router.split(item.input());
+        u32::from(!ordered.is_empty()) + u32::from(!free.is_empty())
+    }
+
+    /// Queues `item`'s jobs, one ticket each (as many as [`Session::parts`] said).
+    pub(super) fn start_route(
+        &mut self,
+        item: Routable,
+        mut tickets: impl Iterator<Item = Ticket>,
+    ) {
+        let (ordered, free) = self.shared.router.split(item.input());
         if !free.is_empty()
             && let Some(ticket) = tickets.next()
         {

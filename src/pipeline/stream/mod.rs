@@ -4,6 +4,7 @@
 mod dispatch;
 mod open;
 mod session;
+mod snapshot;
 
 use open::OpenError;
 use session::Session;

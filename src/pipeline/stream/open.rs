@@ -1,13 +1,14 @@
 //! Opening a stream: from the checkpoint, a replay's start or now, with the history-lost
 //! policy applied when the resume point has left the oplog.
 
-use crate::config::WatchedDatabase;
+use crate::config::{SnapshotMode, WatchedDatabase};
 use crate::pipeline::Shared;
 use crate::pipeline::core::{OnLost, on_history_lost};
 use crate::source::history::{self, HistoryLost};
 use crate::source::position::{describe, token_time};
 use crate::source::{self, SourceError, StartAt};
 use crate::state::checkpoints::{Checkpoint, Resume, Stored};
+use crate::state::snapshots::Reason;
 
 /// Why a stream could not be (re)opened.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,8 @@ pub(super) enum OpenError {
     HistoryLost(Box<HistoryLost>),
     #[error("recording the gap in changeflow_gaps: {0}")]
     Gap(mongodb::error::Error),
+    #[error("recording a snapshot in changeflow_snapshots: {0}")]
+    Snapshot(mongodb::error::Error),
 }
 
 impl From<SourceError> for OpenError {
@@ -42,6 +45,10 @@ pub(super) async fn open(
         .as_ref()
         .map_or_else(|| shared.start.clone(), Stored::start_at);
     let has_token = matches!(&stored, Some(s) if matches!(s.resume, Resume::After(_)));
+    if stored.is_none() {
+        // Before the opening position is stored: a crash in between cannot skip it.
+        begin_initial_snapshot(shared, name, target).await?;
+    }
     let (stream, fresh) = match open_at(shared, name, target, &start).await {
         Ok(stream) => (stream, !has_token),
         Err(OpenError::HistoryLost(lost))
@@ -69,6 +76,28 @@ pub(super) async fn open(
         shared.metrics.checkpoint_saved(name);
     }
     Ok(stream)
+}
+
+/// `snapshot.mode = "initial"` (or `when-needed`): a stream without a checkpoint snapshots
+/// its collections that have a domain or are published raw.
+async fn begin_initial_snapshot(
+    shared: &Shared,
+    name: &str,
+    target: &WatchedDatabase,
+) -> Result<(), OpenError> {
+    if shared.config.snapshot.mode == SnapshotMode::Never || shared.replay.is_some() {
+        return Ok(());
+    }
+    for collection in &target.collections {
+        if shared.domains.snapshots(&target.database, collection) {
+            shared
+                .snapshots
+                .begin(name, collection, Reason::Initial)
+                .await
+                .map_err(OpenError::Snapshot)?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens at `start`, first checking that its history is still in the oplog (when the

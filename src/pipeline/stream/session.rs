@@ -14,6 +14,7 @@ use prometheus::IntCounter;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::snapshot::Snapshots;
 use super::*;
 use crate::observe::health::StuckCause;
 use crate::pipeline::checkpoint_writer::CheckpointWriter;
@@ -24,8 +25,11 @@ use crate::pipeline::stuck;
 use crate::pipeline::until::StreamReach;
 use crate::pipeline::{EngineError, Shared};
 use crate::source;
+use crate::source::position::{data_time, raw_token_data};
 use crate::source::reader::{self, Item, Position, Reach};
+use crate::source::snapshot::change_key;
 use crate::state::checkpoints::Checkpoint;
+use mongodb::bson::Timestamp;
 
 /// Changes larger than this are decoded on the blocking pool, not on the stream's task.
 const DECODE_ASIDE_BYTES: usize = 1 << 20;
@@ -58,6 +62,10 @@ pub(super) struct Session<'a> {
     fatal: Option<String>,
     /// Set by dispatch when the stream must stop at the change it was given.
     pub(super) stop: Option<EngineError>,
+    /// The collections being snapshotted, and their reads and writes.
+    pub(super) snapshots: Snapshots,
+    /// Cluster time of the newest position read: where a snapshot chunk is read.
+    last_time: Option<Timestamp>,
 }
 
 impl<'a> Session<'a> {
@@ -109,6 +117,8 @@ impl<'a> Session<'a> {
             store,
             fatal: None,
             stop: None,
+            snapshots: Snapshots::default(),
+            last_time: None,
         }
     }
 
@@ -124,6 +134,9 @@ impl<'a> Session<'a> {
     ) -> End {
         let shared: &'a Shared = self.shared;
         let config = &shared.config;
+        if shared.replay.is_none() {
+            self.snapshots = Snapshots::load(shared, &self.name).await;
+        }
         // A replay's stream ends at its bound: the reader says so with `Item::End`.
         let reach = shared.replay.clone().map(|bounds| {
             Arc::new(StreamReach {
@@ -162,6 +175,9 @@ impl<'a> Session<'a> {
                 biased;
                 _ = &mut cancelled, if !stopping => end = Some(End::Shutdown),
                 Some(done) = self.running.next() => self.complete(done),
+                Some(step) = self.snapshots.next(), if self.snapshots.busy() && !stopping => {
+                    self.snapshot_step(step);
+                }
                 _ = tick.tick() => {
                     let report = self.core.tick(Instant::now());
                     self.check(&report);
@@ -189,6 +205,11 @@ impl<'a> Session<'a> {
                 }
                 match item {
                     Item::Change { token, raw } => {
+                        if self.core.watching()
+                            && let Some(key) = change_key(&raw)
+                        {
+                            self.core.touched(key);
+                        }
                         let (decoded, times) = if raw.as_bytes().len() > DECODE_ASIDE_BYTES {
                             // Tens of milliseconds for a 16 MB change: off the runtime's
                             // workers, which the writer, the reader and HTTP share.
@@ -204,6 +225,7 @@ impl<'a> Session<'a> {
                         } else {
                             shared.domains.decode(raw)
                         };
+                        self.last_time = times.cluster_time.or(self.last_time);
                         let position = Position {
                             token,
                             cluster_time: times.cluster_time,
@@ -214,7 +236,12 @@ impl<'a> Session<'a> {
                             end = Some(End::Stop(stop));
                         }
                     }
-                    Item::Idle(position) => self.core.mark(position, Instant::now()),
+                    Item::Idle(position) => {
+                        if let Some(time) = raw_token_data(&position.token).and_then(data_time) {
+                            self.last_time = Some(time);
+                        }
+                        self.core.mark(position, Instant::now());
+                    }
                     Item::End => end = Some(End::Complete),
                     Item::Failed(e) => end = Some(End::Failed(e)),
                     Item::Closed => end = Some(End::Closed),
@@ -222,6 +249,9 @@ impl<'a> Session<'a> {
             }
             if let Some(reason) = self.fatal.take() {
                 end.get_or_insert(End::Fatal(reason));
+            }
+            if end.is_none() {
+                self.read_chunks(self.last_time);
             }
             if !stopping && end.is_some() {
                 self.begin_stop(&reader);
@@ -274,6 +304,7 @@ impl<'a> Session<'a> {
                     self.ctx.cancel.cancel();
                     self.running = FuturesUnordered::new();
                 }
+                Action::Delivered { chunk } => self.chunk_delivered(chunk),
                 Action::Finished => return true,
             }
         }

@@ -239,9 +239,11 @@ async fn transaction(
         return Ok(duplicates);
     }
     let now = DateTime::now();
-    let records = fresh
-        .iter()
-        .map(|r| doc! {"_id": &r.item.processed_id, "at": now});
+    let records = fresh.iter().map(|r| match r.item.expires {
+        true => doc! {"_id": &r.item.processed_id, "at": now},
+        // No `at`: the TTL index passes it by.
+        false => doc! {"_id": &r.item.processed_id},
+    });
     processed
         .insert_many(records)
         .session(&mut *session)

@@ -62,6 +62,8 @@ pub(crate) struct Increment {
 /// One event's effect: its processed id (`<handler>:<event id>`) and the increment.
 struct Effect {
     processed_id: String,
+    /// Whether the processed id expires (`processed_ttl`) or is kept for good.
+    expires: bool,
     increment: Increment,
 }
 
@@ -148,6 +150,23 @@ impl ExactlyOnce {
     ) -> Result<Applied, TargetError> {
         let effect = Effect {
             processed_id: format!("{}:{event_id}", self.handler),
+            expires: true,
+            increment: effect,
+        };
+        self.requests.call(effect, self.handler).await?
+    }
+
+    /// Applies `effect` once per `key` for good: the processed id `<handler>:<key>` never
+    /// expires (one small document per key; for effects that must hold across snapshots of
+    /// any age, such as one count per payment).
+    pub async fn apply_once_per(
+        &self,
+        key: &str,
+        effect: Increment,
+    ) -> Result<Applied, TargetError> {
+        let effect = Effect {
+            processed_id: format!("{}:{key}", self.handler),
+            expires: false,
             increment: effect,
         };
         self.requests.call(effect, self.handler).await?

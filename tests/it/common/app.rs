@@ -40,7 +40,8 @@ pub fn kafka_only_config(database: &str) -> Config {
     config.routes.payment_confirmed = kafka.clone();
     config.routes.payment_failed = kafka.clone();
     config.routes.payment_updated = kafka.clone();
-    config.routes.payment_deleted = kafka;
+    config.routes.payment_deleted = kafka.clone();
+    config.routes.payment_observed = kafka;
     config
 }
 
