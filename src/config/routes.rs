@@ -84,15 +84,18 @@ routes_config! {
     thread_updated [KAFKA];
     thread_expired [MEMORY_STATS, KAFKA];
     thread_deleted [KAFKA];
+    thread_observed [KAFKA];
     episode_recorded [MEMORY_STATS, KAFKA];
     episode_amended [KAFKA];
     episode_purged [KAFKA];
+    episode_observed [KAFKA];
     memory_learned [MEMORY_STATS, KAFKA];
     memory_recalled [MEMORY_STATS, KAFKA];
     memory_decayed [MEMORY_STATS, KAFKA];
     memory_revised [KAFKA];
     memory_updated [KAFKA];
     memory_forgotten [KAFKA];
+    memory_observed [KAFKA];
 }
 
 impl RoutesConfig {

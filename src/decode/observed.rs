@@ -1,11 +1,12 @@
 //! Documents a snapshot read, turned into what consumers see: a payment becomes a
-//! `payment_observed` event; a document of a raw collection becomes the record the MongoDB
+//! `payment_observed` event, a thread, episode or semantic memory a `thread_observed`,
+//! `episode_observed` or `memory_observed` event; a document of a raw collection becomes the record the MongoDB
 //! Kafka connector's copy-existing emits (`_id: {_id, copyingData: true}`, `operationType:
 //! "insert"`, `ns`, `documentKey`, `fullDocument`), so its consumers keep working.
 
 use mongodb::bson::{RawBson, RawDocument, RawDocumentBuf, Timestamp, rawdoc};
 
-use super::{DecodeError, Decoded, Domains, Namespace, payments};
+use super::{DecodeError, Decoded, Domains, Namespace, memory, payments};
 use crate::domain::payments::{PaymentEvent, PaymentSnapshot};
 use crate::domain::raw::RawChangeEvent;
 use crate::domain::{ChangeMeta, DomainEvent, EventId};
@@ -14,10 +15,7 @@ impl Domains {
     /// Whether a snapshot of `database.collection` emits anything (a typed or raw
     /// collection).
     pub fn snapshots(&self, database: &str, collection: &str) -> bool {
-        matches!(
-            self.namespace_of(database, collection),
-            Namespace::Payments | Namespace::Raw(_)
-        )
+        !matches!(self.namespace_of(database, collection), Namespace::Other)
     }
 
     /// The event of `document`, read by a snapshot of `database.collection` at `at`.
@@ -30,16 +28,23 @@ impl Domains {
     ) -> Decoded {
         let namespace = format!("{database}.{collection}");
         let event_id = EventId::observed(&namespace, document.as_bytes());
+        let meta = || ChangeMeta {
+            event_id,
+            database: database.to_owned(),
+            collection: collection.to_owned(),
+            cluster_time: at,
+            wall_time: None,
+            document_key: document_key(&document),
+        };
         match self.namespace_of(database, collection) {
+            Namespace::Memory(kind, privacy) => {
+                match memory::observed(&document, kind, privacy, meta()) {
+                    Ok(event) => Decoded::Event(DomainEvent::Memory(event)),
+                    Err(error) => invalid(document, event_id, error),
+                }
+            }
             Namespace::Payments => {
-                let meta = ChangeMeta {
-                    event_id,
-                    database: database.to_owned(),
-                    collection: collection.to_owned(),
-                    cluster_time: at,
-                    wall_time: None,
-                    document_key: document_key(&document),
-                };
+                let meta = meta();
                 match payments::payment_from_document(&document) {
                     Ok(payment) => Decoded::Event(DomainEvent::Payment(PaymentEvent::Observed(
                         PaymentSnapshot { meta, payment },
@@ -70,7 +75,7 @@ impl Domains {
                     ),
                 }
             }
-            Namespace::Memory(..) | Namespace::Other => Decoded::Other,
+            Namespace::Other => Decoded::Other,
         }
     }
 }
@@ -155,6 +160,58 @@ mod tests {
                 "documentKey": {"_id": 7},
                 "fullDocument": {"_id": 7, "total": 9.5},
             })
+        );
+    }
+
+    #[test]
+    fn memories_become_their_observed_kinds_with_what_a_snapshot_knows() {
+        use crate::config::MemoryConfig;
+        use crate::domain::EventKind;
+        use crate::domain::memory::MemoryChange;
+        let memory = MemoryConfig {
+            database: "shop".into(),
+            ..crate::config::Config::default().memory
+        };
+        let domains = domains().with_memory(crate::decode::MemoryDomain::from_config(&memory));
+        let thread = rawdoc! {"_id": 1_i64, "thread_id": "t-1", "user_id": "u-1",
+        "messages": [], "summary": "so far"};
+        let Decoded::Event(DomainEvent::Memory(event)) =
+            domains.observe("shop", "short_term_memory", thread, AT)
+        else {
+            panic!("not a memory event");
+        };
+        assert_eq!(event.kind(), EventKind::ThreadObserved);
+        assert_eq!(
+            (event.user_id.as_str(), event.document_id.as_str()),
+            ("u-1", "t-1")
+        );
+        assert!(matches!(
+            event.change,
+            MemoryChange::ThreadObserved {
+                summary: Some(_),
+                ..
+            }
+        ));
+        let semantic = rawdoc! {"_id": 2_i64, "memory_id": "m-1", "user_id": "u-1",
+        "type": "fact", "content": "x", "strength": 0.5,
+        "last_accessed_at": mongodb::bson::DateTime::from_millis(0)};
+        let Decoded::Event(DomainEvent::Memory(event)) =
+            domains.observe("shop", "semantic_memory", semantic, AT)
+        else {
+            panic!("not a memory event");
+        };
+        assert!(matches!(
+            event.change,
+            MemoryChange::MemoryObserved {
+                last_accessed_at: Some(_),
+                ..
+            }
+        ));
+        let orphan = rawdoc! {"_id": 3_i64, "episode_id": "e-1"};
+        let decoded = domains.observe("shop", "episodic_memory", orphan, AT);
+        assert!(
+            matches!(decoded, Decoded::Invalid { .. }),
+            "no user: bad input"
         );
     }
 

@@ -29,12 +29,16 @@ pub enum EventKind {
     ThreadExpired,
     /// A thread was deleted before it expired.
     ThreadDeleted,
+    /// A thread as a snapshot found it.
+    ThreadObserved,
     /// A finished thread was recorded as an episode.
     EpisodeRecorded,
     /// An episode was changed.
     EpisodeAmended,
     /// An episode was deleted.
     EpisodePurged,
+    /// An episode as a snapshot found it.
+    EpisodeObserved,
     /// A semantic memory was created.
     MemoryLearned,
     /// A semantic memory was accessed and grew stronger.
@@ -47,6 +51,8 @@ pub enum EventKind {
     MemoryUpdated,
     /// A semantic memory was deleted.
     MemoryForgotten,
+    /// A semantic memory as a snapshot found it.
+    MemoryObserved,
 }
 
 impl EventKind {
@@ -61,28 +67,31 @@ impl EventKind {
     ];
 
     /// The agent-memory kinds, in declaration order.
-    pub const MEMORY: [EventKind; 15] = [
+    pub const MEMORY: [EventKind; 18] = [
         EventKind::ThreadStarted,
         EventKind::MessagesAppended,
         EventKind::ThreadSummarized,
         EventKind::ThreadUpdated,
         EventKind::ThreadExpired,
         EventKind::ThreadDeleted,
+        EventKind::ThreadObserved,
         EventKind::EpisodeRecorded,
         EventKind::EpisodeAmended,
         EventKind::EpisodePurged,
+        EventKind::EpisodeObserved,
         EventKind::MemoryLearned,
         EventKind::MemoryRecalled,
         EventKind::MemoryDecayed,
         EventKind::MemoryRevised,
         EventKind::MemoryUpdated,
         EventKind::MemoryForgotten,
+        EventKind::MemoryObserved,
     ];
 
     /// Every kind, in declaration order (so `ALL[kind.index()] == kind`).
-    pub const ALL: [EventKind; 21] = {
+    pub const ALL: [EventKind; 24] = {
         const P: usize = EventKind::PAYMENTS.len();
-        let mut all = [EventKind::PaymentRequested; 21];
+        let mut all = [EventKind::PaymentRequested; 24];
         let mut i = 0;
         while i < P {
             all[i] = EventKind::PAYMENTS[i];
@@ -115,15 +124,18 @@ impl EventKind {
             EventKind::ThreadUpdated => "thread_updated",
             EventKind::ThreadExpired => "thread_expired",
             EventKind::ThreadDeleted => "thread_deleted",
+            EventKind::ThreadObserved => "thread_observed",
             EventKind::EpisodeRecorded => "episode_recorded",
             EventKind::EpisodeAmended => "episode_amended",
             EventKind::EpisodePurged => "episode_purged",
+            EventKind::EpisodeObserved => "episode_observed",
             EventKind::MemoryLearned => "memory_learned",
             EventKind::MemoryRecalled => "memory_recalled",
             EventKind::MemoryDecayed => "memory_decayed",
             EventKind::MemoryRevised => "memory_revised",
             EventKind::MemoryUpdated => "memory_updated",
             EventKind::MemoryForgotten => "memory_forgotten",
+            EventKind::MemoryObserved => "memory_observed",
         }
     }
 

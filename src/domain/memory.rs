@@ -203,8 +203,21 @@ pub enum MemoryChange {
         /// How many messages it held.
         message_count: u32,
     },
+    /// A thread as a snapshot read it.
+    ThreadObserved {
+        /// Its messages, in order.
+        messages: Vec<Message>,
+        /// Its summary, if it has one.
+        summary: Option<Content>,
+        /// When it was created.
+        created_at: Option<DateTime>,
+        /// When the TTL monitor may remove it.
+        expires_at: Option<DateTime>,
+    },
     /// A finished thread became an episode.
     EpisodeRecorded(Box<Episode>),
+    /// An episode as a snapshot read it.
+    EpisodeObserved(Box<Episode>),
     /// An episode changed.
     EpisodeAmended {
         /// Top-level fields the change set or removed.
@@ -273,6 +286,21 @@ pub enum MemoryChange {
         /// What it held.
         memory_type: Option<MemoryType>,
     },
+    /// A semantic memory as a snapshot read it.
+    MemoryObserved {
+        /// What it holds.
+        memory_type: MemoryType,
+        /// The content, as configured.
+        content: Content,
+        /// The embedding's size (and values, when configured).
+        embedding: Option<Embedding>,
+        /// The episode it was extracted from.
+        source_episode_id: Option<String>,
+        /// Its strength, 0..=1.
+        strength: f64,
+        /// When it was last accessed.
+        last_accessed_at: Option<DateTime>,
+    },
 }
 
 /// A finished thread, as recorded.
@@ -306,15 +334,18 @@ impl MemoryChange {
             MemoryChange::ThreadUpdated { .. } => EventKind::ThreadUpdated,
             MemoryChange::ThreadExpired { .. } => EventKind::ThreadExpired,
             MemoryChange::ThreadDeleted { .. } => EventKind::ThreadDeleted,
+            MemoryChange::ThreadObserved { .. } => EventKind::ThreadObserved,
             MemoryChange::EpisodeRecorded(_) => EventKind::EpisodeRecorded,
             MemoryChange::EpisodeAmended { .. } => EventKind::EpisodeAmended,
             MemoryChange::EpisodePurged { .. } => EventKind::EpisodePurged,
+            MemoryChange::EpisodeObserved(_) => EventKind::EpisodeObserved,
             MemoryChange::MemoryLearned { .. } => EventKind::MemoryLearned,
             MemoryChange::MemoryRecalled { .. } => EventKind::MemoryRecalled,
             MemoryChange::MemoryDecayed { .. } => EventKind::MemoryDecayed,
             MemoryChange::MemoryRevised { .. } => EventKind::MemoryRevised,
             MemoryChange::MemoryUpdated { .. } => EventKind::MemoryUpdated,
             MemoryChange::MemoryForgotten { .. } => EventKind::MemoryForgotten,
+            MemoryChange::MemoryObserved { .. } => EventKind::MemoryObserved,
         }
     }
 }

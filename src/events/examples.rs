@@ -157,6 +157,45 @@ fn example_memory_event(kind: EventKind) -> MemoryEvent {
                 message_count: 3,
             },
         ),
+        EventKind::ThreadObserved => (
+            "short_term_memory",
+            "t-42",
+            MemoryChange::ThreadObserved {
+                messages: vec![message("user", "Book me a flight to Lisbon", 7)],
+                summary: Some(Content::Text("Planning a Lisbon trip.".into())),
+                created_at: Some(at(0)),
+                expires_at: Some(at(3600)),
+            },
+        ),
+        EventKind::EpisodeObserved => (
+            "episodic_memory",
+            "e-7",
+            MemoryChange::EpisodeObserved(Box::new(Episode {
+                thread_id: Some("t-42".into()),
+                outcome: Outcome::Succeeded,
+                tags: vec!["travel".into()],
+                tool_calls: 2,
+                failed_tool_calls: 0,
+                started_at: at(0),
+                ended_at: at(60),
+                summary: Content::Text("Planned a Lisbon trip.".into()),
+            })),
+        ),
+        EventKind::MemoryObserved => (
+            "semantic_memory",
+            "m-3",
+            MemoryChange::MemoryObserved {
+                memory_type: MemoryType::Preference,
+                content: Content::Text("Prefers window seats".into()),
+                embedding: Some(Embedding {
+                    dimensions: 1024,
+                    values: None,
+                }),
+                source_episode_id: Some("e-7".into()),
+                strength: 0.8,
+                last_accessed_at: Some(at(120)),
+            },
+        ),
         EventKind::EpisodeRecorded => (
             "episodic_memory",
             "e-7",

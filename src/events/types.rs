@@ -65,7 +65,7 @@ macro_rules! namespace_type {
 }
 
 /// Every published event type, in [`EventKind::ALL`] order.
-pub(crate) static EVENT_TYPES: [EventType; 21] = [
+pub(crate) static EVENT_TYPES: [EventType; 24] = [
     event_type!(
         "changeflow.payment.requested.v1",
         PaymentRequested,
@@ -139,6 +139,12 @@ pub(crate) static EVENT_TYPES: [EventType; 21] = [
         "A thread was deleted before its expiry (not by the TTL monitor)."
     ),
     event_type!(
+        "changeflow.memory.thread_observed.v1",
+        ThreadObserved,
+        ThreadObservedData,
+        "A thread as a snapshot read it (it existed before the stream started, or changed while history was lost). Never older than a change already published for it."
+    ),
+    event_type!(
         "changeflow.memory.episode_recorded.v1",
         EpisodeRecorded,
         EpisodeRecordedData,
@@ -155,6 +161,12 @@ pub(crate) static EVENT_TYPES: [EventType; 21] = [
         EpisodePurged,
         EpisodePurgedData,
         "An episode was deleted (e.g. by a retention sweep)."
+    ),
+    event_type!(
+        "changeflow.memory.episode_observed.v1",
+        EpisodeObserved,
+        EpisodeObservedData,
+        "An episode as a snapshot read it. Never older than a change already published for it."
     ),
     event_type!(
         "changeflow.memory.memory_learned.v1",
@@ -191,6 +203,12 @@ pub(crate) static EVENT_TYPES: [EventType; 21] = [
         MemoryForgotten,
         MemoryForgottenData,
         "A memory was deleted."
+    ),
+    event_type!(
+        "changeflow.memory.memory_observed.v1",
+        MemoryObserved,
+        MemoryObservedData,
+        "A semantic memory as a snapshot read it. Never older than a change already published for it."
     ),
 ];
 

@@ -24,7 +24,7 @@
 //! embeddings are reduced to their dimension count unless configured otherwise, before the
 //! event exists: nothing downstream (Kafka, dead letters, logs) sees what was left out.
 
-use mongodb::bson::{DateTime, RawBsonRef};
+use mongodb::bson::{DateTime, RawBsonRef, RawDocument};
 
 use crate::decode::{DecodeError, Envelope, Fields};
 use crate::domain::ChangeMeta;
@@ -100,6 +100,62 @@ pub(crate) fn from_envelope(
         meta,
         change,
     }))
+}
+
+/// A memory document as a snapshot read it: the state of the document, as an
+/// `*_observed` event, with the fields its first event would carry and the ones a snapshot
+/// also knows (a thread's summary, a memory's last access).
+pub(crate) fn observed(
+    document: &RawDocument,
+    collection: Collection,
+    privacy: &Privacy,
+    meta: ChangeMeta,
+) -> Result<MemoryEvent, DecodeError> {
+    let doc = Fields::new(document, "");
+    let decoder = Decoder {
+        collection,
+        privacy,
+        before: None,
+    };
+    let change = match decoder.inserted(&doc)? {
+        MemoryChange::ThreadStarted {
+            messages,
+            created_at,
+            expires_at,
+        } => MemoryChange::ThreadObserved {
+            messages,
+            summary: optional_str(&doc, "summary", doc.lookup("summary")?)?
+                .map(|s| Content::new(&s, privacy.short_term)),
+            created_at,
+            expires_at,
+        },
+        MemoryChange::EpisodeRecorded(episode) => MemoryChange::EpisodeObserved(episode),
+        MemoryChange::MemoryLearned {
+            memory_type,
+            content,
+            embedding,
+            source_episode_id,
+            strength,
+        } => MemoryChange::MemoryObserved {
+            memory_type,
+            content,
+            embedding,
+            source_episode_id,
+            strength,
+            last_accessed_at: optional_date(
+                &doc,
+                "last_accessed_at",
+                doc.lookup("last_accessed_at")?,
+            )?,
+        },
+        other => other,
+    };
+    Ok(MemoryEvent {
+        user_id: doc.non_empty_str("user_id")?.to_owned(),
+        document_id: doc.non_empty_str(collection.id_field())?.to_owned(),
+        meta,
+        change,
+    })
 }
 
 struct Decoder<'a> {

@@ -88,6 +88,66 @@ pub(crate) fn memory_json(event: &MemoryEvent) -> Vec<u8> {
                 message_count: *message_count,
             }
         ),
+        MemoryChange::ThreadObserved {
+            messages: m,
+            summary,
+            created_at,
+            expires_at,
+        } => {
+            let text = summary.as_ref().map(Text::from).unwrap_or_default();
+            data!(
+                ThreadObservedData,
+                thread_id {
+                    messages: messages(m),
+                    summary: text.text,
+                    summary_sha256: text.sha256,
+                    created_at: created_at.map(rfc3339),
+                    expires_at: expires_at.map(rfc3339),
+                }
+            )
+        }
+        MemoryChange::EpisodeObserved(e) => {
+            let text = Text::from(&e.summary);
+            data!(
+                EpisodeObservedData,
+                episode_id {
+                    thread_id: e.thread_id.clone(),
+                    outcome: outcome(e.outcome),
+                    tags: e.tags.clone(),
+                    tool_calls: e.tool_calls,
+                    failed_tool_calls: e.failed_tool_calls,
+                    started_at: rfc3339(e.started_at),
+                    ended_at: rfc3339(e.ended_at),
+                    duration_ms: e.ended_at.timestamp_millis() - e.started_at.timestamp_millis(),
+                    summary: text.text,
+                    summary_sha256: text.sha256,
+                }
+            )
+        }
+        MemoryChange::MemoryObserved {
+            memory_type: t,
+            content,
+            embedding: e,
+            source_episode_id,
+            strength,
+            last_accessed_at,
+        } => {
+            let text = Text::from(content);
+            let (dimensions, values) = embedding(e.as_ref());
+            data!(
+                MemoryObservedData,
+                memory_id {
+                    memory_type: memory_type(*t),
+                    content: text.text,
+                    content_sha256: text.sha256,
+                    embedding_dimensions: dimensions,
+                    embedding: values,
+                    source_episode_id: source_episode_id.clone(),
+                    strength: *strength,
+                    last_accessed_at: last_accessed_at.map(rfc3339),
+                }
+            )
+        }
         MemoryChange::EpisodeRecorded(e) => {
             let text = Text::from(&e.summary);
             data!(

@@ -234,3 +234,82 @@ memory_data!(
         memory_type: Option<MemoryTypeData>,
     }
 );
+
+memory_data!(
+    #[schemars(title = "ThreadObserved")]
+    /// A thread as a snapshot read it.
+    ThreadObservedData, thread_id {
+        /// Its messages, in order.
+        messages: Vec<MessageData>,
+        /// Its summary (absent: none, hashed or dropped).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
+        /// SHA-256 of the summary, hex (content mode `hash`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+        summary_sha256: Option<String>,
+        /// When it was created, RFC 3339.
+        created_at: Option<String>,
+        /// When the TTL monitor may remove it, RFC 3339.
+        expires_at: Option<String>,
+    }
+);
+
+memory_data!(
+    #[schemars(title = "EpisodeObserved")]
+    /// An episode as a snapshot read it.
+    EpisodeObservedData, episode_id {
+        /// The thread it came from.
+        thread_id: Option<String>,
+        /// How it ended.
+        outcome: OutcomeData,
+        /// Its tags.
+        tags: Vec<String>,
+        /// Tool calls made.
+        tool_calls: u32,
+        /// Tool calls that failed.
+        failed_tool_calls: u32,
+        /// When it started, RFC 3339.
+        started_at: String,
+        /// When it ended, RFC 3339.
+        ended_at: String,
+        /// `endedAt - startedAt` in milliseconds.
+        duration_ms: i64,
+        /// Its summary (absent: hashed or dropped).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
+        /// SHA-256 of the summary, hex (content mode `hash`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+        summary_sha256: Option<String>,
+    }
+);
+
+memory_data!(
+    #[schemars(title = "MemoryObserved")]
+    /// A semantic memory as a snapshot read it.
+    MemoryObservedData, memory_id {
+        /// What it holds.
+        #[serde(rename = "type")]
+        memory_type: MemoryTypeData,
+        /// The content (absent: hashed or dropped).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<String>,
+        /// SHA-256 of the content, hex (content mode `hash`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+        content_sha256: Option<String>,
+        /// Dimensions of its embedding; null without one.
+        embedding_dimensions: Option<usize>,
+        /// The embedding's values, only with `memory.include_embeddings = true`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        embedding: Option<Vec<EmbeddingValue>>,
+        /// The episode it was extracted from.
+        source_episode_id: Option<String>,
+        /// Its strength.
+        #[schemars(range(min = 0.0, max = 1.0))]
+        strength: f64,
+        /// When it was last accessed, RFC 3339.
+        last_accessed_at: Option<String>,
+    }
+);

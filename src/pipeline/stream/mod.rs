@@ -2,6 +2,7 @@
 //! lanes, ack, store the checkpoint; on errors drain, store, and reopen with backoff.
 
 mod dispatch;
+mod handover;
 mod open;
 mod session;
 mod snapshot;
