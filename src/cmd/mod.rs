@@ -8,6 +8,7 @@ pub mod replay;
 pub mod run;
 pub mod setup;
 pub mod shutdown;
+pub mod snapshot;
 pub mod status;
 pub mod tail;
 
@@ -99,6 +100,16 @@ pub enum Command {
     /// overwrite the change.
     #[command(subcommand, after_help = CHECKPOINT_EXAMPLES)]
     Checkpoint(CheckpointCommand),
+    /// Snapshot watched collections while `changeflow run` keeps streaming: their
+    /// documents reach Kafka and the handlers as `*_observed` events, never older than a
+    /// change already delivered. Records the request; the running pipeline takes it up.
+    #[command(after_help = SNAPSHOT_EXAMPLES)]
+    Snapshot {
+        /// Only these collections (`name` or `database.name`, comma separated); default:
+        /// every watched collection with a domain or published raw.
+        #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+        collections: Vec<String>,
+    },
     /// For each stream: its checkpoint (token, cluster time, age), the oplog window of
     /// every readable member and the headroom (seconds between the checkpoint and the
     /// oldest oplog entry: how much more history may pass before the checkpoint is lost).
@@ -155,6 +166,11 @@ cluster time it started at. Kinds are those [routes] sends to `kafka`.";
 const STATUS_EXAMPLES: &str = "Examples:
   changeflow status
   changeflow status --json | jq '.streams[] | {stream, headroom_seconds}'";
+
+const SNAPSHOT_EXAMPLES: &str = "Examples:
+  changeflow snapshot                          # every collection with a domain
+  changeflow snapshot --collections payments
+  changeflow status                            # progress";
 
 const CHECKPOINT_EXAMPLES: &str = "Examples:
   changeflow checkpoint show
@@ -315,6 +331,7 @@ pub fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Command::Replay(args) => replay::command(&config, args).await,
             Command::Checkpoint(command) => checkpoint::command(&config, command).await,
             Command::Status { json } => status::command(&config, json).await,
+            Command::Snapshot { collections } => snapshot::command(&config, &collections).await,
         }
     });
     // Tasks still running (a driver or broker call that never returns) must not hold the

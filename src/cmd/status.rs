@@ -15,11 +15,13 @@ use crate::observe::metrics::Metrics;
 use crate::source::connect::connect;
 use crate::source::oplog::{Basis, Headroom, OplogProbe, Windows};
 use crate::source::position::{
-    age_seconds, cluster_time_text, describe, human_seconds, rfc3339, seconds_between, token_data,
+    age_seconds, cluster_time_text, datetime_rfc3339, describe, human_seconds, rfc3339,
+    seconds_between, token_data,
 };
 use crate::state::checkpoints::{CheckpointStore, Resume, Stored};
 use crate::state::gaps::Gaps;
 use crate::state::presence::{self, Holder};
+use crate::state::snapshots::{Progress, Snapshots};
 
 /// One stream's standing.
 #[derive(Debug, Clone)]
@@ -34,6 +36,8 @@ pub struct StreamStatus {
     pub gaps: Result<u64, String>,
     /// The live `changeflow run` processing it, if any.
     pub run: Result<Option<Holder>, String>,
+    /// Its collections' snapshots, running or finished.
+    pub snapshots: Result<Vec<Progress>, String>,
 }
 
 impl StreamStatus {
@@ -141,6 +145,20 @@ impl Report {
             {
                 let _ = writeln!(out, "  gaps        {n} recorded in changeflow_gaps");
             }
+            for p in s.snapshots.iter().flatten() {
+                let state = match p.finished_at {
+                    Some(at) if p.done => format!("done {}", datetime_rfc3339(at)),
+                    _ => "running".to_owned(),
+                };
+                let _ = writeln!(
+                    out,
+                    "  snapshot    {}: {state}, {} documents ({}, started {})",
+                    p.collection,
+                    p.documents,
+                    p.reason.as_str(),
+                    datetime_rfc3339(p.started_at)
+                );
+            }
             if let Some(w) = self.warning(s) {
                 let _ = writeln!(out, "  WARNING     {w}");
             }
@@ -201,6 +219,14 @@ impl Report {
                     "lag_seconds": self.lag(s),
                     "gaps": s.gaps.as_ref().ok(),
                     "run": s.run.as_ref().ok(),
+                    "snapshots": s.snapshots.as_ref().ok().map(|all| all.iter().map(|p| json!({
+                        "collection": p.collection,
+                        "reason": p.reason.as_str(),
+                        "done": p.done,
+                        "documents": p.documents,
+                        "started_at": datetime_rfc3339(p.started_at),
+                        "finished_at": p.finished_at.map(datetime_rfc3339),
+                    })).collect::<Vec<_>>()),
                     "warning": self.warning(s),
                 })
             })
@@ -294,13 +320,15 @@ pub(crate) async fn gather(client: &Client, config: &Config, probe: Option<&Oplo
     let state = client.database(&config.checkpoint.database);
     let store = CheckpointStore::new(&state);
     let gaps = Gaps::new(&state);
+    let snapshots = Snapshots::new(&state);
     let streams = futures::future::join_all(config.watch.iter().map(|w| {
-        let (store, gaps, state) = (&store, &gaps, &state);
+        let (store, gaps, state, snapshots) = (&store, &gaps, &state, &snapshots);
         async move {
-            let (checkpoint, gap_count, run) = futures::join!(
+            let (checkpoint, gap_count, run, snapshots) = futures::join!(
                 store.load_stored(&w.database),
                 gaps.count(&w.database),
-                presence::holder(state, &w.database)
+                presence::holder(state, &w.database),
+                snapshots.of_stream(&w.database)
             );
             StreamStatus {
                 stream: w.database.clone(),
@@ -308,6 +336,7 @@ pub(crate) async fn gather(client: &Client, config: &Config, probe: Option<&Oplo
                 checkpoint: checkpoint.map_err(|e| e.to_string()),
                 gaps: gap_count.map_err(|e| e.to_string()),
                 run: run.map_err(|e| e.to_string()),
+                snapshots: snapshots.map_err(|e| e.to_string()),
             }
         }
     }));

@@ -16,6 +16,10 @@ pub enum HistoryLostPolicy {
     /// Continue from the present and record the gap (stream, lost from, lost to) in
     /// `changeflow_gaps`, as an error log line and in `changeflow_gaps_total`.
     RestartFromNow,
+    /// As `restart-from-now`, and snapshot the stream's collections while it runs: the
+    /// documents that changed during the gap reach Kafka and the handlers (scoped repair:
+    /// only the stream that lost history). The gap records when the repair began and ended.
+    Resnapshot,
 }
 
 impl HistoryLostPolicy {
@@ -24,6 +28,7 @@ impl HistoryLostPolicy {
         match self {
             HistoryLostPolicy::Fail => "fail",
             HistoryLostPolicy::RestartFromNow => "restart-from-now",
+            HistoryLostPolicy::Resnapshot => "resnapshot",
         }
     }
 }

@@ -179,6 +179,20 @@ impl Domains {
         }
     }
 
+    /// The domains a configuration sets: payments, memory and its `kafka.raw` collections
+    /// (a running engine also takes the raw collections of library targets).
+    pub fn of_config(config: &crate::config::Config) -> Domains {
+        let raw = config
+            .kafka
+            .raw
+            .iter()
+            .map(|r| (r.database.clone(), r.collection.clone()))
+            .collect();
+        Domains::new(&config.payments.database, &config.payments.collection)
+            .with_memory(MemoryDomain::from_config(&config.memory))
+            .with_raw(raw)
+    }
+
     /// Changes of the memory collections decode to memory events.
     pub fn with_memory(mut self, memory: MemoryDomain) -> Domains {
         self.memory = Some(memory);

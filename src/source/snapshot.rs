@@ -126,13 +126,15 @@ pub async fn read_chunk(
     })
 }
 
-/// The server's present cluster time (the `operationTime` of a read on `admin`): changes
-/// read before a restart are older than it.
-pub async fn cluster_time_now(client: &Client) -> Result<Timestamp, DriverError> {
+/// The server's present cluster time (the `operationTime` of a majority read on the
+/// stream's own `database`, which the stream's user can read): changes read before a
+/// restart are older than it.
+pub async fn cluster_time_now(client: &Client, database: &str) -> Result<Timestamp, DriverError> {
     let reply = client
-        .database("admin")
+        .database(database)
         .run_command(
-            doc! {"find": "system.version", "limit": 1, "readConcern": {"level": "majority"}},
+            doc! {"find": "changeflow_no_such_collection", "batchSize": 0,
+            "readConcern": {"level": "majority"}},
         )
         .await?;
     if let Ok(t) = reply.get_timestamp("operationTime") {

@@ -28,6 +28,10 @@ pub struct Gap {
     pub reason: String,
     /// When it was recorded.
     pub recorded_at: DateTime,
+    /// When a repair snapshot (`history.on_lost = "resnapshot"`) began, if one runs.
+    pub repair_started_at: Option<DateTime>,
+    /// When that snapshot ended.
+    pub repair_finished_at: Option<DateTime>,
 }
 
 /// Reads and writes gaps.
@@ -51,6 +55,14 @@ impl Gaps {
             "reason": &gap.reason,
             "recorded_at": gap.recorded_at,
         };
+        for (field, at) in [
+            ("repair_started_at", gap.repair_started_at),
+            ("repair_finished_at", gap.repair_finished_at),
+        ] {
+            if let Some(at) = at {
+                document.insert(field, at);
+            }
+        }
         for (field, time) in [
             ("lost_from", gap.lost_from),
             ("lost_to", gap.lost_to),
@@ -62,6 +74,19 @@ impl Gaps {
         }
         self.collection
             .insert_one(document)
+            .write_concern(WriteConcern::majority())
+            .await?;
+        Ok(())
+    }
+
+    /// The repair snapshots of `stream`'s gaps ended now.
+    pub async fn repaired(&self, stream: &str) -> Result<(), mongodb::error::Error> {
+        self.collection
+            .update_many(
+                doc! {"stream": stream, "repair_started_at": {"$exists": true},
+                "repair_finished_at": {"$exists": false}},
+                doc! {"$set": {"repair_finished_at": DateTime::now()}},
+            )
             .write_concern(WriteConcern::majority())
             .await?;
         Ok(())
@@ -95,6 +120,8 @@ impl Gaps {
                     .get_datetime("recorded_at")
                     .copied()
                     .unwrap_or(DateTime::MIN),
+                repair_started_at: d.get_datetime("repair_started_at").ok().copied(),
+                repair_finished_at: d.get_datetime("repair_finished_at").ok().copied(),
             })
             .collect())
     }
@@ -110,6 +137,8 @@ impl Gap {
             oldest_available: lost.oldest,
             reason: lost.cause.clone(),
             recorded_at: DateTime::now(),
+            repair_started_at: None,
+            repair_finished_at: None,
         }
     }
 }

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use crate::common::app::{insert_pending, kafka_only_config, run_cli, start_ready};
+use crate::common::app::{
+    insert_pending, kafka_only_config, run_cli, start_ready, wait_settled_and_counted,
+};
 use crate::common::broker::OwnBroker;
 use crate::common::own_mongod::{Options, OwnMongod, PASSWORD_IN_URI};
 use crate::common::records::{consume_until, required};
@@ -333,22 +335,43 @@ async fn headroom_shrinks_under_writes_and_a_real_wrap_is_reported() {
         describe(oldest)
     );
 
-    // The user who cannot read the oplog, with restart-from-now: the server's error
-    // leads to the same gap record.
+    // The user who cannot read the oplog, with resnapshot: the server's error leads to
+    // the same gap record, and a snapshot of the stream repairs it. Payments written in
+    // the gap (and the two earlier ones, published but never handled: Kafka was their
+    // only route) reach the provider and the counters through it.
+    insert_pending(&payments, "gap", 3, 2).await;
     limited
         .history
         .on_lost_streams
-        .insert(db_name.clone(), HistoryLostPolicy::RestartFromNow);
+        .insert(db_name.clone(), HistoryLostPolicy::Resnapshot);
+    limited.routes = changeflow::config::RoutesConfig::default();
     let running = start_ready(&limited).await;
-    let gaps = Gaps::new(&root.database(&db_name))
-        .of_stream(&db_name)
-        .await
-        .expect("reading gaps");
-    assert_eq!(gaps.len(), 1, "{gaps:?}");
-    assert_eq!(gaps[0].lost_from, Some(checkpoint_at));
-    assert_eq!(gaps[0].oldest_available, None, "the oplog was not readable");
-    assert!(gaps[0].reason.contains("286"), "{:?}", gaps[0]);
+    let gaps = Gaps::new(&root.database(&db_name));
+    let recorded = gaps.of_stream(&db_name).await.expect("reading gaps");
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].lost_from, Some(checkpoint_at));
+    assert_eq!(
+        recorded[0].oldest_available, None,
+        "the oplog was not readable"
+    );
+    assert!(recorded[0].reason.contains("286"), "{:?}", recorded[0]);
+    assert!(recorded[0].repair_started_at.is_some(), "{:?}", recorded[0]);
     insert_pending(&payments, "after", 1, 1).await;
+    wait_settled_and_counted(
+        &root.database(&db_name),
+        Duration::from_secs(60),
+        "after the repair",
+    )
+    .await;
+    let repaired = wait_until(DEADLINE, "the gap to be marked repaired", || async {
+        let gap = gaps.of_stream(&db_name).await.ok()?.pop()?;
+        gap.repair_finished_at.map(|at| (gap, at))
+    })
+    .await;
+    eprintln!(
+        "repair: snapshot from {:?} to {:?}",
+        repaired.0.repair_started_at, repaired.1
+    );
     consume_until(&broker.address(), &topic, DEADLINE, Duration::ZERO, |r| {
         required(r, "ce_subject").contains("after-0")
     })

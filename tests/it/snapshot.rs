@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::app::{config, payment, wait_settled_and_counted};
+use crate::common::app::{
+    Process, config, outcomes_and_counters, payment, run_cli, wait_settled_and_counted,
+};
 use crate::common::records::{consume_until, header};
 use crate::common::{DEADLINE, kafka_brokers, mongo, unique_name, wait_until};
 use changeflow::cmd::run;
@@ -163,4 +165,153 @@ async fn an_initial_snapshot_under_writes_hands_over_without_gap_or_going_back()
     assert_eq!(live.len(), present, "deleted keys end with their delete");
     assert_eq!(live, expected, "the fold equals the collection");
     running.until(async {}).await.expect("stop");
+}
+
+/// How far the snapshot of `collection` got: (documents, done).
+async fn progress(db: &mongodb::Database, collection: &str) -> Option<(i64, bool)> {
+    let doc = db
+        .collection::<Document>("changeflow_snapshots")
+        .find_one(doc! {"collection": collection})
+        .await
+        .ok()??;
+    Some((doc.get_i64("documents").ok()?, doc.get_bool("done").ok()?))
+}
+
+#[tokio::test]
+async fn a_snapshot_killed_midway_continues_from_its_stored_position_repeating_at_most_one_chunk() {
+    const DOCS: i64 = 60_000;
+    const CHUNK: u32 = 1_000;
+    let db_name = unique_name("snapkill");
+    let db = mongo().await.database(&db_name);
+    let items = db.collection::<Document>("items");
+    let docs: Vec<Document> = (0..DOCS)
+        .map(|i| doc! {"_id": i, "v": 0_i64, "pad": "x".repeat(200)})
+        .collect();
+    items.insert_many(docs).await.expect("items");
+    let mut config = config(&db_name);
+    config.snapshot.mode = SnapshotMode::Initial;
+    config.snapshot.chunk_size = CHUNK;
+    config.watch[0].collections.push("items".into());
+    config.kafka.raw = vec![RawCollection {
+        database: db_name.clone(),
+        collection: "items".into(),
+        topic: "items".into(),
+    }];
+    let topic = config.kafka.topic("items");
+
+    let mut first = Process::spawn(&config);
+    let at_kill = wait_until(DEADLINE, "the snapshot to be under way", || async {
+        progress(&db, "items").await.filter(|(n, _)| *n >= 10_000)
+    })
+    .await;
+    // Into the next chunk: some of its records are out, its progress is not stored.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.signal(libc::SIGKILL);
+    first.wait_exit(DEADLINE).await;
+    let stored = progress(&db, "items").await.expect("progress");
+    assert!(!stored.1, "killed before the end: {stored:?}");
+
+    let mut second = Process::spawn(&config);
+    second.wait_healthy().await;
+    wait_until(
+        Duration::from_secs(120),
+        "the snapshot to finish",
+        || async { progress(&db, "items").await.filter(|(_, done)| *done) },
+    )
+    .await;
+    second.signal(libc::SIGTERM);
+    assert!(
+        second.wait_exit(DEADLINE).await.success(),
+        "{}",
+        second.log()
+    );
+
+    let mut count = 0i64;
+    let records = consume_until(
+        &kafka_brokers(),
+        &topic,
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+        |_| {
+            count += 1;
+            count >= DOCS
+        },
+    )
+    .await;
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut keys = HashSet::new();
+    for record in &records {
+        *ids.entry(header(record, "ce_id").expect("ce_id").to_owned())
+            .or_default() += 1;
+        keys.insert(rdkafka::Message::key(record).map(<[u8]>::to_vec));
+    }
+    let repeats = records.len() - ids.len();
+    eprintln!(
+        "killed at {} documents stored ({} seen), {} records for {DOCS} documents: {repeats} repeated",
+        stored.0,
+        at_kill.0,
+        records.len()
+    );
+    assert_eq!(
+        ids.len() as i64,
+        DOCS,
+        "one id per document: ids repeat exactly"
+    );
+    assert_eq!(keys.len() as i64, DOCS, "every document published");
+    assert!(
+        repeats <= CHUNK as usize,
+        "{repeats} repeats: more than one chunk ({CHUNK}) read again"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_after_a_live_run_leaves_the_counters_as_they_are() {
+    let db_name = unique_name("snapcount");
+    let db = mongo().await.database(&db_name);
+    let payments = db.collection::<Document>("payments");
+    let config = config(&db_name);
+    let running = run::start(Arc::new(config.clone()), StartAt::Now)
+        .await
+        .expect("start");
+    running.ready(DEADLINE).await.expect("streams open");
+    let docs: Vec<Document> = (0..300)
+        .map(|i| payment(&format!("p-{i}"), i % 3, "PENDING"))
+        .collect();
+    payments.insert_many(docs).await.expect("payments");
+    wait_settled_and_counted(&db, Duration::from_secs(60), "live").await;
+    let (_, before) = outcomes_and_counters(&db).await;
+
+    let out = run_cli(&config, &["snapshot", "--collections", "payments"]).await;
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("snapshot requested: {db_name}.payments")),
+        "{}",
+        out.stdout
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the snapshot to finish",
+        || async { progress(&db, "payments").await.filter(|(_, done)| *done) },
+    )
+    .await;
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    let mut observed = 0;
+    consume_until(
+        &kafka_brokers(),
+        &topic,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        |r| {
+            if header(r, "ce_type") == Some("changeflow.payment.observed.v1") {
+                observed += 1;
+            }
+            observed >= 300
+        },
+    )
+    .await;
+    running.until(async {}).await.expect("stop");
+    let (outcomes, after) = outcomes_and_counters(&db).await;
+    assert_eq!(after, before, "a snapshot counts no payment again");
+    assert_eq!(after, outcomes);
 }

@@ -381,15 +381,25 @@ fn keys_touched_before_a_window_opened_do_not_drop_documents() {
 
 #[test]
 fn history_lost_follows_the_streams_policy_and_always_fails_a_replay() {
-    use crate::config::HistoryLostPolicy::{Fail, RestartFromNow};
-    assert_eq!(on_history_lost(Fail, false), OnLost::Fail);
-    assert_eq!(
-        on_history_lost(RestartFromNow, false),
-        OnLost::RestartFromNow
-    );
-    // A replay asked for that very history: continuing from now would fake it.
-    assert_eq!(on_history_lost(RestartFromNow, true), OnLost::Fail);
-    assert_eq!(on_history_lost(Fail, true), OnLost::Fail);
+    use crate::config::HistoryLostPolicy::{Fail, Resnapshot, RestartFromNow};
+    use crate::config::SnapshotMode::{Initial, Never, WhenNeeded};
+    let cases = [
+        (Fail, WhenNeeded, false, OnLost::Fail),
+        (RestartFromNow, Never, false, OnLost::RestartFromNow),
+        (RestartFromNow, Initial, false, OnLost::RestartFromNow),
+        (RestartFromNow, WhenNeeded, false, OnLost::Resnapshot),
+        (Resnapshot, Never, false, OnLost::Resnapshot),
+        // A replay asked for that very history: continuing from now would fake it.
+        (RestartFromNow, Never, true, OnLost::Fail),
+        (Resnapshot, WhenNeeded, true, OnLost::Fail),
+    ];
+    for (policy, mode, replay, expected) in cases {
+        assert_eq!(
+            on_history_lost(policy, mode, replay),
+            expected,
+            "{policy:?} {mode:?} {replay}"
+        );
+    }
 }
 
 #[test]

@@ -16,11 +16,15 @@ use crate::decode::Decoded;
 use crate::pipeline::job::{Routable, Work};
 use crate::source::snapshot::{self, Chunk, key_bytes};
 use crate::state::dead_letters::DeadLetter;
+use crate::state::snapshots::Reason;
 
 impl Session<'_> {
     /// Starts the chunk reads the stream's position allows: once it passed the session's
     /// start, at its cluster time, up to `snapshot.parallelism` at once.
     pub(super) fn read_chunks(&mut self, at: Option<Timestamp>) {
+        let now = Instant::now();
+        self.snapshots.poll(self.shared, &self.name, now);
+        self.snapshots.report(&self.name, now);
         let (Some(at), Some(not_before)) = (at, self.snapshots.not_before) else {
             return;
         };
@@ -28,7 +32,6 @@ impl Session<'_> {
             return;
         }
         let parallelism = self.shared.config.snapshot.parallelism as usize;
-        let now = Instant::now();
         while self.snapshots.active < parallelism {
             let ready = self
                 .snapshots
@@ -69,6 +72,15 @@ impl Session<'_> {
     /// Feeds the core a chunk read, or stores the progress of a delivered one.
     pub(super) fn snapshot_step(&mut self, outcome: Outcome) {
         match outcome {
+            Outcome::Polled { progress, now } => {
+                self.snapshots.polled(&self.name, progress, now);
+            }
+            Outcome::Repaired(Ok(())) => {
+                tracing::info!(stream = %self.name, "history repaired: the snapshot after the gap is done (changeflow_gaps)");
+            }
+            Outcome::Repaired(Err(e)) => {
+                tracing::warn!(stream = %self.name, error = %e, "marking the gap repaired failed (the snapshot itself is done)");
+            }
             Outcome::Read {
                 mut plan,
                 window,
@@ -94,7 +106,18 @@ impl Session<'_> {
                 self.snapshots.active -= 1;
                 match result {
                     Ok(()) if end => {
-                        tracing::info!(stream = %self.name, collection = %plan.collection, "snapshot done");
+                        self.snapshots.running.remove(&plan.collection);
+                        // Every snapshot of the stream is done: the repair is complete.
+                        let last_repair =
+                            plan.reason == Reason::Resnapshot && self.snapshots.running.is_empty();
+                        if last_repair {
+                            let (gaps, stream) = (self.shared.gaps.clone(), self.name.to_string());
+                            self.snapshots.io.push(
+                                async move { Outcome::Repaired(gaps.repaired(&stream).await) }
+                                    .boxed(),
+                            );
+                        }
+                        tracing::info!(stream = %self.name, collection = %plan.collection, documents = plan.documents, "snapshot done");
                     }
                     Ok(()) => self.snapshots.waiting.push_front(plan),
                     Err(e) => {
@@ -206,6 +229,7 @@ impl Session<'_> {
         if done.last.is_some() {
             plan.after = done.last.clone();
         }
+        plan.documents += done.documents;
         let end = done.end;
         self.snapshots.io.push(
             async move {

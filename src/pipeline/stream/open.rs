@@ -51,11 +51,18 @@ pub(super) async fn open(
     }
     let (stream, fresh) = match open_at(shared, name, target, &start).await {
         Ok(stream) => (stream, !has_token),
-        Err(OpenError::HistoryLost(lost))
-            if on_history_lost(shared.config.history.policy(name), shared.replay.is_some())
-                == OnLost::RestartFromNow =>
-        {
-            (restart_from_now(shared, name, target, &lost).await?, true)
+        Err(OpenError::HistoryLost(lost)) => {
+            let policy = shared.config.history.policy(name);
+            let mode = shared.config.snapshot.mode;
+            let repair = match on_history_lost(policy, mode, shared.replay.is_some()) {
+                OnLost::Fail => return Err(OpenError::HistoryLost(lost)),
+                OnLost::RestartFromNow => false,
+                OnLost::Resnapshot => true,
+            };
+            (
+                restart_from_now(shared, name, target, &lost, repair).await?,
+                true,
+            )
         }
         Err(e) => return Err(e),
     };
@@ -88,11 +95,22 @@ async fn begin_initial_snapshot(
     if shared.config.snapshot.mode == SnapshotMode::Never || shared.replay.is_some() {
         return Ok(());
     }
+    begin_snapshots(shared, name, target, Reason::Initial).await
+}
+
+/// Records a snapshot of each of the stream's collections that has a domain or is
+/// published raw; the session takes them up.
+async fn begin_snapshots(
+    shared: &Shared,
+    name: &str,
+    target: &WatchedDatabase,
+    reason: Reason,
+) -> Result<(), OpenError> {
     for collection in &target.collections {
         if shared.domains.snapshots(&target.database, collection) {
             shared
                 .snapshots
-                .begin(name, collection, Reason::Initial)
+                .begin(name, collection, reason)
                 .await
                 .map_err(OpenError::Snapshot)?;
         }
@@ -136,16 +154,22 @@ async fn open_at(
 }
 
 /// `restart-from-now`: opens at the present, records the gap (before the checkpoint
-/// moves past it, so a crash cannot lose the record) and says so loudly.
+/// moves past it, so a crash cannot lose the record) and says so loudly. With `repair`
+/// (`resnapshot`), the stream's collections are snapshotted too, recorded before the gap.
 async fn restart_from_now(
     shared: &Shared,
     name: &str,
     target: &WatchedDatabase,
     lost: &HistoryLost,
+    repair: bool,
 ) -> Result<mongodb::change_stream::ChangeStream<source::RawChange>, OpenError> {
     let stream = source::open(&shared.client, target, &shared.config.engine, &StartAt::Now).await?;
     let lost_to = stream.resume_token().as_ref().and_then(token_time);
-    let gap = crate::state::gaps::Gap::after(lost, lost_to);
+    let mut gap = crate::state::gaps::Gap::after(lost, lost_to);
+    if repair {
+        begin_snapshots(shared, name, target, Reason::Resnapshot).await?;
+        gap.repair_started_at = Some(mongodb::bson::DateTime::now());
+    }
     shared.gaps.record(&gap).await.map_err(OpenError::Gap)?;
     shared.metrics.gaps.with_label_values(&[name]).inc();
     tracing::error!(
@@ -153,7 +177,8 @@ async fn restart_from_now(
         lost_from = %gap.lost_from.map_or_else(|| "unknown".to_owned(), describe),
         lost_to = %gap.lost_to.map_or_else(|| "unknown".to_owned(), describe),
         cause = %lost.cause,
-        "history lost: continuing from now (history.on_lost = restart-from-now); the gap is recorded in changeflow_gaps"
+        repair = if repair { "snapshot of the stream's collections" } else { "none" },
+        "history lost: continuing from now; the gap is recorded in changeflow_gaps"
     );
     Ok(stream)
 }

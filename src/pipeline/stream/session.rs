@@ -134,8 +134,8 @@ impl<'a> Session<'a> {
     ) -> End {
         let shared: &'a Shared = self.shared;
         let config = &shared.config;
-        if shared.replay.is_none() {
-            self.snapshots = Snapshots::load(shared, &self.name).await;
+        if shared.replay.is_some() {
+            self.snapshots = Snapshots::none();
         }
         // A replay's stream ends at its bound: the reader says so with `Item::End`.
         let reach = shared.replay.clone().map(|bounds| {

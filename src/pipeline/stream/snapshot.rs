@@ -1,28 +1,41 @@
 //! The shell's state of a stream's snapshots: which collections are being snapshotted,
-//! where each stands, and their chunk reads and progress writes in flight (I/O, polled by
-//! the session's loop beside the stream). `handover` hands each chunk to the core.
+//! where each stands, and their chunk reads, progress writes and polls for new requests
+//! in flight (I/O, polled by the session's loop beside the stream). `handover` hands each
+//! chunk to the core.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use mongodb::bson::{Bson, Timestamp};
 
 use crate::pipeline::Shared;
 use crate::pipeline::core::Window;
 use crate::source::snapshot::{self, Chunk, SnapshotError};
+use crate::state::snapshots::{Progress, Reason};
 
 /// How long a chunk waits before it is read again after a failed read.
 pub(super) const RETRY: Duration = Duration::from_secs(1);
+/// How often the stream looks for snapshots asked for (`changeflow snapshot`).
+const POLL: Duration = Duration::from_secs(5);
+/// How often a running snapshot logs its progress.
+pub(super) const REPORT: Duration = Duration::from_secs(10);
 
-/// One collection's snapshot: where the next chunk starts.
+/// One collection's snapshot: where the next chunk starts, and how far it got.
 #[derive(Debug, Clone)]
 pub(super) struct Plan {
     pub(super) collection: String,
+    pub(super) reason: Reason,
     pub(super) after: Option<Bson>,
     pub(super) not_before: Option<Instant>,
+    /// Documents delivered, across restarts.
+    pub(super) documents: u64,
+    /// The collection's estimated document count when this session took it up.
+    pub(super) estimated: Option<u64>,
+    /// When, and at how many documents, this session took it up (for the rate).
+    pub(super) taken_up: (Instant, u64),
 }
 
 /// A chunk handed to the core, until it is delivered.
@@ -35,6 +48,11 @@ pub(super) struct InFlight {
 
 /// What an I/O step of a snapshot came to.
 pub(super) enum Outcome {
+    /// The stream's snapshots as stored, with estimated counts, and the cluster time.
+    Polled {
+        progress: Result<Vec<(Progress, Option<u64>)>, mongodb::error::Error>,
+        now: Option<Timestamp>,
+    },
     Read {
         plan: Plan,
         window: Window,
@@ -46,14 +64,17 @@ pub(super) enum Outcome {
         end: bool,
         result: Result<(), mongodb::error::Error>,
     },
+    /// The stream's gaps were marked repaired (a `resnapshot` ended).
+    Repaired(Result<(), mongodb::error::Error>),
 }
 
 /// A stream's snapshots in this session.
-#[derive(Default)]
 pub(super) struct Snapshots {
     pub(super) waiting: VecDeque<Plan>,
     pub(super) io: FuturesUnordered<BoxFuture<'static, Outcome>>,
     pub(super) in_flight: HashMap<u64, InFlight>,
+    /// Collections whose snapshot this session runs.
+    pub(super) running: HashSet<String>,
     /// Reads, chunks in flight and saves: at most `snapshot.parallelism`.
     pub(super) active: usize,
     /// Changes before this cluster time may have been delivered before the session began
@@ -61,41 +82,33 @@ pub(super) struct Snapshots {
     /// passed it, so none can be older than a record already sent.
     pub(super) not_before: Option<Timestamp>,
     pub(super) next_chunk: u64,
+    next_poll: Option<Instant>,
+    pub(super) next_report: Instant,
+}
+
+impl Default for Snapshots {
+    fn default() -> Self {
+        Snapshots {
+            waiting: VecDeque::new(),
+            io: FuturesUnordered::new(),
+            in_flight: HashMap::new(),
+            running: HashSet::new(),
+            active: 0,
+            not_before: None,
+            next_chunk: 0,
+            next_poll: Some(Instant::now()),
+            next_report: Instant::now() + REPORT,
+        }
+    }
 }
 
 impl Snapshots {
-    /// The unfinished snapshots of `stream`, and the present cluster time they wait for.
-    pub(super) async fn load(shared: &Shared, stream: &str) -> Snapshots {
-        let mut snapshots = Snapshots::default();
-        let progress = match shared.snapshots.of_stream(stream).await {
-            Ok(progress) => progress,
-            Err(e) => {
-                tracing::warn!(stream = %stream, error = %e, "reading snapshot progress failed; snapshots wait for the next reopen");
-                return snapshots;
-            }
-        };
-        snapshots.waiting = progress
-            .into_iter()
-            .filter(|p| !p.done)
-            .map(|p| {
-                tracing::info!(stream = %stream, collection = %p.collection, reason = p.reason.as_str(), documents = p.documents, "snapshot continues");
-                Plan {
-                    collection: p.collection,
-                    after: p.after,
-                    not_before: None,
-                }
-            })
-            .collect();
-        if !snapshots.waiting.is_empty() {
-            match snapshot::cluster_time_now(&shared.client).await {
-                Ok(now) => snapshots.not_before = Some(now),
-                Err(e) => {
-                    tracing::warn!(stream = %stream, error = %e, "reading the cluster time failed; snapshots wait for the next reopen");
-                    snapshots.waiting.clear();
-                }
-            }
+    /// None for a session that never snapshots (a replay).
+    pub(super) fn none() -> Snapshots {
+        Snapshots {
+            next_poll: None,
+            ..Snapshots::default()
         }
-        snapshots
     }
 
     /// Whether an I/O step is pending.
@@ -106,5 +119,114 @@ impl Snapshots {
     /// The next finished I/O step.
     pub(super) async fn next(&mut self) -> Option<Outcome> {
         self.io.next().await
+    }
+
+    /// Looks for new or unfinished snapshots of `stream` when it is time to.
+    pub(super) fn poll(&mut self, shared: &Shared, stream: &str, now: Instant) {
+        if self.next_poll.is_none_or(|at| now < at) {
+            return;
+        }
+        // The next poll is set when this one answers.
+        self.next_poll = Some(now + Duration::from_secs(3600));
+        let store = shared.snapshots.clone();
+        let client = shared.client.clone();
+        let (stream, known) = (stream.to_owned(), self.not_before);
+        self.io.push(
+            async move {
+                let progress = match store.of_stream(&stream).await {
+                    Ok(all) => {
+                        let mut counted = Vec::new();
+                        for p in all.into_iter().filter(|p| !p.done) {
+                            let estimate = client
+                                .database(&stream)
+                                .collection::<mongodb::bson::Document>(&p.collection)
+                                .estimated_document_count()
+                                .await
+                                .ok();
+                            counted.push((p, estimate));
+                        }
+                        Ok(counted)
+                    }
+                    Err(e) => Err(e),
+                };
+                let now = match (&progress, known) {
+                    (Ok(p), None) if !p.is_empty() => {
+                        snapshot::cluster_time_now(&client, &stream).await.ok()
+                    }
+                    _ => known,
+                };
+                Outcome::Polled { progress, now }
+            }
+            .boxed(),
+        );
+    }
+
+    /// Takes up the snapshots a poll found.
+    pub(super) fn polled(
+        &mut self,
+        stream: &str,
+        progress: Result<Vec<(Progress, Option<u64>)>, mongodb::error::Error>,
+        now: Option<Timestamp>,
+    ) {
+        self.next_poll = Some(Instant::now() + POLL);
+        let progress = match progress {
+            Ok(progress) => progress,
+            Err(e) => {
+                tracing::warn!(stream = %stream, error = %e, "reading snapshot progress failed; trying again");
+                return;
+            }
+        };
+        if now.is_none() {
+            if !progress.is_empty() {
+                tracing::warn!(stream = %stream, "reading the cluster time failed; snapshots wait for the next poll");
+            }
+            return;
+        }
+        self.not_before = self.not_before.or(now);
+        for (p, estimated) in progress {
+            if !self.running.insert(p.collection.clone()) {
+                continue;
+            }
+            tracing::info!(stream = %stream, collection = %p.collection, reason = p.reason.as_str(),
+                documents = p.documents, estimated_documents = ?estimated,
+                "snapshot {}", if p.documents > 0 { "continues" } else { "starts" });
+            self.waiting.push_back(Plan {
+                collection: p.collection,
+                reason: p.reason,
+                after: p.after,
+                not_before: None,
+                documents: p.documents,
+                estimated,
+                taken_up: (Instant::now(), p.documents),
+            });
+        }
+    }
+
+    /// Logs each running snapshot's progress, every [`REPORT`].
+    pub(super) fn report(&mut self, stream: &str, now: Instant) {
+        if now < self.next_report {
+            return;
+        }
+        self.next_report = now + REPORT;
+        let plans = self
+            .waiting
+            .iter()
+            .chain(self.in_flight.values().map(|f| &f.plan));
+        for plan in plans {
+            let (since, at_start) = plan.taken_up;
+            let seconds = now
+                .saturating_duration_since(since)
+                .as_secs_f64()
+                .max(0.001);
+            let rate = (plan.documents - at_start) as f64 / seconds;
+            let percent = plan.estimated.filter(|e| *e > 0).map(|e| {
+                format!(
+                    "{:.1}",
+                    (plan.documents as f64 * 100.0 / e as f64).min(100.0)
+                )
+            });
+            tracing::info!(stream = %stream, collection = %plan.collection, documents = plan.documents,
+                docs_per_second = rate.round() as u64, percent_of_estimate = ?percent, "snapshot progress");
+        }
     }
 }
