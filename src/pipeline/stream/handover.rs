@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::FutureExt;
-use mongodb::bson::{RawDocument, Timestamp};
+use mongodb::bson::{Bson, RawDocument, Timestamp};
 
 use super::session::Session;
-use super::snapshot::{InFlight, Outcome, Plan, RETRY};
+use super::snapshot::{InFlight, Outcome, Plan, RETRY, Read};
 use crate::decode::Decoded;
 use crate::pipeline::job::{Routable, Work};
 use crate::source::snapshot::{self, Chunk, key_bytes};
@@ -19,8 +19,8 @@ use crate::state::dead_letters::DeadLetter;
 use crate::state::snapshots::Reason;
 
 impl Session<'_> {
-    /// Starts the chunk reads the stream's position allows: once it passed the session's
-    /// start, at its cluster time, up to `snapshot.parallelism` at once.
+    /// Starts the snapshots the stream's position allows: once it passed the session's
+    /// start, up to `snapshot.parallelism` collections at once.
     pub(super) fn read_chunks(&mut self, at: Option<Timestamp>) {
         let now = Instant::now();
         self.snapshots.poll(self.shared, &self.name, now);
@@ -42,31 +42,37 @@ impl Session<'_> {
                 return;
             };
             self.snapshots.active += 1;
-            let window = self.core.open_window();
-            let client = self.shared.client.clone();
-            let database = self.name.to_string();
-            let limit = self.shared.config.snapshot.chunk_size;
-            self.snapshots.io.push(
-                async move {
-                    let result = snapshot::read_chunk(
-                        &client,
-                        &database,
-                        &plan.collection,
-                        plan.after.as_ref(),
-                        limit,
-                        at,
-                    )
-                    .await;
-                    Outcome::Read {
-                        plan,
-                        window,
-                        at,
-                        result,
-                    }
-                }
-                .boxed(),
-            );
+            self.start_read(plan, at);
         }
+    }
+
+    /// Reads the next chunk of `plan`'s collection at `at`, the stream's position.
+    fn start_read(&mut self, plan: Plan, at: Timestamp) {
+        self.snapshots.reading.insert(plan.collection.clone());
+        let window = self.core.open_window();
+        let client = self.shared.client.clone();
+        let database = self.name.to_string();
+        let limit = self.shared.config.snapshot.chunk_size;
+        self.snapshots.io.push(
+            async move {
+                let result = snapshot::read_chunk(
+                    &client,
+                    &database,
+                    &plan.collection,
+                    plan.after.as_ref(),
+                    limit,
+                    at,
+                )
+                .await;
+                Outcome::Read {
+                    plan,
+                    window,
+                    at,
+                    result,
+                }
+            }
+            .boxed(),
+        );
     }
 
     /// Feeds the core a chunk read, or stores the progress of a delivered one.
@@ -82,55 +88,106 @@ impl Session<'_> {
                 tracing::warn!(stream = %self.name, error = %e, "marking the gap repaired failed (the snapshot itself is done)");
             }
             Outcome::Read {
-                mut plan,
+                plan,
                 window,
                 at,
                 result,
             } => {
-                let changed = self.core.close_window(window);
-                match result {
-                    Ok(chunk) => self.enter_chunk(plan, chunk, &changed, at),
-                    Err(e) => {
-                        if e.is_too_old() {
-                            tracing::info!(stream = %self.name, collection = %plan.collection, "snapshot waits: the stream is further behind than the server keeps snapshots");
-                        } else {
-                            tracing::warn!(stream = %self.name, collection = %plan.collection, error = %e, "snapshot chunk read failed; retrying");
-                        }
-                        plan.not_before = Some(Instant::now() + RETRY);
-                        self.snapshots.active -= 1;
-                        self.snapshots.waiting.push_front(plan);
-                    }
+                self.snapshots.reading.remove(&plan.collection);
+                let read = Read {
+                    plan,
+                    window,
+                    at,
+                    result,
+                };
+                // Read ahead while the chunk before is delivered: it enters once that
+                // one's progress is stored, so a restart still reads at most one again.
+                if self.snapshots.delivering.contains(&read.plan.collection) {
+                    self.snapshots
+                        .ready
+                        .insert(read.plan.collection.clone(), read);
+                } else {
+                    self.take_read(read);
                 }
             }
-            Outcome::Saved { plan, end, result } => {
-                self.snapshots.active -= 1;
-                match result {
-                    Ok(()) if end => {
-                        self.snapshots.running.remove(&plan.collection);
-                        // Every snapshot of the stream is done: the repair is complete.
-                        let last_repair =
-                            plan.reason == Reason::Resnapshot && self.snapshots.running.is_empty();
-                        if last_repair {
-                            let (gaps, stream) = (self.shared.gaps.clone(), self.name.to_string());
-                            self.snapshots.io.push(
-                                async move { Outcome::Repaired(gaps.repaired(&stream).await) }
-                                    .boxed(),
-                            );
-                        }
-                        tracing::info!(stream = %self.name, collection = %plan.collection, documents = plan.documents, "snapshot done");
-                    }
-                    Ok(()) => self.snapshots.waiting.push_front(plan),
-                    Err(e) => {
-                        // The chunk is read again: its records repeat with the same ids.
-                        tracing::warn!(stream = %self.name, collection = %plan.collection, error = %e, "storing snapshot progress failed; the chunk is read again");
-                        self.snapshots.waiting.push_front(Plan {
-                            not_before: Some(Instant::now() + RETRY),
-                            ..plan
-                        });
-                    }
+            Outcome::Saved {
+                mut plan,
+                last,
+                documents,
+                end,
+                result,
+            } => {
+                if let Err(e) = result {
+                    tracing::warn!(stream = %self.name, collection = %plan.collection, error = %e, "storing snapshot progress failed; retrying");
+                    plan.not_before = Some(Instant::now() + RETRY);
+                    self.save_progress(plan, last, documents, end);
+                    return;
+                }
+                self.snapshots.delivering.remove(&plan.collection);
+                *self
+                    .snapshots
+                    .delivered
+                    .entry(plan.collection.clone())
+                    .or_default() += documents;
+                if end {
+                    self.snapshot_done(plan);
+                } else if let Some(read) = self.snapshots.ready.remove(&plan.collection) {
+                    self.take_read(read);
+                } else if !self.snapshots.reading.contains(&plan.collection) {
+                    self.snapshots.active -= 1;
+                    self.snapshots.waiting.push_front(plan);
                 }
             }
         }
+    }
+
+    /// A chunk read arrived and may enter: in the flow it goes, or back to waiting.
+    fn take_read(&mut self, read: Read) {
+        let Read {
+            mut plan,
+            window,
+            at,
+            result,
+        } = read;
+        let changed = self.core.close_window(window);
+        match result {
+            Ok(chunk) => {
+                let next = (!chunk.end).then(|| Plan {
+                    after: chunk.last.clone(),
+                    ..plan.clone()
+                });
+                self.enter_chunk(plan, chunk, &changed, at);
+                if let Some(next) = next {
+                    let now = self.last_time.unwrap_or(at);
+                    self.start_read(next, now.max(at));
+                }
+            }
+            Err(e) => {
+                if e.is_too_old() {
+                    tracing::info!(stream = %self.name, collection = %plan.collection, "snapshot waits: the stream is further behind than the server keeps snapshots");
+                } else {
+                    tracing::warn!(stream = %self.name, collection = %plan.collection, error = %e, "snapshot chunk read failed; retrying");
+                }
+                plan.not_before = Some(Instant::now() + RETRY);
+                self.snapshots.active -= 1;
+                self.snapshots.waiting.push_front(plan);
+            }
+        }
+    }
+
+    fn snapshot_done(&mut self, plan: Plan) {
+        self.snapshots.active -= 1;
+        self.snapshots.running.remove(&plan.collection);
+        // Every snapshot of the stream is done: the repair is complete.
+        if plan.reason == Reason::Resnapshot && self.snapshots.running.is_empty() {
+            let (gaps, stream) = (self.shared.gaps.clone(), self.name.to_string());
+            self.snapshots
+                .io
+                .push(async move { Outcome::Repaired(gaps.repaired(&stream).await) }.boxed());
+        }
+        let documents = self.snapshots.delivered.remove(&plan.collection);
+        self.snapshots.taken_up.remove(&plan.collection);
+        tracing::info!(stream = %self.name, collection = %plan.collection, documents = ?documents, "snapshot done");
     }
 
     /// A chunk enters the flow: its documents not changed since the read, each routed
@@ -207,6 +264,7 @@ impl Session<'_> {
                 }
             }
         }
+        self.snapshots.delivering.insert(plan.collection.clone());
         self.snapshots.in_flight.insert(
             id,
             InFlight {
@@ -223,26 +281,33 @@ impl Session<'_> {
         let Some(done) = self.snapshots.in_flight.remove(&chunk) else {
             return;
         };
-        let store = self.shared.snapshots.clone();
-        let stream = self.name.to_string();
         let mut plan = done.plan;
         if done.last.is_some() {
             plan.after = done.last.clone();
         }
-        plan.documents += done.documents;
-        let end = done.end;
+        plan.not_before = None;
+        self.save_progress(plan, done.last, done.documents, done.end);
+    }
+
+    /// Stores the progress of a delivered chunk (after `plan.not_before`, when retried).
+    fn save_progress(&mut self, plan: Plan, last: Option<Bson>, documents: u64, end: bool) {
+        let store = self.shared.snapshots.clone();
+        let stream = self.name.to_string();
         self.snapshots.io.push(
             async move {
+                if let Some(at) = plan.not_before {
+                    tokio::time::sleep_until(at.into()).await;
+                }
                 let result = store
-                    .advance(
-                        &stream,
-                        &plan.collection,
-                        done.last.as_ref(),
-                        done.documents,
-                        end,
-                    )
+                    .advance(&stream, &plan.collection, last.as_ref(), documents, end)
                     .await;
-                Outcome::Saved { plan, end, result }
+                Outcome::Saved {
+                    plan,
+                    last,
+                    documents,
+                    end,
+                    result,
+                }
             }
             .boxed(),
         );

@@ -65,7 +65,7 @@ pub(super) struct Session<'a> {
     /// The collections being snapshotted, and their reads and writes.
     pub(super) snapshots: Snapshots,
     /// Cluster time of the newest position read: where a snapshot chunk is read.
-    last_time: Option<Timestamp>,
+    pub(super) last_time: Option<Timestamp>,
 }
 
 impl<'a> Session<'a> {

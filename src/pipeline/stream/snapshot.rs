@@ -30,12 +30,6 @@ pub(super) struct Plan {
     pub(super) reason: Reason,
     pub(super) after: Option<Bson>,
     pub(super) not_before: Option<Instant>,
-    /// Documents delivered, across restarts.
-    pub(super) documents: u64,
-    /// The collection's estimated document count when this session took it up.
-    pub(super) estimated: Option<u64>,
-    /// When, and at how many documents, this session took it up (for the rate).
-    pub(super) taken_up: (Instant, u64),
 }
 
 /// A chunk handed to the core, until it is delivered.
@@ -61,11 +55,21 @@ pub(super) enum Outcome {
     },
     Saved {
         plan: Plan,
+        last: Option<Bson>,
+        documents: u64,
         end: bool,
         result: Result<(), mongodb::error::Error>,
     },
     /// The stream's gaps were marked repaired (a `resnapshot` ended).
     Repaired(Result<(), mongodb::error::Error>),
+}
+
+/// A chunk read, waiting to enter the flow.
+pub(super) struct Read {
+    pub(super) plan: Plan,
+    pub(super) window: Window,
+    pub(super) at: Timestamp,
+    pub(super) result: Result<Chunk, SnapshotError>,
 }
 
 /// A stream's snapshots in this session.
@@ -75,7 +79,19 @@ pub(super) struct Snapshots {
     pub(super) in_flight: HashMap<u64, InFlight>,
     /// Collections whose snapshot this session runs.
     pub(super) running: HashSet<String>,
-    /// Reads, chunks in flight and saves: at most `snapshot.parallelism`.
+    /// Collections with a chunk read outstanding.
+    pub(super) reading: HashSet<String>,
+    /// Collections with a chunk in the flow whose progress is not stored yet.
+    pub(super) delivering: HashSet<String>,
+    /// Chunks read ahead, waiting for the chunk before them to be stored.
+    pub(super) ready: HashMap<String, Read>,
+    /// Documents delivered per collection, across restarts.
+    pub(super) delivered: HashMap<String, u64>,
+    /// Per collection: when and at how many documents this session took it up, and its
+    /// estimated document count then (for the progress line).
+    pub(super) taken_up: HashMap<String, (Instant, u64, Option<u64>)>,
+    /// Collections taken up (reading, delivering or storing): at most
+    /// `snapshot.parallelism`.
     pub(super) active: usize,
     /// Changes before this cluster time may have been delivered before the session began
     /// (the stream repeats them from the checkpoint): no chunk is read before the stream
@@ -93,6 +109,11 @@ impl Default for Snapshots {
             io: FuturesUnordered::new(),
             in_flight: HashMap::new(),
             running: HashSet::new(),
+            reading: HashSet::new(),
+            delivering: HashSet::new(),
+            ready: HashMap::new(),
+            delivered: HashMap::new(),
+            taken_up: HashMap::new(),
             active: 0,
             not_before: None,
             next_chunk: 0,
@@ -187,6 +208,11 @@ impl Snapshots {
             if !self.running.insert(p.collection.clone()) {
                 continue;
             }
+            self.delivered.insert(p.collection.clone(), p.documents);
+            self.taken_up.insert(
+                p.collection.clone(),
+                (Instant::now(), p.documents, estimated),
+            );
             tracing::info!(stream = %stream, collection = %p.collection, reason = p.reason.as_str(),
                 documents = p.documents, estimated_documents = ?estimated,
                 "snapshot {}", if p.documents > 0 { "continues" } else { "starts" });
@@ -195,9 +221,6 @@ impl Snapshots {
                 reason: p.reason,
                 after: p.after,
                 not_before: None,
-                documents: p.documents,
-                estimated,
-                taken_up: (Instant::now(), p.documents),
             });
         }
     }
@@ -208,24 +231,17 @@ impl Snapshots {
             return;
         }
         self.next_report = now + REPORT;
-        let plans = self
-            .waiting
-            .iter()
-            .chain(self.in_flight.values().map(|f| &f.plan));
-        for plan in plans {
-            let (since, at_start) = plan.taken_up;
+        for (collection, (since, at_start, estimated)) in &self.taken_up {
+            let documents = self.delivered.get(collection).copied().unwrap_or(0);
             let seconds = now
-                .saturating_duration_since(since)
+                .saturating_duration_since(*since)
                 .as_secs_f64()
                 .max(0.001);
-            let rate = (plan.documents - at_start) as f64 / seconds;
-            let percent = plan.estimated.filter(|e| *e > 0).map(|e| {
-                format!(
-                    "{:.1}",
-                    (plan.documents as f64 * 100.0 / e as f64).min(100.0)
-                )
-            });
-            tracing::info!(stream = %stream, collection = %plan.collection, documents = plan.documents,
+            let rate = documents.saturating_sub(*at_start) as f64 / seconds;
+            let percent = estimated
+                .filter(|e| *e > 0)
+                .map(|e| format!("{:.1}", (documents as f64 * 100.0 / e as f64).min(100.0)));
+            tracing::info!(stream = %stream, collection = %collection, documents,
                 docs_per_second = rate.round() as u64, percent_of_estimate = ?percent, "snapshot progress");
         }
     }
