@@ -137,7 +137,8 @@ fn specs(config: &Config) -> Vec<CollectionSpec<'_>> {
             name: &config.payments.collection,
             validator: PAYMENTS_VALIDATOR,
             indexes: Vec::new(),
-            pre_and_post_images: false,
+            // Post-images: each update event carries the payment as that change left it.
+            pre_and_post_images: true,
         },
         CollectionSpec {
             database: &memory.database,

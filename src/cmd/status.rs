@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;
 use crate::source::connect::connect;
+use crate::source::images::{self, Images};
 use crate::source::oplog::{Basis, Headroom, OplogProbe, Windows};
 use crate::source::position::{
     age_seconds, cluster_time_text, datetime_rfc3339, describe, human_seconds, rfc3339,
@@ -38,6 +39,8 @@ pub struct StreamStatus {
     pub run: Result<Option<Holder>, String>,
     /// Its collections' snapshots, running or finished.
     pub snapshots: Result<Vec<Progress>, String>,
+    /// Which document its update events carry.
+    pub images: Result<Images, String>,
 }
 
 impl StreamStatus {
@@ -145,6 +148,18 @@ impl Report {
             {
                 let _ = writeln!(out, "  gaps        {n} recorded in changeflow_gaps");
             }
+            let _ = match &s.images {
+                Ok(Images::PostImages) => writeln!(
+                    out,
+                    "  documents   post-images: each update carries the state it left"
+                ),
+                Ok(Images::Lookup { without }) => writeln!(
+                    out,
+                    "  documents   lookup (marked fulldocument=lookup; without post-images: {}; `changeflow setup` turns them on)",
+                    without.join(", ")
+                ),
+                Err(e) => writeln!(out, "  documents   unknown: {e}"),
+            };
             for p in s.snapshots.iter().flatten() {
                 let state = match p.finished_at {
                     Some(at) if p.done => format!("done {}", datetime_rfc3339(at)),
@@ -219,6 +234,11 @@ impl Report {
                     "lag_seconds": self.lag(s),
                     "gaps": s.gaps.as_ref().ok(),
                     "run": s.run.as_ref().ok(),
+                    "documents": match &s.images {
+                        Ok(Images::PostImages) => json!({"mode": "post-images"}),
+                        Ok(Images::Lookup { without }) => json!({"mode": "lookup", "without_post_images": without}),
+                        Err(e) => json!({"error": e}),
+                    },
                     "snapshots": s.snapshots.as_ref().ok().map(|all| all.iter().map(|p| json!({
                         "collection": p.collection,
                         "reason": p.reason.as_str(),
@@ -324,11 +344,13 @@ pub(crate) async fn gather(client: &Client, config: &Config, probe: Option<&Oplo
     let streams = futures::future::join_all(config.watch.iter().map(|w| {
         let (store, gaps, state, snapshots) = (&store, &gaps, &state, &snapshots);
         async move {
-            let (checkpoint, gap_count, run, snapshots) = futures::join!(
+            let db = client.database(&w.database);
+            let (checkpoint, gap_count, run, snapshots, images) = futures::join!(
                 store.load_stored(&w.database),
                 gaps.count(&w.database),
                 presence::holder(state, &w.database),
-                snapshots.of_stream(&w.database)
+                snapshots.of_stream(&w.database),
+                images::of(&db, &w.collections)
             );
             StreamStatus {
                 stream: w.database.clone(),
@@ -337,6 +359,7 @@ pub(crate) async fn gather(client: &Client, config: &Config, probe: Option<&Oplo
                 gaps: gap_count.map_err(|e| e.to_string()),
                 run: run.map_err(|e| e.to_string()),
                 snapshots: snapshots.map_err(|e| e.to_string()),
+                images: images.map_err(|e| e.to_string()),
             }
         }
     }));

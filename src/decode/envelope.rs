@@ -95,6 +95,7 @@ impl<'a> Envelope<'a> {
                 Some(RawBsonRef::DateTime(t)) => Some(t),
                 _ => None,
             },
+            update: matches!(self.operation_type, Some(RawBsonRef::String("update"))),
         }
     }
 
@@ -127,6 +128,7 @@ impl<'a> Envelope<'a> {
                 Some(RawBsonRef::Document(key)) => Some(key.to_raw_document_buf()),
                 _ => None,
             },
+            looked_up: false,
         })
     }
 }

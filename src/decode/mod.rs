@@ -321,6 +321,9 @@ pub struct ChangeTimes {
     pub cluster_time: Option<Timestamp>,
     /// The server's wall clock at the change.
     pub wall_time: Option<DateTime>,
+    /// An update: the document it carries is the post-image or a lookup, by the stream's
+    /// mode ([`crate::source::images`]).
+    pub update: bool,
 }
 
 /// The event id of a raw change; a change without a token (never sent by a server) is

@@ -35,6 +35,7 @@ impl Domains {
             cluster_time: at,
             wall_time: None,
             document_key: document_key(&document),
+            looked_up: false,
         };
         match self.namespace_of(database, collection) {
             Namespace::Memory(kind, privacy) => {

@@ -23,6 +23,7 @@ impl RawChangeEvent {
             key,
             value: value.into_bytes(),
             cluster_time,
+            looked_up: false,
         })
     }
 }

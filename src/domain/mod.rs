@@ -87,6 +87,11 @@ pub struct ChangeMeta {
     /// exactly as stored: filters built from it match the document whatever its `_id` type.
     /// Kept raw: most events never need it as a [`Document`].
     pub document_key: Option<RawDocumentBuf>,
+    /// The document an update event carries was looked up when the change was read
+    /// (`fullDocument: updateLookup`, on a collection without post-images), so it may
+    /// already hold later changes. Published as the CloudEvent extension
+    /// `fulldocument=lookup`.
+    pub looked_up: bool,
 }
 
 /// A typed event of any domain.
@@ -112,6 +117,14 @@ impl DomainEvent {
         match self {
             DomainEvent::Payment(e) => e.meta(),
             DomainEvent::Memory(e) => &e.meta,
+        }
+    }
+
+    /// [`DomainEvent::meta`], to amend.
+    pub fn meta_mut(&mut self) -> &mut ChangeMeta {
+        match self {
+            DomainEvent::Payment(e) => e.meta_mut(),
+            DomainEvent::Memory(e) => &mut e.meta,
         }
     }
 

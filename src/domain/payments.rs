@@ -126,6 +126,18 @@ impl PaymentEvent {
         }
     }
 
+    /// [`PaymentEvent::meta`], to amend.
+    pub fn meta_mut(&mut self) -> &mut ChangeMeta {
+        match self {
+            PaymentEvent::Requested(s)
+            | PaymentEvent::Confirmed(s)
+            | PaymentEvent::Failed(s)
+            | PaymentEvent::Updated(s)
+            | PaymentEvent::Observed(s) => &mut s.meta,
+            PaymentEvent::Deleted(d) => &mut d.meta,
+        }
+    }
+
     /// The payment's id: the aggregate id, the key of its ordered lane and Kafka key.
     pub fn payment_id(&self) -> &str {
         match self {

@@ -22,4 +22,7 @@ pub struct RawChangeEvent {
     pub value: Vec<u8>,
     /// The change's position in the oplog.
     pub cluster_time: Option<Timestamp>,
+    /// An update whose `fullDocument` was looked up when read (it may hold later changes):
+    /// published with the header `ce_fulldocument: lookup`.
+    pub looked_up: bool,
 }

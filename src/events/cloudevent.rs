@@ -37,7 +37,14 @@ pub struct CloudEvent {
     pub dataschema: &'static str,
     /// The data, JSON.
     pub data: Vec<u8>,
+    /// The `fulldocument` extension: `lookup` when the document the data was built from was
+    /// looked up when the change was read (it may hold later changes); absent otherwise
+    /// (the change's own document, a post-image, or a snapshot's read).
+    pub fulldocument: Option<&'static str>,
 }
+
+/// The `fulldocument` extension's value for a looked-up document.
+pub(crate) const LOOKUP: &str = "lookup";
 
 impl CloudEvent {
     /// The CloudEvent of a typed event.
@@ -52,6 +59,7 @@ impl CloudEvent {
             subject: event.subject().to_owned(),
             dataschema: event_type.schema_id,
             data: event_json(event),
+            fulldocument: meta.looked_up.then_some(LOOKUP),
         }
     }
 
@@ -74,6 +82,7 @@ impl CloudEvent {
             subject,
             dataschema: event_type.schema_id,
             data,
+            fulldocument: None,
         }
     }
 
@@ -105,6 +114,8 @@ impl CloudEvent {
             time: &'a str,
             subject: &'a str,
             dataschema: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            fulldocument: Option<&'a str>,
             datacontenttype: &'a str,
             data: &'a RawValue,
         }
@@ -117,6 +128,7 @@ impl CloudEvent {
             time: &self.time,
             subject: &self.subject,
             dataschema: self.dataschema,
+            fulldocument: self.fulldocument,
             datacontenttype: DATA_CONTENT_TYPE,
             data,
         })
@@ -153,6 +165,7 @@ mod tests {
             },
             wall_time: Some(DateTime::from_millis(1_700_000_000_123)),
             document_key: None,
+            looked_up: false,
         }
     }
 

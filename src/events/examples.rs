@@ -52,6 +52,7 @@ fn example_meta(database: &str, collection: &str) -> ChangeMeta {
         },
         wall_time: Some(DateTime::from_millis(1_700_000_000_250)),
         document_key: None,
+        looked_up: false,
     }
 }
 

@@ -5,14 +5,16 @@ use mongodb::bson::{Document, RawDocumentBuf, Timestamp, doc};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::error::{Error as DriverError, ErrorKind};
-use mongodb::options::{FullDocumentBeforeChangeType, FullDocumentType};
+use mongodb::options::FullDocumentBeforeChangeType;
 use mongodb::{Client, Database};
 
 use crate::config::{EngineConfig, WatchedDatabase};
+pub use images::Images;
 
 pub mod batch;
 pub mod connect;
 pub mod history;
+pub mod images;
 pub mod large;
 pub mod oplog;
 pub mod position;
@@ -127,6 +129,14 @@ pub fn pipeline(
     std::iter::once(filter).chain(last).collect()
 }
 
+/// An open stream and how its updates get their document.
+pub struct Opened {
+    /// The stream.
+    pub stream: ChangeStream<RawChange>,
+    /// Post-images or lookups ([`images`]).
+    pub images: Images,
+}
+
 /// Opens the one change stream of `target`'s database, filtered and batched by `options`.
 /// Events over 16 MB come split where the server can split them (it is asked, not
 /// judged by its version) and `engine.split_large_events` allows; otherwise marked.
@@ -136,13 +146,50 @@ pub async fn open(
     options: &EngineConfig,
     start: &StartAt,
 ) -> Result<ChangeStream<RawChange>, SourceError> {
+    Ok(open_stream(client, target, options, start).await?.stream)
+}
+
+/// [`open`], saying which document its updates carry: post-images where every watched
+/// collection keeps them, lookups otherwise.
+pub async fn open_stream(
+    client: &Client,
+    target: &WatchedDatabase,
+    options: &EngineConfig,
+    start: &StartAt,
+) -> Result<Opened, SourceError> {
     let db = client.database(&target.database);
-    let batch = batch::size(&db, &target.collections, options.batch_size).await;
+    let images = images::of(&db, &target.collections)
+        .await
+        .map_err(|source| SourceError::Open {
+            database: target.database.clone(),
+            source,
+        })?;
+    let stream = open_images(&db, target, options, start, &images).await?;
+    Ok(Opened { stream, images })
+}
+
+async fn open_images(
+    db: &Database,
+    target: &WatchedDatabase,
+    options: &EngineConfig,
+    start: &StartAt,
+    images: &Images,
+) -> Result<ChangeStream<RawChange>, SourceError> {
+    let batch = batch::size(db, &target.collections, options.batch_size).await;
     if batch < options.batch_size {
         tracing::debug!(database = %target.database, batch, "large documents: fewer changes per batch");
     }
     if options.split_large_events {
-        match open_with(&db, target, options, batch, start, large::split_stage()).await {
+        match open_with(
+            db,
+            target,
+            options,
+            (batch, images),
+            start,
+            large::split_stage(),
+        )
+        .await
+        {
             Err(SourceError::Open { source, .. }) if matches!(source.kind.as_ref(), ErrorKind::Command(c) if c.code == large::UNKNOWN_STAGE) =>
             {
                 tracing::info!(
@@ -156,16 +203,24 @@ pub async fn open(
             other => return other,
         }
     }
-    open_with(&db, target, options, batch, start, large::mark_stage()).await
+    open_with(
+        db,
+        target,
+        options,
+        (batch, images),
+        start,
+        large::mark_stage(),
+    )
+    .await
 }
 
-/// Opens the stream of `db` with `batch` changes per server batch, ending its pipeline
-/// with `last`.
+/// Opens the stream of `db` with `batch` changes per server batch and update documents as
+/// `images` says, ending its pipeline with `last`.
 async fn open_with(
     db: &Database,
     target: &WatchedDatabase,
     options: &EngineConfig,
-    batch: u32,
+    (batch, images): (u32, &Images),
     start: &StartAt,
     last: Document,
 ) -> Result<ChangeStream<RawChange>, SourceError> {
@@ -177,7 +232,7 @@ async fn open_with(
             Some(last),
         ))
         .batch_size(batch)
-        .full_document(FullDocumentType::UpdateLookup)
+        .full_document(images.full_document())
         // Pre-images where the collection keeps them (the memory collections: their
         // decoders tell recall from decay and TTL expiry from deletion by them); elsewhere
         // the server sends null, at no cost.

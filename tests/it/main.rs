@@ -20,6 +20,7 @@ mod first_run;
 mod handlers;
 mod harness;
 mod history;
+mod images;
 mod kafka_delivery;
 mod kafka_roundtrip;
 mod kafka_sink;

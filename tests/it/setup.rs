@@ -84,13 +84,15 @@ async fn setup_creates_then_changes_nothing_and_the_validators_guard_the_collect
         "a second run changes nothing"
     );
 
-    // Pre- and post-images where the decoders need the previous state.
-    for (collection, wanted) in [
-        ("short_term_memory", true),
-        ("episodic_memory", true),
-        ("semantic_memory", true),
+    // Pre- and post-images: the memory decoders need the previous state, and every
+    // update event carries the state its change left.
+    for (db, collection, wanted) in [
+        (&config.payments.database, "payments", true),
+        (&memory, "short_term_memory", true),
+        (&memory, "episodic_memory", true),
+        (&memory, "semantic_memory", true),
     ] {
-        let enabled = options(&client, &memory, collection)
+        let enabled = options(&client, db, collection)
             .await
             .get_document("changeStreamPreAndPostImages")
             .and_then(|i| i.get_bool("enabled"))

@@ -39,7 +39,7 @@ pub(super) async fn open(
     shared: &Shared,
     name: &str,
     target: &WatchedDatabase,
-) -> Result<mongodb::change_stream::ChangeStream<source::RawChange>, OpenError> {
+) -> Result<source::Opened, OpenError> {
     let stored = shared.checkpoints.load_stored(name).await?;
     let start = stored
         .as_ref()
@@ -68,7 +68,7 @@ pub(super) async fn open(
     };
     if fresh
         && !shared.dry_run()
-        && let Some(token) = stream.resume_token()
+        && let Some(token) = stream.stream.resume_token()
     {
         shared
             .checkpoints
@@ -125,7 +125,7 @@ async fn open_at(
     name: &str,
     target: &WatchedDatabase,
     start: &StartAt,
-) -> Result<mongodb::change_stream::ChangeStream<source::RawChange>, OpenError> {
+) -> Result<source::Opened, OpenError> {
     let lost = |oldest, cause: String| {
         OpenError::HistoryLost(Box::new(HistoryLost {
             stream: name.to_owned(),
@@ -144,7 +144,7 @@ async fn open_at(
             "found before resuming: the resume point is older than the oldest oplog entry".into(),
         ));
     }
-    match source::open(&shared.client, target, &shared.config.engine, start).await {
+    match source::open_stream(&shared.client, target, &shared.config.engine, start).await {
         Err(e) if e.is_history_lost() => {
             let oldest = history::oldest_available(&shared.client, name).await;
             Err(lost(oldest, format!("the server: {e}")))
@@ -162,9 +162,10 @@ async fn restart_from_now(
     target: &WatchedDatabase,
     lost: &HistoryLost,
     repair: bool,
-) -> Result<mongodb::change_stream::ChangeStream<source::RawChange>, OpenError> {
-    let stream = source::open(&shared.client, target, &shared.config.engine, &StartAt::Now).await?;
-    let lost_to = stream.resume_token().as_ref().and_then(token_time);
+) -> Result<source::Opened, OpenError> {
+    let opened =
+        source::open_stream(&shared.client, target, &shared.config.engine, &StartAt::Now).await?;
+    let lost_to = opened.stream.resume_token().as_ref().and_then(token_time);
     let mut gap = crate::state::gaps::Gap::after(lost, lost_to);
     if repair {
         begin_snapshots(shared, name, target, Reason::Resnapshot).await?;
@@ -180,5 +181,5 @@ async fn restart_from_now(
         repair = if repair { "snapshot of the stream's collections" } else { "none" },
         "history lost: continuing from now; the gap is recorded in changeflow_gaps"
     );
-    Ok(stream)
+    Ok(opened)
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::snapshot::Snapshots;
 use super::*;
+use crate::decode::Decoded;
 use crate::observe::health::StuckCause;
 use crate::pipeline::checkpoint_writer::CheckpointWriter;
 use crate::pipeline::core::{Action, Core, Limits};
@@ -129,9 +130,12 @@ impl<'a> Session<'a> {
 
     pub(super) async fn run(
         &mut self,
-        stream: mongodb::change_stream::ChangeStream<source::RawChange>,
+        opened: source::Opened,
         shutdown: &CancellationToken,
     ) -> End {
+        let source::Opened { stream, images } = opened;
+        // Updates read with a lookup carry a document that may be newer than the change.
+        let looked_up = images.is_lookup();
         let shared: &'a Shared = self.shared;
         let config = &shared.config;
         if shared.replay.is_some() {
@@ -226,6 +230,17 @@ impl<'a> Session<'a> {
                             shared.domains.decode(raw)
                         };
                         self.last_time = times.cluster_time.or(self.last_time);
+                        let decoded = match decoded {
+                            Decoded::Event(mut event) if looked_up && times.update => {
+                                event.meta_mut().looked_up = true;
+                                Decoded::Event(event)
+                            }
+                            Decoded::Raw(mut event) if looked_up && times.update => {
+                                event.looked_up = true;
+                                Decoded::Raw(event)
+                            }
+                            other => other,
+                        };
                         let position = Position {
                             token,
                             cluster_time: times.cluster_time,

@@ -12,8 +12,11 @@ use crate::config::routes::KAFKA;
 use crate::domain::DomainEvent;
 use crate::domain::namespace::NamespaceEvent;
 use crate::domain::raw::RawChangeEvent;
-use crate::events::cloudevent::{CloudEvent, DATA_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE};
+use crate::events::cloudevent::{CloudEvent, DATA_CONTENT_TYPE, LOOKUP, STRUCTURED_CONTENT_TYPE};
 use crate::pipeline::target::TargetError;
+
+/// The `fulldocument` extension attribute in binary mode.
+const FULLDOCUMENT_HEADER: &str = "ce_fulldocument";
 
 impl KafkaSink {
     /// Publishes a raw change to its collection's topic: the change as relaxed Extended
@@ -26,7 +29,13 @@ impl KafkaSink {
             });
         };
         let id = event.event_id.to_string();
-        let headers = headers([("ce_id", id.as_str()), ("content-type", DATA_CONTENT_TYPE)]);
+        let mut headers = headers([("ce_id", id.as_str()), ("content-type", DATA_CONTENT_TYPE)]);
+        if event.looked_up {
+            headers = headers.insert(Header {
+                key: FULLDOCUMENT_HEADER,
+                value: Some(LOOKUP),
+            });
+        }
         let record = Outgoing {
             topic,
             key: &event.key,
@@ -66,7 +75,13 @@ impl KafkaSink {
     ) -> Result<(), TargetError> {
         let (value, headers) = match self.mode {
             ContentMode::Binary => {
-                let headers = headers(cloud_event.binary_headers());
+                let mut headers = headers(cloud_event.binary_headers());
+                if let Some(value) = cloud_event.fulldocument {
+                    headers = headers.insert(Header {
+                        key: FULLDOCUMENT_HEADER,
+                        value: Some(value),
+                    });
+                }
                 (std::mem::take(&mut cloud_event.data), headers)
             }
             ContentMode::Structured => {
