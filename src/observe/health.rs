@@ -124,6 +124,8 @@ fn unix_millis() -> u64 {
 pub struct Health {
     streams: RwLock<BTreeMap<String, bool>>,
     warnings: RwLock<BTreeMap<String, String>>,
+    /// Snapshots expected to outlast a stream's oplog headroom.
+    snapshot_warnings: RwLock<BTreeMap<String, String>>,
     stuck: RwLock<BTreeMap<(String, StuckCause), Stuck>>,
     sources: RwLock<BTreeMap<String, Arc<SourceProgress>>>,
     /// Since when the MongoDB client has seen no writable primary (None: it has one, or
@@ -171,9 +173,28 @@ impl Health {
         };
     }
 
+    /// Records that a snapshot of `stream` is expected to outlast its oplog headroom, or
+    /// no longer is (kept apart from the headroom watch, which sets its own warning).
+    pub fn set_snapshot_warning(&self, stream: &str, warning: Option<String>) {
+        let mut warnings = write(&self.snapshot_warnings);
+        match warning {
+            Some(w) => warnings.insert(stream.to_owned(), w),
+            None => warnings.remove(stream),
+        };
+    }
+
     /// Each stream that needs attention and why.
     pub fn warnings(&self) -> BTreeMap<String, String> {
-        read(&self.warnings).clone()
+        let mut all = read(&self.warnings).clone();
+        for (stream, warning) in read(&self.snapshot_warnings).iter() {
+            all.entry(stream.clone())
+                .and_modify(|w| {
+                    w.push_str("; ");
+                    w.push_str(warning);
+                })
+                .or_insert_with(|| warning.clone());
+        }
+        all
     }
 
     /// Records that `stream` is stuck for `cause` (with why), or no longer is; true when

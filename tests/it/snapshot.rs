@@ -18,8 +18,8 @@ use changeflow::source::StartAt;
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 
-const ITEMS: i64 = 20_000;
-const PAYMENTS: usize = 3_000;
+const ITEMS: i64 = 100_000;
+const PAYMENTS: usize = 100_000;
 
 /// Folds `records` (relaxed Extended JSON change events, in offset order) per key, first
 /// copy of each `ce_id` only; checks that no key's `v` ever goes back.
@@ -80,15 +80,19 @@ async fn an_initial_snapshot_under_writes_hands_over_without_gap_or_going_back()
         .expect("start");
     running.ready(DEADLINE).await.expect("streams open");
 
-    // A writer bumps, inserts and deletes items while the snapshot runs.
+    // A writer bumps, inserts and deletes items while the snapshot runs, until it is done.
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let items = items.clone();
         let payments = payments.clone();
+        let finished = finished.clone();
         tokio::spawn(async move {
             // A fixed sequence (an LCG) scattered over the keys.
             let mut seed: u64 = 7;
             let mut next = ITEMS;
-            for round in 0..1_500 {
+            let mut round = 0u64;
+            while round < 1_500 || !finished.load(std::sync::atomic::Ordering::Relaxed) {
+                round += 1;
                 seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
                 let key = ((seed >> 33) % ITEMS as u64) as i64;
                 match round % 10 {
@@ -114,15 +118,18 @@ async fn an_initial_snapshot_under_writes_hands_over_without_gap_or_going_back()
                     }
                 }
             }
+            round
         })
     };
-    writer.await.expect("writer");
     let progress = db.collection::<Document>("changeflow_snapshots");
-    wait_until(Duration::from_secs(120), "both snapshots done", || async {
+    wait_until(Duration::from_secs(180), "both snapshots done", || async {
         let done = progress.count_documents(doc! {"done": true}).await.ok()?;
         (done == 2).then_some(())
     })
     .await;
+    finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = writer.await.expect("writer");
+    eprintln!("the writer made {rounds} changes while the snapshots ran");
     wait_settled_and_counted(&db, Duration::from_secs(120), "after the snapshot").await;
 
     let expected: BTreeMap<i64, Option<i64>> = items

@@ -129,6 +129,15 @@ impl Session<'_> {
                     .delivered
                     .entry(plan.collection.clone())
                     .or_default() += documents;
+                let metrics = &self.shared.metrics;
+                let headroom = metrics
+                    .oplog_headroom
+                    .with_label_values(&[&self.name])
+                    .get();
+                // The gauge reads 0 until the headroom watch measured it.
+                let headroom = (headroom != 0.0).then_some(headroom);
+                self.snapshots
+                    .guard(&self.name, headroom, &self.shared.health, Instant::now());
                 if end {
                     self.snapshot_done(plan);
                 } else if let Some(read) = self.snapshots.ready.remove(&plan.collection) {
@@ -187,6 +196,10 @@ impl Session<'_> {
         }
         let documents = self.snapshots.delivered.remove(&plan.collection);
         self.snapshots.taken_up.remove(&plan.collection);
+        if self.snapshots.taken_up.is_empty() {
+            self.snapshots
+                .guard(&self.name, None, &self.shared.health, Instant::now());
+        }
         tracing::info!(stream = %self.name, collection = %plan.collection, documents = ?documents, "snapshot done");
     }
 

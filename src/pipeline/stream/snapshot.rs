@@ -11,8 +11,10 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use mongodb::bson::{Bson, Timestamp};
 
+use crate::observe::health::Health;
 use crate::pipeline::Shared;
 use crate::pipeline::core::Window;
+use crate::source::position::human_seconds;
 use crate::source::snapshot::{self, Chunk, SnapshotError};
 use crate::state::snapshots::{Progress, Reason};
 
@@ -20,6 +22,8 @@ use crate::state::snapshots::{Progress, Reason};
 pub(super) const RETRY: Duration = Duration::from_secs(1);
 /// How often the stream looks for snapshots asked for (`changeflow snapshot`).
 const POLL: Duration = Duration::from_secs(5);
+/// Documents a session delivers before the guard trusts its rate.
+const GUARD_AFTER_DOCUMENTS: u64 = 3_000;
 /// How often a running snapshot logs its progress.
 pub(super) const REPORT: Duration = Duration::from_secs(10);
 
@@ -100,6 +104,8 @@ pub(super) struct Snapshots {
     pub(super) next_chunk: u64,
     next_poll: Option<Instant>,
     pub(super) next_report: Instant,
+    /// The oplog guard's warning, while it holds.
+    guard_warning: Option<String>,
 }
 
 impl Default for Snapshots {
@@ -119,6 +125,7 @@ impl Default for Snapshots {
             next_chunk: 0,
             next_poll: Some(Instant::now()),
             next_report: Instant::now() + REPORT,
+            guard_warning: None,
         }
     }
 }
@@ -225,6 +232,52 @@ impl Snapshots {
         }
     }
 
+    /// The oplog window guard: the stream's position must stay inside the oplog while its
+    /// snapshots run. From the rate so far (after a few chunks), the time left to the
+    /// estimated counts is set against the stream's headroom; when it is longer, a warning
+    /// goes to the log and `/healthz` (degraded) until it no longer is.
+    pub(super) fn guard(
+        &mut self,
+        stream: &str,
+        headroom_seconds: Option<f64>,
+        health: &Health,
+        now: Instant,
+    ) {
+        let mut left: Option<f64> = None;
+        for (collection, (since, at_start, estimated)) in &self.taken_up {
+            let documents = self.delivered.get(collection).copied().unwrap_or(0);
+            let done = documents.saturating_sub(*at_start);
+            let seconds = now.saturating_duration_since(*since).as_secs_f64();
+            let Some(estimated) = estimated else { continue };
+            if done < GUARD_AFTER_DOCUMENTS || seconds <= 0.0 {
+                continue;
+            }
+            let rate = done as f64 / seconds;
+            let remaining = estimated.saturating_sub(documents) as f64 / rate;
+            // Collections run side by side: the longest decides.
+            left = Some(left.map_or(remaining, |l| l.max(remaining)));
+        }
+        let warning = match (left, headroom_seconds) {
+            (Some(left), Some(headroom)) if left > headroom => Some(format!(
+                "its snapshot needs about {} more, longer than the oplog headroom ({}): the stream must stay inside the oplog until it ends (a larger oplog, or fewer writes, helps)",
+                human_seconds(left as i64),
+                human_seconds(headroom as i64)
+            )),
+            _ => None,
+        };
+        if warning != self.guard_warning {
+            match &warning {
+                Some(w) => tracing::warn!(stream = %stream, "{w}"),
+                None if self.guard_warning.is_some() => {
+                    tracing::info!(stream = %stream, "the snapshot now fits in the oplog headroom")
+                }
+                None => {}
+            }
+            health.set_snapshot_warning(stream, warning.clone());
+            self.guard_warning = warning;
+        }
+    }
+
     /// Logs each running snapshot's progress, every [`REPORT`].
     pub(super) fn report(&mut self, stream: &str, now: Instant) {
         if now < self.next_report {
@@ -244,5 +297,31 @@ impl Snapshots {
             tracing::info!(stream = %stream, collection = %collection, documents,
                 docs_per_second = rate.round() as u64, percent_of_estimate = ?percent, "snapshot progress");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_warns_while_the_snapshot_would_outlast_the_headroom() {
+        let health = Health::new(["db"]);
+        let mut snapshots = Snapshots::default();
+        let start = Instant::now();
+        // 10 000 of 1 000 000 documents in 10 s: 990 s left.
+        snapshots
+            .taken_up
+            .insert("payments".into(), (start, 0, Some(1_000_000)));
+        snapshots.delivered.insert("payments".into(), 10_000);
+        let now = start + Duration::from_secs(10);
+        snapshots.guard("db", Some(3_600.0), &health, now);
+        assert!(health.warnings().is_empty(), "990 s fit in an hour");
+        snapshots.guard("db", Some(600.0), &health, now);
+        let warning = health.warnings().remove("db").expect("a warning");
+        assert!(warning.contains("longer than the oplog headroom"), "{warning}");
+        // Unknown headroom, or the snapshot done: no warning.
+        snapshots.guard("db", None, &health, now);
+        assert!(health.warnings().is_empty());
     }
 }
