@@ -10,6 +10,12 @@ pub fn command(config: &Config) -> anyhow::Result<()> {
     shown.mongodb.uri = redact_uri(&shown.mongodb.uri);
     shown.kafka = shown.kafka.redacted();
     println!("# configuration is valid");
+    // Which document updates carry is the server's setting, read when a stream opens.
+    println!(
+        "# update documents: post-images for a stream whose watched collections all keep them \
+         (`changeflow setup` turns them on), else lookups marked fulldocument=lookup; \
+         `changeflow status` shows each stream's mode"
+    );
     print!(
         "{}",
         toml::to_string(&shown).context("rendering the configuration")?

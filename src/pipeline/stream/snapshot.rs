@@ -319,7 +319,10 @@ mod tests {
         assert!(health.warnings().is_empty(), "990 s fit in an hour");
         snapshots.guard("db", Some(600.0), &health, now);
         let warning = health.warnings().remove("db").expect("a warning");
-        assert!(warning.contains("longer than the oplog headroom"), "{warning}");
+        assert!(
+            warning.contains("longer than the oplog headroom"),
+            "{warning}"
+        );
         // Unknown headroom, or the snapshot done: no warning.
         snapshots.guard("db", None, &health, now);
         assert!(health.warnings().is_empty());
