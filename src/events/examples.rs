@@ -168,20 +168,6 @@ fn example_memory_event(kind: EventKind) -> MemoryEvent {
                 expires_at: Some(at(3600)),
             },
         ),
-        EventKind::EpisodeObserved => (
-            "episodic_memory",
-            "e-7",
-            MemoryChange::EpisodeObserved(Box::new(Episode {
-                thread_id: Some("t-42".into()),
-                outcome: Outcome::Succeeded,
-                tags: vec!["travel".into()],
-                tool_calls: 2,
-                failed_tool_calls: 0,
-                started_at: at(0),
-                ended_at: at(60),
-                summary: Content::Text("Planned a Lisbon trip.".into()),
-            })),
-        ),
         EventKind::MemoryObserved => (
             "semantic_memory",
             "m-3",
@@ -197,10 +183,14 @@ fn example_memory_event(kind: EventKind) -> MemoryEvent {
                 last_accessed_at: Some(at(120)),
             },
         ),
-        EventKind::EpisodeRecorded => (
+        EventKind::EpisodeRecorded | EventKind::EpisodeObserved => (
             "episodic_memory",
             "e-7",
-            MemoryChange::EpisodeRecorded(Box::new(Episode {
+            (if kind == EventKind::EpisodeRecorded {
+                MemoryChange::EpisodeRecorded
+            } else {
+                MemoryChange::EpisodeObserved
+            })(Box::new(Episode {
                 thread_id: Some("t-42".into()),
                 outcome: Outcome::Succeeded,
                 tags: vec!["travel".into(), "lisbon".into()],

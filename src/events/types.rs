@@ -165,7 +165,7 @@ pub(crate) static EVENT_TYPES: [EventType; 24] = [
     event_type!(
         "changeflow.memory.episode_observed.v1",
         EpisodeObserved,
-        EpisodeObservedData,
+        EpisodeRecordedData,
         "An episode as a snapshot read it. Never older than a change already published for it."
     ),
     event_type!(

@@ -21,6 +21,38 @@ use mongodb::bson::{Document, doc};
 const ITEMS: i64 = 100_000;
 const PAYMENTS: usize = 100_000;
 
+/// The test configuration with an initial snapshot in chunks of `chunk`, and `items`
+/// watched and published raw; the items topic.
+fn items_config(db_name: &str, chunk: u32) -> (changeflow::config::Config, String) {
+    let mut config = config(db_name);
+    config.snapshot.mode = SnapshotMode::Initial;
+    config.snapshot.chunk_size = chunk;
+    config.watch[0].collections.push("items".into());
+    config.kafka.raw = vec![RawCollection {
+        database: db_name.to_owned(),
+        collection: "items".into(),
+        topic: "items".into(),
+    }];
+    let topic = config.kafka.topic("items");
+    (config, topic)
+}
+
+/// Every record of `topic`, once at least `count` came and then 3 s passed without one.
+async fn consume_at_least(topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    let mut seen = 0usize;
+    consume_until(
+        &kafka_brokers(),
+        topic,
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+        |_| {
+            seen += 1;
+            seen >= count
+        },
+    )
+    .await
+}
+
 /// Folds `records` (relaxed Extended JSON change events, in offset order) per key, first
 /// copy of each `ce_id` only; checks that no key's `v` ever goes back.
 fn fold(records: &[rdkafka::message::OwnedMessage]) -> BTreeMap<i64, Option<i64>> {
@@ -65,16 +97,7 @@ async fn an_initial_snapshot_under_writes_hands_over_without_gap_or_going_back()
         .collect();
     payments.insert_many(docs).await.expect("payments");
 
-    let mut config = config(&db_name);
-    config.snapshot.mode = SnapshotMode::Initial;
-    config.snapshot.chunk_size = 500;
-    config.watch[0].collections.push("items".into());
-    config.kafka.raw = vec![RawCollection {
-        database: db_name.clone(),
-        collection: "items".into(),
-        topic: "items".into(),
-    }];
-    let topic = config.kafka.topic("items");
+    let (config, topic) = items_config(&db_name, 500);
     let running = run::start(Arc::new(config), StartAt::Now)
         .await
         .expect("start");
@@ -148,18 +171,7 @@ async fn an_initial_snapshot_under_writes_hands_over_without_gap_or_going_back()
         })
         .collect();
     let present = expected.len();
-    let mut count = 0usize;
-    let records = consume_until(
-        &kafka_brokers(),
-        &topic,
-        Duration::from_secs(120),
-        Duration::from_secs(3),
-        |_| {
-            count += 1;
-            count >= present
-        },
-    )
-    .await;
+    let records = consume_at_least(&topic, present).await;
     let folded = fold(&records);
     let live: BTreeMap<i64, Option<i64>> =
         folded.into_iter().filter(|(_, v)| v.is_some()).collect();
@@ -195,16 +207,7 @@ async fn a_snapshot_killed_midway_continues_from_its_stored_position_repeating_a
         .map(|i| doc! {"_id": i, "v": 0_i64, "pad": "x".repeat(200)})
         .collect();
     items.insert_many(docs).await.expect("items");
-    let mut config = config(&db_name);
-    config.snapshot.mode = SnapshotMode::Initial;
-    config.snapshot.chunk_size = CHUNK;
-    config.watch[0].collections.push("items".into());
-    config.kafka.raw = vec![RawCollection {
-        database: db_name.clone(),
-        collection: "items".into(),
-        topic: "items".into(),
-    }];
-    let topic = config.kafka.topic("items");
+    let (config, topic) = items_config(&db_name, CHUNK);
 
     let mut first = Process::spawn(&config);
     let at_kill = wait_until(DEADLINE, "the snapshot to be under way", || async {
@@ -233,18 +236,7 @@ async fn a_snapshot_killed_midway_continues_from_its_stored_position_repeating_a
         second.log()
     );
 
-    let mut count = 0i64;
-    let records = consume_until(
-        &kafka_brokers(),
-        &topic,
-        Duration::from_secs(120),
-        Duration::from_secs(3),
-        |_| {
-            count += 1;
-            count >= DOCS
-        },
-    )
-    .await;
+    let records = consume_at_least(&topic, DOCS as usize).await;
     let mut ids: HashMap<String, usize> = HashMap::new();
     let mut keys = HashSet::new();
     for record in &records {

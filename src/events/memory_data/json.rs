@@ -106,24 +106,6 @@ pub(crate) fn memory_json(event: &MemoryEvent) -> Vec<u8> {
                 }
             )
         }
-        MemoryChange::EpisodeObserved(e) => {
-            let text = Text::from(&e.summary);
-            data!(
-                EpisodeObservedData,
-                episode_id {
-                    thread_id: e.thread_id.clone(),
-                    outcome: outcome(e.outcome),
-                    tags: e.tags.clone(),
-                    tool_calls: e.tool_calls,
-                    failed_tool_calls: e.failed_tool_calls,
-                    started_at: rfc3339(e.started_at),
-                    ended_at: rfc3339(e.ended_at),
-                    duration_ms: e.ended_at.timestamp_millis() - e.started_at.timestamp_millis(),
-                    summary: text.text,
-                    summary_sha256: text.sha256,
-                }
-            )
-        }
         MemoryChange::MemoryObserved {
             memory_type: t,
             content,
@@ -148,7 +130,8 @@ pub(crate) fn memory_json(event: &MemoryEvent) -> Vec<u8> {
                 }
             )
         }
-        MemoryChange::EpisodeRecorded(e) => {
+        // An observed episode is the same record, as a snapshot found it.
+        MemoryChange::EpisodeRecorded(e) | MemoryChange::EpisodeObserved(e) => {
             let text = Text::from(&e.summary);
             data!(
                 EpisodeRecordedData,

@@ -256,36 +256,6 @@ memory_data!(
 );
 
 memory_data!(
-    #[schemars(title = "EpisodeObserved")]
-    /// An episode as a snapshot read it.
-    EpisodeObservedData, episode_id {
-        /// The thread it came from.
-        thread_id: Option<String>,
-        /// How it ended.
-        outcome: OutcomeData,
-        /// Its tags.
-        tags: Vec<String>,
-        /// Tool calls made.
-        tool_calls: u32,
-        /// Tool calls that failed.
-        failed_tool_calls: u32,
-        /// When it started, RFC 3339.
-        started_at: String,
-        /// When it ended, RFC 3339.
-        ended_at: String,
-        /// `endedAt - startedAt` in milliseconds.
-        duration_ms: i64,
-        /// Its summary (absent: hashed or dropped).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        summary: Option<String>,
-        /// SHA-256 of the summary, hex (content mode `hash`).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
-        summary_sha256: Option<String>,
-    }
-);
-
-memory_data!(
     #[schemars(title = "MemoryObserved")]
     /// A semantic memory as a snapshot read it.
     MemoryObservedData, memory_id {
