@@ -314,3 +314,72 @@ async fn a_snapshot_after_a_live_run_leaves_the_counters_as_they_are() {
     assert_eq!(after, before, "a snapshot counts no payment again");
     assert_eq!(after, outcomes);
 }
+
+#[tokio::test]
+async fn ids_of_mixed_types_are_all_copied_in_the_connectors_copy_existing_shape() {
+    let db_name = unique_name("snapmixed");
+    let db = mongo().await.database(&db_name);
+    let items = db.collection::<Document>("items");
+    // Numbers, strings, object ids, documents, booleans and dates: MongoDB orders them by
+    // type first, and a `$gt` filter would stay within the first type.
+    let ids: Vec<mongodb::bson::Bson> = vec![
+        3_i64.into(),
+        1.5_f64.into(),
+        7_i32.into(),
+        "b".into(),
+        "a".into(),
+        mongodb::bson::oid::ObjectId::new().into(),
+        mongodb::bson::oid::ObjectId::new().into(),
+        doc! {"x": 1}.into(),
+        true.into(),
+        false.into(),
+        mongodb::bson::DateTime::from_millis(0).into(),
+    ];
+    let docs: Vec<Document> = ids
+        .iter()
+        .map(|id| doc! {"_id": id.clone(), "v": 0_i64})
+        .collect();
+    items.insert_many(docs).await.expect("items");
+    let (config, topic) = items_config(&db_name, 2);
+    let running = run::start(Arc::new(config), StartAt::Now)
+        .await
+        .expect("start");
+    running.ready(DEADLINE).await.expect("streams open");
+    wait_until(DEADLINE, "the snapshot to finish", || async {
+        progress(&db, "items").await.filter(|(_, done)| *done)
+    })
+    .await;
+    let records = consume_at_least(&topic, ids.len()).await;
+    running.until(async {}).await.expect("stop");
+    let mut keys = HashSet::new();
+    for record in &records {
+        let change: serde_json::Value =
+            serde_json::from_slice(rdkafka::Message::payload(record).expect("value"))
+                .expect("JSON");
+        let mut fields: Vec<&str> = change
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            ["_id", "documentKey", "fullDocument", "ns", "operationType"],
+            "{change}"
+        );
+        assert_eq!(change["_id"]["copyingData"], true, "{change}");
+        assert_eq!(
+            change["_id"]["_id"], change["documentKey"]["_id"],
+            "{change}"
+        );
+        assert_eq!(change["operationType"], "insert");
+        assert_eq!(
+            change["ns"],
+            serde_json::json!({"db": db_name, "coll": "items"})
+        );
+        assert_eq!(change["fullDocument"]["_id"], change["documentKey"]["_id"]);
+        keys.insert(change["documentKey"].to_string());
+    }
+    assert_eq!(keys.len(), ids.len(), "every _id type copied: {keys:?}");
+}

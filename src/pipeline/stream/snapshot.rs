@@ -106,6 +106,9 @@ pub(super) struct Snapshots {
     pub(super) next_report: Instant,
     /// The oplog guard's warning, while it holds.
     guard_warning: Option<String>,
+    /// Standard error is a terminal: progress is drawn as bars.
+    terminal: bool,
+    bars: HashMap<String, indicatif::ProgressBar>,
 }
 
 impl Default for Snapshots {
@@ -126,6 +129,8 @@ impl Default for Snapshots {
             next_poll: Some(Instant::now()),
             next_report: Instant::now() + REPORT,
             guard_warning: None,
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            bars: HashMap::new(),
         }
     }
 }
@@ -279,7 +284,12 @@ impl Snapshots {
     }
 
     /// Logs each running snapshot's progress, every [`REPORT`].
+    /// On a terminal, a bar per collection instead, kept up to date.
     pub(super) fn report(&mut self, stream: &str, now: Instant) {
+        if self.terminal {
+            self.draw_bars(stream, now);
+            return;
+        }
         if now < self.next_report {
             return;
         }
@@ -296,6 +306,39 @@ impl Snapshots {
                 .map(|e| format!("{:.1}", (documents as f64 * 100.0 / e as f64).min(100.0)));
             tracing::info!(stream = %stream, collection = %collection, documents,
                 docs_per_second = rate.round() as u64, percent_of_estimate = ?percent, "snapshot progress");
+        }
+    }
+
+    fn draw_bars(&mut self, stream: &str, now: Instant) {
+        self.bars.retain(|collection, bar| {
+            let running = self.taken_up.contains_key(collection);
+            if !running {
+                bar.finish_and_clear();
+            }
+            running
+        });
+        for (collection, (since, at_start, estimated)) in &self.taken_up {
+            let bar = self.bars.entry(collection.clone()).or_insert_with(|| {
+                let bar = indicatif::ProgressBar::new(estimated.unwrap_or(0).max(1));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "snapshot {prefix} [{bar:30}] {percent:>3}%  {msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(format!("{stream}.{collection}"));
+                bar
+            });
+            let documents = self.delivered.get(collection).copied().unwrap_or(0);
+            let seconds = now
+                .saturating_duration_since(*since)
+                .as_secs_f64()
+                .max(0.001);
+            let rate = documents.saturating_sub(*at_start) as f64 / seconds;
+            bar.set_length(estimated.unwrap_or(0).max(documents).max(1));
+            bar.set_position(documents);
+            bar.set_message(format!("{documents} documents, {rate:.0}/s"));
         }
     }
 }
