@@ -4,7 +4,8 @@
 //! handed to the store, when the stream counts as stuck, and when a stop has drained.
 //!
 //! Inputs: a change read (with its routes), a mark (a position with nothing to handle), a
-//! completion, a checkpoint stored or failed, a tick, a stop. Outputs: [`Action`]s polled
+//! completion, a checkpoint stored or failed, a tick, a stop, a lease lost, and snapshot
+//! chunks (`core/snapshot.rs`). Outputs: [`Action`]s polled
 //! by the async shell (`stream::session`), which does the I/O, and a [`Report`] per tick.
 //! Time comes in with the inputs, so every case is a unit test that runs in microseconds.
 
@@ -131,6 +132,8 @@ pub(crate) struct Core<P, J> {
     touched: VecDeque<(u64, Box<[u8]>)>,
     /// Chunks in flight: the sequence just past each, and its number.
     chunks: VecDeque<(u64, u64)>,
+    /// The lease is lost: nothing more goes to the store.
+    fenced: bool,
 }
 
 impl<P, J> Core<P, J> {
@@ -156,6 +159,7 @@ impl<P, J> Core<P, J> {
             next_window: 0,
             touched: VecDeque::new(),
             chunks: VecDeque::new(),
+            fenced: false,
         }
     }
 
@@ -320,6 +324,34 @@ impl<P, J> Core<P, J> {
         }
     }
 
+    /// The stream's lease is lost (its checkpoint fenced by a newer term, or not renewed in
+    /// time): another instance reads the stream now. Reading stops, running and queued jobs
+    /// are dropped at once, and nothing more is handed to the store; what was read stays
+    /// behind the successor's checkpoint and is repeated there with the same ids.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the lease renewer that feeds it is the next step of issue 26"
+        )
+    )]
+    pub fn lease_lost(&mut self, now: Instant) {
+        if self.finished {
+            return;
+        }
+        self.fenced = true;
+        self.deadline = Some(now);
+        self.unsaved = None;
+        self.actions
+            .retain(|a| !matches!(a, Action::Store { .. } | Action::Start(_)));
+        self.actions.push_back(Action::Abandon {
+            unfinished: self.acker.in_flight(),
+        });
+        self.running = 0;
+        self.lanes = Lanes::new();
+        self.finish(now);
+    }
+
     /// Stop reading; running and queued jobs get until `now` + `drain_timeout`.
     pub fn stop(&mut self, now: Instant) {
         if self.deadline.is_none() {
@@ -354,9 +386,13 @@ impl<P, J> Core<P, J> {
         self.take_delivered();
     }
 
-    /// Hands the newest handled position to the store, if it moved.
+    /// Hands the newest handled position to the store, if it moved (never once fenced).
     fn save(&mut self, now: Instant) {
         self.take_advanced();
+        if self.fenced {
+            self.unsaved = None;
+            return;
+        }
         let Some((position, sequence)) = self.unsaved.take() else {
             return;
         };

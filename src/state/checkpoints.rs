@@ -80,6 +80,17 @@ pub enum StoreError {
     /// The database refused or did not answer.
     #[error("checkpoint store: {0}")]
     Database(#[from] mongodb::error::Error),
+    /// A newer lease term was stamped on the checkpoint: another instance reads the stream
+    /// now, and this one must stop without writing anything more.
+    #[error(
+        "checkpoint of stream `{stream}` is fenced: term {term} was taken over by a newer lease"
+    )]
+    Fenced {
+        /// The stream.
+        stream: String,
+        /// The writer's term.
+        term: i64,
+    },
     /// A stored checkpoint does not have the expected shape.
     #[error(
         "checkpoint of stream `{stream}` is malformed: {reason} \
@@ -198,6 +209,37 @@ impl CheckpointStore {
 
     /// Stores `checkpoint` (replacing the stream's previous one), majority-acknowledged.
     pub async fn save(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        self.write(checkpoint, None).await
+    }
+
+    /// [`CheckpointStore::save`] by the holder of lease `term`: refused
+    /// ([`StoreError::Fenced`]) once a newer term is stamped on the checkpoint.
+    pub async fn save_fenced(&self, checkpoint: &Checkpoint, term: i64) -> Result<(), StoreError> {
+        self.write(checkpoint, Some(term)).await
+    }
+
+    /// Stamps lease `term` on `stream`'s checkpoint (when it has one), so writes of older
+    /// terms are refused from now on; fails with [`StoreError::Fenced`] when a newer term
+    /// is already there.
+    pub async fn stamp(&self, stream: &str, term: i64) -> Result<(), StoreError> {
+        let stamped = self
+            .collection
+            .update_one(
+                doc! {"_id": self.key(stream), "$or": [{"term": {"$lte": term}}, {"term": {"$exists": false}}]},
+                doc! {"$set": {"term": term}},
+            )
+            .write_concern(WriteConcern::majority())
+            .await?;
+        if stamped.matched_count == 0 && self.load_stored(stream).await?.is_some() {
+            return Err(StoreError::Fenced {
+                stream: stream.to_owned(),
+                term,
+            });
+        }
+        Ok(())
+    }
+
+    async fn write(&self, checkpoint: &Checkpoint, term: Option<i64>) -> Result<(), StoreError> {
         let token = bson::to_bson(&checkpoint.token).map_err(|e| StoreError::Malformed {
             stream: checkpoint.stream.clone(),
             reason: format!("token does not serialise: {e}"),
@@ -219,16 +261,35 @@ impl CheckpointStore {
             None => unset.insert("wall_time", ""),
         };
         unset.insert(START_AT_FIELD, "");
+        let mut filter = doc! {"_id": self.key(&checkpoint.stream)};
+        if let Some(term) = term {
+            set.insert("term", term);
+            filter.insert(
+                "$or",
+                vec![
+                    doc! {"term": {"$lte": term}},
+                    doc! {"term": {"$exists": false}},
+                ],
+            );
+        }
         let mut update = doc! {"$set": set};
         if !unset.is_empty() {
             update.insert("$unset", unset);
         }
-        self.collection
-            .update_one(doc! {"_id": self.key(&checkpoint.stream)}, update)
+        let written = self
+            .collection
+            .update_one(filter, update)
             .upsert(true)
             .write_concern(WriteConcern::majority())
-            .await?;
-        Ok(())
+            .await;
+        match (written, term) {
+            // The upsert met the checkpoint a newer term holds.
+            (Err(e), Some(term)) if super::is_duplicate(&e) => Err(StoreError::Fenced {
+                stream: checkpoint.stream.clone(),
+                term,
+            }),
+            (written, _) => written.map(drop).map_err(StoreError::from),
+        }
     }
 }
 

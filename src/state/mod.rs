@@ -5,8 +5,19 @@
 pub mod checkpoints;
 pub mod dead_letters;
 pub mod gaps;
+pub mod leases;
 pub mod namespace_log;
 pub mod presence;
 pub mod replays;
 pub mod retry;
 pub mod snapshots;
+
+/// A write refused for a duplicate key (E11000): an insert or upsert met an existing `_id`.
+pub(crate) fn is_duplicate(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => false,
+    }
+}

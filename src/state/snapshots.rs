@@ -134,7 +134,7 @@ impl Snapshots {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if is_duplicate(&e) => Ok(false),
+            Err(e) if super::is_duplicate(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -182,11 +182,4 @@ impl Snapshots {
         let docs: Vec<Document> = self.collection.find(doc! {}).await?.try_collect().await?;
         Ok(docs.iter().filter_map(Progress::from_document).collect())
     }
-}
-
-fn is_duplicate(e: &mongodb::error::Error) -> bool {
-    matches!(
-        &*e.kind,
-        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if w.code == 11000
-    )
 }

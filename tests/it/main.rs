@@ -24,6 +24,7 @@ mod images;
 mod kafka_delivery;
 mod kafka_roundtrip;
 mod kafka_sink;
+mod leases;
 mod memory_decode;
 mod memory_events;
 mod module_graph;

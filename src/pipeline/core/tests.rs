@@ -380,6 +380,28 @@ fn keys_touched_before_a_window_opened_do_not_drop_documents() {
 }
 
 #[test]
+fn a_lost_lease_stops_at_once_and_stores_nothing_more() {
+    let mut h = Harness::new(LIMITS);
+    h.read(&["a"], 0);
+    h.read(&["b"], 0);
+    h.complete(1, 1);
+    h.core.lease_lost(h.at(2));
+    h.drain_actions();
+    assert_eq!(h.abandoned, Some(2), "both changes' work is dropped");
+    assert!(h.finished);
+    assert!(!h.core.may_read(), "reading stops");
+    let stores = h.stores.len();
+    // A late completion and the clock hand nothing to the store any more.
+    let _ = h.core.complete(None, Some("a"), h.at(3));
+    h.tick(5_000);
+    assert_eq!(
+        h.stores.len(),
+        stores,
+        "nothing stored after the lease is lost"
+    );
+}
+
+#[test]
 fn history_lost_follows_the_streams_policy_and_always_fails_a_replay() {
     use crate::config::HistoryLostPolicy::{Fail, Resnapshot, RestartFromNow};
     use crate::config::SnapshotMode::{Initial, Never, WhenNeeded};

@@ -1,0 +1,188 @@
+//! Leases: one reader per stream. A lease in `changeflow_leases` names its stream, its owner
+//! (host, pid, run id), a term and an expiry set by the server's clock (`$$NOW`, never a
+//! host's). Taking a lease over raises the term; every checkpoint write carries the term
+//! and is refused once a newer one is stamped on the checkpoint
+//! ([`crate::state::checkpoints::CheckpointStore::save_fenced`]), so a deposed owner (paused,
+//! partitioned) can never move a checkpoint past its successor.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use mongodb::bson::{DateTime, Document, doc};
+use mongodb::options::{ReturnDocument, WriteConcern};
+use mongodb::{Collection, Database};
+
+/// The collection (in the checkpoint database).
+pub const COLLECTION: &str = "changeflow_leases";
+
+/// Who holds, or asks for, a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Host name.
+    pub host: String,
+    /// Process id on that host.
+    pub pid: u32,
+    /// Unique per process start.
+    pub run_id: String,
+}
+
+/// A lease this process holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Its term: raised on every acquisition; checkpoint writes are fenced by it.
+    pub term: i64,
+}
+
+/// A stream's lease as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    /// The stream.
+    pub stream: String,
+    /// Its owner.
+    pub owner: Owner,
+    /// Its term.
+    pub term: i64,
+    /// When it was taken (server clock).
+    pub acquired_at: DateTime,
+    /// When it expires unless renewed (server clock).
+    pub expires_at: DateTime,
+}
+
+/// Reads and writes leases.
+#[derive(Debug, Clone)]
+pub struct Leases {
+    collection: Collection<Document>,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Leases {
+    /// The leases of `database` (the checkpoint database).
+    pub fn new(database: &Database) -> Leases {
+        Leases {
+            collection: database.collection(COLLECTION),
+        }
+    }
+
+    /// Takes `stream`'s lease for `ttl` if it is free, expired, or already `owner`'s; the
+    /// term goes up by one. None while another owner holds it.
+    pub async fn acquire(
+        &self,
+        stream: &str,
+        owner: &Owner,
+        ttl: Duration,
+    ) -> Result<Option<Held>, mongodb::error::Error> {
+        let free = doc! {"$or": [
+            {"$lte": ["$expires_at", "$$NOW"]},
+            {"$eq": ["$owner.run_id", &owner.run_id]},
+        ]};
+        let update = vec![doc! {"$set": {
+            "owner": {"host": &owner.host, "pid": i64::from(owner.pid), "run_id": &owner.run_id},
+            "term": {"$add": [{"$ifNull": ["$term", 0_i64]}, 1_i64]},
+            "acquired_at": "$$NOW",
+            "expires_at": {"$add": ["$$NOW", millis(ttl)]},
+        }}];
+        let held = |lease: Option<Document>| {
+            lease
+                .and_then(|l| l.get_i64("term").ok())
+                .map(|term| Held { term })
+        };
+        // An expired (or own) lease is taken over; the server allows no `$expr` in an
+        // upsert's filter, so a missing one is created by a second, plain upsert.
+        let taken = self
+            .collection
+            .find_one_and_update(doc! {"_id": stream, "$expr": free}, update.clone())
+            .return_document(ReturnDocument::After)
+            .write_concern(WriteConcern::majority())
+            .await?;
+        if taken.is_some() {
+            return Ok(held(taken));
+        }
+        let created = self
+            .collection
+            .find_one_and_update(doc! {"_id": stream, "term": {"$exists": false}}, update)
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .write_concern(WriteConcern::majority())
+            .await;
+        match created {
+            Ok(lease) => Ok(held(lease)),
+            // The upsert met the held lease's `_id`: someone else holds it.
+            Err(e) if super::is_duplicate(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Extends `held` by `ttl` from now; false when it is no longer this owner's (expired
+    /// and taken, or its term passed).
+    pub async fn renew(
+        &self,
+        stream: &str,
+        owner: &Owner,
+        held: Held,
+        ttl: Duration,
+    ) -> Result<bool, mongodb::error::Error> {
+        let renewed = self
+            .collection
+            .update_one(
+                doc! {"_id": stream, "owner.run_id": &owner.run_id, "term": held.term,
+                "$expr": {"$gt": ["$expires_at", "$$NOW"]}},
+                vec![doc! {"$set": {"expires_at": {"$add": ["$$NOW", millis(ttl)]}}}],
+            )
+            .write_concern(WriteConcern::majority())
+            .await?;
+        Ok(renewed.matched_count == 1)
+    }
+
+    /// Gives `held` up at once (after the final checkpoint), so a standby takes the stream
+    /// without waiting for the expiry.
+    pub async fn release(
+        &self,
+        stream: &str,
+        owner: &Owner,
+        held: Held,
+    ) -> Result<bool, mongodb::error::Error> {
+        let released = self
+            .collection
+            .update_one(
+                doc! {"_id": stream, "owner.run_id": &owner.run_id, "term": held.term},
+                vec![doc! {"$set": {"expires_at": "$$NOW"}}],
+            )
+            .write_concern(WriteConcern::majority())
+            .await?;
+        Ok(released.matched_count == 1)
+    }
+
+    /// Every lease, by stream.
+    pub async fn all(&self) -> Result<Vec<Lease>, mongodb::error::Error> {
+        let docs: Vec<Document> = self
+            .collection
+            .find(doc! {})
+            .sort(doc! {"_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs.iter().filter_map(lease_of).collect())
+    }
+}
+
+fn lease_of(d: &Document) -> Option<Lease> {
+    let owner = d.get_document("owner").ok()?;
+    Some(Lease {
+        stream: d.get_str("_id").ok()?.to_owned(),
+        owner: Owner {
+            host: owner.get_str("host").unwrap_or_default().to_owned(),
+            pid: owner
+                .get_i64("pid")
+                .ok()
+                .and_then(|p| u32::try_from(p).ok())
+                .unwrap_or(0),
+            run_id: owner.get_str("run_id").unwrap_or_default().to_owned(),
+        },
+        term: d.get_i64("term").ok()?,
+        acquired_at: *d.get_datetime("acquired_at").ok()?,
+        expires_at: *d.get_datetime("expires_at").ok()?,
+    })
+}
