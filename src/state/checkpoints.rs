@@ -1,7 +1,6 @@
 //! The checkpoint store: one document per stream in `changeflow_checkpoints`, written with
 //! majority write concern so a failover cannot roll it back.
 
-use futures::TryStreamExt;
 use mongodb::bson::{self, DateTime, Document, Timestamp, doc};
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::options::WriteConcern;
@@ -176,13 +175,7 @@ impl CheckpointStore {
 
     /// Every checkpoint in the store's collection, by stream name.
     pub async fn list(&self) -> Result<Vec<Stored>, StoreError> {
-        let docs: Vec<Document> = self
-            .collection
-            .find(doc! {})
-            .sort(doc! {"_id": 1})
-            .await?
-            .try_collect()
-            .await?;
+        let docs = super::all_by_id(&self.collection).await?;
         docs.iter().map(stored).collect()
     }
 

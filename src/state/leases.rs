@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::{ReturnDocument, WriteConcern};
 use mongodb::{Collection, Database};
@@ -157,13 +156,7 @@ impl Leases {
 
     /// Every lease, by stream.
     pub async fn all(&self) -> Result<Vec<Lease>, mongodb::error::Error> {
-        let docs: Vec<Document> = self
-            .collection
-            .find(doc! {})
-            .sort(doc! {"_id": 1})
-            .await?
-            .try_collect()
-            .await?;
+        let docs = super::all_by_id(&self.collection).await?;
         Ok(docs.iter().filter_map(lease_of).collect())
     }
 }

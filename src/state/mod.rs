@@ -21,3 +21,16 @@ pub(crate) fn is_duplicate(e: &mongodb::error::Error) -> bool {
         _ => false,
     }
 }
+
+/// Every document of `collection`, in `_id` order.
+pub(crate) async fn all_by_id(
+    collection: &mongodb::Collection<mongodb::bson::Document>,
+) -> Result<Vec<mongodb::bson::Document>, mongodb::error::Error> {
+    use futures::TryStreamExt;
+    collection
+        .find(mongodb::bson::doc! {})
+        .sort(mongodb::bson::doc! {"_id": 1})
+        .await?
+        .try_collect()
+        .await
+}
