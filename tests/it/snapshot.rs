@@ -383,3 +383,65 @@ async fn ids_of_mixed_types_are_all_copied_in_the_connectors_copy_existing_shape
     }
     assert_eq!(keys.len(), ids.len(), "every _id type copied: {keys:?}");
 }
+
+#[tokio::test]
+async fn memories_that_exist_before_the_start_arrive_as_their_observed_kinds() {
+    let db_name = unique_name("snapmemory");
+    let db = mongo().await.database(&db_name);
+    let now = mongodb::bson::DateTime::now();
+    db.collection::<Document>("short_term_memory")
+        .insert_one(doc! {"thread_id": "t-1", "user_id": "u-1", "messages": [],
+        "summary": "so far", "created_at": now, "expires_at": now})
+        .await
+        .expect("thread");
+    db.collection::<Document>("episodic_memory")
+        .insert_one(
+            doc! {"episode_id": "e-1", "thread_id": "t-1", "user_id": "u-1",
+            "summary": "Planned a trip", "tool_calls": [], "outcome": "succeeded",
+            "tags": ["travel"], "started_at": now, "ended_at": now},
+        )
+        .await
+        .expect("episode");
+    db.collection::<Document>("semantic_memory")
+        .insert_one(doc! {"memory_id": "m-1", "user_id": "u-1", "type": "fact",
+        "content": "Lives in Lisbon", "source_episode_id": "e-1", "strength": 0.5,
+        "last_accessed_at": now, "created_at": now})
+        .await
+        .expect("memory");
+    let mut config = crate::common::app::memory_config(&db_name);
+    config.snapshot.mode = SnapshotMode::Initial;
+    let topic = config.kafka.topic(&config.kafka.topics.memory);
+    let running = run::start(Arc::new(config), StartAt::Now)
+        .await
+        .expect("start");
+    running.ready(DEADLINE).await.expect("streams open");
+    let records = consume_at_least(&topic, 3).await;
+    running.until(async {}).await.expect("stop");
+    let mut seen: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                header(r, "ce_type").unwrap_or("?").to_owned(),
+                header(r, "ce_subject").unwrap_or("?").to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (
+                "changeflow.memory.episode_observed.v1".to_owned(),
+                "e-1".to_owned()
+            ),
+            (
+                "changeflow.memory.memory_observed.v1".to_owned(),
+                "m-1".to_owned()
+            ),
+            (
+                "changeflow.memory.thread_observed.v1".to_owned(),
+                "t-1".to_owned()
+            ),
+        ]
+    );
+}
