@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub mod health;
 pub mod history;
 pub mod kafka;
+pub mod lease;
 mod load;
 pub mod memory;
 pub mod provider;
@@ -26,6 +27,7 @@ use crate::config::redact::redact_uri;
 pub use health::HealthConfig;
 pub use history::{HistoryConfig, HistoryLostPolicy};
 pub use kafka::KafkaConfig;
+pub use lease::LeaseConfig;
 pub use load::ConfigError;
 pub use memory::{MemoryConfig, MemoryContentConfig, TextMode};
 pub use provider::{OutcomePolicy, ProviderConfig};
@@ -61,6 +63,9 @@ pub struct Config {
     /// Copying the documents that exist before a stream starts.
     #[serde(default)]
     pub snapshot: SnapshotConfig,
+    /// One reader per stream across instances.
+    #[serde(default)]
+    pub lease: LeaseConfig,
     /// Reading and dispatching.
     pub engine: EngineConfig,
     /// When a stream counts as stuck.
@@ -239,6 +244,7 @@ impl Default for Config {
             },
             history: HistoryConfig::default(),
             snapshot: SnapshotConfig::default(),
+            lease: LeaseConfig::default(),
             engine: EngineConfig {
                 operation_types: ["insert", "update", "replace", "delete"]
                     .map(str::to_owned)

@@ -68,6 +68,7 @@ impl Config {
         self.history
             .validate(self.watch.iter().map(|w| w.database.as_str()))?;
         self.snapshot.validate()?;
+        self.lease.validate()?;
         self.validate_payments()?;
         self.validate_memory()?;
         self.validate_raw()?;

@@ -89,7 +89,14 @@ async fn healthz(State(state): State<ApiState>) -> Response {
     };
     let streams: serde_json::Map<String, Value> = streams
         .into_iter()
-        .map(|(name, open)| (name, json!(if open { "open" } else { "closed" })))
+        .map(|(name, open)| {
+            let state_of = match open {
+                true => "open",
+                false if state.health.is_standby(&name) => "standby",
+                false => "closed",
+            };
+            (name, json!(state_of))
+        })
         .collect();
     let mut stuck_json = serde_json::Map::new();
     for (stream, s) in &stuck {

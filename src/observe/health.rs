@@ -124,6 +124,8 @@ fn unix_millis() -> u64 {
 pub struct Health {
     streams: RwLock<BTreeMap<String, bool>>,
     warnings: RwLock<BTreeMap<String, String>>,
+    /// Streams another instance reads (this one holds no lease on them and stands by).
+    standby: RwLock<std::collections::BTreeSet<String>>,
     /// Snapshots expected to outlast a stream's oplog headroom.
     snapshot_warnings: RwLock<BTreeMap<String, String>>,
     stuck: RwLock<BTreeMap<(String, StuckCause), Stuck>>,
@@ -270,7 +272,27 @@ impl Health {
     /// Whether every stream is open (false when there is none).
     pub fn all_open(&self) -> bool {
         let streams = self.snapshot();
-        !streams.is_empty() && streams.values().all(|open| *open)
+        let standby = read(&self.standby);
+        !streams.is_empty()
+            && streams
+                .iter()
+                .all(|(stream, open)| *open || standby.contains(stream))
+    }
+
+    /// Records whether this instance stands by on `stream` (another holds its lease): a
+    /// standby stream is closed here and healthy.
+    pub fn set_standby(&self, stream: &str, standby: bool) {
+        let mut all = write(&self.standby);
+        if standby {
+            all.insert(stream.to_owned());
+        } else {
+            all.remove(stream);
+        }
+    }
+
+    /// Whether this instance stands by on `stream`.
+    pub fn is_standby(&self, stream: &str) -> bool {
+        read(&self.standby).contains(stream)
     }
 }
 

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub stream_reconnects: IntCounterVec,
     /// 1 while a stream is open, per stream.
     pub stream_open: IntGaugeVec,
+    /// 1 while this instance holds the stream's lease, per stream.
+    pub lease_held: IntGaugeVec,
+    /// Leases this instance took over from another instance, per stream.
+    pub lease_takeovers: IntCounterVec,
     /// Seconds a stream's reader spent waiting, per stream and on what: `server` (a batch
     /// was being fetched) or `dispatcher` (backpressure). Tells which side limits throughput.
     pub reader_wait_seconds: CounterVec,
@@ -136,6 +140,19 @@ impl Metrics {
             &["stream"],
         )
         .unwrap_or_else(|e| unreachable!("gauge is well-formed: {e}"));
+        let lease_held = IntGaugeVec::new(
+            Opts::new(
+                "changeflow_lease_held",
+                "1 while this instance holds the stream's lease (reads the stream).",
+            ),
+            &["stream"],
+        )
+        .unwrap_or_else(|e| unreachable!("gauge is well-formed: {e}"));
+        let lease_takeovers = counter(
+            "changeflow_lease_takeovers_total",
+            "Leases this instance took over from another instance (expired or released).",
+            &["stream"],
+        );
         let checkpoint_age = gauge(
             "changeflow_checkpoint_age_seconds",
             "Seconds since the stream's checkpoint was last stored.",
@@ -173,6 +190,7 @@ impl Metrics {
             Box::new(reader_wait_seconds.clone()),
             Box::new(dispatch_paused_seconds.clone()),
             Box::new(stream_open.clone()),
+            Box::new(lease_held.clone()),
             Box::new(stream_stuck.clone()),
         ] {
             registry
@@ -187,6 +205,8 @@ impl Metrics {
             handler_seconds,
             stream_reconnects,
             stream_open,
+            lease_held,
+            lease_takeovers,
             reader_wait_seconds,
             dispatch_paused_seconds,
             gaps,

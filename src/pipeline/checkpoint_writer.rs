@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::observe::error_text::Tidy;
 use crate::observe::metrics::Metrics;
-use crate::state::checkpoints::{Checkpoint, CheckpointStore};
+use crate::state::checkpoints::{Checkpoint, CheckpointStore, StoreError};
 
 /// Pause before retrying a failed write when no newer checkpoint arrives.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -26,22 +26,40 @@ pub(crate) struct CheckpointWriter {
     latest: watch::Sender<Option<Numbered>>,
     stored: watch::Receiver<u64>,
     failed: watch::Receiver<Option<String>>,
+    fenced: watch::Receiver<bool>,
     task: JoinHandle<()>,
 }
 
 impl CheckpointWriter {
-    /// Starts the writer task for one stream.
-    pub fn start(store: CheckpointStore, metrics: Arc<Metrics>) -> CheckpointWriter {
+    /// Starts the writer task for one stream; with the stream's lease `term`, every write
+    /// is fenced by it.
+    pub fn start(
+        store: CheckpointStore,
+        metrics: Arc<Metrics>,
+        term: Option<i64>,
+    ) -> CheckpointWriter {
         let (latest, rx) = watch::channel(None);
         let (stored_tx, stored) = watch::channel(0);
         let (failed_tx, failed) = watch::channel(None);
-        let task = tokio::spawn(write_loop(store, metrics, rx, stored_tx, failed_tx));
+        let (fenced_tx, fenced) = watch::channel(false);
+        let reports = Reports {
+            stored: stored_tx,
+            failed: failed_tx,
+            fenced: fenced_tx,
+        };
+        let task = tokio::spawn(write_loop(store, metrics, rx, reports, term));
         CheckpointWriter {
             latest,
             stored,
             failed,
+            fenced,
             task,
         }
+    }
+
+    /// Turns true when a write was fenced (a newer lease term): the writer stopped.
+    pub fn fenced(&self) -> watch::Receiver<bool> {
+        self.fenced.clone()
     }
 
     /// Queues `checkpoint`, replacing any not yet written; `sequence` counts the events
@@ -60,6 +78,11 @@ impl CheckpointWriter {
         self.failed.clone()
     }
 
+    /// Stops at once, writing nothing more (the stream's lease is lost).
+    pub fn abandon(self) {
+        self.task.abort();
+    }
+
     /// Writes the last queued checkpoint (retrying until `give_up` completes) and stops.
     pub async fn finish(self, give_up: impl Future<Output = ()>) {
         let CheckpointWriter {
@@ -76,24 +99,41 @@ impl CheckpointWriter {
     }
 }
 
+/// What the writer task tells the stream.
+struct Reports {
+    stored: watch::Sender<u64>,
+    failed: watch::Sender<Option<String>>,
+    fenced: watch::Sender<bool>,
+}
+
 async fn write_loop(
     store: CheckpointStore,
     metrics: Arc<Metrics>,
     mut rx: watch::Receiver<Option<Numbered>>,
-    stored: watch::Sender<u64>,
-    failed: watch::Sender<Option<String>>,
+    reports: Reports,
+    term: Option<i64>,
 ) {
     // `changed` still reports a value sent just before the sender was dropped.
     while rx.changed().await.is_ok() {
         let mut next = rx.borrow_and_update().clone();
         while let Some((checkpoint, sequence)) = next.take() {
-            match store.save(&checkpoint).await {
+            let saved = match term {
+                Some(term) => store.save_fenced(&checkpoint, term).await,
+                None => store.save(&checkpoint).await,
+            };
+            match saved {
                 Ok(()) => {
                     metrics.checkpoint_saved(&checkpoint.stream);
-                    stored.send_replace(sequence);
+                    reports.stored.send_replace(sequence);
+                }
+                Err(e @ StoreError::Fenced { .. }) => {
+                    // Another instance reads the stream now: nothing more is written.
+                    tracing::warn!(stream = %checkpoint.stream, error = %e, "checkpoint write refused: the lease was taken over");
+                    reports.fenced.send_replace(true);
+                    return;
                 }
                 Err(e) => {
-                    failed.send_replace(Some(Tidy(&e).to_string()));
+                    reports.failed.send_replace(Some(Tidy(&e).to_string()));
                     tracing::warn!(stream = %checkpoint.stream, error = %Tidy(&e), "cannot store the checkpoint; retrying");
                     let newer = tokio::select! {
                         changed = rx.changed() => match changed {

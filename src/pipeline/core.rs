@@ -328,13 +328,6 @@ impl<P, J> Core<P, J> {
     /// time): another instance reads the stream now. Reading stops, running and queued jobs
     /// are dropped at once, and nothing more is handed to the store; what was read stays
     /// behind the successor's checkpoint and is repeated there with the same ids.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the lease renewer that feeds it is the next step of issue 26"
-        )
-    )]
     pub fn lease_lost(&mut self, now: Instant) {
         if self.finished {
             return;

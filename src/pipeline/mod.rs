@@ -29,6 +29,7 @@ use crate::source::{SourceError, StartAt};
 use crate::state::checkpoints::CheckpointStore;
 use crate::state::dead_letters::DeadLetters;
 use crate::state::gaps::Gaps;
+use crate::state::leases::{Leases, Owner};
 use crate::state::namespace_log::NamespaceLog;
 use crate::state::snapshots::Snapshots;
 use router::Router;
@@ -88,6 +89,10 @@ pub(crate) struct Shared {
     gaps: Gaps,
     namespace_log: NamespaceLog,
     snapshots: Snapshots,
+    /// Who reads which stream: one instance per stream.
+    leases: Leases,
+    /// This process, as a lease owner.
+    owner: Owner,
     start: StartAt,
     /// Set for a replay: its bounds and progress.
     replay: Option<Arc<until::Bounds>>,
@@ -141,6 +146,8 @@ impl Engine {
                 gaps: Gaps::new(&state_db),
                 namespace_log: NamespaceLog::new(&state_db),
                 snapshots: Snapshots::new(&state_db),
+                leases: Leases::new(&state_db),
+                owner: Owner::this_process(),
                 replay: None,
                 client,
                 config,

@@ -25,11 +25,30 @@ pub struct Owner {
     pub run_id: String,
 }
 
+impl Owner {
+    /// This process: its host, pid and a run id unique per start.
+    pub fn this_process() -> Owner {
+        let host = crate::state::presence::host_name();
+        let pid = std::process::id();
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        Owner {
+            run_id: format!("{host}:{pid}:{started}"),
+            host,
+            pid,
+        }
+    }
+}
+
 /// A lease this process holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Held {
     /// Its term: raised on every acquisition; checkpoint writes are fenced by it.
     pub term: i64,
+    /// It was another instance's before (expired or released).
+    pub taken_over: bool,
 }
 
 /// A stream's lease as stored.
@@ -83,22 +102,30 @@ impl Leases {
             "acquired_at": "$$NOW",
             "expires_at": {"$add": ["$$NOW", millis(ttl)]},
         }}];
-        let held = |lease: Option<Document>| {
-            lease
-                .and_then(|l| l.get_i64("term").ok())
-                .map(|term| Held { term })
-        };
         // An expired (or own) lease is taken over; the server allows no `$expr` in an
         // upsert's filter, so a missing one is created by a second, plain upsert.
-        let taken = self
+        let before = self
             .collection
             .find_one_and_update(doc! {"_id": stream, "$expr": free}, update.clone())
-            .return_document(ReturnDocument::After)
+            .return_document(ReturnDocument::Before)
             .write_concern(WriteConcern::majority())
             .await?;
-        if taken.is_some() {
-            return Ok(held(taken));
+        if let Some(before) = before {
+            let previous = before
+                .get_document("owner")
+                .and_then(|o| o.get_str("run_id"))
+                .unwrap_or_default();
+            return Ok(Some(Held {
+                term: before.get_i64("term").unwrap_or(0) + 1,
+                taken_over: previous != owner.run_id,
+            }));
         }
+        let held = |lease: Option<Document>| {
+            lease.and_then(|l| l.get_i64("term").ok()).map(|term| Held {
+                term,
+                taken_over: false,
+            })
+        };
         let created = self
             .collection
             .find_one_and_update(doc! {"_id": stream, "term": {"$exists": false}}, update)

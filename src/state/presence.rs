@@ -199,7 +199,7 @@ async fn live_holder(
 }
 
 /// This machine's name, for people (best effort).
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

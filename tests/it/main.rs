@@ -21,6 +21,7 @@ mod handlers;
 mod harness;
 mod history;
 mod images;
+mod instances;
 mod kafka_delivery;
 mod kafka_roundtrip;
 mod kafka_sink;

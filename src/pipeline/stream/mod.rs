@@ -3,6 +3,7 @@
 
 mod dispatch;
 mod handover;
+mod lease;
 mod open;
 mod session;
 mod snapshot;
@@ -22,6 +23,7 @@ use crate::observe::error_text::Tidy;
 use crate::pipeline::until::StreamProgress;
 use crate::pipeline::{EngineError, Shared};
 use crate::source::SourceError;
+use crate::state::checkpoints::StoreError;
 
 /// Chunks (about a server batch each) the reader may hold ahead of the dispatcher: one
 /// waiting while the driver fetches the next, so the server's work on a batch overlaps with
@@ -49,15 +51,35 @@ enum End {
     Fatal(String),
     /// The stream met what its policy says to stop at.
     Stop(EngineError),
+    /// The stream's lease was lost: another instance reads it now.
+    LeaseLost,
 }
 
-/// Runs the stream of `target` until `shutdown`, reopening after retryable errors.
+/// Runs the stream of `target` until `shutdown`, reopening after retryable errors. A live
+/// stream is read only while this instance holds its lease: it stands by until it does,
+/// and again after losing it.
 pub async fn run(
     shared: Arc<Shared>,
     target: WatchedDatabase,
     shutdown: CancellationToken,
 ) -> Result<(), EngineError> {
     let name: Arc<str> = target.database.as_str().into();
+    let mut lease = None;
+    let result = read(&shared, &target, &name, &shutdown, &mut lease).await;
+    if let Some(lease) = lease.take() {
+        lease.release(&shared, &name).await;
+    }
+    result
+}
+
+/// The reading loop of [`run`]; `lease` is the lease held, given back by the caller.
+async fn read(
+    shared: &Arc<Shared>,
+    target: &WatchedDatabase,
+    name: &Arc<str>,
+    shutdown: &CancellationToken,
+    lease: &mut Option<lease::Lease>,
+) -> Result<(), EngineError> {
     let mut reconnect = ExponentialBackoffBuilder::new()
         .with_initial_interval(Duration::from_millis(200))
         .with_max_interval(Duration::from_secs(30))
@@ -65,23 +87,31 @@ pub async fn run(
         .build();
     let mut events_since_start = 0u64;
     loop {
+        if shared.replay.is_none() && lease.is_none() {
+            match lease::take(shared, name, shutdown).await {
+                Some(taken) => *lease = Some(taken),
+                None => return Ok(()),
+            }
+        }
+        let held = lease.as_ref().map(|l| (l.held.term, l.lost.clone()));
+        let term = held.as_ref().map(|(term, _)| *term);
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            opened = open::open(&shared, &name, &target) => opened,
+            opened = open::open(shared, name, target, term) => opened,
         };
         let error = match opened {
             Ok(stream) => {
-                record_open(&shared, &name, true);
+                record_open(shared, name, true);
                 tracing::info!(stream = %name, collections = ?target.collections, "stream open");
-                let mut session = Session::new(&shared, name.clone(), events_since_start);
-                let end = session.run(stream, &shutdown).await;
+                let mut session = Session::new(shared, name.clone(), events_since_start, held);
+                let end = session.run(stream, shutdown).await;
                 events_since_start = session.events_since_start();
-                record_open(&shared, &name, false);
+                record_open(shared, name, false);
                 match end {
                     End::Shutdown => return Ok(()),
                     End::Complete => {
                         tracing::info!(stream = %name, "replay reached its end");
-                        if let Some(p) = replay_progress(&shared, &name) {
+                        if let Some(p) = replay_progress(shared, name) {
                             p.finish();
                         }
                         return Ok(());
@@ -91,6 +121,14 @@ pub async fn run(
                     End::Closed => {
                         reconnect.reset();
                         tracing::warn!(stream = %name, "stream closed by the server; reopening after the checkpoint");
+                        continue;
+                    }
+                    End::LeaseLost => {
+                        shared.health.set_standby(name, true);
+                        if let Some(lost) = lease.take() {
+                            lost.forget(shared, name);
+                        }
+                        tracing::warn!(stream = %name, "lease lost: stopped reading; standing by");
                         continue;
                     }
                     End::Fatal(reason) => {
@@ -114,6 +152,12 @@ pub async fn run(
             OpenError::Source(e) if !e.is_retryable() && !e.is_history_lost() => {
                 return Err(EngineError::Source(e));
             }
+            OpenError::Checkpoint(StoreError::Fenced { .. }) => {
+                if let Some(lost) = lease.take() {
+                    lost.forget(shared, name);
+                }
+                tracing::warn!(stream = %name, "lease taken over while opening; standing by");
+            }
             e => {
                 let pause = reconnect.next_backoff().unwrap_or(Duration::from_secs(30));
                 tracing::warn!(
@@ -125,7 +169,7 @@ pub async fn run(
                 shared
                     .metrics
                     .stream_reconnects
-                    .with_label_values(&[&name])
+                    .with_label_values(&[name])
                     .inc();
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),

@@ -39,6 +39,7 @@ pub(super) async fn open(
     shared: &Shared,
     name: &str,
     target: &WatchedDatabase,
+    term: Option<i64>,
 ) -> Result<source::Opened, OpenError> {
     let stored = shared.checkpoints.load_stored(name).await?;
     let start = stored
@@ -70,16 +71,17 @@ pub(super) async fn open(
         && !shared.dry_run()
         && let Some(token) = stream.stream.resume_token()
     {
-        shared
-            .checkpoints
-            .save(&Checkpoint {
-                stream: name.to_owned(),
-                token,
-                cluster_time: None,
-                wall_time: None,
-                events_since_start: 0,
-            })
-            .await?;
+        let opening = Checkpoint {
+            stream: name.to_owned(),
+            token,
+            cluster_time: None,
+            wall_time: None,
+            events_since_start: 0,
+        };
+        match term {
+            Some(term) => shared.checkpoints.save_fenced(&opening, term).await?,
+            None => shared.checkpoints.save(&opening).await?,
+        }
         shared.metrics.checkpoint_saved(name);
     }
     Ok(stream)

@@ -42,6 +42,7 @@ enum Store {
         writer: CheckpointWriter,
         stored: watch::Receiver<u64>,
         failed: watch::Receiver<Option<String>>,
+        fenced: watch::Receiver<bool>,
     },
     /// A dry run stores nothing: every checkpoint counts as stored at once.
     Nothing,
@@ -67,10 +68,19 @@ pub(super) struct Session<'a> {
     pub(super) snapshots: Snapshots,
     /// Cluster time of the newest position read: where a snapshot chunk is read.
     pub(super) last_time: Option<Timestamp>,
+    /// Cancelled when the stream's lease is lost (never for a replay).
+    lease_lost: CancellationToken,
 }
 
 impl<'a> Session<'a> {
-    pub(super) fn new(shared: &'a Shared, name: Arc<str>, events_since_start: u64) -> Session<'a> {
+    /// A session of `name`; `lease` is its lease's term and the token cancelled when the
+    /// lease is lost (None for a replay, which keeps checkpoints of its own).
+    pub(super) fn new(
+        shared: &'a Shared,
+        name: Arc<str>,
+        events_since_start: u64,
+        lease: Option<(i64, CancellationToken)>,
+    ) -> Session<'a> {
         let config = &shared.config;
         // At least every half bound: one checkpoint is stored while the other half is read,
         // so reading does not stall on the store.
@@ -84,11 +94,13 @@ impl<'a> Session<'a> {
         let store = if shared.dry_run() {
             Store::Nothing
         } else {
+            let term = lease.as_ref().map(|(term, _)| *term);
             let writer =
-                CheckpointWriter::start(shared.checkpoints.clone(), shared.metrics.clone());
+                CheckpointWriter::start(shared.checkpoints.clone(), shared.metrics.clone(), term);
             Store::Writer {
                 stored: writer.stored(),
                 failed: writer.failed(),
+                fenced: writer.fenced(),
                 writer,
             }
         };
@@ -120,6 +132,7 @@ impl<'a> Session<'a> {
             stop: None,
             snapshots: Snapshots::default(),
             last_time: None,
+            lease_lost: lease.map_or_else(CancellationToken::new, |(_, lost)| lost),
         }
     }
 
@@ -165,11 +178,23 @@ impl<'a> Session<'a> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
-        let (mut stored, mut failed) = match &self.store {
-            Store::Writer { stored, failed, .. } => (stored.clone(), failed.clone()),
+        let (mut stored, mut failed, mut fenced) = match &self.store {
+            Store::Writer {
+                stored,
+                failed,
+                fenced,
+                ..
+            } => (stored.clone(), failed.clone(), fenced.clone()),
             // Never change: a dry run's checkpoints count as stored when handed on.
-            Store::Nothing => (watch::channel(0).1, watch::channel(None).1),
+            Store::Nothing => (
+                watch::channel(0).1,
+                watch::channel(None).1,
+                watch::channel(false).1,
+            ),
         };
+        let lease_lost = self.lease_lost.clone();
+        let lost = lease_lost.cancelled();
+        tokio::pin!(lost);
         // The chunk being worked through; taken up again whenever in-flight work allows.
         let mut pending = Vec::new().into_iter();
         let mut end = None;
@@ -178,6 +203,17 @@ impl<'a> Session<'a> {
             tokio::select! {
                 biased;
                 _ = &mut cancelled, if !stopping => end = Some(End::Shutdown),
+                // Another instance reads the stream now: stop at once, write nothing more.
+                _ = &mut lost, if !stopping => {
+                    self.core.lease_lost(Instant::now());
+                    end = Some(End::LeaseLost);
+                }
+                Ok(()) = fenced.changed(), if !stopping => {
+                    if *fenced.borrow_and_update() {
+                        self.core.lease_lost(Instant::now());
+                        end = Some(End::LeaseLost);
+                    }
+                }
                 Some(done) = self.running.next() => self.complete(done),
                 Some(step) = self.snapshots.next(), if self.snapshots.busy() && !stopping => {
                     self.snapshot_step(step);
@@ -283,7 +319,12 @@ impl<'a> Session<'a> {
         pauses.observe(None);
         self.clear_stuck();
         if let Store::Writer { writer, .. } = std::mem::replace(&mut self.store, Store::Nothing) {
-            writer.finish(tokio::time::sleep(FINAL_CHECKPOINT)).await;
+            if matches!(end, Some(End::LeaseLost)) {
+                // The successor's checkpoint is the one that counts now.
+                writer.abandon();
+            } else {
+                writer.finish(tokio::time::sleep(FINAL_CHECKPOINT)).await;
+            }
         }
         end.unwrap_or(End::Shutdown)
     }

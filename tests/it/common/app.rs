@@ -28,6 +28,9 @@ pub fn config(database: &str) -> Config {
     config.checkpoint.every_ms = 100;
     config.provider.latency_ms = 0;
     config.http.address = "127.0.0.1:0".to_owned();
+    // A restart after a SIGKILL waits for the dead process's lease to expire.
+    config.lease.ttl_ms = 2_000;
+    config.lease.renew_ms = 500;
     config
 }
 

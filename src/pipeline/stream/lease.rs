@@ -1,0 +1,142 @@
+//! The stream's lease, in the shell: waiting for it (standing by while another instance
+//! holds it), keeping it (a renewer task), and giving it back after the final checkpoint.
+//! Losing it is an input of the core ([`crate::pipeline::core::Core::lease_lost`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::observe::error_text::Tidy;
+use crate::pipeline::Shared;
+use crate::state::checkpoints::StoreError;
+use crate::state::leases::Held;
+
+/// A lease this instance holds on one stream.
+pub(super) struct Lease {
+    /// Its term (checkpoint writes are fenced by it).
+    pub(super) held: Held,
+    /// Cancelled when the lease is lost: not renewed in time, or taken over.
+    pub(super) lost: CancellationToken,
+    renewer: JoinHandle<()>,
+}
+
+/// Waits until this instance holds `stream`'s lease (None: `shutdown` came first), and
+/// stamps its term on the checkpoint, so an older holder's writes are refused from now.
+pub(super) async fn take(
+    shared: &Arc<Shared>,
+    stream: &str,
+    shutdown: &CancellationToken,
+) -> Option<Lease> {
+    let config = &shared.config.lease;
+    let ttl = Duration::from_millis(config.ttl_ms);
+    let mut standing_by = false;
+    loop {
+        match shared.leases.acquire(stream, &shared.owner, ttl).await {
+            Ok(Some(held)) => match shared.checkpoints.stamp(stream, held.term).await {
+                Ok(()) => {
+                    shared.health.set_standby(stream, false);
+                    let metrics = &shared.metrics;
+                    metrics.lease_held.with_label_values(&[stream]).set(1);
+                    if held.taken_over {
+                        metrics.lease_takeovers.with_label_values(&[stream]).inc();
+                    }
+                    tracing::info!(stream = %stream, term = held.term, taken_over = held.taken_over, "lease held: this instance reads the stream");
+                    let lost = CancellationToken::new();
+                    let renewer =
+                        tokio::spawn(renew(shared.clone(), stream.to_owned(), held, lost.clone()));
+                    return Some(Lease {
+                        held,
+                        lost,
+                        renewer,
+                    });
+                }
+                Err(e @ StoreError::Fenced { .. }) => {
+                    tracing::warn!(stream = %stream, error = %e, "a newer term holds the checkpoint; standing by");
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %stream, error = %Tidy(&e), "stamping the lease term on the checkpoint failed; retrying");
+                }
+            },
+            Ok(None) => {
+                shared.health.set_standby(stream, true);
+                if !standing_by {
+                    standing_by = true;
+                    tracing::info!(stream = %stream, "standing by: another instance holds the stream's lease");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(stream = %stream, error = %Tidy(&e), "taking the lease failed; retrying");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_millis(config.renew_ms)) => {}
+        }
+    }
+}
+
+/// Renews `held` every `lease.renew_ms` until it is lost. Lost when the server says so,
+/// or when this process has not renewed for a whole TTL (paused, cut off): by then another
+/// instance may hold it, so this one must stop before the server could even answer.
+async fn renew(shared: Arc<Shared>, stream: String, held: Held, lost: CancellationToken) {
+    let config = &shared.config.lease;
+    let (ttl, every) = (
+        Duration::from_millis(config.ttl_ms),
+        Duration::from_millis(config.renew_ms),
+    );
+    let mut renewed = Instant::now();
+    loop {
+        tokio::select! {
+            _ = lost.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if renewed.elapsed() >= ttl {
+            tracing::warn!(stream = %stream, term = held.term, "lease not renewed for a whole TTL (was this process paused?); stopping the stream");
+            lost.cancel();
+            return;
+        }
+        match shared.leases.renew(&stream, &shared.owner, held, ttl).await {
+            Ok(true) => renewed = Instant::now(),
+            Ok(false) => {
+                tracing::warn!(stream = %stream, term = held.term, "lease lost: another instance holds the stream now; stopping it here");
+                lost.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(stream = %stream, error = %Tidy(&e), "renewing the lease failed; retrying");
+            }
+        }
+    }
+}
+
+impl Lease {
+    /// Gives the lease back at once (after the final checkpoint), so a standby takes the
+    /// stream without waiting for the expiry.
+    pub(super) async fn release(self, shared: &Shared, stream: &str) {
+        self.renewer.abort();
+        shared
+            .metrics
+            .lease_held
+            .with_label_values(&[stream])
+            .set(0);
+        if let Err(e) = shared
+            .leases
+            .release(stream, &shared.owner, self.held)
+            .await
+        {
+            tracing::warn!(stream = %stream, error = %Tidy(&e), "releasing the lease failed; it expires by itself");
+        }
+    }
+
+    /// Forgets a lost lease.
+    pub(super) fn forget(self, shared: &Shared, stream: &str) {
+        self.renewer.abort();
+        shared
+            .metrics
+            .lease_held
+            .with_label_values(&[stream])
+            .set(0);
+    }
+}

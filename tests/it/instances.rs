@@ -1,0 +1,182 @@
+//! Several instances on one stream: exactly one reads it (the lease holder), another takes
+//! over within the lease's TTL when it dies, and a paused holder that wakes up after losing
+//! its lease moves no checkpoint and applies nothing twice.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::common::app::{Process, config, payment, wait_settled_and_counted};
+use crate::common::records::{consume_until, header};
+use crate::common::{DEADLINE, kafka_brokers, mongo, unique_name, wait_until};
+use mongodb::bson::{Document, doc};
+
+/// The pid of the lease holder of `stream`, by the leases collection.
+async fn holder(db: &mongodb::Database, stream: &str) -> Option<(i64, i64)> {
+    let lease = db
+        .collection::<Document>("changeflow_leases")
+        .find_one(doc! {"_id": stream})
+        .await
+        .ok()??;
+    let pid = lease.get_document("owner").ok()?.get_i64("pid").ok()?;
+    Some((pid, lease.get_i64("term").ok()?))
+}
+
+async fn insert(db: &mongodb::Database, prefix: &str, n: usize) {
+    let docs: Vec<Document> = (0..n)
+        .map(|i| payment(&format!("{prefix}-{i}"), i % 3, "PENDING"))
+        .collect();
+    db.collection::<Document>("payments")
+        .insert_many(docs)
+        .await
+        .expect("payments");
+}
+
+#[tokio::test]
+async fn one_of_two_instances_reads_and_the_other_takes_over_when_it_dies() {
+    let db_name = unique_name("twoinst");
+    let db = mongo().await.database(&db_name);
+    let config = config(&db_name);
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    let mut first = Process::spawn(&config);
+    first.wait_healthy().await;
+    let mut second = Process::spawn(&config);
+    second.wait_healthy().await;
+    let (pid, term) = holder(&db, &db_name).await.expect("a lease");
+    assert_eq!(
+        pid,
+        i64::from(first.pid()),
+        "the first instance holds the stream"
+    );
+
+    insert(&db, "before", 100).await;
+    wait_settled_and_counted(&db, Duration::from_secs(60), "before the kill").await;
+    // Each payment: requested, then one outcome. Both instances alive: no record twice.
+    let mut seen = 0;
+    let records = consume_until(
+        &kafka_brokers(),
+        &topic,
+        DEADLINE,
+        Duration::from_secs(2),
+        |_| {
+            seen += 1;
+            seen >= 200
+        },
+    )
+    .await;
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for r in &records {
+        *copies
+            .entry(header(r, "ce_id").unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(copies.len(), 200, "requested and settled, per payment");
+    assert!(
+        copies.values().all(|n| *n == 1),
+        "one reader: no record twice"
+    );
+
+    let killed = Instant::now();
+    first.signal(libc::SIGKILL);
+    first.wait_exit(DEADLINE).await;
+    let taken = wait_until(
+        Duration::from_secs(30),
+        "the standby to take the lease",
+        || async {
+            holder(&db, &db_name)
+                .await
+                .filter(|(pid, _)| *pid == i64::from(second.pid()))
+        },
+    )
+    .await;
+    let takeover = killed.elapsed();
+    eprintln!(
+        "takeover after SIGKILL: {:.2} s (ttl {} ms + renew {} ms); term {term} -> {}",
+        takeover.as_secs_f64(),
+        config.lease.ttl_ms,
+        config.lease.renew_ms,
+        taken.1
+    );
+    assert!(taken.1 > term, "a takeover raises the term");
+    let bound = Duration::from_millis(config.lease.ttl_ms + config.lease.renew_ms);
+    // Generous slack for a loaded machine; the figure is printed above.
+    assert!(
+        takeover < bound + Duration::from_secs(5),
+        "took {takeover:?}"
+    );
+
+    insert(&db, "after", 100).await;
+    wait_settled_and_counted(&db, Duration::from_secs(60), "after the takeover").await;
+    second.signal(libc::SIGTERM);
+    assert!(
+        second.wait_exit(DEADLINE).await.success(),
+        "{}",
+        second.log()
+    );
+}
+
+#[tokio::test]
+async fn a_holder_paused_past_its_lease_moves_no_checkpoint_when_it_wakes() {
+    let db_name = unique_name("paused");
+    let db = mongo().await.database(&db_name);
+    let config = config(&db_name);
+    let mut first = Process::spawn(&config);
+    first.wait_healthy().await;
+    let mut second = Process::spawn(&config);
+    second.wait_healthy().await;
+    insert(&db, "before", 50).await;
+    wait_settled_and_counted(&db, Duration::from_secs(60), "before the pause").await;
+
+    first.signal(libc::SIGSTOP);
+    let (_, term) = wait_until(
+        Duration::from_secs(30),
+        "the standby to take over",
+        || async {
+            holder(&db, &db_name)
+                .await
+                .filter(|(pid, _)| *pid == i64::from(second.pid()))
+        },
+    )
+    .await;
+    insert(&db, "during", 50).await;
+    wait_settled_and_counted(&db, Duration::from_secs(60), "while the holder is paused").await;
+
+    let checkpoints = db.collection::<Document>("changeflow_checkpoints");
+    let stored = || async {
+        let c = checkpoints
+            .find_one(doc! {})
+            .await
+            .expect("checkpoint")
+            .expect("a checkpoint");
+        (
+            c.get_i64("term").unwrap_or(0),
+            c.get_datetime("updated_at").ok().copied(),
+        )
+    };
+    first.signal(libc::SIGCONT);
+    // The woken instance must notice within a renew interval and write nothing: the
+    // checkpoint keeps the successor's term, and its time never goes back.
+    let woke = Instant::now();
+    let mut last = stored().await;
+    while woke.elapsed() < Duration::from_secs(3) {
+        let now = stored().await;
+        assert_eq!(now.0, term, "the checkpoint keeps the successor's term");
+        assert!(now.1 >= last.1, "the checkpoint never moves back");
+        last = now;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = first.log();
+    assert!(
+        log.contains("lease not renewed for a whole TTL") || log.contains("lease lost"),
+        "the woken holder says it lost the lease:\n{log}"
+    );
+    insert(&db, "after", 50).await;
+    wait_settled_and_counted(&db, Duration::from_secs(60), "after the wake-up").await;
+    for process in [&mut first, &mut second] {
+        process.signal(libc::SIGTERM);
+        assert!(
+            process.wait_exit(DEADLINE).await.success(),
+            "{}",
+            process.log()
+        );
+    }
+}
