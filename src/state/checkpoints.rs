@@ -221,7 +221,7 @@ impl CheckpointStore {
                 doc! {"_id": self.key(stream), "$or": [{"term": {"$lte": term}}, {"term": {"$exists": false}}]},
                 doc! {"$set": {"term": term}},
             )
-            .write_concern(WriteConcern::majority())
+            .write_concern(super::majority_within(std::time::Duration::from_secs(2)))
             .await?;
         if stamped.matched_count == 0 && self.load_stored(stream).await?.is_some() {
             return Err(StoreError::Fenced {

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use mongodb::bson::{DateTime, Document, doc};
-use mongodb::options::{ReturnDocument, WriteConcern};
+use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database};
 
 /// The collection (in the checkpoint database).
@@ -104,12 +104,19 @@ impl Leases {
         }}];
         // An expired (or own) lease is taken over; the server allows no `$expr` in an
         // upsert's filter, so a missing one is created by a second, plain upsert.
-        let before = self
+        let before = match self
             .collection
             .find_one_and_update(doc! {"_id": stream, "$expr": free}, update.clone())
             .return_document(ReturnDocument::Before)
-            .write_concern(WriteConcern::majority())
-            .await?;
+            .write_concern(super::majority_within(ttl))
+            .await
+        {
+            Ok(before) => before,
+            Err(e) if super::is_write_concern_timeout(&e) => {
+                return self.read_back(stream, owner).await;
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(before) = before {
             let previous = before
                 .get_document("owner")
@@ -131,18 +138,37 @@ impl Leases {
             .find_one_and_update(doc! {"_id": stream, "term": {"$exists": false}}, update)
             .upsert(true)
             .return_document(ReturnDocument::After)
-            .write_concern(WriteConcern::majority())
+            .write_concern(super::majority_within(ttl))
             .await;
         match created {
             Ok(lease) => Ok(held(lease)),
+            Err(e) if super::is_write_concern_timeout(&e) => self.read_back(stream, owner).await,
             // The upsert met the held lease's `_id`: someone else holds it.
             Err(e) if super::is_duplicate(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Extends `held` by `ttl` from now; false when it is no longer this owner's (expired
-    /// and taken, or its term passed).
+    /// After a write no majority acknowledged in time (applied on the primary): the lease
+    /// as the primary has it, when it is `owner`'s. Without a majority nothing this stream
+    /// reads can be checkpointed, so reading up to the read-ahead bound on such a lease
+    /// risks at most repeats.
+    async fn read_back(
+        &self,
+        stream: &str,
+        owner: &Owner,
+    ) -> Result<Option<Held>, mongodb::error::Error> {
+        let lease = self.collection.find_one(doc! {"_id": stream}).await?;
+        Ok(lease.as_ref().and_then(lease_of).filter(|l| l.owner.run_id == owner.run_id).map(|l| {
+            tracing::warn!(stream = %stream, term = l.term, "lease taken without a majority's acknowledgement (none answers in time)");
+            Held { term: l.term, taken_over: false }
+        }))
+    }
+
+    /// Extends `held` by `ttl` from now; false when it is no longer this owner's (taken
+    /// over: its term passed). A lease that expired while nobody took it (the set had no
+    /// majority, this process was cut off) is still this owner's: the term fences, not the
+    /// clock.
     pub async fn renew(
         &self,
         stream: &str,
@@ -153,11 +179,10 @@ impl Leases {
         let renewed = self
             .collection
             .update_one(
-                doc! {"_id": stream, "owner.run_id": &owner.run_id, "term": held.term,
-                "$expr": {"$gt": ["$expires_at", "$$NOW"]}},
+                doc! {"_id": stream, "owner.run_id": &owner.run_id, "term": held.term},
                 vec![doc! {"$set": {"expires_at": {"$add": ["$$NOW", millis(ttl)]}}}],
             )
-            .write_concern(WriteConcern::majority())
+            .write_concern(super::majority_within(ttl))
             .await?;
         Ok(renewed.matched_count == 1)
     }
@@ -176,7 +201,7 @@ impl Leases {
                 doc! {"_id": stream, "owner.run_id": &owner.run_id, "term": held.term},
                 vec![doc! {"$set": {"expires_at": "$$NOW"}}],
             )
-            .write_concern(WriteConcern::majority())
+            .write_concern(super::majority_within(std::time::Duration::from_secs(2)))
             .await?;
         Ok(released.matched_count == 1)
     }

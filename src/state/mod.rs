@@ -34,3 +34,23 @@ pub(crate) async fn all_by_id(
         .try_collect()
         .await
 }
+
+/// A majority write the server applied but could not get a majority to acknowledge in
+/// time (`wtimeout`: the set has no majority, or it lags).
+pub(crate) fn is_write_concern_timeout(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => w.code == 64,
+        ErrorKind::Command(c) => c.code == 64,
+        _ => false,
+    }
+}
+
+/// Majority write concern that gives up waiting after `timeout` (the write stays applied
+/// on the primary).
+pub(crate) fn majority_within(timeout: std::time::Duration) -> mongodb::options::WriteConcern {
+    mongodb::options::WriteConcern::builder()
+        .w(mongodb::options::Acknowledgment::Majority)
+        .w_timeout(Some(timeout))
+        .build()
+}

@@ -262,12 +262,18 @@ async fn headroom_shrinks_under_writes_and_a_real_wrap_is_reported() {
 
     // Stopped, the checkpoint stays; the oplog moves past it.
     let checkpoint_at = stored_time(&root, &config).await;
+    // The position as stored: each run stamps its lease term on the document too.
     let checkpoint_doc = || async {
-        root.database(&db_name)
+        let mut doc = root
+            .database(&db_name)
             .collection::<Document>("changeflow_checkpoints")
             .find_one(doc! {})
             .await
-            .expect("reading the checkpoint")
+            .expect("reading the checkpoint");
+        if let Some(doc) = doc.as_mut() {
+            doc.remove("term");
+        }
+        doc
     };
     let before = checkpoint_doc().await;
     let oldest = filler

@@ -20,6 +20,7 @@ use crate::source::position::{
 };
 use crate::state::checkpoints::{CheckpointStore, Resume, Stored};
 use crate::state::gaps::Gaps;
+use crate::state::leases::{Lease, Leases};
 use crate::state::presence::{self, Holder};
 use crate::state::snapshots::{Progress, Snapshots};
 
@@ -42,6 +43,8 @@ pub struct StreamStatus {
     pub snapshots: Result<Vec<Progress>, String>,
     /// Which document its update events carry.
     pub images: Result<Images, String>,
+    /// Its lease: who reads it, in which term, until when (None: never leased).
+    pub lease: Option<Lease>,
 }
 
 impl StreamStatus {
@@ -125,8 +128,10 @@ pub(crate) async fn gather(client: &Client, config: &Config, probe: Option<&Oplo
     let store = CheckpointStore::new(&state);
     let gaps = Gaps::new(&state);
     let snapshots = Snapshots::new(&state);
+    let leases = Leases::new(&state).all().await.unwrap_or_default();
     let streams = futures::future::join_all(config.watch.iter().map(|w| {
         let (store, gaps, state, snapshots) = (&store, &gaps, &state, &snapshots);
+        let lease = leases.iter().find(|l| l.stream == w.database).cloned();
         async move {
             let db = client.database(&w.database);
             let (checkpoint, gap_count, run, snapshots, images) = futures::join!(
@@ -151,6 +156,7 @@ pub(crate) async fn gather(client: &Client, config: &Config, probe: Option<&Oplo
                 run: run.map_err(|e| e.to_string()),
                 snapshots: snapshots.map_err(|e| e.to_string()),
                 images: images.map_err(|e| e.to_string()),
+                lease,
             }
         }
     }));

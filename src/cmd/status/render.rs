@@ -77,6 +77,28 @@ impl Report {
                     None => Ok(()),
                 };
             }
+            if let Some(l) = &s.lease {
+                let now = mongodb::bson::DateTime::now().timestamp_millis();
+                let left = (l.expires_at.timestamp_millis() - now) / 1000;
+                let age = (now - l.acquired_at.timestamp_millis()) / 1000;
+                let _ = if left > 0 {
+                    writeln!(
+                        out,
+                        "  lease       term {}, held by pid {} on {} for {}, expires in {} s unless renewed",
+                        l.term,
+                        l.owner.pid,
+                        l.owner.host,
+                        human_seconds(age),
+                        left
+                    )
+                } else {
+                    writeln!(
+                        out,
+                        "  lease       free (term {} expired or released)",
+                        l.term
+                    )
+                };
+            }
             let _ = match &s.images {
                 Ok(Images::PostImages) => writeln!(
                     out,
@@ -167,6 +189,12 @@ impl Report {
                         "finished_at": ended.map(datetime_rfc3339),
                     })),
                     "run": s.run.as_ref().ok(),
+                    "lease": s.lease.as_ref().map(|l| json!({
+                        "term": l.term,
+                        "owner": {"host": l.owner.host, "pid": l.owner.pid, "run_id": l.owner.run_id},
+                        "acquired_at": datetime_rfc3339(l.acquired_at),
+                        "expires_at": datetime_rfc3339(l.expires_at),
+                    })),
                     "documents": match &s.images {
                         Ok(Images::PostImages) => json!({"mode": "post-images"}),
                         Ok(Images::Lookup { without }) => json!({"mode": "lookup", "without_post_images": without}),

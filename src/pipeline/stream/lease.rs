@@ -35,28 +35,14 @@ pub(super) async fn take(
     loop {
         match shared.leases.acquire(stream, &shared.owner, ttl).await {
             Ok(Some(held)) => match shared.checkpoints.stamp(stream, held.term).await {
-                Ok(()) => {
-                    shared.health.set_standby(stream, false);
-                    let metrics = &shared.metrics;
-                    metrics.lease_held.with_label_values(&[stream]).set(1);
-                    if held.taken_over {
-                        metrics.lease_takeovers.with_label_values(&[stream]).inc();
-                    }
-                    tracing::info!(stream = %stream, term = held.term, taken_over = held.taken_over, "lease held: this instance reads the stream");
-                    let lost = CancellationToken::new();
-                    let renewer =
-                        tokio::spawn(renew(shared.clone(), stream.to_owned(), held, lost.clone()));
-                    return Some(Lease {
-                        held,
-                        lost,
-                        renewer,
-                    });
-                }
+                Ok(()) => return Some(hold(shared, stream, held)),
                 Err(e @ StoreError::Fenced { .. }) => {
                     tracing::warn!(stream = %stream, error = %e, "a newer term holds the checkpoint; standing by");
                 }
+                // The writes that follow carry the term and stamp it themselves.
                 Err(e) => {
-                    tracing::warn!(stream = %stream, error = %Tidy(&e), "stamping the lease term on the checkpoint failed; retrying");
+                    tracing::warn!(stream = %stream, error = %Tidy(&e), "stamping the lease term on the checkpoint failed; reading on (every checkpoint write carries the term)");
+                    return Some(hold(shared, stream, held));
                 }
             },
             Ok(None) => {
@@ -77,9 +63,29 @@ pub(super) async fn take(
     }
 }
 
-/// Renews `held` every `lease.renew_ms` until it is lost. Lost when the server says so,
-/// or when this process has not renewed for a whole TTL (paused, cut off): by then another
-/// instance may hold it, so this one must stop before the server could even answer.
+/// Starts holding `held`: metrics, health, and its renewer.
+fn hold(shared: &Arc<Shared>, stream: &str, held: Held) -> Lease {
+    shared.health.set_standby(stream, false);
+    let metrics = &shared.metrics;
+    metrics.lease_held.with_label_values(&[stream]).set(1);
+    if held.taken_over {
+        metrics.lease_takeovers.with_label_values(&[stream]).inc();
+    }
+    tracing::info!(stream = %stream, term = held.term, taken_over = held.taken_over, "lease held: this instance reads the stream");
+    let lost = CancellationToken::new();
+    let renewer = tokio::spawn(renew(shared.clone(), stream.to_owned(), held, lost.clone()));
+    Lease {
+        held,
+        lost,
+        renewer,
+    }
+}
+
+/// Renews `held` every `lease.renew_ms` until the server says another instance holds it
+/// (a newer term). A process woken from a pause longer than the TTL asks at once, so it
+/// stops within a round trip of waking; while the server cannot be written (no majority,
+/// cut off) it keeps trying: nobody else can take the lease then, and its checkpoint
+/// writes are fenced by the term whatever happens.
 async fn renew(shared: Arc<Shared>, stream: String, held: Held, lost: CancellationToken) {
     let config = &shared.config.lease;
     let (ttl, every) = (
@@ -93,9 +99,7 @@ async fn renew(shared: Arc<Shared>, stream: String, held: Held, lost: Cancellati
             _ = tokio::time::sleep(every) => {}
         }
         if renewed.elapsed() >= ttl {
-            tracing::warn!(stream = %stream, term = held.term, "lease not renewed for a whole TTL (was this process paused?); stopping the stream");
-            lost.cancel();
-            return;
+            tracing::warn!(stream = %stream, term = held.term, "lease not renewed for a whole TTL (paused, or the server unreachable); asking whether another instance took it");
         }
         match shared.leases.renew(&stream, &shared.owner, held, ttl).await {
             Ok(true) => renewed = Instant::now(),
