@@ -58,17 +58,12 @@ pub(crate) struct Presence {
 impl Presence {
     /// The heartbeats of this process, kept in `database`.
     pub fn new(database: &Database) -> Presence {
-        let host = host_name();
-        let pid = std::process::id();
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
+        let owner = super::leases::Owner::this_process();
         Presence {
             collection: database.collection(COLLECTION),
-            run_id: format!("{host}:{pid}:{started}"),
-            host,
-            pid,
+            run_id: owner.run_id,
+            host: owner.host,
+            pid: owner.pid,
         }
     }
 

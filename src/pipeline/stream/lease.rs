@@ -119,17 +119,9 @@ impl Lease {
     /// Gives the lease back at once (after the final checkpoint), so a standby takes the
     /// stream without waiting for the expiry.
     pub(super) async fn release(self, shared: &Shared, stream: &str) {
-        self.renewer.abort();
-        shared
-            .metrics
-            .lease_held
-            .with_label_values(&[stream])
-            .set(0);
-        if let Err(e) = shared
-            .leases
-            .release(stream, &shared.owner, self.held)
-            .await
-        {
+        let held = self.held;
+        self.forget(shared, stream);
+        if let Err(e) = shared.leases.release(stream, &shared.owner, held).await {
             tracing::warn!(stream = %stream, error = %Tidy(&e), "releasing the lease failed; it expires by itself");
         }
     }
