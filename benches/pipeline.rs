@@ -36,7 +36,7 @@ use tokio::sync::Notify;
 // The same allocator as the changeflow binary; both readers share it.
 mod common;
 
-use common::{cpu_time, env_number, kafka_brokers, mongo, peak_rss_mib, server_cpu_time};
+use common::{cpu_time, env_number, mongo, payments_config, peak_rss_mib, server_cpu_time};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -221,21 +221,12 @@ async fn pipeline(
     n: u64,
     target: Target,
 ) -> anyhow::Result<Run> {
-    let mut config = Config {
-        watch: vec![WatchedDatabase {
-            database: db.to_owned(),
-            collections: vec!["payments".to_owned()],
-        }],
-        ..Config::default()
-    };
-    config.payments.database = db.to_owned();
     // A fresh checkpoint database per phase, so each starts at `start`.
-    config.checkpoint.database = match target {
+    let checkpoints = match target {
         Target::Nothing => format!("{db}_cp{round}"),
         Target::Kafka => format!("{db}_kcp{round}"),
     };
-    config.kafka.brokers = kafka_brokers();
-    config.kafka.topic_prefix = format!("{db}_{round}.");
+    let config = payments_config(db, checkpoints, round);
     let sink = match target {
         Target::Nothing => None,
         Target::Kafka => Some(KafkaSink::start(&config.kafka).await.with_context(|| {

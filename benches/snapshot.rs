@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use changeflow::config::{Config, SnapshotMode, WatchedDatabase};
+use changeflow::config::SnapshotMode;
 use changeflow::observe::health::Health;
 use changeflow::observe::metrics::Metrics;
 use changeflow::pipeline::Engine;
@@ -24,7 +24,7 @@ use mongodb::bson::{Decimal128, Document, RawDocumentBuf, doc};
 
 mod common;
 
-use common::{cpu_time, env_number, kafka_brokers, mongo, peak_rss_mib};
+use common::{cpu_time, env_number, mongo, payments_config, peak_rss_mib};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -68,17 +68,7 @@ async fn plain_find(client: &Client, db: &str, n: u64) -> anyhow::Result<()> {
 /// changeflow's initial snapshot of the payments into Kafka, until its progress says done
 /// (every chunk delivered: the broker acknowledged every record).
 async fn snapshot(client: &Client, db: &str, round: u32, n: u64) -> anyhow::Result<()> {
-    let mut config = Config {
-        watch: vec![WatchedDatabase {
-            database: db.to_owned(),
-            collections: vec!["payments".to_owned()],
-        }],
-        ..Config::default()
-    };
-    config.payments.database = db.to_owned();
-    config.checkpoint.database = format!("{db}_cp{round}");
-    config.kafka.brokers = kafka_brokers();
-    config.kafka.topic_prefix = format!("{db}_{round}.");
+    let mut config = payments_config(db, format!("{db}_cp{round}"), round);
     config.snapshot.mode = SnapshotMode::Initial;
     if let Some(chunk) = std::env::var("BENCH_CHUNK")
         .ok()

@@ -90,3 +90,20 @@ pub fn peak_rss_mib() -> f64 {
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
+
+/// A configuration watching `db`.payments, keeping checkpoints in `checkpoints` and
+/// publishing to the local broker with topics prefixed `<db>_<round>.`.
+pub fn payments_config(db: &str, checkpoints: String, round: u32) -> changeflow::config::Config {
+    let mut config = changeflow::config::Config {
+        watch: vec![changeflow::config::WatchedDatabase {
+            database: db.to_owned(),
+            collections: vec!["payments".to_owned()],
+        }],
+        ..changeflow::config::Config::default()
+    };
+    config.payments.database = db.to_owned();
+    config.checkpoint.database = checkpoints;
+    config.kafka.brokers = kafka_brokers();
+    config.kafka.topic_prefix = format!("{db}_{round}.");
+    config
+}

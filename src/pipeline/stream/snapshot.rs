@@ -294,19 +294,30 @@ impl Snapshots {
             return;
         }
         self.next_report = now + REPORT;
-        for (collection, (since, at_start, estimated)) in &self.taken_up {
-            let documents = self.delivered.get(collection).copied().unwrap_or(0);
-            let seconds = now
-                .saturating_duration_since(*since)
-                .as_secs_f64()
-                .max(0.001);
-            let rate = documents.saturating_sub(*at_start) as f64 / seconds;
+        for (collection, (_, _, estimated)) in &self.taken_up {
+            let (documents, rate) = self.rate(collection, now);
             let percent = estimated
                 .filter(|e| *e > 0)
                 .map(|e| format!("{:.1}", (documents as f64 * 100.0 / e as f64).min(100.0)));
             tracing::info!(stream = %stream, collection = %collection, documents,
                 docs_per_second = rate.round() as u64, percent_of_estimate = ?percent, "snapshot progress");
         }
+    }
+
+    /// Documents `collection` delivered, and the rate this session delivered them at.
+    fn rate(&self, collection: &str, now: Instant) -> (u64, f64) {
+        let documents = self.delivered.get(collection).copied().unwrap_or(0);
+        let Some((since, at_start, _)) = self.taken_up.get(collection) else {
+            return (documents, 0.0);
+        };
+        let seconds = now
+            .saturating_duration_since(*since)
+            .as_secs_f64()
+            .max(0.001);
+        (
+            documents,
+            documents.saturating_sub(*at_start) as f64 / seconds,
+        )
     }
 
     fn draw_bars(&mut self, stream: &str, now: Instant) {
@@ -317,7 +328,12 @@ impl Snapshots {
             }
             running
         });
-        for (collection, (since, at_start, estimated)) in &self.taken_up {
+        let rates: HashMap<String, f64> = self
+            .taken_up
+            .keys()
+            .map(|c| (c.clone(), self.rate(c, now).1))
+            .collect();
+        for (collection, (_, _, estimated)) in &self.taken_up {
             let bar = self.bars.entry(collection.clone()).or_insert_with(|| {
                 let bar = indicatif::ProgressBar::new(estimated.unwrap_or(0).max(1));
                 bar.set_style(
@@ -330,12 +346,10 @@ impl Snapshots {
                 bar.set_prefix(format!("{stream}.{collection}"));
                 bar
             });
-            let documents = self.delivered.get(collection).copied().unwrap_or(0);
-            let seconds = now
-                .saturating_duration_since(*since)
-                .as_secs_f64()
-                .max(0.001);
-            let rate = documents.saturating_sub(*at_start) as f64 / seconds;
+            let (documents, rate) = (
+                self.delivered.get(collection).copied().unwrap_or(0),
+                rates[collection],
+            );
             bar.set_length(estimated.unwrap_or(0).max(documents).max(1));
             bar.set_position(documents);
             bar.set_message(format!("{documents} documents, {rate:.0}/s"));
