@@ -28,7 +28,7 @@ pub struct Owner {
 impl Owner {
     /// This process: its host, pid and a run id unique per start.
     pub fn this_process() -> Owner {
-        let host = crate::state::presence::host_name();
+        let host = host_name();
         let pid = std::process::id();
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -230,4 +230,14 @@ fn lease_of(d: &Document) -> Option<Lease> {
         acquired_at: *d.get_datetime("acquired_at").ok()?,
         expires_at: *d.get_datetime("expires_at").ok()?,
     })
+}
+
+/// This machine's name, for people (best effort).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned())
 }

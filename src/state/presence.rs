@@ -192,13 +192,3 @@ async fn live_holder(
             .unwrap_or_default(),
     }))
 }
-
-/// This machine's name, for people (best effort).
-pub(crate) fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_owned())
-}
