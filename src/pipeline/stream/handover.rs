@@ -186,17 +186,16 @@ impl Session<'_> {
 
     fn snapshot_done(&mut self, plan: Plan) {
         self.snapshots.active -= 1;
-        self.snapshots.running.remove(&plan.collection);
-        // Every snapshot of the stream is done: the repair is complete.
-        if plan.reason == Reason::Resnapshot && self.snapshots.running.is_empty() {
-            let (gaps, stream) = (self.shared.gaps.clone(), self.name.to_string());
-            self.snapshots
-                .io
-                .push(async move { Outcome::Repaired(gaps.repaired(&stream).await) }.boxed());
-        }
         let documents = self.snapshots.delivered.remove(&plan.collection);
         self.snapshots.taken_up.remove(&plan.collection);
         if self.snapshots.taken_up.is_empty() {
+            // Every snapshot of the stream is done: a repair is complete.
+            if plan.reason == Reason::Resnapshot {
+                let (gaps, stream) = (self.shared.gaps.clone(), self.name.to_string());
+                self.snapshots
+                    .io
+                    .push(async move { Outcome::Repaired(gaps.repaired(&stream).await) }.boxed());
+            }
             self.snapshots
                 .guard(&self.name, None, &self.shared.health, Instant::now());
         }

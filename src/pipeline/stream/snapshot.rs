@@ -81,8 +81,6 @@ pub(super) struct Snapshots {
     pub(super) waiting: VecDeque<Plan>,
     pub(super) io: FuturesUnordered<BoxFuture<'static, Outcome>>,
     pub(super) in_flight: HashMap<u64, InFlight>,
-    /// Collections whose snapshot this session runs.
-    pub(super) running: HashSet<String>,
     /// Collections with a chunk read outstanding.
     pub(super) reading: HashSet<String>,
     /// Collections with a chunk in the flow whose progress is not stored yet.
@@ -117,7 +115,6 @@ impl Default for Snapshots {
             waiting: VecDeque::new(),
             io: FuturesUnordered::new(),
             in_flight: HashMap::new(),
-            running: HashSet::new(),
             reading: HashSet::new(),
             delivering: HashSet::new(),
             ready: HashMap::new(),
@@ -217,7 +214,8 @@ impl Snapshots {
         }
         self.not_before = self.not_before.or(now);
         for (p, estimated) in progress {
-            if !self.running.insert(p.collection.clone()) {
+            // Taken up already: `taken_up` holds every collection this session runs.
+            if self.taken_up.contains_key(&p.collection) {
                 continue;
             }
             self.delivered.insert(p.collection.clone(), p.documents);
