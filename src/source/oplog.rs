@@ -320,7 +320,10 @@ pub(crate) async fn oldest_entry(client: &Client) -> Result<Timestamp, String> {
 /// Seconds from the oldest oplog entry to `checkpoint`: how long until it falls off at the
 /// present write rate's window (negative: already lost).
 pub fn headroom_seconds(checkpoint: Timestamp, oldest: Timestamp) -> i64 {
-    seconds_between(oldest, checkpoint)
+    let seconds = seconds_between(oldest, checkpoint);
+    // Lost within the oldest entry's second still counts as lost: -1, never 0.
+    let lost = (checkpoint.time, checkpoint.increment) < (oldest.time, oldest.increment);
+    if lost { seconds.min(-1) } else { seconds }
 }
 
 #[cfg(test)]
@@ -361,6 +364,12 @@ mod tests {
         assert_eq!(windows.newest(), Some(ts(500)));
         assert_eq!(headroom_seconds(ts(450), ts(300)), 150);
         assert_eq!(headroom_seconds(ts(250), ts(300)), -50);
+        let same_second = Timestamp {
+            time: 300,
+            increment: 5,
+        };
+        assert_eq!(headroom_seconds(ts(300), same_second), -1, "lost");
+        assert_eq!(headroom_seconds(same_second, ts(300)), 0, "still there");
         assert_eq!(Windows::default().oldest(), None);
     }
 
