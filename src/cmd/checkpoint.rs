@@ -46,8 +46,8 @@ pub(crate) fn check_stream(config: &Config, stream: &str) -> anyhow::Result<()> 
     )
 }
 
-/// Refuses (unless `force`) while a live `changeflow run` processes `stream`: its next
-/// checkpoint would overwrite the change.
+/// Refuses (unless `force`) while a live `changeflow run` holds `stream`'s lease: its
+/// next checkpoint would overwrite the change.
 pub(crate) async fn refuse_while_running(
     client: &Client,
     config: &Config,
@@ -57,13 +57,14 @@ pub(crate) async fn refuse_while_running(
     let database = client.database(&config.checkpoint.database);
     let holder = presence::holder(&database, stream)
         .await
-        .with_context(|| format!("reading {}", presence::COLLECTION))?;
+        .with_context(|| format!("reading {}", crate::state::leases::COLLECTION))?;
     match holder {
         Some(holder) if !force => bail!(
             "stream `{stream}` is being processed by {holder}: its next checkpoint would \
-             overwrite this change. Stop it first (a graceful stop releases the stream; a \
-             killed process counts as gone {} s after its last heartbeat), or pass --force",
-            presence::GONE_AFTER.as_secs()
+             overwrite this change. Stop it first (a graceful stop releases the stream's \
+             lease; a killed process's lease expires {} ms after its last renewal, \
+             lease.ttl_ms), or pass --force",
+            config.lease.ttl_ms
         ),
         Some(holder) => {
             eprintln!("warning: --force while {holder} processes `{stream}`");

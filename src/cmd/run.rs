@@ -19,10 +19,9 @@ use crate::observe::metrics::Metrics;
 use crate::pipeline::{self, Engine, EngineError};
 use crate::source::StartAt;
 use crate::source::oplog::OplogProbe;
-use crate::state::presence::{self, Presence};
 use crate::targets::counters::COUNTERS;
 
-/// How long the HTTP server and the heartbeat get to close once the engine stopped.
+/// How long the HTTP server gets to close once the engine stopped.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A running changeflow: engine and HTTP API.
@@ -36,8 +35,6 @@ pub struct Running {
     stop: CancellationToken,
     engine: JoinHandle<Result<(), EngineError>>,
     http: JoinHandle<std::io::Result<()>>,
-    presence: JoinHandle<()>,
-    presence_stop: CancellationToken,
 }
 
 /// Connects, prepares indexes, binds the HTTP address and starts the engine.
@@ -96,14 +93,6 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
         start_at,
     );
     let engine = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
-    // Stopped only after the engine has stored its final checkpoints.
-    let presence_stop = CancellationToken::new();
-    let presence = tokio::spawn(keep_presence(
-        Presence::new(&client.database(&config.checkpoint.database)),
-        config.watch.iter().map(|w| w.database.clone()).collect(),
-        health.clone(),
-        presence_stop.clone(),
-    ));
     tokio::spawn(pipeline::stuck::watch_sources(
         config.clone(),
         metrics.clone(),
@@ -124,51 +113,7 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
         stop,
         engine,
         http,
-        presence,
-        presence_stop,
     })
-}
-
-/// Stamps this run's heartbeat on each stream every [`presence::BEAT_EVERY`] (after
-/// warning about another live run on the same streams) and removes it on stop.
-async fn keep_presence(
-    presence: Presence,
-    streams: Vec<String>,
-    health: Arc<Health>,
-    stop: CancellationToken,
-) {
-    if let Err(e) = presence.ensure_index().await {
-        tracing::warn!(error = %Tidy(&e), "cannot create the TTL index of {}", presence::COLLECTION);
-    }
-    for stream in &streams {
-        match presence.other_holder(stream).await {
-            Ok(Some(holder)) => tracing::warn!(
-                stream = %stream,
-                other = %holder,
-                "another changeflow run is processing this stream: both handle every event \
-                 (effects stay exactly-once, Kafka gets repeats with the same ce_id) and race \
-                 on the checkpoint; stop one of them (a killed process counts as gone after {} s)",
-                presence::GONE_AFTER.as_secs()
-            ),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %Tidy(&e), "cannot read {}", presence::COLLECTION)
-            }
-        }
-    }
-    let mut tick = tokio::time::interval(presence::BEAT_EVERY);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        if let Err(e) = presence.beat(&streams, |s| health.stuck_lines(s)).await {
-            tracing::warn!(error = %Tidy(&e), "cannot stamp the heartbeat in {}", presence::COLLECTION);
-        }
-    }
-    if let Err(e) = presence.release().await {
-        tracing::warn!(error = %Tidy(&e), "cannot remove the heartbeat from {}", presence::COLLECTION);
-    }
 }
 
 /// Measures every stream's oplog headroom and checkpoint lag each `history.check_every_ms`
@@ -246,15 +191,6 @@ impl Running {
                 }
             }
             Err(_) => self.http.abort(),
-        }
-        // After the final checkpoints: `checkpoint set` may move them from now on.
-        self.presence_stop.cancel();
-        if tokio::time::timeout(CLOSE_TIMEOUT, &mut self.presence)
-            .await
-            .is_err()
-        {
-            self.presence.abort();
-            tracing::warn!("the run's heartbeat was not removed in time; it expires by itself");
         }
         crate::source::connect::close(self.client).await;
         engine_result.context("engine task")??;

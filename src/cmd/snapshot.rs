@@ -39,7 +39,7 @@ pub async fn command(config: &Config, collections: &[String]) -> anyhow::Result<
     for stream in streams {
         let holder = presence::holder(&state, stream)
             .await
-            .with_context(|| format!("reading {}", presence::COLLECTION))?;
+            .with_context(|| format!("reading {}", crate::state::leases::COLLECTION))?;
         if holder.is_none() {
             println!(
                 "no `changeflow run` is reading stream `{stream}`: the snapshot starts when one does"

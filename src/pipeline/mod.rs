@@ -2,6 +2,7 @@
 //! checkpoint store, the dead-letter collection, metrics and health.
 
 pub mod acker;
+mod census;
 pub mod checkpoint_writer;
 pub(crate) mod core;
 mod job;
@@ -9,6 +10,7 @@ pub mod lanes;
 mod oversize;
 mod pause;
 pub mod router;
+pub(crate) mod spread;
 mod stream;
 pub mod stuck;
 pub mod target;
@@ -31,6 +33,7 @@ use crate::state::dead_letters::DeadLetters;
 use crate::state::gaps::Gaps;
 use crate::state::leases::{Leases, Owner};
 use crate::state::namespace_log::NamespaceLog;
+use crate::state::presence::Presence;
 use crate::state::snapshots::Snapshots;
 use router::Router;
 use target::{Input, Target};
@@ -93,6 +96,8 @@ pub(crate) struct Shared {
     leases: Leases,
     /// This process, as a lease owner.
     owner: Owner,
+    /// Which streams this instance holds, within its share.
+    spread: spread::Spread,
     start: StartAt,
     /// Set for a replay: its bounds and progress.
     replay: Option<Arc<until::Bounds>>,
@@ -148,6 +153,7 @@ impl Engine {
                 snapshots: Snapshots::new(&state_db),
                 leases: Leases::new(&state_db),
                 owner: Owner::this_process(),
+                spread: spread::Spread::default(),
                 replay: None,
                 client,
                 config,
@@ -177,6 +183,10 @@ impl Engine {
         let stop = CancellationToken::new();
         let mut workers = JoinSet::new();
         let shared = Arc::new(self.shared);
+        let census = match shared.replay {
+            Some(_) => None,
+            None => Some(start_census(&shared).await),
+        };
         for target in &shared.config.watch {
             workers.spawn(stream::run(
                 shared.clone(),
@@ -205,6 +215,25 @@ impl Engine {
                 }
             }
         }
+        // After the final checkpoints: the instance's entry goes last.
+        if let Some((stop, task)) = census {
+            stop.cancel();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), task).await;
+        }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Registers this instance and counts the others before any stream is taken (so a
+/// start beside running instances takes its share only), then keeps counting.
+async fn start_census(shared: &Arc<Shared>) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let state = shared.client.database(&shared.config.checkpoint.database);
+    let presence = Presence::new(&state, shared.owner.clone(), true);
+    if let Err(e) = presence.ensure_index().await {
+        tracing::warn!(error = %Tidy(&e), "cannot create the TTL index of {}", crate::state::presence::COLLECTION);
+    }
+    census::take(shared, &presence).await;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(census::keep(shared.clone(), presence, stop.clone()));
+    (stop, task)
 }

@@ -5,7 +5,10 @@
 //! ([`crate::state::checkpoints::CheckpointStore::save_fenced`]), so a deposed owner (paused,
 //! partitioned) can never move a checkpoint past its successor.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use futures::TryStreamExt;
 
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
@@ -72,7 +75,8 @@ pub struct Leases {
     collection: Collection<Document>,
 }
 
-fn millis(d: Duration) -> i64 {
+/// `d` in whole milliseconds, as the server's date arithmetic takes it.
+pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -100,6 +104,7 @@ impl Leases {
             "owner": {"host": &owner.host, "pid": i64::from(owner.pid), "run_id": &owner.run_id},
             "term": {"$add": [{"$ifNull": ["$term", 0_i64]}, 1_i64]},
             "acquired_at": "$$NOW",
+            "renewed_at": "$$NOW",
             "expires_at": {"$add": ["$$NOW", millis(ttl)]},
         }}];
         // An expired (or own) lease is taken over; the server allows no `$expr` in an
@@ -180,7 +185,10 @@ impl Leases {
             .collection
             .update_one(
                 doc! {"_id": stream, "owner.run_id": &owner.run_id, "term": held.term},
-                vec![doc! {"$set": {"expires_at": {"$add": ["$$NOW", millis(ttl)]}}}],
+                vec![doc! {"$set": {
+                    "renewed_at": "$$NOW",
+                    "expires_at": {"$add": ["$$NOW", millis(ttl)]},
+                }}],
             )
             .write_concern(super::majority_within(ttl))
             .await?;
@@ -204,6 +212,56 @@ impl Leases {
             .write_concern(super::majority_within(std::time::Duration::from_secs(2)))
             .await?;
         Ok(released.matched_count == 1)
+    }
+
+    /// `stream`'s lease while it is live (not expired by the server's clock), with the
+    /// milliseconds since it was last renewed.
+    pub async fn live(&self, stream: &str) -> Result<Option<(Lease, i64)>, mongodb::error::Error> {
+        let found: Vec<Document> = self
+            .collection
+            .aggregate(vec![
+                doc! {"$match": {"_id": stream, "$expr": {"$gt": ["$expires_at", "$$NOW"]}}},
+                doc! {"$addFields": {"age_ms": {"$subtract": [
+                    "$$NOW", {"$ifNull": ["$renewed_at", "$acquired_at"]},
+                ]}}},
+            ])
+            .await?
+            .try_collect()
+            .await?;
+        Ok(found.first().and_then(|d| {
+            let age = d
+                .get_i64("age_ms")
+                .or_else(|_| d.get_i32("age_ms").map(i64::from))
+                .unwrap_or(0);
+            lease_of(d).map(|l| (l, age))
+        }))
+    }
+
+    /// How many of `streams`' leases each owner (by run id) holds live, by the server's
+    /// clock.
+    pub async fn live_counts(
+        &self,
+        streams: &[String],
+    ) -> Result<BTreeMap<String, usize>, mongodb::error::Error> {
+        let found: Vec<Document> = self
+            .collection
+            .aggregate(vec![
+                doc! {"$match": {
+                    "_id": {"$in": streams},
+                    "$expr": {"$gt": ["$expires_at", "$$NOW"]},
+                }},
+                doc! {"$group": {"_id": "$owner.run_id", "n": {"$sum": 1_i64}}},
+            ])
+            .await?
+            .try_collect()
+            .await?;
+        Ok(found
+            .iter()
+            .filter_map(|d| {
+                let n = d.get_i64("n").ok().and_then(|n| usize::try_from(n).ok())?;
+                Some((d.get_str("_id").ok()?.to_owned(), n))
+            })
+            .collect())
     }
 
     /// Every lease, by stream.

@@ -46,7 +46,9 @@ async fn stream_json(config: &changeflow::config::Config, args: &[&str]) -> serd
 async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped() {
     let client = crate::common::mongo().await;
     let db_name = unique_name("ckpt_admin");
-    let config = kafka_only_config(&db_name);
+    let mut config = kafka_only_config(&db_name);
+    // Long enough that the killed run's lease is surely live when `reset` runs.
+    config.lease.ttl_ms = 30_000;
     let topic = config.kafka.topic(&config.kafka.topics.payments);
     let stream = db_name.as_str();
 
@@ -171,15 +173,12 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
         "replayed from the set time"
     );
 
-    // A second run on the same stream is warned about; when it stops, the first still
-    // holds the stream.
+    // A second run on the same stream stands by (the first holds the lease); when it
+    // stops, the first still holds the stream.
     let mut second = Process::spawn(&config);
     second.wait_healthy().await;
-    wait_until(DEADLINE, "the warning about the other run", || async {
-        second
-            .log()
-            .contains("another changeflow run is processing this stream")
-            .then_some(())
+    wait_until(DEADLINE, "the second run to stand by", || async {
+        second.log().contains("standing by").then_some(())
     })
     .await;
     second.signal(libc::SIGTERM);
@@ -198,7 +197,7 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
         out.stderr
     );
 
-    // A killed run's heartbeat stays fresh for a while: refused, unless forced.
+    // A killed run's lease stays live until its TTL: refused, unless forced.
     process.signal(libc::SIGKILL);
     process.wait_exit(DEADLINE).await;
     let out = run_cli(&config, &reset).await;

@@ -180,3 +180,135 @@ async fn a_holder_paused_past_its_lease_moves_no_checkpoint_when_it_wakes() {
         );
     }
 }
+
+/// The pid of each live lease holder among `streams`, with how many it holds (by the
+/// server's clock: a released or expired lease still names its last owner).
+async fn live_holders(db: &mongodb::Database, streams: &[String]) -> HashMap<i64, usize> {
+    use futures::TryStreamExt;
+    let leases: Vec<Document> = db
+        .collection::<Document>("changeflow_leases")
+        .find(doc! {"_id": {"$in": streams}, "$expr": {"$gt": ["$expires_at", "$$NOW"]}})
+        .await
+        .expect("leases")
+        .try_collect()
+        .await
+        .expect("leases");
+    let mut held = HashMap::new();
+    for lease in leases {
+        let pid = lease
+            .get_document("owner")
+            .and_then(|o| o.get_i64("pid"))
+            .expect("an owner pid");
+        *held.entry(pid).or_default() += 1;
+    }
+    held
+}
+
+/// Waits until every one of `streams` is held live by one of `pids`, each holding one or
+/// two of them (4 streams over 2 or 3 instances), and returns the holdings.
+async fn wait_spread(
+    db: &mongodb::Database,
+    streams: &[String],
+    pids: &[u32],
+    what: &str,
+) -> HashMap<i64, usize> {
+    let share = streams.len().div_ceil(pids.len());
+    let floor = streams.len() / pids.len();
+    wait_until(Duration::from_secs(60), what, || async {
+        let held = live_holders(db, streams).await;
+        let spread = held.values().sum::<usize>() == streams.len()
+            && held.len() == pids.len()
+            && pids.iter().all(|pid| {
+                held.get(&i64::from(*pid))
+                    .is_some_and(|n| (floor..=share).contains(n))
+            });
+        spread.then_some(held)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn three_instances_spread_four_streams_and_a_leaving_ones_streams_move() {
+    let db_name = unique_name("spread");
+    let client = mongo().await;
+    let db = client.database(&db_name);
+    let mut config = config(&db_name);
+    // Four watched databases; the payments are in the first.
+    let streams: Vec<String> = (0..4)
+        .map(|i| match i {
+            0 => db_name.clone(),
+            i => format!("{db_name}_{i}"),
+        })
+        .collect();
+    config.watch = streams
+        .iter()
+        .map(|s| changeflow::config::WatchedDatabase {
+            database: s.clone(),
+            collections: vec!["payments".to_owned()],
+        })
+        .collect();
+    let started = Instant::now();
+    let mut instances = vec![Process::spawn(&config)];
+    instances[0].wait_healthy().await;
+    let alone = wait_spread(
+        &db,
+        &streams,
+        &[instances[0].pid()],
+        "one instance to hold all",
+    )
+    .await;
+    eprintln!("alone: {alone:?}");
+    // Each joining instance gets its share: the others hand streams over.
+    for joined in 1..3 {
+        instances.push(Process::spawn(&config));
+        instances[joined].wait_healthy().await;
+        let pids: Vec<u32> = instances.iter().map(Process::pid).collect();
+        let held = wait_spread(
+            &db,
+            &streams,
+            &pids,
+            "the streams to spread to the newcomer",
+        )
+        .await;
+        eprintln!(
+            "{} instances after {:.1} s: {held:?}",
+            pids.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    insert(&db, "spread", 100).await;
+    wait_settled_and_counted(&db, Duration::from_secs(60), "spread over three").await;
+
+    // Stop the instance holding the payments' stream: its streams move to the other two.
+    let (payments_holder, _) = holder(&db, &db_name).await.expect("a lease");
+    let leaving = instances
+        .iter()
+        .position(|p| i64::from(p.pid()) == payments_holder)
+        .expect("the holder is one of the three");
+    let mut left = instances.remove(leaving);
+    let stopped = Instant::now();
+    left.signal(libc::SIGTERM);
+    assert!(left.wait_exit(DEADLINE).await.success(), "{}", left.log());
+    let pids: Vec<u32> = instances.iter().map(Process::pid).collect();
+    let held = wait_spread(
+        &db,
+        &streams,
+        &pids,
+        "the leaving instance's streams to move",
+    )
+    .await;
+    eprintln!(
+        "one left (graceful): its streams moved in {:.2} s: {held:?}",
+        stopped.elapsed().as_secs_f64()
+    );
+    insert(&db, "moved", 100).await;
+    wait_settled_and_counted(&db, Duration::from_secs(60), "after one left").await;
+    for process in &mut instances {
+        process.signal(libc::SIGTERM);
+        assert!(
+            process.wait_exit(DEADLINE).await.success(),
+            "{}",
+            process.log()
+        );
+    }
+}

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::observe::error_text::Tidy;
 use crate::pipeline::Shared;
+use crate::pipeline::spread::Slot;
 use crate::state::checkpoints::StoreError;
 use crate::state::leases::Held;
 
@@ -19,6 +20,9 @@ pub(super) struct Lease {
     pub(super) held: Held,
     /// Cancelled when the lease is lost: not renewed in time, or taken over.
     pub(super) lost: CancellationToken,
+    /// Cancelled to stop reading the stream gracefully: at shutdown (a child of its
+    /// token), or to hand the stream over to another instance ([`crate::pipeline::spread`]).
+    pub(super) hand_over: CancellationToken,
     renewer: JoinHandle<()>,
 }
 
@@ -33,23 +37,29 @@ pub(super) async fn take(
     let ttl = Duration::from_millis(config.ttl_ms);
     let mut standing_by = false;
     loop {
-        match shared.leases.acquire(stream, &shared.owner, ttl).await {
-            Ok(Some(held)) => match shared.checkpoints.stamp(stream, held.term).await {
-                Ok(()) => return Some(hold(shared, stream, held)),
+        // Within this instance's share only (a slot), so the streams spread out.
+        let taken = match shared.spread.slot() {
+            None => Ok(None),
+            Some(slot) => (shared.leases.acquire(stream, &shared.owner, ttl).await)
+                .map(|held| held.map(|held| (slot, held))),
+        };
+        match taken {
+            Ok(Some((slot, held))) => match shared.checkpoints.stamp(stream, held.term).await {
+                Ok(()) => return Some(hold(shared, stream, held, slot, shutdown)),
                 Err(e @ StoreError::Fenced { .. }) => {
                     tracing::warn!(stream = %stream, error = %e, "a newer term holds the checkpoint; standing by");
                 }
                 // The writes that follow carry the term and stamp it themselves.
                 Err(e) => {
                     tracing::warn!(stream = %stream, error = %Tidy(&e), "stamping the lease term on the checkpoint failed; reading on (every checkpoint write carries the term)");
-                    return Some(hold(shared, stream, held));
+                    return Some(hold(shared, stream, held, slot, shutdown));
                 }
             },
             Ok(None) => {
                 shared.health.set_standby(stream, true);
                 if !standing_by {
                     standing_by = true;
-                    tracing::info!(stream = %stream, "standing by: another instance holds the stream's lease");
+                    tracing::info!(stream = %stream, "standing by: another instance holds the stream's lease, or this one holds its share of the streams");
                 }
             }
             Err(e) => {
@@ -63,8 +73,16 @@ pub(super) async fn take(
     }
 }
 
-/// Starts holding `held`: metrics, health, and its renewer.
-fn hold(shared: &Arc<Shared>, stream: &str, held: Held) -> Lease {
+/// Starts holding `held` (taken in `slot`): metrics, health, the spread, and its renewer.
+fn hold(
+    shared: &Arc<Shared>,
+    stream: &str,
+    held: Held,
+    slot: Slot<'_>,
+    shutdown: &CancellationToken,
+) -> Lease {
+    let hand_over = shutdown.child_token();
+    shared.spread.held(slot, stream, hand_over.clone());
     shared.health.set_standby(stream, false);
     let metrics = &shared.metrics;
     metrics.lease_held.with_label_values(&[stream]).set(1);
@@ -77,6 +95,7 @@ fn hold(shared: &Arc<Shared>, stream: &str, held: Held) -> Lease {
     Lease {
         held,
         lost,
+        hand_over,
         renewer,
     }
 }
@@ -129,6 +148,7 @@ impl Lease {
     /// Forgets a lost lease.
     pub(super) fn forget(self, shared: &Shared, stream: &str) {
         self.renewer.abort();
+        shared.spread.let_go(stream);
         shared
             .metrics
             .lease_held

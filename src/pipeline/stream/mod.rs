@@ -95,8 +95,12 @@ async fn read(
         }
         let held = lease.as_ref().map(|l| (l.held.term, l.lost.clone()));
         let term = held.as_ref().map(|(term, _)| *term);
+        // A stop of this stream alone (handing it over) or of everything.
+        let stop = lease
+            .as_ref()
+            .map_or_else(|| shutdown.clone(), |l| l.hand_over.clone());
         let opened = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = stop.cancelled() => Err(OpenError::Stopped),
             opened = open::open(shared, name, target, term) => opened,
         };
         let error = match opened {
@@ -104,11 +108,15 @@ async fn read(
                 record_open(shared, name, true);
                 tracing::info!(stream = %name, collections = ?target.collections, "stream open");
                 let mut session = Session::new(shared, name.clone(), events_since_start, held);
-                let end = session.run(stream, shutdown).await;
+                let end = session.run(stream, &stop).await;
                 events_since_start = session.events_since_start();
                 record_open(shared, name, false);
                 match end {
-                    End::Shutdown => return Ok(()),
+                    End::Shutdown if shutdown.is_cancelled() => return Ok(()),
+                    End::Shutdown => {
+                        hand_over(shared, name, lease).await;
+                        continue;
+                    }
                     End::Complete => {
                         tracing::info!(stream = %name, "replay reached its end");
                         if let Some(p) = replay_progress(shared, name) {
@@ -147,6 +155,8 @@ async fn read(
             Err(e) => e,
         };
         match error {
+            OpenError::Stopped if shutdown.is_cancelled() => return Ok(()),
+            OpenError::Stopped => hand_over(shared, name, lease).await,
             OpenError::HistoryLost(lost) => return Err(EngineError::HistoryLost(lost)),
             // Reopening from the checkpoint applies the history-lost policy.
             OpenError::Source(e) if !e.is_retryable() && !e.is_history_lost() => {
@@ -179,6 +189,16 @@ async fn read(
             }
         }
     }
+}
+
+/// After the final checkpoint of a stream this instance gives up (its share shrank):
+/// the lease goes back at once, and the stream waits in standby.
+async fn hand_over(shared: &Shared, name: &str, lease: &mut Option<lease::Lease>) {
+    if let Some(given) = lease.take() {
+        given.release(shared, name).await;
+    }
+    shared.health.set_standby(name, true);
+    tracing::info!(stream = %name, "handed over: the lease is released for another instance; standing by");
 }
 
 fn replay_progress<'a>(shared: &'a Shared, name: &str) -> Option<&'a StreamProgress> {

@@ -23,6 +23,9 @@ pub(super) enum OpenError {
     Gap(mongodb::error::Error),
     #[error("recording a snapshot in changeflow_snapshots: {0}")]
     Snapshot(mongodb::error::Error),
+    /// Asked to stop (shutdown, or the stream handed over) while opening.
+    #[error("stopped while opening")]
+    Stopped,
 }
 
 impl From<SourceError> for OpenError {
