@@ -22,6 +22,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mongodb::bson::Timestamp;
 use mongodb::change_stream::event::ResumeToken;
 
+use crate::config::role::Role;
 use crate::config::{Config, LogFormat};
 use crate::source::StartAt;
 use crate::source::position::{Bound, parse_time, token_from_hex};
@@ -63,6 +64,11 @@ pub enum Command {
         /// always wins.
         #[arg(long, default_value = "now", value_parser = parse_start_at)]
         start_at: StartAt,
+        /// What this instance runs: `all` (streams, handlers and Kafka), `capture` (streams
+        /// to Kafka, no handler) or `handlers` (the handlers, fed from the payments topic
+        /// in a Kafka consumer group). README "Running several instances".
+        #[arg(long, default_value = "all", value_parser = |s: &str| s.parse::<Role>())]
+        role: Role,
     },
     /// Run the pipeline with a small load: create payments through the API, show their
     /// progress, print the counters; then run the agent-memory workload and print
@@ -133,6 +139,8 @@ const TOP_EXAMPLES: &str = "Examples:
 const RUN_EXAMPLES: &str = "Examples:
   changeflow run
   changeflow run --start-at 2026-11-22T14:02:00Z   # streams without a checkpoint start there
+  changeflow run --role capture                    # streams to Kafka only
+  changeflow run --role handlers                   # handlers fed from Kafka (scale out)
   changeflow --set provider.latency_ms=0 --log-format json run";
 
 const DEMO_EXAMPLES: &str = "Examples:
@@ -318,8 +326,8 @@ pub fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Command::CheckConfig => check_config::command(&config),
             Command::Tail => tail::command(&config).await,
             Command::Setup => setup::command(&config).await,
-            Command::Run { start_at } => {
-                run::start(Arc::new(config.clone()), start_at)
+            Command::Run { start_at, role } => {
+                run::start_as(Arc::new(config.clone()), start_at, role)
                     .await?
                     .until(stop())
                     .await

@@ -11,12 +11,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cmd::status;
 use crate::config::Config;
+use crate::config::role::Role;
+use crate::config::routes::{KAFKA, RoutesConfig};
 use crate::http::payments::PaymentsApi;
 use crate::http::{self, ApiState};
 use crate::observe::error_text::Tidy;
 use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;
-use crate::pipeline::{self, Engine, EngineError};
+use crate::pipeline::consume::Handlers;
+use crate::pipeline::{self, Engine};
 use crate::source::StartAt;
 use crate::source::oplog::OplogProbe;
 use crate::targets::counters::COUNTERS;
@@ -33,18 +36,38 @@ pub struct Running {
     /// The client the engine reads with (the demo writes its memory workload with it).
     pub client: Client,
     stop: CancellationToken,
-    engine: JoinHandle<Result<(), EngineError>>,
+    engine: JoinHandle<anyhow::Result<()>>,
     http: JoinHandle<std::io::Result<()>>,
 }
 
-/// Connects, prepares indexes, binds the HTTP address and starts the engine.
+/// Connects, prepares indexes, binds the HTTP address and starts the engine (every role).
 pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Running> {
+    start_as(config, start_at, Role::All).await
+}
+
+/// [`start`] as `role`: the streams only (`capture`: to Kafka, no handler), the handlers
+/// only (`handlers`: fed from the payments topic in a consumer group), or both.
+pub async fn start_as(
+    config: Arc<Config>,
+    start_at: StartAt,
+    role: Role,
+) -> anyhow::Result<Running> {
+    role.check(&config.routes).map_err(|(key, why)| {
+        anyhow::Error::new(crate::config::ConfigError::Invalid {
+            origin: format!("configuration, with --role {role}"),
+            key,
+            message: why,
+        })
+    })?;
+    let config = Arc::new(role_routes(&config, role));
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(
-        Health::new(config.watch.iter().map(|w| w.database.as_str())).with_primary_bound(
-            std::time::Duration::from_millis(config.health.no_primary_after_ms),
-        ),
-    );
+    let watched: Vec<&str> = match role {
+        Role::Handlers => Vec::new(),
+        _ => config.watch.iter().map(|w| w.database.as_str()).collect(),
+    };
+    let health = Arc::new(Health::new(watched.into_iter()).with_primary_bound(
+        std::time::Duration::from_millis(config.health.no_primary_after_ms),
+    ));
     let observed = (health.clone(), metrics.clone());
     let client = crate::source::connect::connect_observed(&config.mongodb.uri, move |writable| {
         let (health, metrics) = &observed;
@@ -84,6 +107,30 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future(),
     );
+    if role == Role::Handlers {
+        // Where capture will publish: subscribing waits for no one.
+        let kafka = &config.kafka;
+        crate::targets::kafka::ensure_topics(kafka, &[&kafka.topic(&kafka.topics.payments)])
+            .await
+            .context("creating the payments topic")?;
+        let handlers = Handlers::new(
+            &client,
+            config.clone(),
+            &targets,
+            metrics.clone(),
+            health.clone(),
+        );
+        let stopped = stop.clone().cancelled_owned();
+        let engine = tokio::spawn(async move { Ok(handlers.run(stopped).await?) });
+        return Ok(Running {
+            http_address,
+            api,
+            client,
+            stop,
+            engine,
+            http,
+        });
+    }
     let engine = Engine::new(
         client.clone(),
         config.clone(),
@@ -92,7 +139,8 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
         health.clone(),
         start_at,
     );
-    let engine = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
+    let stopped = stop.clone().cancelled_owned();
+    let engine = tokio::spawn(async move { Ok(engine.run(stopped).await?) });
     tokio::spawn(pipeline::stuck::watch_sources(
         config.clone(),
         metrics.clone(),
@@ -114,6 +162,32 @@ pub async fn start(config: Arc<Config>, start_at: StartAt) -> anyhow::Result<Run
         engine,
         http,
     })
+}
+
+/// `config` with the routes `role` runs: capture publishes only (the handlers run
+/// elsewhere), handlers handle only (capture published what they consume).
+fn role_routes(config: &Config, role: Role) -> Config {
+    let mut config = config.clone();
+    let keep: fn(&str) -> bool = match role {
+        Role::All => return config,
+        Role::Capture => |t| t == KAFKA,
+        Role::Handlers => |t| t != KAFKA,
+    };
+    for kind in RoutesConfig::KINDS {
+        let kept = config
+            .routes
+            .targets(kind)
+            .iter()
+            .filter(|t| keep(t))
+            .cloned()
+            .collect();
+        config.routes.set_targets(kind, kept);
+    }
+    if role == Role::Handlers {
+        // Raw collections are capture's to publish.
+        config.kafka.raw.clear();
+    }
+    config
 }
 
 /// Measures every stream's oplog headroom and checkpoint lag each `history.check_every_ms`

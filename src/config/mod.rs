@@ -17,6 +17,7 @@ mod load;
 pub mod memory;
 pub mod provider;
 pub mod redact;
+pub mod role;
 pub mod routes;
 pub mod snapshot;
 #[cfg(test)]

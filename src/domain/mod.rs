@@ -51,6 +51,16 @@ impl EventId {
         EventId(hex)
     }
 
+    /// An id as [`EventId::as_str`] wrote it (32 lowercase hex digits, as a CloudEvent's
+    /// `id` carries it); None for anything else.
+    pub fn parse(text: &str) -> Option<EventId> {
+        let bytes: [u8; 32] = text.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+            .then_some(EventId(bytes))
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         // Only ASCII hex digits are ever stored, so this never falls back.

@@ -8,4 +8,5 @@ pub mod data;
 pub mod examples;
 pub mod memory_data;
 pub mod namespace_data;
+pub mod parse;
 pub mod types;

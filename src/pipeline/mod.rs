@@ -4,6 +4,7 @@
 pub mod acker;
 mod census;
 pub mod checkpoint_writer;
+pub mod consume;
 pub(crate) mod core;
 mod job;
 pub mod lanes;

@@ -36,6 +36,7 @@ mod oversize;
 mod pipeline;
 mod process;
 mod replay;
+mod roles;
 mod schemas;
 mod setup;
 mod shutdown;

@@ -19,8 +19,7 @@ use crate::pipeline::target::{Input, Routed, Target, TargetError};
 /// How long start-up waits for the broker to answer an admin request.
 mod delivery;
 mod topics;
-
-use topics::ensure_topics;
+pub(crate) use topics::ensure_topics;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -11,7 +11,7 @@ use crate::config::kafka::KafkaConfig;
 
 /// Creates the topics that are missing (or, with `create_topics = false`, checks they
 /// exist).
-pub(super) async fn ensure_topics(
+pub(crate) async fn ensure_topics(
     config: &KafkaConfig,
     topics: &[&str],
 ) -> Result<(), PublishError> {

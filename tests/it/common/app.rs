@@ -93,6 +93,11 @@ pub struct Process {
 impl Process {
     /// Starts `changeflow run` with `config` (its HTTP port replaced by a free one).
     pub fn spawn(config: &Config) -> Process {
+        Process::spawn_with(config, &[])
+    }
+
+    /// [`Process::spawn`] with more arguments for `run` (e.g. `--role handlers`).
+    pub fn spawn_with(config: &Config, args: &[&str]) -> Process {
         let mut config = config.clone();
         let port = free_port();
         config.http.address = format!("127.0.0.1:{port}");
@@ -106,6 +111,7 @@ impl Process {
             .arg("--config")
             .arg(&file)
             .arg("run")
+            .args(args)
             .env("RUST_LOG", "changeflow=debug,info")
             .env_remove("CHANGEFLOW_CONFIG")
             .stdout(Stdio::null())
