@@ -61,13 +61,16 @@ pub async fn start_as(
     })?;
     let config = Arc::new(role_routes(&config, role));
     let metrics = Arc::new(Metrics::new());
-    let watched: Vec<&str> = match role {
-        Role::Handlers => Vec::new(),
-        _ => config.watch.iter().map(|w| w.database.as_str()).collect(),
+    // The handlers role reads no stream: its consumer stands in for one in `/healthz`.
+    let watched: Vec<String> = match role {
+        Role::Handlers => vec![crate::pipeline::consume::health_name(&config)],
+        _ => config.watch.iter().map(|w| w.database.clone()).collect(),
     };
-    let health = Arc::new(Health::new(watched.into_iter()).with_primary_bound(
-        std::time::Duration::from_millis(config.health.no_primary_after_ms),
-    ));
+    let health = Arc::new(
+        Health::new(watched.iter().map(String::as_str)).with_primary_bound(
+            std::time::Duration::from_millis(config.health.no_primary_after_ms),
+        ),
+    );
     let observed = (health.clone(), metrics.clone());
     let client = crate::source::connect::connect_observed(&config.mongodb.uri, move |writable| {
         let (health, metrics) = &observed;

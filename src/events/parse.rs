@@ -266,10 +266,10 @@ mod tests {
         let err = payment_event(bad_id, &published.data).expect_err("bad id");
         assert!(err.to_string().contains("`not-an-id`"), "{err}");
         let header = without("");
-        let err = payment_event(&header, br#"{"paymentId":"p-1"}"#).expect_err("no amount");
+        let err = payment_event(header, br#"{"paymentId":"p-1"}"#).expect_err("no amount");
         assert!(err.to_string().contains("missing field `amount`"), "{err}");
         let err = payment_event(
-            &header,
+            header,
             br#"{"paymentId":"p-1","amount":"12,5","status":"CONFIRMED","product":{"code":"c","name":"n"}}"#,
         )
         .expect_err("not a decimal");

@@ -79,7 +79,10 @@ pub struct Handlers {
 
 /// The name `/healthz` shows the handlers' consumer under.
 pub fn health_name(config: &Config) -> String {
-    format!("kafka:{}", config.kafka.topic(&config.kafka.topics.payments))
+    format!(
+        "kafka:{}",
+        config.kafka.topic(&config.kafka.topics.payments)
+    )
 }
 
 impl Handlers {
