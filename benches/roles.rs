@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use changeflow::config::{Config, RoutesConfig};
+use changeflow::config::Config;
 use futures::TryStreamExt;
 use mongodb::bson::{Decimal128, Document, doc};
 use mongodb::{Client, Database};
@@ -103,16 +103,7 @@ async fn measure(client: &Client, handlers: Option<usize>, payments: u64) -> any
     config.provider.latency_ms = LATENCY_MS;
     config.provider.max_in_flight = MAX_IN_FLIGHT;
     config.kafka.partitions = 6;
-    for kind in RoutesConfig::KINDS {
-        let kept: Vec<String> = config
-            .routes
-            .targets(kind)
-            .iter()
-            .filter(|t| t.as_str() != "memory_stats")
-            .cloned()
-            .collect();
-        config.routes.set_targets(kind, kept);
-    }
+    config.routes.retain(|t| t != "memory_stats");
     let mut instances = Vec::new();
     match handlers {
         None => {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cmd::status;
 use crate::config::Config;
 use crate::config::role::Role;
-use crate::config::routes::{KAFKA, RoutesConfig};
+use crate::config::routes::KAFKA;
 use crate::http::payments::PaymentsApi;
 use crate::http::{self, ApiState};
 use crate::observe::error_text::Tidy;
@@ -110,7 +110,8 @@ pub async fn start_as(
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future(),
     );
-    if role == Role::Handlers {
+    let stopped = stop.clone().cancelled_owned();
+    let engine = if role == Role::Handlers {
         // Where capture will publish: subscribing waits for no one.
         let kafka = &config.kafka;
         crate::targets::kafka::ensure_topics(kafka, &[&kafka.topic(&kafka.topics.payments)])
@@ -123,40 +124,31 @@ pub async fn start_as(
             metrics.clone(),
             health.clone(),
         );
-        let stopped = stop.clone().cancelled_owned();
-        let engine = tokio::spawn(async move { Ok(handlers.run(stopped).await?) });
-        return Ok(Running {
-            http_address,
-            api,
-            client,
-            stop,
-            engine,
-            http,
-        });
-    }
-    let engine = Engine::new(
-        client.clone(),
-        config.clone(),
-        &targets,
-        metrics.clone(),
-        health.clone(),
-        start_at,
-    );
-    let stopped = stop.clone().cancelled_owned();
-    let engine = tokio::spawn(async move { Ok(engine.run(stopped).await?) });
-    tokio::spawn(pipeline::stuck::watch_sources(
-        config.clone(),
-        metrics.clone(),
-        health.clone(),
-        stop.clone(),
-    ));
-    tokio::spawn(watch_headroom(
-        client.clone(),
-        config.clone(),
-        metrics.clone(),
-        health.clone(),
-        stop.clone(),
-    ));
+        tokio::spawn(async move { Ok(handlers.run(stopped).await?) })
+    } else {
+        let engine = Engine::new(
+            client.clone(),
+            config.clone(),
+            &targets,
+            metrics.clone(),
+            health.clone(),
+            start_at,
+        );
+        tokio::spawn(pipeline::stuck::watch_sources(
+            config.clone(),
+            metrics.clone(),
+            health.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(watch_headroom(
+            client.clone(),
+            config.clone(),
+            metrics.clone(),
+            health.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(async move { Ok(engine.run(stopped).await?) })
+    };
     Ok(Running {
         http_address,
         api,
@@ -176,16 +168,7 @@ fn role_routes(config: &Config, role: Role) -> Config {
         Role::Capture => |t| t == KAFKA,
         Role::Handlers => |t| t != KAFKA,
     };
-    for kind in RoutesConfig::KINDS {
-        let kept = config
-            .routes
-            .targets(kind)
-            .iter()
-            .filter(|t| keep(t))
-            .cloned()
-            .collect();
-        config.routes.set_targets(kind, kept);
-    }
+    config.routes.retain(keep);
     if role == Role::Handlers {
         // Raw collections are capture's to publish.
         config.kafka.raw.clear();

@@ -104,6 +104,19 @@ impl RoutesConfig {
         self.targets(kind).iter().any(|t| t == target)
     }
 
+    /// Keeps, for every kind, only the targets `keep` says yes to.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        for kind in Self::KINDS {
+            let kept = self
+                .targets(kind)
+                .iter()
+                .filter(|t| keep(t))
+                .cloned()
+                .collect();
+            self.set_targets(kind, kept);
+        }
+    }
+
     /// Whether any kind goes to `target`.
     pub fn uses(&self, target: &str) -> bool {
         Self::KINDS.iter().any(|kind| self.lists(kind, target))

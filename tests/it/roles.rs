@@ -13,16 +13,7 @@ use crate::common::{DEADLINE, mongo, unique_name, wait_until};
 /// [`config`] whose routes compose when split: memory_stats runs with `--role all` only.
 fn split_config(db_name: &str) -> Config {
     let mut config = config(db_name);
-    for kind in changeflow::config::RoutesConfig::KINDS {
-        let kept: Vec<String> = config
-            .routes
-            .targets(kind)
-            .iter()
-            .filter(|t| t.as_str() != "memory_stats")
-            .cloned()
-            .collect();
-        config.routes.set_targets(kind, kept);
-    }
+    config.routes.retain(|t| t != "memory_stats");
     config.kafka.partitions = 6;
     config.provider.latency_ms = 50;
     config

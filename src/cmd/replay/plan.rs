@@ -5,7 +5,7 @@ use anyhow::bail;
 
 use super::*;
 use crate::config::routes::KAFKA;
-use crate::config::{Config, RoutesConfig, WatchedDatabase};
+use crate::config::{Config, WatchedDatabase};
 use crate::source::position::Until;
 use crate::source::position::cluster_time_text;
 
@@ -120,24 +120,14 @@ pub(super) fn replay_config(
     if !to_kafka {
         replay.kafka.raw.clear();
     }
-    for kind in RoutesConfig::KINDS {
-        let keep = |target: &String| {
-            !request.dry_run
-                && if target == KAFKA {
-                    to_kafka
-                } else {
-                    request.handlers
-                }
-        };
-        let targets: Vec<String> = config
-            .routes
-            .targets(kind)
-            .iter()
-            .filter(|t| keep(t))
-            .cloned()
-            .collect();
-        replay.routes.set_targets(kind, targets);
-    }
+    replay.routes.retain(|target| {
+        !request.dry_run
+            && if target == KAFKA {
+                to_kafka
+            } else {
+                request.handlers
+            }
+    });
     replay
 }
 
