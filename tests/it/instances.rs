@@ -171,6 +171,32 @@ async fn a_holder_paused_past_its_lease_moves_no_checkpoint_when_it_wakes() {
     );
     insert(&db, "after", 50).await;
     wait_settled_and_counted(&db, Duration::from_secs(60), "after the wake-up").await;
+    // On Kafka: each of the 150 payments' request and outcome; whatever the woken holder
+    // sent before it noticed is a repeat with the original ce_id, within the read-ahead
+    // bound.
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    let mut distinct = std::collections::HashSet::new();
+    let records = consume_until(
+        &kafka_brokers(),
+        &topic,
+        DEADLINE,
+        Duration::from_secs(2),
+        |r| {
+            distinct.insert(header(r, "ce_id").unwrap_or("?").to_owned());
+            distinct.len() >= 300
+        },
+    )
+    .await;
+    let repeats = records.len() - distinct.len();
+    eprintln!(
+        "paused holder: {} records, {repeats} repeats",
+        records.len()
+    );
+    assert_eq!(distinct.len(), 300, "requested and settled, per payment");
+    assert!(
+        repeats <= config.engine.max_in_flight_events,
+        "{repeats} repeats"
+    );
     for process in [&mut first, &mut second] {
         process.signal(libc::SIGTERM);
         assert!(
