@@ -18,6 +18,7 @@ use crate::source::position::{
     age_seconds, cluster_time_text, datetime_rfc3339, describe, human_seconds, token_data,
 };
 use crate::state::checkpoints::{Checkpoint, CheckpointStore, Resume, Stored};
+use crate::state::leases::Leases;
 use crate::state::presence;
 
 /// Where `checkpoint set` moves a stream.
@@ -118,25 +119,49 @@ pub(crate) fn stored_json(stream: &str, stored: Option<&Stored>) -> Value {
     })
 }
 
-/// Moves `stream`'s checkpoint to `to`.
-pub async fn set(store: &CheckpointStore, stream: &str, to: &NewPosition) -> anyhow::Result<()> {
+/// Moves `stream`'s checkpoint to `to`, fenced by `fence` ([`CheckpointStore::fence`]).
+pub async fn set(
+    store: &CheckpointStore,
+    stream: &str,
+    to: &NewPosition,
+    fence: i64,
+) -> anyhow::Result<()> {
     match to {
         NewPosition::Token(token) => store
-            .save(&Checkpoint {
-                stream: stream.to_owned(),
-                token: token.clone(),
-                cluster_time: None,
-                wall_time: None,
-                events_since_start: 0,
-            })
+            .save_fenced(
+                &Checkpoint {
+                    stream: stream.to_owned(),
+                    token: token.clone(),
+                    cluster_time: None,
+                    wall_time: None,
+                    events_since_start: 0,
+                },
+                fence,
+            )
             .await
             .context("storing the checkpoint")?,
         NewPosition::Time(t) => store
-            .set_time(stream, *t)
+            .set_time(stream, *t, fence)
             .await
             .context("storing the checkpoint")?,
     }
     Ok(())
+}
+
+/// The term an operator's change of `stream` carries: above every holder's so far, so a
+/// holder deposed (paused, cut off) before the change cannot write over it.
+async fn fence(
+    client: &Client,
+    config: &Config,
+    store: &CheckpointStore,
+    stream: &str,
+) -> anyhow::Result<i64> {
+    let leases = Leases::new(&client.database(&config.checkpoint.database));
+    let lease_term = leases
+        .term(stream)
+        .await
+        .with_context(|| format!("reading {}", crate::state::leases::COLLECTION))?;
+    Ok(store.fence(stream, lease_term).await?)
 }
 
 /// How `previous` can be put back, for the confirmation and the final message.
@@ -209,7 +234,8 @@ pub async fn command(config: &Config, command: CheckpointCommand) -> anyhow::Res
                 &format!("Move the checkpoint of `{stream}` to resume {target}?"),
                 yes,
             )?;
-            set(&store, &stream, &to).await?;
+            let fence = fence(&client, config, &store, &stream).await?;
+            set(&store, &stream, &to, fence).await?;
             println!(
                 "checkpoint of `{stream}` moved; it resumes {target} when `changeflow run` starts\n{}",
                 undo_hint(&stream, current.as_ref())
@@ -229,7 +255,8 @@ pub async fn command(config: &Config, command: CheckpointCommand) -> anyhow::Res
                 ),
                 yes,
             )?;
-            store.delete(&stream).await?;
+            let fence = fence(&client, config, &store, &stream).await?;
+            store.reset(&stream, fence).await?;
             println!(
                 "checkpoint of `{stream}` deleted\n{}",
                 undo_hint(&stream, current.as_ref())

@@ -148,7 +148,11 @@ impl CheckpointStore {
         else {
             return Ok(None);
         };
-        let Resume::After(token) = stored(&doc)?.resume else {
+        let Some(Stored {
+            resume: Resume::After(token),
+            ..
+        }) = stored(&doc)?
+        else {
             return Ok(None);
         };
         let events = doc.get_i64("events_since_start").unwrap_or(0);
@@ -168,7 +172,7 @@ impl CheckpointStore {
             .find_one(doc! {"_id": self.key(stream)})
             .await?
         {
-            Some(doc) => stored(&doc).map(Some),
+            Some(doc) => stored(&doc),
             None => Ok(None),
         }
     }
@@ -176,18 +180,53 @@ impl CheckpointStore {
     /// Every checkpoint in the store's collection, by stream name.
     pub async fn list(&self) -> Result<Vec<Stored>, StoreError> {
         let docs = super::all_by_id(&self.collection).await?;
-        docs.iter().map(stored).collect()
+        docs.iter().filter_map(|d| stored(d).transpose()).collect()
     }
 
-    /// Makes `stream` start at the first change at or after `at` when it next opens.
-    pub async fn set_time(&self, stream: &str, at: Timestamp) -> Result<(), StoreError> {
-        let replacement = doc! {START_AT_FIELD: at, "updated_at": DateTime::now()};
+    /// Makes `stream` start at the first change at or after `at` when it next opens. An
+    /// operator's write: it carries `fence` (see [`CheckpointStore::fence`]), so a holder
+    /// deposed before it cannot write over it.
+    pub async fn set_time(
+        &self,
+        stream: &str,
+        at: Timestamp,
+        fence: i64,
+    ) -> Result<(), StoreError> {
+        let replacement = doc! {START_AT_FIELD: at, "updated_at": DateTime::now(), "term": fence};
         self.collection
             .replace_one(doc! {"_id": self.key(stream)}, replacement)
             .upsert(true)
             .write_concern(WriteConcern::majority())
             .await?;
         Ok(())
+    }
+
+    /// Removes `stream`'s position (the next run starts at `--start-at`) but keeps `fence`
+    /// on it, so a holder deposed before the reset cannot put its position back; true when
+    /// there was one.
+    pub async fn reset(&self, stream: &str, fence: i64) -> Result<bool, StoreError> {
+        let had = self.load_stored(stream).await?.is_some();
+        self.collection
+            .replace_one(
+                doc! {"_id": self.key(stream)},
+                doc! {"term": fence, "updated_at": DateTime::now()},
+            )
+            .upsert(true)
+            .write_concern(WriteConcern::majority())
+            .await?;
+        Ok(had)
+    }
+
+    /// The term an operator's write carries: above every lease term the stream had
+    /// (`lease_term`) and the one stamped on its checkpoint, so every earlier holder's
+    /// writes are refused; the next holder's term reaches it.
+    pub async fn fence(&self, stream: &str, lease_term: Option<i64>) -> Result<i64, StoreError> {
+        let stamped = self
+            .collection
+            .find_one(doc! {"_id": self.key(stream)})
+            .await?
+            .and_then(|d| d.get_i64("term").ok());
+        Ok(stamped.max(lease_term).unwrap_or(0) + 1)
     }
 
     /// Removes `stream`'s checkpoint; true when there was one.
@@ -223,7 +262,14 @@ impl CheckpointStore {
             )
             .write_concern(super::majority_within(std::time::Duration::from_secs(2)))
             .await?;
-        if stamped.matched_count == 0 && self.load_stored(stream).await?.is_some() {
+        let exists = || async {
+            let found = self
+                .collection
+                .find_one(doc! {"_id": self.key(stream)})
+                .await?;
+            Ok::<_, StoreError>(found.is_some())
+        };
+        if stamped.matched_count == 0 && exists().await? {
             return Err(StoreError::Fenced {
                 stream: stream.to_owned(),
                 term,
@@ -293,24 +339,24 @@ fn malformed(stream: &str, reason: impl Into<String>) -> StoreError {
     }
 }
 
-fn stored(doc: &Document) -> Result<Stored, StoreError> {
+/// The position `doc` holds; None for a reset (only a fencing term left).
+fn stored(doc: &Document) -> Result<Option<Stored>, StoreError> {
     let stream = doc
         .get_str("_id")
         .map_err(|_| malformed("?", "`_id` is not a stream name"))?;
-    let resume = match doc.get("token") {
-        Some(token) => Resume::After(
+    let resume = match (doc.get("token"), doc.get_timestamp(START_AT_FIELD)) {
+        (Some(token), _) => Resume::After(
             bson::from_bson(token.clone())
                 .map_err(|e| malformed(stream, format!("`token`: {e}")))?,
         ),
-        None => Resume::AtTime(
-            doc.get_timestamp(START_AT_FIELD)
-                .map_err(|_| malformed(stream, "neither `token` nor a start time"))?,
-        ),
+        (None, Ok(at)) => Resume::AtTime(at),
+        (None, Err(_)) if doc.get_i64("term").is_ok() => return Ok(None),
+        (None, Err(_)) => return Err(malformed(stream, "neither `token` nor a start time")),
     };
-    Ok(Stored {
+    Ok(Some(Stored {
         stream: stream.to_owned(),
         resume,
         wall_time: doc.get_datetime("wall_time").ok().copied(),
         updated_at: doc.get_datetime("updated_at").ok().copied(),
-    })
+    }))
 }

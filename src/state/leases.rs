@@ -237,6 +237,12 @@ impl Leases {
         }))
     }
 
+    /// The term of `stream`'s lease, live or not (None: it never had one).
+    pub async fn term(&self, stream: &str) -> Result<Option<i64>, mongodb::error::Error> {
+        let lease = self.collection.find_one(doc! {"_id": stream}).await?;
+        Ok(lease.and_then(|l| l.get_i64("term").ok()))
+    }
+
     /// How many of `streams`' leases each owner (by run id) holds live, by the server's
     /// clock.
     pub async fn live_counts(

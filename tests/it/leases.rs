@@ -108,3 +108,86 @@ async fn one_owner_at_a_time_takeover_raises_the_term_and_fences_the_deposed_own
     assert_eq!((all[0].owner.run_id.as_str(), all[0].term), ("a", 3));
     assert!(all[0].expires_at > all[0].acquired_at);
 }
+
+#[tokio::test]
+async fn an_operators_set_or_reset_fences_a_holder_deposed_before_it() {
+    let db_name = unique_name("leases_admin");
+    let db = mongo().await.database(&db_name);
+    let leases = Leases::new(&db);
+    let store = CheckpointStore::new(&db);
+    let config = crate::common::app::config(&db_name);
+    let s = db_name.as_str();
+    let a = owner("a");
+    let ttl = Duration::from_millis(500);
+    let held = leases.acquire(s, &a, ttl).await.unwrap().expect("free");
+    let token = "8269206B7A000000012B022C0100296E5A1004";
+    store
+        .save_fenced(&checkpoint(s, token), held.term)
+        .await
+        .expect("a writes");
+    // a is paused past its TTL; nobody takes the stream; an operator resets it.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let out =
+        crate::common::app::run_cli(&config, &["checkpoint", "reset", "--stream", s, "--yes"])
+            .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(store.load_stored(s).await.unwrap(), None, "reset");
+    // a wakes: its write must not put its position back.
+    let late = "8269206B7A000000022B022C0100296E5A1004";
+    assert!(
+        matches!(
+            store.save_fenced(&checkpoint(s, late), held.term).await,
+            Err(StoreError::Fenced { .. })
+        ),
+        "the deposed holder's write is refused"
+    );
+    assert_eq!(store.load_stored(s).await.unwrap(), None, "still reset");
+    let listed = crate::common::app::run_cli(&config, &["checkpoint", "show", "--json"]).await;
+    assert_eq!(
+        listed.code,
+        Some(0),
+        "a reset is no malformed checkpoint: {}",
+        listed.stderr
+    );
+
+    // The next holder's term reaches the fence and writes.
+    let next = leases
+        .acquire(s, &a, ttl)
+        .await
+        .unwrap()
+        .expect("own, expired");
+    store
+        .stamp(s, next.term)
+        .await
+        .expect("the next holder stamps");
+    store
+        .save_fenced(&checkpoint(s, token), next.term)
+        .await
+        .expect("the next holder writes");
+
+    // The same for `set --time`.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let out = crate::common::app::run_cli(
+        &config,
+        &[
+            "checkpoint",
+            "set",
+            "--stream",
+            s,
+            "--time",
+            "1796447834.1",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(matches!(
+        store.save_fenced(&checkpoint(s, late), next.term).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    let stored = store.load_stored(s).await.unwrap().expect("a position");
+    assert!(
+        matches!(stored.resume, Resume::AtTime(_)),
+        "the operator's time stays: {stored:?}"
+    );
+}
