@@ -413,6 +413,7 @@ impl<P, J> Core<P, J> {
 }
 
 mod lost;
+pub(crate) mod schedule;
 mod snapshot;
 pub(crate) use lost::{OnLost, on_history_lost};
 pub(crate) use snapshot::Window;

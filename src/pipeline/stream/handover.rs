@@ -11,44 +11,31 @@ use futures::FutureExt;
 use mongodb::bson::{Bson, RawDocument, Timestamp};
 
 use super::session::Session;
-use super::snapshot::{InFlight, Outcome, Plan, RETRY, Read};
+use super::snapshot::{InFlight, Outcome, Read};
 use crate::decode::Decoded;
+use crate::pipeline::core::schedule::{AfterStored, Plan, RETRY};
 use crate::pipeline::job::{Routable, Work};
 use crate::source::snapshot::{self, Chunk, key_bytes};
 use crate::state::dead_letters::DeadLetter;
 use crate::state::snapshots::Reason;
 
 impl Session<'_> {
-    /// Starts the snapshots the stream's position allows: once it passed the session's
-    /// start, up to `snapshot.parallelism` collections at once.
+    /// Starts the chunk reads the core's schedule allows at `at`, the stream's position.
     pub(super) fn read_chunks(&mut self, at: Option<Timestamp>) {
         let now = Instant::now();
         self.snapshots.poll(self.shared, &self.name, now);
         self.snapshots.report(&self.name, now);
-        let (Some(at), Some(not_before)) = (at, self.snapshots.not_before) else {
-            return;
-        };
-        if at < not_before {
-            return;
-        }
         let parallelism = self.shared.config.snapshot.parallelism as usize;
-        while self.snapshots.active < parallelism {
-            let ready = self
-                .snapshots
-                .waiting
-                .iter()
-                .position(|p| p.not_before.is_none_or(|t| t <= now));
-            let Some(plan) = ready.and_then(|i| self.snapshots.waiting.remove(i)) else {
-                return;
-            };
-            self.snapshots.active += 1;
-            self.start_read(plan, at);
+        let due = self.snapshots.schedule.reads_due(at, now, parallelism);
+        if let Some(at) = at {
+            for plan in due {
+                self.start_read(plan, at);
+            }
         }
     }
 
     /// Reads the next chunk of `plan`'s collection at `at`, the stream's position.
     fn start_read(&mut self, plan: Plan, at: Timestamp) {
-        self.snapshots.reading.insert(plan.collection.clone());
         let window = self.core.open_window();
         let client = self.shared.client.clone();
         let database = self.name.to_string();
@@ -93,20 +80,14 @@ impl Session<'_> {
                 at,
                 result,
             } => {
-                self.snapshots.reading.remove(&plan.collection);
+                let collection = plan.collection.clone();
                 let read = Read {
                     plan,
                     window,
                     at,
                     result,
                 };
-                // Read ahead while the chunk before is delivered: it enters once that
-                // one's progress is stored, so a restart still reads at most one again.
-                if self.snapshots.delivering.contains(&read.plan.collection) {
-                    self.snapshots
-                        .ready
-                        .insert(read.plan.collection.clone(), read);
-                } else {
+                if let Some(read) = self.snapshots.schedule.arrived(&collection, read) {
                     self.take_read(read);
                 }
             }
@@ -123,7 +104,6 @@ impl Session<'_> {
                     self.save_progress(plan, last, documents, end);
                     return;
                 }
-                self.snapshots.delivering.remove(&plan.collection);
                 *self
                     .snapshots
                     .delivered
@@ -138,13 +118,10 @@ impl Session<'_> {
                 let headroom = (headroom != 0.0).then_some(headroom);
                 self.snapshots
                     .guard(&self.name, headroom, &self.shared.health, Instant::now());
-                if end {
-                    self.snapshot_done(plan);
-                } else if let Some(read) = self.snapshots.ready.remove(&plan.collection) {
-                    self.take_read(read);
-                } else if !self.snapshots.reading.contains(&plan.collection) {
-                    self.snapshots.active -= 1;
-                    self.snapshots.waiting.push_front(plan);
+                match self.snapshots.schedule.stored(plan, end) {
+                    AfterStored::Done(plan) => self.snapshot_done(plan),
+                    AfterStored::Enter(read) => self.take_read(read),
+                    AfterStored::Reading | AfterStored::Waits => {}
                 }
             }
         }
@@ -153,7 +130,7 @@ impl Session<'_> {
     /// A chunk read arrived and may enter: in the flow it goes, or back to waiting.
     fn take_read(&mut self, read: Read) {
         let Read {
-            mut plan,
+            plan,
             window,
             at,
             result,
@@ -168,6 +145,7 @@ impl Session<'_> {
                 self.enter_chunk(plan, chunk, &changed, at);
                 if let Some(next) = next {
                     let now = self.last_time.unwrap_or(at);
+                    self.snapshots.schedule.read_next(&next.collection);
                     self.start_read(next, now.max(at));
                 }
             }
@@ -177,15 +155,12 @@ impl Session<'_> {
                 } else {
                     tracing::warn!(stream = %self.name, collection = %plan.collection, error = %e, "snapshot chunk read failed; retrying");
                 }
-                plan.not_before = Some(Instant::now() + RETRY);
-                self.snapshots.active -= 1;
-                self.snapshots.waiting.push_front(plan);
+                self.snapshots.schedule.read_failed(plan, Instant::now());
             }
         }
     }
 
     fn snapshot_done(&mut self, plan: Plan) {
-        self.snapshots.active -= 1;
         let documents = self.snapshots.delivered.remove(&plan.collection);
         self.snapshots.taken_up.remove(&plan.collection);
         if self.snapshots.taken_up.is_empty() {
@@ -276,7 +251,7 @@ impl Session<'_> {
                 }
             }
         }
-        self.snapshots.delivering.insert(plan.collection.clone());
+        self.snapshots.schedule.entered(&plan.collection);
         self.snapshots.in_flight.insert(
             id,
             InFlight {

@@ -3,7 +3,7 @@
 //! in flight (I/O, polled by the session's loop beside the stream). `handover` hands each
 //! chunk to the core.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -14,27 +14,17 @@ use mongodb::bson::{Bson, Timestamp};
 use crate::observe::health::Health;
 use crate::pipeline::Shared;
 use crate::pipeline::core::Window;
+use crate::pipeline::core::schedule::{Plan, Schedule};
 use crate::source::position::human_seconds;
 use crate::source::snapshot::{self, Chunk, SnapshotError};
-use crate::state::snapshots::{Progress, Reason};
+use crate::state::snapshots::Progress;
 
-/// How long a chunk waits before it is read again after a failed read.
-pub(super) const RETRY: Duration = Duration::from_secs(1);
 /// How often the stream looks for snapshots asked for (`changeflow snapshot`).
 const POLL: Duration = Duration::from_secs(5);
 /// Documents a session delivers before the guard trusts its rate.
 const GUARD_AFTER_DOCUMENTS: u64 = 3_000;
 /// How often a running snapshot logs its progress.
 pub(super) const REPORT: Duration = Duration::from_secs(10);
-
-/// One collection's snapshot: where the next chunk starts, and how far it got.
-#[derive(Debug, Clone)]
-pub(super) struct Plan {
-    pub(super) collection: String,
-    pub(super) reason: Reason,
-    pub(super) after: Option<Bson>,
-    pub(super) not_before: Option<Instant>,
-}
 
 /// A chunk handed to the core, until it is delivered.
 pub(super) struct InFlight {
@@ -78,27 +68,15 @@ pub(super) struct Read {
 
 /// A stream's snapshots in this session.
 pub(super) struct Snapshots {
-    pub(super) waiting: VecDeque<Plan>,
+    /// When chunks are read and enter the flow (the core's rules).
+    pub(super) schedule: Schedule<Read>,
     pub(super) io: FuturesUnordered<BoxFuture<'static, Outcome>>,
     pub(super) in_flight: HashMap<u64, InFlight>,
-    /// Collections with a chunk read outstanding.
-    pub(super) reading: HashSet<String>,
-    /// Collections with a chunk in the flow whose progress is not stored yet.
-    pub(super) delivering: HashSet<String>,
-    /// Chunks read ahead, waiting for the chunk before them to be stored.
-    pub(super) ready: HashMap<String, Read>,
     /// Documents delivered per collection, across restarts.
     pub(super) delivered: HashMap<String, u64>,
     /// Per collection: when and at how many documents this session took it up, and its
     /// estimated document count then (for the progress line).
     pub(super) taken_up: HashMap<String, (Instant, u64, Option<u64>)>,
-    /// Collections taken up (reading, delivering or storing): at most
-    /// `snapshot.parallelism`.
-    pub(super) active: usize,
-    /// Changes before this cluster time may have been delivered before the session began
-    /// (the stream repeats them from the checkpoint): no chunk is read before the stream
-    /// passed it, so none can be older than a record already sent.
-    pub(super) not_before: Option<Timestamp>,
     pub(super) next_chunk: u64,
     next_poll: Option<Instant>,
     pub(super) next_report: Instant,
@@ -112,16 +90,11 @@ pub(super) struct Snapshots {
 impl Default for Snapshots {
     fn default() -> Self {
         Snapshots {
-            waiting: VecDeque::new(),
+            schedule: Schedule::default(),
             io: FuturesUnordered::new(),
             in_flight: HashMap::new(),
-            reading: HashSet::new(),
-            delivering: HashSet::new(),
-            ready: HashMap::new(),
             delivered: HashMap::new(),
             taken_up: HashMap::new(),
-            active: 0,
-            not_before: None,
             next_chunk: 0,
             next_poll: Some(Instant::now()),
             next_report: Instant::now() + REPORT,
@@ -160,7 +133,7 @@ impl Snapshots {
         self.next_poll = Some(now + Duration::from_secs(3600));
         let store = shared.snapshots.clone();
         let client = shared.client.clone();
-        let (stream, known) = (stream.to_owned(), self.not_before);
+        let (stream, known) = (stream.to_owned(), self.schedule.began());
         self.io.push(
             async move {
                 let progress = match store.of_stream(&stream).await {
@@ -206,13 +179,13 @@ impl Snapshots {
                 return;
             }
         };
-        if now.is_none() {
+        let Some(now) = now else {
             if !progress.is_empty() {
                 tracing::warn!(stream = %stream, "reading the cluster time failed; snapshots wait for the next poll");
             }
             return;
-        }
-        self.not_before = self.not_before.or(now);
+        };
+        self.schedule.begin_at(now);
         for (p, estimated) in progress {
             // Taken up already: `taken_up` holds every collection this session runs.
             if self.taken_up.contains_key(&p.collection) {
@@ -226,7 +199,7 @@ impl Snapshots {
             tracing::info!(stream = %stream, collection = %p.collection, reason = p.reason.as_str(),
                 documents = p.documents, estimated_documents = ?estimated,
                 "snapshot {}", if p.documents > 0 { "continues" } else { "starts" });
-            self.waiting.push_back(Plan {
+            self.schedule.take_up(Plan {
                 collection: p.collection,
                 reason: p.reason,
                 after: p.after,
