@@ -14,6 +14,9 @@ use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database};
 
+/// The environment variable that overrides the host name an instance gives.
+pub const HOST_VAR: &str = "CHANGEFLOW_HOST";
+
 /// The collection (in the checkpoint database).
 pub const COLLECTION: &str = "changeflow_leases";
 
@@ -29,6 +32,31 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// Whether this owner ran on this host and its process is gone (no process with its
+    /// pid, or one running another program), so its lease need not run out: a crashed
+    /// instance restarted on the same host resumes at once. False wherever that cannot be
+    /// told (another host, no `/proc`): the lease then expires as usual. Two hosts sharing
+    /// a name could take a live lease early; fencing still keeps its checkpoint safe.
+    pub fn exited_here(&self) -> bool {
+        if self.host != host_name() || self.pid == std::process::id() {
+            return false;
+        }
+        // By program name: a binary replaced on disk while its old process runs (an
+        // upgrade) reads `… (deleted)`, and that process is alive.
+        let program = |link: std::path::PathBuf| {
+            let name = link.file_name()?.to_string_lossy().into_owned();
+            Some(name.trim_end_matches(" (deleted)").to_owned())
+        };
+        let Some(own) = std::fs::read_link("/proc/self/exe").ok().and_then(program) else {
+            return false;
+        };
+        match std::fs::read_link(format!("/proc/{}/exe", self.pid)) {
+            Ok(exe) => program(exe).is_some_and(|p| p != own),
+            // No such process, or a zombie (exited, not yet reaped).
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+
     /// This process: its host, pid and a run id unique per start.
     pub fn this_process() -> Owner {
         let host = host_name();
@@ -100,13 +128,7 @@ impl Leases {
             {"$lte": ["$expires_at", "$$NOW"]},
             {"$eq": ["$owner.run_id", &owner.run_id]},
         ]};
-        let update = vec![doc! {"$set": {
-            "owner": {"host": &owner.host, "pid": i64::from(owner.pid), "run_id": &owner.run_id},
-            "term": {"$add": [{"$ifNull": ["$term", 0_i64]}, 1_i64]},
-            "acquired_at": "$$NOW",
-            "renewed_at": "$$NOW",
-            "expires_at": {"$add": ["$$NOW", millis(ttl)]},
-        }}];
+        let update = taking(owner, ttl);
         // An expired (or own) lease is taken over; the server allows no `$expr` in an
         // upsert's filter, so a missing one is created by a second, plain upsert.
         let before = match self
@@ -152,6 +174,41 @@ impl Leases {
             Err(e) if super::is_duplicate(&e) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Takes `stream`'s lease from `dead`, an owner known to have exited (see
+    /// [`Owner::exited_here`]), without waiting for its expiry; the term goes up by one, as
+    /// for any takeover. None when the lease is no longer `dead`'s.
+    pub async fn take_from_exited(
+        &self,
+        stream: &str,
+        dead: &Owner,
+        owner: &Owner,
+        ttl: Duration,
+    ) -> Result<Option<Held>, mongodb::error::Error> {
+        let before = self
+            .collection
+            .find_one_and_update(
+                doc! {"_id": stream, "owner.run_id": &dead.run_id},
+                taking(owner, ttl),
+            )
+            .return_document(ReturnDocument::Before)
+            .write_concern(super::majority_within(ttl))
+            .await;
+        match before {
+            Ok(before) => Ok(before.map(|b| Held {
+                term: b.get_i64("term").unwrap_or(0) + 1,
+                taken_over: true,
+            })),
+            Err(e) if super::is_write_concern_timeout(&e) => self.read_back(stream, owner).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `stream`'s lease as stored, live or expired.
+    pub async fn get(&self, stream: &str) -> Result<Option<Lease>, mongodb::error::Error> {
+        let lease = self.collection.find_one(doc! {"_id": stream}).await?;
+        Ok(lease.as_ref().and_then(lease_of))
     }
 
     /// After a write no majority acknowledged in time (applied on the primary): the lease
@@ -277,6 +334,17 @@ impl Leases {
     }
 }
 
+/// The update that makes `owner` the holder for `ttl`, one term up.
+fn taking(owner: &Owner, ttl: Duration) -> Vec<Document> {
+    vec![doc! {"$set": {
+        "owner": {"host": &owner.host, "pid": i64::from(owner.pid), "run_id": &owner.run_id},
+        "term": {"$add": [{"$ifNull": ["$term", 0_i64]}, 1_i64]},
+        "acquired_at": "$$NOW",
+        "renewed_at": "$$NOW",
+        "expires_at": {"$add": ["$$NOW", millis(ttl)]},
+    }}]
+}
+
 fn lease_of(d: &Document) -> Option<Lease> {
     let owner = d.get_document("owner").ok()?;
     Some(Lease {
@@ -296,12 +364,38 @@ fn lease_of(d: &Document) -> Option<Lease> {
     })
 }
 
-/// This machine's name, for people (best effort).
+/// This machine's name (best effort), or `CHANGEFLOW_HOST` where the machine's name does
+/// not tell instances apart (containers sharing a host name).
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    std::env::var(HOST_VAR)
         .ok()
+        .map(|h| h.trim().chars().take(255).collect::<String>())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_gone_process_of_this_host_counts_as_exited() {
+        let me = Owner::this_process();
+        assert!(!me.exited_here(), "this process is alive");
+        // Above the kernel's largest pid (4 194 304): no such process.
+        let gone = Owner {
+            pid: 4_194_305,
+            ..me.clone()
+        };
+        assert!(gone.exited_here());
+        let elsewhere = Owner {
+            host: format!("{}-elsewhere", me.host),
+            ..gone
+        };
+        assert!(!elsewhere.exited_here(), "another host's processes are not seen");
+    }
 }

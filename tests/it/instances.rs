@@ -1,5 +1,6 @@
 //! Several instances on one stream: exactly one reads it (the lease holder), another takes
-//! over within the lease's TTL when it dies, and a paused holder that wakes up after losing
+//! over within the lease's TTL when it dies (at once when it is restarted on the dead one's
+//! host), and a paused holder that wakes up after losing
 //! its lease moves no checkpoint and applies nothing twice.
 
 use std::collections::HashMap;
@@ -37,9 +38,11 @@ async fn one_of_two_instances_reads_and_the_other_takes_over_when_it_dies() {
     let db = mongo().await.database(&db_name);
     let config = config(&db_name);
     let topic = config.kafka.topic(&config.kafka.topics.payments);
-    let mut first = Process::spawn(&config);
+    // As on two hosts: the survivor cannot see that the holder's process is gone, so it
+    // waits for the lease to expire.
+    let mut first = Process::spawn_on_host(&config, "host-a");
     first.wait_healthy().await;
-    let mut second = Process::spawn(&config);
+    let mut second = Process::spawn_on_host(&config, "host-b");
     second.wait_healthy().await;
     let (pid, term) = holder(&db, &db_name).await.expect("a lease");
     assert_eq!(
@@ -106,6 +109,57 @@ async fn one_of_two_instances_reads_and_the_other_takes_over_when_it_dies() {
 
     insert(&db, "after", 100).await;
     wait_settled_and_counted(&db, Duration::from_secs(60), "after the takeover").await;
+    second.signal(libc::SIGTERM);
+    assert!(
+        second.wait_exit(DEADLINE).await.success(),
+        "{}",
+        second.log()
+    );
+}
+
+#[tokio::test]
+async fn a_crashed_instance_restarted_on_its_host_resumes_without_waiting_for_its_lease() {
+    let db_name = unique_name("restart");
+    let db = mongo().await.database(&db_name);
+    let mut config = config(&db_name);
+    // Long enough that waiting for the dead lease would show.
+    config.lease.ttl_ms = 30_000;
+    let mut first = Process::spawn(&config);
+    first.wait_healthy().await;
+    let (pid, term) = holder(&db, &db_name).await.expect("a lease");
+    assert_eq!(pid, i64::from(first.pid()));
+    insert(&db, "before", 50).await;
+    wait_settled_and_counted(&db, Duration::from_secs(60), "before the kill").await;
+
+    first.signal(libc::SIGKILL);
+    first.wait_exit(DEADLINE).await;
+    let restarted = Instant::now();
+    let mut second = Process::spawn(&config);
+    let taken = wait_until(
+        Duration::from_secs(60),
+        "the restarted instance to take the lease",
+        || async {
+            holder(&db, &db_name)
+                .await
+                .filter(|(pid, _)| *pid == i64::from(second.pid()))
+        },
+    )
+    .await;
+    let resumed = restarted.elapsed();
+    eprintln!(
+        "restart on the same host after SIGKILL: lease taken {:.2} s after the start (ttl {} ms); term {term} -> {}",
+        resumed.as_secs_f64(),
+        config.lease.ttl_ms,
+        taken.1
+    );
+    assert!(taken.1 > term, "a takeover raises the term");
+    assert!(
+        resumed < Duration::from_millis(config.lease.ttl_ms / 2),
+        "the restart waited {resumed:?}, as for the dead lease's expiry\n{}",
+        second.log()
+    );
+    insert(&db, "after", 50).await;
+    wait_settled_and_counted(&db, Duration::from_secs(60), "after the restart").await;
     second.signal(libc::SIGTERM);
     assert!(
         second.wait_exit(DEADLINE).await.success(),

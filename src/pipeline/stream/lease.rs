@@ -40,7 +40,8 @@ pub(super) async fn take(
         // Within this instance's share only (a slot), so the streams spread out.
         let taken = match shared.spread.slot() {
             None => Ok(None),
-            Some(slot) => (shared.leases.acquire(stream, &shared.owner, ttl).await)
+            Some(slot) => acquire(shared, stream, ttl)
+                .await
                 .map(|held| held.map(|held| (slot, held))),
         };
         match taken {
@@ -70,6 +71,31 @@ pub(super) async fn take(
             _ = shutdown.cancelled() => return None,
             _ = tokio::time::sleep(Duration::from_millis(config.renew_ms)) => {}
         }
+    }
+}
+
+/// Takes `stream`'s lease when it is free, or held by an instance that ran on this host
+/// and has exited (a crash, then a restart: no need to wait for its expiry).
+async fn acquire(
+    shared: &Shared,
+    stream: &str,
+    ttl: Duration,
+) -> Result<Option<Held>, mongodb::error::Error> {
+    let leases = &shared.leases;
+    if let Some(held) = leases.acquire(stream, &shared.owner, ttl).await? {
+        return Ok(Some(held));
+    }
+    match leases.get(stream).await? {
+        Some(lease) if lease.owner.exited_here() => {
+            let held = leases
+                .take_from_exited(stream, &lease.owner, &shared.owner, ttl)
+                .await?;
+            if held.is_some() {
+                tracing::info!(stream = %stream, pid = lease.owner.pid, "the lease's holder ran on this host and has exited; taken over without waiting for its expiry");
+            }
+            Ok(held)
+        }
+        _ => Ok(None),
     }
 }
 

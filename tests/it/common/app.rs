@@ -98,6 +98,16 @@ impl Process {
 
     /// [`Process::spawn`] with more arguments for `run` (e.g. `--role handlers`).
     pub fn spawn_with(config: &Config, args: &[&str]) -> Process {
+        Process::start(config, args, None)
+    }
+
+    /// [`Process::spawn`] as if on host `host` (`CHANGEFLOW_HOST`), for instances that must
+    /// not know each other's processes.
+    pub fn spawn_on_host(config: &Config, host: &str) -> Process {
+        Process::start(config, &[], Some(host))
+    }
+
+    fn start(config: &Config, args: &[&str], host: Option<&str>) -> Process {
         let mut config = config.clone();
         let port = free_port();
         config.http.address = format!("127.0.0.1:{port}");
@@ -107,7 +117,12 @@ impl Process {
         std::fs::write(&file, text).unwrap_or_else(|e| panic!("writing {file:?}: {e}"));
         let log = dir.path().join("changeflow.log");
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{log:?}: {e}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_changeflow"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_changeflow"));
+        command.env_remove("CHANGEFLOW_HOST");
+        if let Some(host) = host {
+            command.env("CHANGEFLOW_HOST", host);
+        }
+        let child = command
             .arg("--config")
             .arg(&file)
             .arg("run")
