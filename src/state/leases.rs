@@ -396,6 +396,9 @@ mod tests {
             host: format!("{}-elsewhere", me.host),
             ..gone
         };
-        assert!(!elsewhere.exited_here(), "another host's processes are not seen");
+        assert!(
+            !elsewhere.exited_here(),
+            "another host's processes are not seen"
+        );
     }
 }

@@ -105,12 +105,7 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
             out.stderr
         );
     }
-    process.signal(libc::SIGTERM);
-    assert!(
-        process.wait_exit(DEADLINE).await.success(),
-        "{}",
-        process.log()
-    );
+    process.stop_cleanly().await;
     let status = stream_json(&config, &["status", "--json"]).await;
     assert!(
         status["streams"][0]["run"].is_null(),
@@ -181,12 +176,7 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
         second.log().contains("standing by").then_some(())
     })
     .await;
-    second.signal(libc::SIGTERM);
-    assert!(
-        second.wait_exit(DEADLINE).await.success(),
-        "{}",
-        second.log()
-    );
+    second.stop_cleanly().await;
     let out = run_cli(&config, &reset).await;
     assert!(
         out.stderr.contains(&format!(

@@ -118,12 +118,7 @@ async fn with_post_images_every_copy_of_an_update_is_the_state_it_left_and_looku
     };
     last(exact_topic.clone()).await;
     last(lookup_topic.clone()).await;
-    second.signal(libc::SIGTERM);
-    assert!(
-        second.wait_exit(DEADLINE).await.success(),
-        "{}",
-        second.log()
-    );
+    second.stop_cleanly().await;
 
     // A replay re-reads the whole walk: a second copy of every change.
     let out = run_cli(

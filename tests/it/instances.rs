@@ -22,6 +22,22 @@ async fn holder(db: &mongodb::Database, stream: &str) -> Option<(i64, i64)> {
     Some((pid, lease.get_i64("term").ok()?))
 }
 
+/// Waits up to `seconds` for `process` to hold `stream`'s lease; its (pid, term).
+async fn taken_by(
+    db: &mongodb::Database,
+    stream: &str,
+    process: &Process,
+    seconds: u64,
+    what: &str,
+) -> (i64, i64) {
+    wait_until(Duration::from_secs(seconds), what, || async {
+        holder(db, stream)
+            .await
+            .filter(|(pid, _)| *pid == i64::from(process.pid()))
+    })
+    .await
+}
+
 async fn insert(db: &mongodb::Database, prefix: &str, n: usize) {
     let docs: Vec<Document> = (0..n)
         .map(|i| payment(&format!("{prefix}-{i}"), i % 3, "PENDING"))
@@ -81,16 +97,7 @@ async fn one_of_two_instances_reads_and_the_other_takes_over_when_it_dies() {
     let killed = Instant::now();
     first.signal(libc::SIGKILL);
     first.wait_exit(DEADLINE).await;
-    let taken = wait_until(
-        Duration::from_secs(30),
-        "the standby to take the lease",
-        || async {
-            holder(&db, &db_name)
-                .await
-                .filter(|(pid, _)| *pid == i64::from(second.pid()))
-        },
-    )
-    .await;
+    let taken = taken_by(&db, &db_name, &second, 30, "the standby to take the lease").await;
     let takeover = killed.elapsed();
     eprintln!(
         "takeover after SIGKILL: {:.2} s (ttl {} ms + renew {} ms); term {term} -> {}",
@@ -109,12 +116,7 @@ async fn one_of_two_instances_reads_and_the_other_takes_over_when_it_dies() {
 
     insert(&db, "after", 100).await;
     wait_settled_and_counted(&db, Duration::from_secs(60), "after the takeover").await;
-    second.signal(libc::SIGTERM);
-    assert!(
-        second.wait_exit(DEADLINE).await.success(),
-        "{}",
-        second.log()
-    );
+    second.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -135,14 +137,12 @@ async fn a_crashed_instance_restarted_on_its_host_resumes_without_waiting_for_it
     first.wait_exit(DEADLINE).await;
     let restarted = Instant::now();
     let mut second = Process::spawn(&config);
-    let taken = wait_until(
-        Duration::from_secs(60),
+    let taken = taken_by(
+        &db,
+        &db_name,
+        &second,
+        60,
         "the restarted instance to take the lease",
-        || async {
-            holder(&db, &db_name)
-                .await
-                .filter(|(pid, _)| *pid == i64::from(second.pid()))
-        },
     )
     .await;
     let resumed = restarted.elapsed();
@@ -160,12 +160,7 @@ async fn a_crashed_instance_restarted_on_its_host_resumes_without_waiting_for_it
     );
     insert(&db, "after", 50).await;
     wait_settled_and_counted(&db, Duration::from_secs(60), "after the restart").await;
-    second.signal(libc::SIGTERM);
-    assert!(
-        second.wait_exit(DEADLINE).await.success(),
-        "{}",
-        second.log()
-    );
+    second.stop_cleanly().await;
 }
 
 #[tokio::test]
@@ -181,16 +176,7 @@ async fn a_holder_paused_past_its_lease_moves_no_checkpoint_when_it_wakes() {
     wait_settled_and_counted(&db, Duration::from_secs(60), "before the pause").await;
 
     first.signal(libc::SIGSTOP);
-    let (_, term) = wait_until(
-        Duration::from_secs(30),
-        "the standby to take over",
-        || async {
-            holder(&db, &db_name)
-                .await
-                .filter(|(pid, _)| *pid == i64::from(second.pid()))
-        },
-    )
-    .await;
+    let (_, term) = taken_by(&db, &db_name, &second, 30, "the standby to take over").await;
     insert(&db, "during", 50).await;
     wait_settled_and_counted(&db, Duration::from_secs(60), "while the holder is paused").await;
 
@@ -252,12 +238,7 @@ async fn a_holder_paused_past_its_lease_moves_no_checkpoint_when_it_wakes() {
         "{repeats} repeats"
     );
     for process in [&mut first, &mut second] {
-        process.signal(libc::SIGTERM);
-        assert!(
-            process.wait_exit(DEADLINE).await.success(),
-            "{}",
-            process.log()
-        );
+        process.stop_cleanly().await;
     }
 }
 
@@ -384,11 +365,6 @@ async fn three_instances_spread_four_streams_and_a_leaving_ones_streams_move() {
     insert(&db, "moved", 100).await;
     wait_settled_and_counted(&db, Duration::from_secs(60), "after one left").await;
     for process in &mut instances {
-        process.signal(libc::SIGTERM);
-        assert!(
-            process.wait_exit(DEADLINE).await.success(),
-            "{}",
-            process.log()
-        );
+        process.stop_cleanly().await;
     }
 }

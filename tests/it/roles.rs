@@ -97,12 +97,7 @@ async fn three_handlers_and_one_capture_settle_everything_exactly_once_with_one_
         );
     }
     for process in handlers.iter_mut().chain([&mut capture]) {
-        process.signal(libc::SIGTERM);
-        assert!(
-            process.wait_exit(DEADLINE).await.success(),
-            "{}",
-            process.log()
-        );
+        process.stop_cleanly().await;
     }
 }
 

@@ -229,12 +229,7 @@ async fn a_snapshot_killed_midway_continues_from_its_stored_position_repeating_a
         || async { progress(&db, "items").await.filter(|(_, done)| *done) },
     )
     .await;
-    second.signal(libc::SIGTERM);
-    assert!(
-        second.wait_exit(DEADLINE).await.success(),
-        "{}",
-        second.log()
-    );
+    second.stop_cleanly().await;
 
     let records = consume_at_least(&topic, DOCS as usize).await;
     let mut ids: HashMap<String, usize> = HashMap::new();

@@ -191,6 +191,23 @@ mod tests {
         Timestamp { time, increment: 1 }
     }
 
+    /// A schedule begun at `ts(1)` with `collections` taken up, and the time.
+    fn begun(collections: &[&str]) -> (Schedule<u32>, Instant) {
+        let mut s = Schedule::default();
+        s.begin_at(ts(1));
+        for c in collections {
+            s.take_up(plan(c));
+        }
+        (s, Instant::now())
+    }
+
+    /// Reads `collection`'s first chunk, which enters at once (nothing before it).
+    fn first_chunk_entered(s: &mut Schedule<u32>, now: Instant, collection: &str) {
+        assert_eq!(names(&s.reads_due(Some(ts(1)), now, 1)), [collection]);
+        assert_eq!(s.arrived(collection, 1), Some(1));
+        s.entered(collection);
+    }
+
     fn names(plans: &[Plan]) -> Vec<&str> {
         plans.iter().map(|p| p.collection.as_str()).collect()
     }
@@ -217,12 +234,7 @@ mod tests {
 
     #[test]
     fn at_most_parallelism_collections_at_once_and_a_done_one_frees_its_slot() {
-        let mut s: Schedule<u32> = Schedule::default();
-        let now = Instant::now();
-        s.begin_at(ts(1));
-        for c in ["a", "b", "c"] {
-            s.take_up(plan(c));
-        }
+        let (mut s, now) = begun(&["a", "b", "c"]);
         assert_eq!(names(&s.reads_due(Some(ts(1)), now, 2)), ["a", "b"]);
         assert!(
             s.reads_due(Some(ts(1)), now, 2).is_empty(),
@@ -240,13 +252,8 @@ mod tests {
 
     #[test]
     fn a_chunk_read_ahead_enters_only_once_the_one_before_is_stored() {
-        let mut s: Schedule<u32> = Schedule::default();
-        let now = Instant::now();
-        s.begin_at(ts(1));
-        s.take_up(plan("a"));
-        assert_eq!(s.reads_due(Some(ts(1)), now, 1).len(), 1);
-        assert_eq!(s.arrived("a", 1), Some(1));
-        s.entered("a");
+        let (mut s, now) = begun(&["a"]);
+        first_chunk_entered(&mut s, now, "a");
         s.read_next("a");
         // Chunk 2 arrives while chunk 1 is delivered: it waits.
         assert_eq!(s.arrived("a", 2), None);
@@ -260,11 +267,7 @@ mod tests {
 
     #[test]
     fn a_failed_read_gives_its_slot_back_and_waits_before_it_is_read_again() {
-        let mut s: Schedule<u32> = Schedule::default();
-        let now = Instant::now();
-        s.begin_at(ts(1));
-        s.take_up(plan("a"));
-        s.take_up(plan("b"));
+        let (mut s, now) = begun(&["a", "b"]);
         let due = s.reads_due(Some(ts(1)), now, 1);
         assert_eq!(names(&due), ["a"]);
         assert_eq!(s.arrived("a", 1), Some(1));
@@ -280,13 +283,8 @@ mod tests {
 
     #[test]
     fn stored_progress_without_a_read_ahead_puts_the_collection_back_in_line() {
-        let mut s: Schedule<u32> = Schedule::default();
-        let now = Instant::now();
-        s.begin_at(ts(1));
-        s.take_up(plan("a"));
-        assert_eq!(s.reads_due(Some(ts(1)), now, 1).len(), 1);
-        assert_eq!(s.arrived("a", 1), Some(1));
-        s.entered("a");
+        let (mut s, now) = begun(&["a"]);
+        first_chunk_entered(&mut s, now, "a");
         assert_eq!(s.stored(plan("a"), false), AfterStored::Waits);
         assert_eq!(names(&s.reads_due(Some(ts(1)), now, 1)), ["a"]);
     }

@@ -231,6 +231,17 @@ impl Process {
         super::signal(&self.child, signal);
     }
 
+    /// Stops it with SIGTERM; it must exit successfully within [`DEADLINE`].
+    pub async fn stop_cleanly(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(DEADLINE).await;
+        assert!(
+            status.success(),
+            "changeflow exited {status}:\n{}",
+            self.log()
+        );
+    }
+
     /// Waits for the process to exit.
     pub async fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
         let until = Instant::now() + deadline;
