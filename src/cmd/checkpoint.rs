@@ -68,7 +68,10 @@ pub(crate) async fn refuse_while_running(
             config.lease.ttl_ms
         ),
         Some(holder) => {
-            eprintln!("warning: --force while {holder} processes `{stream}`");
+            eprintln!(
+                "warning: --force while {holder} processes `{stream}`: it loses the stream \
+                 at its next lease renewal (lease.renew_ms) and resumes from the new position"
+            );
             Ok(())
         }
         None => Ok(()),
@@ -157,11 +160,15 @@ async fn fence(
     stream: &str,
 ) -> anyhow::Result<i64> {
     let leases = Leases::new(&client.database(&config.checkpoint.database));
-    let lease_term = leases
-        .term(stream)
+    let context = || format!("reading {}", crate::state::leases::COLLECTION);
+    let lease_term = leases.term(stream).await.with_context(context)?;
+    let fence = store.fence(stream, lease_term).await?;
+    // The next holder's term then passes the fence at its first try.
+    leases
+        .raise_term(stream, fence)
         .await
-        .with_context(|| format!("reading {}", crate::state::leases::COLLECTION))?;
-    Ok(store.fence(stream, lease_term).await?)
+        .with_context(|| format!("raising the term in {}", crate::state::leases::COLLECTION))?;
+    Ok(fence)
 }
 
 /// How `previous` can be put back, for the confirmation and the final message.

@@ -294,6 +294,33 @@ impl Leases {
         }))
     }
 
+    /// Raises `stream`'s lease term to `term` (an operator's change of its checkpoint, see
+    /// [`crate::state::checkpoints::CheckpointStore::fence`]): a live holder loses the lease
+    /// at its next renewal, and whoever takes it next gets a term above the fence at once.
+    pub async fn raise_term(&self, stream: &str, term: i64) -> Result<(), mongodb::error::Error> {
+        let raised = self
+            .collection
+            .update_one(
+                doc! {"_id": stream, "term": {"$lt": term}},
+                doc! {"$set": {"term": term}},
+            )
+            .write_concern(super::majority_within(Duration::from_secs(2)))
+            .await?;
+        if raised.matched_count == 0 && self.term(stream).await?.is_none() {
+            // Never held: an expired lease with just the term.
+            let created = self
+                .collection
+                .insert_one(doc! {"_id": stream, "term": term, "expires_at": DateTime::now()})
+                .write_concern(super::majority_within(Duration::from_secs(2)))
+                .await;
+            match created {
+                Err(e) if !super::is_duplicate(&e) => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The term of `stream`'s lease, live or not (None: it never had one).
     pub async fn term(&self, stream: &str) -> Result<Option<i64>, mongodb::error::Error> {
         let lease = self.collection.find_one(doc! {"_id": stream}).await?;

@@ -35,6 +35,38 @@ async fn insert_timed(
     times
 }
 
+/// The payments that have more than one record, sorted; each one's copies carry one id.
+fn repeated_subjects(records: &[rdkafka::message::OwnedMessage]) -> Vec<String> {
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    for r in records {
+        seen.entry(required(r, "ce_subject").to_owned())
+            .or_default()
+            .push(required(r, "ce_id").to_owned());
+    }
+    let mut repeated: Vec<String> = seen
+        .into_iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|(subject, ids)| {
+            assert!(ids.iter().all(|id| *id == ids[0]), "{subject}: {ids:?}");
+            subject
+        })
+        .collect();
+    repeated.sort_unstable();
+    repeated
+}
+
+/// The term of `stream`'s lease and the pid holding it.
+async fn lease(client: &mongodb::Client, stream: &str) -> Option<(i64, i64)> {
+    let lease = client
+        .database(stream)
+        .collection::<Document>("changeflow_leases")
+        .find_one(mongodb::bson::doc! {"_id": stream})
+        .await
+        .ok()??;
+    let pid = lease.get_document("owner").ok()?.get_i64("pid").ok()?;
+    Some((lease.get_i64("term").ok()?, pid))
+}
+
 async fn stream_json(config: &changeflow::config::Config, args: &[&str]) -> serde_json::Value {
     let out = run_cli(config, args).await;
     assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
@@ -146,21 +178,7 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
         },
     )
     .await;
-    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
-    for r in &records {
-        seen.entry(required(r, "ce_subject").to_owned())
-            .or_default()
-            .push(required(r, "ce_id").to_owned());
-    }
-    let mut repeated: Vec<&str> = seen
-        .iter()
-        .filter(|(_, ids)| ids.len() > 1)
-        .map(|(subject, ids)| {
-            assert!(ids.iter().all(|id| *id == ids[0]), "{subject}: {ids:?}");
-            subject.as_str()
-        })
-        .collect();
-    repeated.sort_unstable();
+    let repeated = repeated_subjects(&records);
     assert_eq!(records.len(), 8, "5 first, then 3 from the set time");
     assert_eq!(
         repeated,
@@ -221,4 +239,66 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
         reset[0]["token"].is_null() && reset[0]["cluster_time"].is_null(),
         "{reset}"
     );
+}
+
+#[tokio::test]
+async fn a_forced_set_moves_a_running_holder_to_the_new_position() {
+    let client = crate::common::mongo().await;
+    let db_name = unique_name("ckpt_force");
+    let config = kafka_only_config(&db_name);
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    let stream = db_name.as_str();
+    let mut process = Process::spawn(&config);
+    process.wait_healthy().await;
+    let times = insert_timed(&client, &db_name, "f", 5).await;
+    wait_until(DEADLINE, "5 payments handled", || async {
+        (process.metric(HANDLED).await >= 5.0).then_some(())
+    })
+    .await;
+    let (term, _) = lease(&client, stream).await.expect("a lease");
+
+    let at = cluster_time_text(times[2]);
+    let set = [
+        "checkpoint",
+        "set",
+        "--stream",
+        stream,
+        "--time",
+        &at,
+        "--force",
+        "--yes",
+    ];
+    let out = run_cli(&config, &set).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("warning: --force while"),
+        "{}",
+        out.stderr
+    );
+    // The holder loses the stream at its next renewal, takes it again above the fence and
+    // reads from the set time: payments 2, 3, 4 again, with their ids; the process goes on.
+    let records = consume_until(
+        &crate::common::kafka_brokers(),
+        &topic,
+        DEADLINE,
+        Duration::from_secs(2),
+        {
+            let mut n = 0;
+            move |_| {
+                n += 1;
+                n >= 8
+            }
+        },
+    )
+    .await;
+    assert_eq!(records.len(), 8, "5 first, then 3 from the set time");
+    assert_eq!(repeated_subjects(&records), ["f-2", "f-3", "f-4"]);
+    let (now, pid) = lease(&client, stream).await.expect("a lease");
+    assert!(
+        now > term + 1,
+        "fenced, then taken above the fence: {term} -> {now}"
+    );
+    assert_eq!(pid, i64::from(process.pid()), "the same process holds it");
+    assert!(process.is_running(), "{}", process.log());
+    process.stop_cleanly().await;
 }

@@ -150,7 +150,21 @@ async fn an_operators_set_or_reset_fences_a_holder_deposed_before_it() {
         listed.stderr
     );
 
-    // The next holder's term reaches the fence and writes.
+    // A set right after fences above the reset; the next holder still passes both at once.
+    let out = crate::common::app::run_cli(
+        &config,
+        &[
+            "checkpoint",
+            "set",
+            "--stream",
+            s,
+            "--time",
+            "1796447834.1",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     let next = leases
         .acquire(s, &a, ttl)
         .await
