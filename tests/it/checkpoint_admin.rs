@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::common::app::{Process, kafka_only_config, payment, run_cli};
+use crate::common::app::{Process, kafka_only_config, payment, run_cli, set_time_args};
 use crate::common::records::{consume_until, required};
 use crate::common::{DEADLINE, unique_name, wait_until};
 use changeflow::source::position::cluster_time_text;
@@ -33,6 +33,39 @@ async fn insert_timed(
         times.push(session.operation_time().expect("operation time"));
     }
     times
+}
+
+/// A `run` that has handled 5 PENDING payments `{prefix}-0..5`; their cluster times.
+async fn running_with_five(
+    client: &mongodb::Client,
+    config: &changeflow::config::Config,
+    prefix: &str,
+) -> (Process, Vec<Timestamp>) {
+    let mut process = Process::spawn(config);
+    process.wait_healthy().await;
+    let database = &config.watch[0].database;
+    let times = insert_timed(client, database, prefix, 5).await;
+    wait_until(DEADLINE, "5 payments handled", || async {
+        (process.metric(HANDLED).await >= 5.0).then_some(())
+    })
+    .await;
+    (process, times)
+}
+
+/// The topic's first `n` records (more, if more come before it is quiet for 2 s).
+async fn first_records(topic: &str, n: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    let mut seen = 0;
+    consume_until(
+        &crate::common::kafka_brokers(),
+        topic,
+        DEADLINE,
+        Duration::from_secs(2),
+        move |_| {
+            seen += 1;
+            seen >= n
+        },
+    )
+    .await
 }
 
 /// The payments that have more than one record, sorted; each one's copies carry one id.
@@ -84,13 +117,7 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
     let topic = config.kafka.topic(&config.kafka.topics.payments);
     let stream = db_name.as_str();
 
-    let mut process = Process::spawn(&config);
-    process.wait_healthy().await;
-    let times = insert_timed(&client, &db_name, "c", 5).await;
-    wait_until(DEADLINE, "5 payments handled", || async {
-        (process.metric(HANDLED).await >= 5.0).then_some(())
-    })
-    .await;
+    let (mut process, times) = running_with_five(&client, &config, "c").await;
     let status = stream_json(&config, &["status", "--json"]).await;
     assert_eq!(
         status["streams"][0]["run"]["pid"].as_u64(),
@@ -107,15 +134,7 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
 
     let before = stream_json(&config, &["checkpoint", "show", "--json"]).await;
     let at = cluster_time_text(times[2]);
-    let set_to_at = [
-        "checkpoint",
-        "set",
-        "--stream",
-        stream,
-        "--time",
-        &at,
-        "--yes",
-    ];
+    let set_to_at = [&set_time_args(stream, &at)[..], &["--yes"]].concat();
     let reset = ["checkpoint", "reset", "--stream", stream, "--yes"];
     for args in [&reset[..], &set_to_at[..]] {
         let out = run_cli(&config, args).await;
@@ -164,20 +183,7 @@ async fn set_and_reset_refuse_while_running_and_move_the_position_when_stopped()
 
     let mut process = Process::spawn(&config);
     process.wait_healthy().await;
-    let records = consume_until(
-        &crate::common::kafka_brokers(),
-        &topic,
-        DEADLINE,
-        Duration::from_secs(2),
-        {
-            let mut n = 0;
-            move |_| {
-                n += 1;
-                n >= 8
-            }
-        },
-    )
-    .await;
+    let records = first_records(&topic, 8).await;
     let repeated = repeated_subjects(&records);
     assert_eq!(records.len(), 8, "5 first, then 3 from the set time");
     assert_eq!(
@@ -248,26 +254,11 @@ async fn a_forced_set_moves_a_running_holder_to_the_new_position() {
     let config = kafka_only_config(&db_name);
     let topic = config.kafka.topic(&config.kafka.topics.payments);
     let stream = db_name.as_str();
-    let mut process = Process::spawn(&config);
-    process.wait_healthy().await;
-    let times = insert_timed(&client, &db_name, "f", 5).await;
-    wait_until(DEADLINE, "5 payments handled", || async {
-        (process.metric(HANDLED).await >= 5.0).then_some(())
-    })
-    .await;
+    let (mut process, times) = running_with_five(&client, &config, "f").await;
     let (term, _) = lease(&client, stream).await.expect("a lease");
 
     let at = cluster_time_text(times[2]);
-    let set = [
-        "checkpoint",
-        "set",
-        "--stream",
-        stream,
-        "--time",
-        &at,
-        "--force",
-        "--yes",
-    ];
+    let set = [&set_time_args(stream, &at)[..], &["--force", "--yes"]].concat();
     let out = run_cli(&config, &set).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
@@ -277,20 +268,7 @@ async fn a_forced_set_moves_a_running_holder_to_the_new_position() {
     );
     // The holder loses the stream at its next renewal, takes it again above the fence and
     // reads from the set time: payments 2, 3, 4 again, with their ids; the process goes on.
-    let records = consume_until(
-        &crate::common::kafka_brokers(),
-        &topic,
-        DEADLINE,
-        Duration::from_secs(2),
-        {
-            let mut n = 0;
-            move |_| {
-                n += 1;
-                n >= 8
-            }
-        },
-    )
-    .await;
+    let records = first_records(&topic, 8).await;
     assert_eq!(records.len(), 8, "5 first, then 3 from the set time");
     assert_eq!(repeated_subjects(&records), ["f-2", "f-3", "f-4"]);
     let (now, pid) = lease(&client, stream).await.expect("a lease");

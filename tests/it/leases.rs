@@ -109,6 +109,17 @@ async fn one_owner_at_a_time_takeover_raises_the_term_and_fences_the_deposed_own
     assert!(all[0].expires_at > all[0].acquired_at);
 }
 
+/// `checkpoint set --time` of `stream` to a fixed time, as an operator would.
+async fn set_time(config: &changeflow::config::Config, stream: &str) {
+    let set = [
+        &crate::common::app::set_time_args(stream, "1796447834.1")[..],
+        &["--yes"],
+    ]
+    .concat();
+    let out = crate::common::app::run_cli(config, &set).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
+
 #[tokio::test]
 async fn an_operators_set_or_reset_fences_a_holder_deposed_before_it() {
     let db_name = unique_name("leases_admin");
@@ -151,20 +162,7 @@ async fn an_operators_set_or_reset_fences_a_holder_deposed_before_it() {
     );
 
     // A set right after fences above the reset; the next holder still passes both at once.
-    let out = crate::common::app::run_cli(
-        &config,
-        &[
-            "checkpoint",
-            "set",
-            "--stream",
-            s,
-            "--time",
-            "1796447834.1",
-            "--yes",
-        ],
-    )
-    .await;
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    set_time(&config, s).await;
     let next = leases
         .acquire(s, &a, ttl)
         .await
@@ -181,20 +179,7 @@ async fn an_operators_set_or_reset_fences_a_holder_deposed_before_it() {
 
     // The same for `set --time`.
     tokio::time::sleep(ttl + Duration::from_millis(300)).await;
-    let out = crate::common::app::run_cli(
-        &config,
-        &[
-            "checkpoint",
-            "set",
-            "--stream",
-            s,
-            "--time",
-            "1796447834.1",
-            "--yes",
-        ],
-    )
-    .await;
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    set_time(&config, s).await;
     assert!(matches!(
         store.save_fenced(&checkpoint(s, late), next.term).await,
         Err(StoreError::Fenced { .. })

@@ -393,6 +393,11 @@ pub struct CliOutput {
     pub stderr: String,
 }
 
+/// The arguments of `checkpoint set --stream <stream> --time <at>` (add --yes, --force).
+pub fn set_time_args<'a>(stream: &'a str, at: &'a str) -> Vec<&'a str> {
+    vec!["checkpoint", "set", "--stream", stream, "--time", at]
+}
+
 /// Runs `changeflow --config <config> <args>` to its end (failing the test after 3 min).
 pub async fn run_cli(config: &Config, args: &[&str]) -> CliOutput {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
