@@ -2,7 +2,8 @@
 //! as `ce_` headers, the data as the record value) and structured mode (the whole event as
 //! one JSON value, content type `application/cloudevents+json`).
 
-use mongodb::bson::{DateTime, Timestamp};
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{DateTime, RawBsonRef, Timestamp};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -41,10 +42,20 @@ pub struct CloudEvent {
     /// looked up when the change was read (it may hold later changes); absent otherwise
     /// (the change's own document, a post-image, or a snapshot's read).
     pub fulldocument: Option<&'static str>,
+    /// The `idtype` extension: `uuid` when a payment's `_id` is a BSON UUID (the subject is
+    /// its hyphenated text); absent when it is a string. The handlers role rebuilds the
+    /// document key from it.
+    pub idtype: Option<&'static str>,
 }
 
 /// The `fulldocument` extension's value for a looked-up document.
 pub(crate) const LOOKUP: &str = "lookup";
+/// The `fulldocument` extension attribute in binary mode.
+pub(crate) const FULLDOCUMENT_HEADER: &str = "ce_fulldocument";
+/// The `idtype` extension's value for a BSON UUID `_id`.
+pub(crate) const UUID_ID: &str = "uuid";
+/// The `idtype` extension attribute in binary mode.
+pub(crate) const IDTYPE_HEADER: &str = "ce_idtype";
 
 impl CloudEvent {
     /// The CloudEvent of a typed event.
@@ -60,6 +71,7 @@ impl CloudEvent {
             dataschema: event_type.schema_id,
             data: event_json(event),
             fulldocument: meta.looked_up.then_some(LOOKUP),
+            idtype: (matches!(event, DomainEvent::Payment(_)) && uuid_id(meta)).then_some(UUID_ID),
         }
     }
 
@@ -83,6 +95,7 @@ impl CloudEvent {
             dataschema: event_type.schema_id,
             data,
             fulldocument: None,
+            idtype: None,
         }
     }
 
@@ -98,6 +111,16 @@ impl CloudEvent {
             ("ce_dataschema", self.dataschema),
             ("content-type", DATA_CONTENT_TYPE),
         ]
+    }
+
+    /// Binary content mode: the extension attributes this event has, as headers.
+    pub fn extension_headers(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        [
+            self.fulldocument.map(|v| (FULLDOCUMENT_HEADER, v)),
+            self.idtype.map(|v| (IDTYPE_HEADER, v)),
+        ]
+        .into_iter()
+        .flatten()
     }
 
     /// Structured content mode: the whole event as one JSON value (send it with
@@ -116,6 +139,8 @@ impl CloudEvent {
             dataschema: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             fulldocument: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            idtype: Option<&'a str>,
             datacontenttype: &'a str,
             data: &'a RawValue,
         }
@@ -129,10 +154,20 @@ impl CloudEvent {
             subject: &self.subject,
             dataschema: self.dataschema,
             fulldocument: self.fulldocument,
+            idtype: self.idtype,
             datacontenttype: DATA_CONTENT_TYPE,
             data,
         })
     }
+}
+
+/// Whether the change's document key has a BSON UUID `_id`.
+fn uuid_id(meta: &ChangeMeta) -> bool {
+    let id = meta
+        .document_key
+        .as_ref()
+        .and_then(|k| k.get("_id").ok().flatten());
+    matches!(id, Some(RawBsonRef::Binary(b)) if b.subtype == BinarySubtype::Uuid)
 }
 
 /// `/mongodb/<database>/<collection>`.

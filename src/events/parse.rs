@@ -2,17 +2,18 @@
 //! or structured content mode) as the typed event it was made from, for the handlers
 //! role. What the handlers need survives the trip: the event id (so the exactly-once
 //! records match the ones a single process writes), the kind, the payment exactly (the
-//! amount digit for digit), its namespace and wall time. Not carried: the change's
+//! amount digit for digit), its namespace, wall time and document key (a BSON UUID `_id`
+//! through the `idtype` extension). Not carried: the change's
 //! cluster time (zero here; no handler reads it).
 
-use mongodb::bson::{DateTime, RawDocumentBuf, Timestamp, rawdoc};
+use mongodb::bson::{Binary, DateTime, RawBson, RawDocumentBuf, Timestamp, Uuid, rawdoc};
 use serde::Deserialize;
 
 use crate::domain::payments::{
     Payment, PaymentDeleted, PaymentEvent, PaymentSnapshot, PaymentStatus, Product,
 };
 use crate::domain::{ChangeMeta, DomainEvent, EventId, EventKind, excerpt};
-use crate::events::cloudevent::STRUCTURED_CONTENT_TYPE;
+use crate::events::cloudevent::{IDTYPE_HEADER, STRUCTURED_CONTENT_TYPE, UUID_ID};
 use crate::events::data::{PaymentData, PaymentDeletedData, PaymentStatusData};
 use crate::events::types::event_type;
 
@@ -46,6 +47,7 @@ struct Attributes<'a> {
     event_type: &'a str,
     source: &'a str,
     time: Option<&'a str>,
+    idtype: Option<&'a str>,
 }
 
 /// Structured mode's envelope.
@@ -59,6 +61,8 @@ struct Structured<'a> {
     source: Option<&'a str>,
     #[serde(borrow)]
     time: Option<&'a str>,
+    #[serde(borrow)]
+    idtype: Option<&'a str>,
     #[serde(borrow)]
     data: Option<&'a serde_json::value::RawValue>,
 }
@@ -81,6 +85,7 @@ pub fn payment_event<'a>(
             event_type: envelope.event_type.ok_or(ParseError::Missing("type"))?,
             source: envelope.source.ok_or(ParseError::Missing("source"))?,
             time: envelope.time,
+            idtype: envelope.idtype,
         };
         let data = envelope.data.ok_or(ParseError::Missing("data"))?.get();
         (attributes, data.as_bytes())
@@ -90,6 +95,7 @@ pub fn payment_event<'a>(
             event_type: header("ce_type").ok_or(ParseError::Missing("type"))?,
             source: header("ce_source").ok_or(ParseError::Missing("source"))?,
             time: header("ce_time"),
+            idtype: header(IDTYPE_HEADER),
         };
         (attributes, value)
     };
@@ -109,7 +115,7 @@ pub fn payment_event<'a>(
     if kind == EventKind::PaymentDeleted {
         let deleted: PaymentDeletedData =
             serde_json::from_slice(data).map_err(|e| data_error(e.to_string()))?;
-        let meta = with_key(meta, &deleted.payment_id);
+        let meta = with_key(meta, &deleted.payment_id, attributes.idtype)?;
         return Ok(DomainEvent::Payment(PaymentEvent::Deleted(
             PaymentDeleted {
                 meta,
@@ -124,7 +130,7 @@ pub fn payment_event<'a>(
         .parse()
         .map_err(|e| data_error(format!("amount: {e}")))?;
     let snapshot = PaymentSnapshot {
-        meta: with_key(meta, &payment.payment_id),
+        meta: with_key(meta, &payment.payment_id, attributes.idtype)?,
         payment: Payment {
             id: payment.payment_id,
             amount,
@@ -189,12 +195,31 @@ fn meta(attributes: &Attributes<'_>) -> Result<ChangeMeta, ParseError> {
     })
 }
 
-/// The payment's document key: `{_id: <payment id>}` (the handlers role settles payments
-/// whose `_id` is a string; see the README's roles section).
-fn with_key(mut meta: ChangeMeta, payment_id: &str) -> ChangeMeta {
-    let key: RawDocumentBuf = rawdoc! {"_id": payment_id};
+/// The payment's document key: `{_id: <payment id>}`, the id a string, or a BSON UUID
+/// where the `idtype` extension says `uuid`.
+fn with_key(
+    mut meta: ChangeMeta,
+    payment_id: &str,
+    idtype: Option<&str>,
+) -> Result<ChangeMeta, ParseError> {
+    let key: RawDocumentBuf = match idtype {
+        None => rawdoc! {"_id": payment_id},
+        Some(UUID_ID) => {
+            let uuid = Uuid::parse_str(payment_id).map_err(|_| ParseError::Attribute {
+                name: "idtype",
+                reason: format!("uuid, but the payment id `{}` is none", excerpt(payment_id)),
+            })?;
+            rawdoc! {"_id": RawBson::Binary(Binary::from_uuid(uuid))}
+        }
+        Some(other) => {
+            return Err(ParseError::Attribute {
+                name: "idtype",
+                reason: format!("`{}` (expected uuid or nothing)", excerpt(other)),
+            });
+        }
+    };
     meta.document_key = Some(key);
-    meta
+    Ok(meta)
 }
 
 #[cfg(test)]
@@ -204,6 +229,10 @@ mod tests {
     use crate::events::cloudevent::CloudEvent;
 
     fn confirmed(amount: &str) -> DomainEvent {
+        confirmed_with_key(amount, "p-1", rawdoc! {"_id": "p-1"})
+    }
+
+    fn confirmed_with_key(amount: &str, id: &str, key: RawDocumentBuf) -> DomainEvent {
         let snapshot = PaymentSnapshot {
             meta: ChangeMeta {
                 event_id: EventId::from_token_data("8263"),
@@ -214,11 +243,11 @@ mod tests {
                     increment: 0,
                 },
                 wall_time: Some(DateTime::from_millis(1_795_297_121_000)),
-                document_key: Some(rawdoc! {"_id": "p-1"}),
+                document_key: Some(key),
                 looked_up: false,
             },
             payment: Payment {
-                id: "p-1".into(),
+                id: id.into(),
                 amount: amount.parse::<Amount>().expect("amount"),
                 status: PaymentStatus::Confirmed,
                 product: Product {
@@ -230,17 +259,50 @@ mod tests {
         DomainEvent::Payment(PaymentEvent::Confirmed(snapshot))
     }
 
-    #[test]
-    fn both_content_modes_give_back_the_published_event() {
-        let event = confirmed("1.000000000000000000000000000000001");
+    /// `event` published in both content modes and read back.
+    fn round_trips(event: DomainEvent) {
         let published = CloudEvent::of(&event);
-        let headers = published.binary_headers();
+        let headers: Vec<_> = published
+            .binary_headers()
+            .into_iter()
+            .chain(published.extension_headers().map(|(k, v)| (k, v as &str)))
+            .collect();
         let header = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
         assert_eq!(payment_event(header, &published.data), Ok(event.clone()));
 
         let value = published.structured().expect("structured");
         let header = |name: &str| (name == "content-type").then_some(STRUCTURED_CONTENT_TYPE);
         assert_eq!(payment_event(header, &value), Ok(event));
+    }
+
+    #[test]
+    fn both_content_modes_give_back_the_published_event() {
+        round_trips(confirmed("1.000000000000000000000000000000001"));
+    }
+
+    #[test]
+    fn a_bson_uuid_id_comes_back_as_one() {
+        let id = "7e9a1c30-5b6d-4f2e-8a1b-2c3d4e5f6a7b";
+        let uuid = Uuid::parse_str(id).expect("uuid");
+        let event = confirmed_with_key(
+            "49.80",
+            id,
+            rawdoc! {"_id": RawBson::Binary(Binary::from_uuid(uuid))},
+        );
+        assert_eq!(CloudEvent::of(&event).idtype, Some(UUID_ID));
+        round_trips(event);
+        assert_eq!(CloudEvent::of(&confirmed("1")).idtype, None, "a string id");
+
+        let published = CloudEvent::of(&confirmed("1"));
+        let headers = published.binary_headers();
+        for (idtype, says) in [("uuid", "is none"), ("oid", "expected uuid")] {
+            let header = |name: &str| match name {
+                IDTYPE_HEADER => Some(idtype),
+                other => headers.iter().find(|(n, _)| *n == other).map(|(_, v)| *v),
+            };
+            let err = payment_event(header, &published.data).expect_err(idtype);
+            assert!(err.to_string().contains(says), "{err}");
+        }
     }
 
     #[test]

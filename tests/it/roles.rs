@@ -1,11 +1,12 @@
 //! Roles: a capture instance reads the stream and publishes; handlers instances consume
 //! the payments topic in a consumer group and run the handlers. Killing one handlers
-//! instance moves its partitions to the others with no effect lost or applied twice.
+//! instance moves its partitions to the others with no effect lost or applied twice;
+//! payments whose `_id` is a BSON UUID settle as well as string ones.
 
 use std::time::{Duration, Instant};
 
 use changeflow::config::Config;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Document, Uuid, doc};
 
 use crate::common::app::{Process, config, payment, run_cli, wait_settled_and_counted};
 use crate::common::{DEADLINE, mongo, unique_name, wait_until};
@@ -19,9 +20,17 @@ fn split_config(db_name: &str) -> Config {
     config
 }
 
-async fn insert(db: &mongodb::Database, prefix: &str, n: usize) {
+/// `n` PENDING payments; every fifth has a BSON UUID `_id` when `uuids` (the handlers
+/// rebuild that key from the record's `idtype` extension).
+async fn insert(db: &mongodb::Database, prefix: &str, n: usize, uuids: bool) {
     let docs: Vec<Document> = (0..n)
-        .map(|i| payment(&format!("{prefix}-{i}"), i % 4, "PENDING"))
+        .map(|i| {
+            let mut doc = payment(&format!("{prefix}-{i}"), i % 4, "PENDING");
+            if uuids && i % 5 == 0 {
+                doc.insert("_id", Uuid::new());
+            }
+            doc
+        })
         .collect();
     db.collection::<Document>("payments")
         .insert_many(docs)
@@ -49,7 +58,7 @@ async fn three_handlers_and_one_capture_settle_everything_exactly_once_with_one_
     for h in &mut handlers {
         h.wait_healthy().await;
     }
-    insert(&db, "first", 1000).await;
+    insert(&db, "first", 1000, false).await;
     wait_until(DEADLINE, "some payments settled", || async {
         (settled(&db).await >= 100).then_some(())
     })
@@ -60,7 +69,7 @@ async fn three_handlers_and_one_capture_settle_everything_exactly_once_with_one_
     killed.wait_exit(DEADLINE).await;
     let at_kill = settled(&db).await;
     let since = Instant::now();
-    insert(&db, "second", 500).await;
+    insert(&db, "second", 500, true).await;
     wait_settled_and_counted(
         &db,
         Duration::from_secs(120),

@@ -12,11 +12,10 @@ use crate::config::routes::KAFKA;
 use crate::domain::DomainEvent;
 use crate::domain::namespace::NamespaceEvent;
 use crate::domain::raw::RawChangeEvent;
-use crate::events::cloudevent::{CloudEvent, DATA_CONTENT_TYPE, LOOKUP, STRUCTURED_CONTENT_TYPE};
+use crate::events::cloudevent::{
+    CloudEvent, DATA_CONTENT_TYPE, FULLDOCUMENT_HEADER, LOOKUP, STRUCTURED_CONTENT_TYPE,
+};
 use crate::pipeline::target::TargetError;
-
-/// The `fulldocument` extension attribute in binary mode.
-const FULLDOCUMENT_HEADER: &str = "ce_fulldocument";
 
 impl KafkaSink {
     /// Publishes a raw change to its collection's topic: the change as relaxed Extended
@@ -76,9 +75,9 @@ impl KafkaSink {
         let (value, headers) = match self.mode {
             ContentMode::Binary => {
                 let mut headers = headers(cloud_event.binary_headers());
-                if let Some(value) = cloud_event.fulldocument {
+                for (key, value) in cloud_event.extension_headers() {
                     headers = headers.insert(Header {
-                        key: FULLDOCUMENT_HEADER,
+                        key,
                         value: Some(value),
                     });
                 }
