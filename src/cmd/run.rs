@@ -133,7 +133,8 @@ pub async fn start_as(
             metrics.clone(),
             health.clone(),
             start_at,
-        );
+        )
+        .with_role(role);
         tokio::spawn(pipeline::stuck::watch_sources(
             config.clone(),
             metrics.clone(),

@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::config::role::Role;
 use crate::decode::Domains;
 use crate::observe::error_text::Tidy;
 use crate::observe::health::Health;
@@ -97,6 +98,8 @@ pub(crate) struct Shared {
     leases: Leases,
     /// This process, as a lease owner.
     owner: Owner,
+    /// What this instance runs, as its entry in `changeflow_runs` says.
+    role: Role,
     /// Which streams this instance holds, within its share.
     spread: spread::Spread,
     start: StartAt,
@@ -154,6 +157,7 @@ impl Engine {
                 snapshots: Snapshots::new(&state_db),
                 leases: Leases::new(&state_db),
                 owner: Owner::this_process(),
+                role: Role::All,
                 spread: spread::Spread::default(),
                 replay: None,
                 client,
@@ -163,6 +167,12 @@ impl Engine {
                 start,
             },
         }
+    }
+
+    /// Runs as `role` (capture: its targets are Kafka only), as its instance entry says.
+    pub fn with_role(mut self, role: Role) -> Engine {
+        self.shared.role = role;
+        self
     }
 
     /// Keeps positions in `store` instead of the live checkpoints (a replay's own).
@@ -229,7 +239,7 @@ impl Engine {
 /// start beside running instances takes its share only), then keeps counting.
 async fn start_census(shared: &Arc<Shared>) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let state = shared.client.database(&shared.config.checkpoint.database);
-    let presence = Presence::new(&state, shared.owner.clone(), true);
+    let presence = Presence::new(&state, shared.owner.clone(), shared.role);
     if let Err(e) = presence.ensure_index().await {
         tracing::warn!(error = %Tidy(&e), "cannot create the TTL index of {}", crate::state::presence::COLLECTION);
     }

@@ -126,7 +126,7 @@ impl Leases {
     ) -> Result<Option<Held>, mongodb::error::Error> {
         let free = doc! {"$or": [
             {"$lte": ["$expires_at", "$$NOW"]},
-            {"$eq": ["$owner.run_id", &owner.run_id]},
+            {"$eq": ["$owner.run_id", {"$literal": &owner.run_id}]},
         ]};
         let update = taking(owner, ttl);
         // An expired (or own) lease is taken over; the server allows no `$expr` in an
@@ -364,7 +364,12 @@ impl Leases {
 /// The update that makes `owner` the holder for `ttl`, one term up.
 fn taking(owner: &Owner, ttl: Duration) -> Vec<Document> {
     vec![doc! {"$set": {
-        "owner": {"host": &owner.host, "pid": i64::from(owner.pid), "run_id": &owner.run_id},
+        // Literals: a pipeline's `$set` would read a host name starting with `$` as a path.
+        "owner": {
+            "host": {"$literal": &owner.host},
+            "pid": i64::from(owner.pid),
+            "run_id": {"$literal": &owner.run_id},
+        },
         "term": {"$add": [{"$ifNull": ["$term", 0_i64]}, 1_i64]},
         "acquired_at": "$$NOW",
         "renewed_at": "$$NOW",

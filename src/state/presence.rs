@@ -14,7 +14,10 @@ use mongodb::bson::{Bson, Document, doc};
 use mongodb::{Collection, Database};
 use serde::Serialize;
 
+use tokio_util::sync::CancellationToken;
+
 use super::leases::{self, Owner};
+use crate::config::role::Role;
 
 /// The collection (in the checkpoint database).
 pub const COLLECTION: &str = "changeflow_runs";
@@ -46,22 +49,56 @@ impl fmt::Display for Holder {
     }
 }
 
+/// A live instance, as `status` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Instance {
+    /// Its host name.
+    pub host: String,
+    /// Its process id on that host.
+    pub pid: u32,
+    /// Unique per process start.
+    pub run_id: String,
+    /// What it runs (`run --role`).
+    pub role: String,
+    /// Seconds since its last heartbeat, by the server's clock.
+    pub seen_seconds_ago: f64,
+}
+
 /// This process's entry.
 #[derive(Debug, Clone)]
 pub(crate) struct Presence {
     collection: Collection<Document>,
     owner: Owner,
-    reads_streams: bool,
+    role: Role,
 }
 
 impl Presence {
-    /// The entry of `owner`, kept in `database`; `reads_streams` is false for an instance
-    /// that only runs handlers (it takes no stream's lease).
-    pub fn new(database: &Database, owner: Owner, reads_streams: bool) -> Presence {
+    /// The entry of `owner` running `role`, kept in `database`.
+    pub fn new(database: &Database, owner: Owner, role: Role) -> Presence {
         Presence {
             collection: database.collection(COLLECTION),
             owner,
-            reads_streams,
+            role,
+        }
+    }
+
+    /// Beats every `every` (live for `ttl`) until `stop`, then removes the entry: for an
+    /// instance that reads no stream, so takes no census.
+    pub async fn keep(self, ttl: Duration, every: Duration, stop: CancellationToken) {
+        if let Err(e) = self.ensure_index().await {
+            tracing::warn!(error = %e, "cannot create the TTL index of {COLLECTION}");
+        }
+        loop {
+            if let Err(e) = self.beat(ttl, &BTreeMap::new()).await {
+                tracing::warn!(error = %e, "cannot stamp this instance in {COLLECTION}");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+        if let Err(e) = self.release().await {
+            tracing::warn!(error = %e, "cannot remove this instance from {COLLECTION}; it expires by itself");
         }
     }
 
@@ -101,9 +138,10 @@ impl Presence {
             .update_one(
                 doc! {"_id": &owner.run_id},
                 vec![doc! {"$set": {
-                    "host": &owner.host,
+                    "host": {"$literal": &owner.host},
                     "pid": i64::from(owner.pid),
-                    "reads_streams": self.reads_streams,
+                    "role": self.role.as_str(),
+                    "reads_streams": self.role.reads_streams(),
                     "heartbeat_at": "$$NOW",
                     "expires_at": {"$add": ["$$NOW", leases::millis(ttl)]},
                     "stuck": stuck,
@@ -140,6 +178,39 @@ impl Presence {
             .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
             .collect())
     }
+}
+
+/// Every live instance registered in `database`, by run id.
+pub(crate) async fn live_instances(
+    database: &Database,
+) -> Result<Vec<Instance>, mongodb::error::Error> {
+    let found: Vec<Document> = database
+        .collection::<Document>(COLLECTION)
+        .aggregate(vec![
+            doc! {"$match": {"$expr": {"$gt": ["$expires_at", "$$NOW"]}}},
+            doc! {"$addFields": {"age_ms": {"$subtract": ["$$NOW", "$heartbeat_at"]}}},
+            doc! {"$sort": {"_id": 1}},
+        ])
+        .await?
+        .try_collect()
+        .await?;
+    Ok(found
+        .iter()
+        .filter_map(|d| {
+            let age = d
+                .get_i64("age_ms")
+                .or_else(|_| d.get_i32("age_ms").map(i64::from))
+                .unwrap_or(0);
+            Some(Instance {
+                host: d.get_str("host").ok()?.to_owned(),
+                pid: u32::try_from(d.get_i64("pid").ok()?).ok()?,
+                run_id: d.get_str("_id").ok()?.to_owned(),
+                // Entries written before roles were recorded read streams.
+                role: d.get_str("role").unwrap_or("all").to_owned(),
+                seen_seconds_ago: age as f64 / 1000.0,
+            })
+        })
+        .collect())
 }
 
 /// The live instance holding `stream`'s lease in `database`, if any.

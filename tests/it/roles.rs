@@ -58,6 +58,27 @@ async fn three_handlers_and_one_capture_settle_everything_exactly_once_with_one_
     for h in &mut handlers {
         h.wait_healthy().await;
     }
+    // `status` lists every instance with its role.
+    let out = run_cli(&config, &["status", "--json"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).expect("status JSON");
+    let mut listed: Vec<(u64, String)> = status["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| {
+            let pid = i["pid"].as_u64().unwrap_or(0);
+            (pid, i["role"].as_str().unwrap_or("?").to_owned())
+        })
+        .collect();
+    listed.sort();
+    let mut expected: Vec<(u64, String)> = [(capture.pid(), "capture")]
+        .into_iter()
+        .chain(handlers.iter().map(|h| (h.pid(), "handlers")))
+        .map(|(pid, role)| (u64::from(pid), role.to_owned()))
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected, "{}", out.stdout);
     insert(&db, "first", 1000, false).await;
     wait_until(DEADLINE, "some payments settled", || async {
         (settled(&db).await >= 100).then_some(())

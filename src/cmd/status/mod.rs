@@ -21,7 +21,7 @@ use crate::source::position::{
 use crate::state::checkpoints::{CheckpointStore, Resume, Stored};
 use crate::state::gaps::Gaps;
 use crate::state::leases::{Lease, Leases};
-use crate::state::presence::{self, Holder};
+use crate::state::presence::{self, Holder, Instance};
 use crate::state::snapshots::{Progress, Snapshots};
 
 /// One stream's standing.
@@ -63,6 +63,8 @@ pub struct Report {
     pub oplog: Result<Windows, String>,
     /// Headroom below which a stream is flagged.
     pub warning_seconds: u64,
+    /// The live instances (every role), or why they could not be read.
+    pub instances: Result<Vec<Instance>, String>,
 }
 
 impl Report {
@@ -166,11 +168,13 @@ pub(crate) async fn gather(client: &Client, config: &Config, probe: Option<&Oplo
             None => Err("no oplog probe".to_owned()),
         }
     };
-    let (streams, oplog) = futures::join!(streams, windows);
+    let (streams, oplog, instances) =
+        futures::join!(streams, windows, presence::live_instances(&state));
     Report {
         streams,
         oplog,
         warning_seconds: config.history.headroom_warning_seconds,
+        instances: instances.map_err(|e| e.to_string()),
     }
 }
 

@@ -150,6 +150,21 @@ impl Report {
                 }
             }
         }
+        let _ = match &self.instances {
+            Err(e) => writeln!(out, "instances\n  unreadable: {e}"),
+            Ok(all) if all.is_empty() => writeln!(out, "instances\n  none running"),
+            Ok(all) => {
+                let _ = writeln!(out, "instances");
+                for i in all {
+                    let _ = writeln!(
+                        out,
+                        "  {:<9} pid {} on {} (seen {:.0} s ago)",
+                        i.role, i.pid, i.host, i.seen_seconds_ago
+                    );
+                }
+                Ok(())
+            }
+        };
         out
     }
 
@@ -230,7 +245,10 @@ impl Report {
                     .collect(),
             ),
         };
-        json!({"streams": streams, "oplog": oplog})
+        json!({"streams": streams, "oplog": oplog, "instances": match &self.instances {
+            Ok(all) => json!(all),
+            Err(e) => json!({"error": e}),
+        }})
     }
 }
 

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::config::role::Role;
 use crate::events::parse::payment_event;
 use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;
@@ -32,7 +33,9 @@ use crate::pipeline::lanes::Lanes;
 use crate::pipeline::router::Router;
 use crate::pipeline::target::{Input, Target};
 use crate::state::dead_letters::{DeadLetter, DeadLetters};
+use crate::state::leases::Owner;
 use crate::state::namespace_log::NamespaceLog;
+use crate::state::presence::Presence;
 use group::Done;
 
 /// How often the stored offsets are committed.
@@ -75,6 +78,8 @@ pub struct Handlers {
     ctx: Arc<JobContext>,
     topic: String,
     health: Arc<Health>,
+    /// Its entry in `changeflow_runs`.
+    presence: Presence,
 }
 
 /// The name `/healthz` shows the handlers' consumer under.
@@ -113,6 +118,7 @@ impl Handlers {
             troubles: Mutex::default(),
         });
         Handlers {
+            presence: Presence::new(&state, Owner::this_process(), Role::Handlers),
             config,
             router,
             ctx,
@@ -135,6 +141,13 @@ impl Handlers {
         tracing::info!(topic = %self.topic, group = %group::group_id(&self.config.kafka), "handlers consuming");
         let name = health_name(&self.config);
         self.health.set_open(&name, true);
+        // Listed by `status` beside the instances that read the streams.
+        let present = CancellationToken::new();
+        let presence = tokio::spawn(self.presence.clone().keep(
+            Duration::from_millis(self.config.lease.ttl_ms),
+            Duration::from_millis(self.config.lease.renew_ms),
+            present.clone(),
+        ));
         let max_in_flight = self.config.engine.max_in_flight_events.max(1);
         let mut state = Loop {
             handlers: &self,
@@ -170,6 +183,8 @@ impl Handlers {
             .await;
         group::commit(&consumer, &self.topic, &done, CommitMode::Sync);
         self.health.set_open(&name, false);
+        present.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), presence).await;
         result
     }
 }
