@@ -156,6 +156,27 @@ const OWNED_PROPERTIES: [(&str, Option<&str>); 11] = [
     ("message.timeout.ms", Some("kafka.delivery_timeout_ms")),
 ];
 
+/// Consumer properties the handlers role sets (`kafka.properties` reach its consumer too),
+/// and why they are fixed.
+const CONSUMER_OWNED_PROPERTIES: [(&str, &str); 4] = [
+    (
+        "enable.auto.commit",
+        "the handlers role commits an offset only past stored effects",
+    ),
+    (
+        "group.id",
+        "the handlers' group is `<kafka.topic_prefix>changeflow-handlers`; set the prefix",
+    ),
+    (
+        "partition.assignment.strategy",
+        "the handlers role keeps its partitions through a rebalance (cooperative-sticky)",
+    ),
+    (
+        "auto.offset.reset",
+        "a new handlers group starts at the earliest record, so nothing published is skipped",
+    ),
+];
+
 /// librdkafka properties by name. Their `Debug` hides secret values (SASL and SSL
 /// passwords), so no configuration printed for debugging shows them, whatever fields the
 /// section gains.
@@ -307,6 +328,12 @@ impl KafkaConfig {
                 };
                 return Err((format!("kafka.properties.{name}"), message));
             }
+            if let Some((_, why)) = CONSUMER_OWNED_PROPERTIES.iter().find(|(o, _)| o == name) {
+                return Err((
+                    format!("kafka.properties.{name}"),
+                    format!("changeflow sets `{name}` itself: {why}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -367,6 +394,22 @@ mod tests {
             .properties
             .insert("security.protocol".into(), "SASL_SSL".into());
         assert_eq!(config.validate(), Ok(()), "other properties pass through");
+        let mut config = KafkaConfig::default();
+        config
+            .properties
+            .insert("enable.auto.commit".into(), "true".into());
+        let (key, message) = config.validate().expect_err("the consumer's");
+        assert_eq!(key, "kafka.properties.enable.auto.commit");
+        assert!(message.contains("past stored effects"), "{message}");
+        let mut config = KafkaConfig::default();
+        config
+            .properties
+            .insert("session.timeout.ms".into(), "6000".into());
+        assert_eq!(
+            config.validate(),
+            Ok(()),
+            "the session timeout may be tuned"
+        );
     }
 
     #[test]
