@@ -8,8 +8,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::TryStreamExt;
-
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database};
@@ -274,24 +272,16 @@ impl Leases {
     /// `stream`'s lease while it is live (not expired by the server's clock), with the
     /// milliseconds since it was last renewed.
     pub async fn live(&self, stream: &str) -> Result<Option<(Lease, i64)>, mongodb::error::Error> {
-        let found: Vec<Document> = self
-            .collection
-            .aggregate(vec![
-                doc! {"$match": {"_id": stream, "$expr": {"$gt": ["$expires_at", "$$NOW"]}}},
-                doc! {"$addFields": {"age_ms": {"$subtract": [
-                    "$$NOW", {"$ifNull": ["$renewed_at", "$acquired_at"]},
-                ]}}},
-            ])
-            .await?
-            .try_collect()
-            .await?;
-        Ok(found.first().and_then(|d| {
-            let age = d
-                .get_i64("age_ms")
-                .or_else(|_| d.get_i32("age_ms").map(i64::from))
-                .unwrap_or(0);
-            lease_of(d).map(|l| (l, age))
-        }))
+        let pipeline = vec![
+            doc! {"$match": {"_id": stream, "$expr": {"$gt": ["$expires_at", "$$NOW"]}}},
+            doc! {"$addFields": {"age_ms": {"$subtract": [
+                "$$NOW", {"$ifNull": ["$renewed_at", "$acquired_at"]},
+            ]}}},
+        ];
+        let found = super::aggregated(&self.collection, pipeline).await?;
+        Ok(found
+            .first()
+            .and_then(|d| lease_of(d).map(|l| (l, super::millis_in(d, "age_ms")))))
     }
 
     /// Raises `stream`'s lease term to `term` (an operator's change of its checkpoint, see
@@ -333,18 +323,14 @@ impl Leases {
         &self,
         streams: &[String],
     ) -> Result<BTreeMap<String, usize>, mongodb::error::Error> {
-        let found: Vec<Document> = self
-            .collection
-            .aggregate(vec![
-                doc! {"$match": {
-                    "_id": {"$in": streams},
-                    "$expr": {"$gt": ["$expires_at", "$$NOW"]},
-                }},
-                doc! {"$group": {"_id": "$owner.run_id", "n": {"$sum": 1_i64}}},
-            ])
-            .await?
-            .try_collect()
-            .await?;
+        let pipeline = vec![
+            doc! {"$match": {
+                "_id": {"$in": streams},
+                "$expr": {"$gt": ["$expires_at", "$$NOW"]},
+            }},
+            doc! {"$group": {"_id": "$owner.run_id", "n": {"$sum": 1_i64}}},
+        ];
+        let found = super::aggregated(&self.collection, pipeline).await?;
         Ok(found
             .iter()
             .filter_map(|d| {

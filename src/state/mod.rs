@@ -35,6 +35,23 @@ pub(crate) async fn all_by_id(
         .await
 }
 
+/// Every document `pipeline` gives over `collection`.
+pub(crate) async fn aggregated(
+    collection: &mongodb::Collection<mongodb::bson::Document>,
+    pipeline: Vec<mongodb::bson::Document>,
+) -> Result<Vec<mongodb::bson::Document>, mongodb::error::Error> {
+    use futures::TryStreamExt;
+    collection.aggregate(pipeline).await?.try_collect().await
+}
+
+/// The milliseconds `$subtract` of two dates put in `field` (an int64, or an int32 from
+/// some servers); 0 when missing.
+pub(crate) fn millis_in(d: &mongodb::bson::Document, field: &str) -> i64 {
+    d.get_i64(field)
+        .or_else(|_| d.get_i32(field).map(i64::from))
+        .unwrap_or(0)
+}
+
 /// A majority write the server applied but could not get a majority to acknowledge in
 /// time (`wtimeout`: the set has no majority, or it lags).
 pub(crate) fn is_write_concern_timeout(e: &mongodb::error::Error) -> bool {

@@ -184,30 +184,22 @@ impl Presence {
 pub(crate) async fn live_instances(
     database: &Database,
 ) -> Result<Vec<Instance>, mongodb::error::Error> {
-    let found: Vec<Document> = database
-        .collection::<Document>(COLLECTION)
-        .aggregate(vec![
-            doc! {"$match": {"$expr": {"$gt": ["$expires_at", "$$NOW"]}}},
-            doc! {"$addFields": {"age_ms": {"$subtract": ["$$NOW", "$heartbeat_at"]}}},
-            doc! {"$sort": {"_id": 1}},
-        ])
-        .await?
-        .try_collect()
-        .await?;
+    let pipeline = vec![
+        doc! {"$match": {"$expr": {"$gt": ["$expires_at", "$$NOW"]}}},
+        doc! {"$addFields": {"age_ms": {"$subtract": ["$$NOW", "$heartbeat_at"]}}},
+        doc! {"$sort": {"_id": 1}},
+    ];
+    let found = super::aggregated(&database.collection(COLLECTION), pipeline).await?;
     Ok(found
         .iter()
         .filter_map(|d| {
-            let age = d
-                .get_i64("age_ms")
-                .or_else(|_| d.get_i32("age_ms").map(i64::from))
-                .unwrap_or(0);
             Some(Instance {
                 host: d.get_str("host").ok()?.to_owned(),
                 pid: u32::try_from(d.get_i64("pid").ok()?).ok()?,
                 run_id: d.get_str("_id").ok()?.to_owned(),
                 // Entries written before roles were recorded read streams.
                 role: d.get_str("role").unwrap_or("all").to_owned(),
-                seen_seconds_ago: age as f64 / 1000.0,
+                seen_seconds_ago: super::millis_in(d, "age_ms") as f64 / 1000.0,
             })
         })
         .collect())
