@@ -30,14 +30,18 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// Whether this owner ran on this host and its process is gone (no process with its
-    /// pid, or one running another program), so its lease need not run out: a crashed
-    /// instance restarted on the same host resumes at once. False wherever that cannot be
-    /// told (another host, no `/proc`): the lease then expires as usual. Two hosts sharing
-    /// a name could take a live lease early; fencing still keeps its checkpoint safe.
-    pub fn exited_here(&self) -> bool {
-        if self.host != host_name() || self.pid == std::process::id() {
+    /// Whether this owner, seen by `me`, ran on this host and its process is gone: `me`
+    /// has its pid (a restarted container's process 1), no process has it, or one running
+    /// another program does. A crashed instance restarted on its host need not wait for
+    /// its lease to run out. False wherever that cannot be told (another host, no
+    /// `/proc`): the lease then expires as usual. Callers also require that the lease went
+    /// unrenewed for a while, so a live holder on another host of the same name keeps it.
+    pub fn exited_here(&self, me: &Owner) -> bool {
+        if self.host != me.host || self.run_id == me.run_id {
             return false;
+        }
+        if self.pid == me.pid {
+            return true;
         }
         // By program name: a binary replaced on disk while its old process runs (an
         // upgrade) reads `… (deleted)`, and that process is alive.
@@ -201,12 +205,6 @@ impl Leases {
             Err(e) if super::is_write_concern_timeout(&e) => self.read_back(stream, owner).await,
             Err(e) => Err(e),
         }
-    }
-
-    /// `stream`'s lease as stored, live or expired.
-    pub async fn get(&self, stream: &str) -> Result<Option<Lease>, mongodb::error::Error> {
-        let lease = self.collection.find_one(doc! {"_id": stream}).await?;
-        Ok(lease.as_ref().and_then(lease_of))
     }
 
     /// After a write no majority acknowledged in time (applied on the primary): the lease
@@ -403,19 +401,27 @@ mod tests {
     #[test]
     fn only_a_gone_process_of_this_host_counts_as_exited() {
         let me = Owner::this_process();
-        assert!(!me.exited_here(), "this process is alive");
+        assert!(!me.exited_here(&me), "this process is alive");
+        let earlier = Owner {
+            run_id: format!("{}-before", me.run_id),
+            ..me.clone()
+        };
+        assert!(
+            earlier.exited_here(&me),
+            "this pid's earlier process is gone"
+        );
         // Above the kernel's largest pid (4 194 304): no such process.
         let gone = Owner {
             pid: 4_194_305,
-            ..me.clone()
+            ..earlier.clone()
         };
-        assert!(gone.exited_here());
+        assert!(gone.exited_here(&me));
         let elsewhere = Owner {
             host: format!("{}-elsewhere", me.host),
             ..gone
         };
         assert!(
-            !elsewhere.exited_here(),
+            !elsewhere.exited_here(&me),
             "another host's processes are not seen"
         );
     }

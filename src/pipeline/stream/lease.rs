@@ -85,8 +85,11 @@ async fn acquire(
     if let Some(held) = leases.acquire(stream, &shared.owner, ttl).await? {
         return Ok(Some(held));
     }
-    match leases.get(stream).await? {
-        Some(lease) if lease.owner.exited_here() => {
+    // Unrenewed for two intervals first: a live holder renews every interval, so one on
+    // another host that shares this one's name is never taken from.
+    let quiet = i64::try_from(shared.config.lease.renew_ms.saturating_mul(2)).unwrap_or(i64::MAX);
+    match leases.live(stream).await? {
+        Some((lease, age_ms)) if age_ms > quiet && lease.owner.exited_here(&shared.owner) => {
             let held = leases
                 .take_from_exited(stream, &lease.owner, &shared.owner, ttl)
                 .await?;
