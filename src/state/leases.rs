@@ -153,7 +153,8 @@ impl Leases {
                 .unwrap_or_default();
             return Ok(Some(Held {
                 term: before.get_i64("term").unwrap_or(0) + 1,
-                taken_over: previous != owner.run_id,
+                // A lease an operator's fence created has no owner to take it from.
+                taken_over: !previous.is_empty() && previous != owner.run_id,
             }));
         }
         let held = |lease: Option<Document>| {

@@ -190,3 +190,25 @@ async fn an_operators_set_or_reset_fences_a_holder_deposed_before_it() {
         "the operator's time stays: {stored:?}"
     );
 }
+
+#[tokio::test]
+async fn a_set_on_a_stream_never_held_leaves_a_term_the_first_holder_passes() {
+    let db_name = unique_name("leases_new");
+    let db = mongo().await.database(&db_name);
+    let leases = Leases::new(&db);
+    let config = crate::common::app::config(&db_name);
+    let s = db_name.as_str();
+    set_time(&config, s).await;
+    let fence = leases.term(s).await.unwrap().expect("the fence's term");
+    let first = leases
+        .acquire(s, &owner("a"), Duration::from_secs(2))
+        .await
+        .unwrap()
+        .expect("free");
+    assert_eq!(first.term, fence + 1);
+    assert!(!first.taken_over, "nobody held it: no takeover");
+    CheckpointStore::new(&db)
+        .stamp(s, first.term)
+        .await
+        .expect("the first holder stamps");
+}
