@@ -24,6 +24,9 @@ pub enum Role {
 pub const SPLIT_HANDLERS: &[&str] = &["provider_simulator", "counters"];
 
 impl Role {
+    /// Every role.
+    pub const ALL: [Role; 3] = [Role::All, Role::Capture, Role::Handlers];
+
     /// Whether it reads change streams (and so takes leases).
     pub fn reads_streams(self) -> bool {
         self != Role::Handlers

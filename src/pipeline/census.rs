@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::observe::error_text::Tidy;
 use crate::pipeline::Shared;
 use crate::pipeline::spread::Census;
-use crate::state::presence::{self, Presence};
+use crate::state::presence::Presence;
 
 /// Stamps the entry and counts once; keeps the previous census when the server cannot
 /// be read.
@@ -28,9 +28,7 @@ pub(super) async fn take(shared: &Shared, presence: &Presence) {
         .iter()
         .map(|s| (s.clone(), shared.health.stuck_lines(s)))
         .collect();
-    if let Err(e) = presence.beat(ttl, &stuck).await {
-        tracing::warn!(error = %Tidy(&e), "cannot stamp this instance in {}", presence::COLLECTION);
-    }
+    presence.beat_or_warn(ttl, &stuck).await;
     let counted = futures::try_join!(presence.live_readers(), shared.leases.live_counts(&streams));
     let (readers, held) = match counted {
         Ok(counted) => counted,
@@ -72,7 +70,5 @@ pub(super) async fn keep(shared: Arc<Shared>, presence: Presence, stop: Cancella
         }
         take(&shared, &presence).await;
     }
-    if let Err(e) = presence.release().await {
-        tracing::warn!(error = %Tidy(&e), "cannot remove this instance from {}; it expires by itself", presence::COLLECTION);
-    }
+    presence.release_or_warn().await;
 }

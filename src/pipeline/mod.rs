@@ -240,9 +240,7 @@ impl Engine {
 async fn start_census(shared: &Arc<Shared>) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let state = shared.client.database(&shared.config.checkpoint.database);
     let presence = Presence::new(&state, shared.owner.clone(), shared.role);
-    if let Err(e) = presence.ensure_index().await {
-        tracing::warn!(error = %Tidy(&e), "cannot create the TTL index of {}", crate::state::presence::COLLECTION);
-    }
+    presence.register_index().await;
     census::take(shared, &presence).await;
     let stop = CancellationToken::new();
     let task = tokio::spawn(census::keep(shared.clone(), presence, stop.clone()));

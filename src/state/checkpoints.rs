@@ -202,10 +202,8 @@ impl CheckpointStore {
     }
 
     /// Removes `stream`'s position (the next run starts at `--start-at`) but keeps `fence`
-    /// on it, so a holder deposed before the reset cannot put its position back; true when
-    /// there was one.
-    pub async fn reset(&self, stream: &str, fence: i64) -> Result<bool, StoreError> {
-        let had = self.load_stored(stream).await?.is_some();
+    /// on it, so a holder deposed before the reset cannot put its position back.
+    pub async fn reset(&self, stream: &str, fence: i64) -> Result<(), StoreError> {
         self.collection
             .replace_one(
                 doc! {"_id": self.key(stream)},
@@ -214,7 +212,7 @@ impl CheckpointStore {
             .upsert(true)
             .write_concern(WriteConcern::majority())
             .await?;
-        Ok(had)
+        Ok(())
     }
 
     /// The term an operator's write carries: above every lease term the stream had

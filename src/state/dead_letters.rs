@@ -13,6 +13,8 @@ pub const COLLECTION: &str = "changeflow_dead_letters";
 /// (`fullDocument`, `fullDocumentBeforeChange`, `updateDescription`), so that the dead
 /// letter stays well under MongoDB's 16 MiB limit beside its reason.
 const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+/// Characters of a record that is not a change kept in its dead letter.
+const MAX_RECORD_CHARS: usize = 4096;
 /// The parts of a change a truncated dead letter leaves out, largest first.
 const BULKY_FIELDS: [&str; 3] = [
     "fullDocument",
@@ -78,6 +80,34 @@ impl DeadLetter {
                 .and_then(|k| Document::try_from(k).ok()),
             size: Some(size),
             truncated,
+        }
+    }
+
+    /// A dead letter for a record that is not a change (a Kafka record's `value`, read as
+    /// text), at `stage`: the first [`MAX_RECORD_CHARS`] characters are kept.
+    pub fn from_record(
+        stage: &str,
+        stream: &str,
+        record_id: &str,
+        value: &[u8],
+        reason: String,
+    ) -> DeadLetter {
+        DeadLetter {
+            stage: stage.to_owned(),
+            event_id: record_id.to_owned(),
+            stream: stream.to_owned(),
+            reason,
+            token: None,
+            cluster_time: None,
+            event: Bson::String(
+                String::from_utf8_lossy(value)
+                    .chars()
+                    .take(MAX_RECORD_CHARS)
+                    .collect(),
+            ),
+            document_key: None,
+            size: Some(value.len()),
+            truncated: value.len() > MAX_RECORD_CHARS,
         }
     }
 }

@@ -83,22 +83,30 @@ impl Presence {
     }
 
     /// Beats every `every` (live for `ttl`) until `stop`, then removes the entry: for an
-    /// instance that reads no stream, so takes no census.
+    /// instance that reads no stream, so takes no census ([`Presence::register`] first).
     pub async fn keep(self, ttl: Duration, every: Duration, stop: CancellationToken) {
-        if let Err(e) = self.ensure_index().await {
-            tracing::warn!(error = %e, "cannot create the TTL index of {COLLECTION}");
-        }
         loop {
-            if let Err(e) = self.beat(ttl, &BTreeMap::new()).await {
-                tracing::warn!(error = %e, "cannot stamp this instance in {COLLECTION}");
-            }
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(every) => {}
             }
+            self.beat_or_warn(ttl, &BTreeMap::new()).await;
         }
-        if let Err(e) = self.release().await {
-            tracing::warn!(error = %e, "cannot remove this instance from {COLLECTION}; it expires by itself");
+        self.release_or_warn().await;
+    }
+
+    /// Creates the TTL index, with a warning when it cannot (entries then stay until
+    /// removed).
+    pub async fn register_index(&self) {
+        if let Err(e) = self.ensure_index().await {
+            tracing::warn!(error = %e, "cannot create the TTL index of {COLLECTION}");
+        }
+    }
+
+    /// [`Presence::beat`], with a warning when it fails (the entry expires by itself).
+    pub async fn beat_or_warn(&self, ttl: Duration, stuck: &BTreeMap<String, Vec<String>>) {
+        if let Err(e) = self.beat(ttl, stuck).await {
+            tracing::warn!(error = %e, "cannot stamp this instance in {COLLECTION}");
         }
     }
 
@@ -141,7 +149,6 @@ impl Presence {
                     "host": {"$literal": &owner.host},
                     "pid": i64::from(owner.pid),
                     "role": self.role.as_str(),
-                    "reads_streams": self.role.reads_streams(),
                     "heartbeat_at": "$$NOW",
                     "expires_at": {"$add": ["$$NOW", leases::millis(ttl)]},
                     "stuck": stuck,
@@ -150,6 +157,13 @@ impl Presence {
             .upsert(true)
             .await?;
         Ok(())
+    }
+
+    /// [`Presence::release`], with a warning when it fails (the entry expires by itself).
+    pub async fn release_or_warn(&self) {
+        if let Err(e) = self.release().await {
+            tracing::warn!(error = %e, "cannot remove this instance from {COLLECTION}; it expires by itself");
+        }
     }
 
     /// Removes this instance's entry (a graceful stop).
@@ -166,7 +180,7 @@ impl Presence {
         let found: Vec<Document> = self
             .collection
             .find(doc! {
-                "reads_streams": true,
+                "role": {"$in": Role::ALL.iter().filter(|r| r.reads_streams()).map(|r| r.as_str()).collect::<Vec<_>>()},
                 "$expr": {"$gt": ["$expires_at", "$$NOW"]},
             })
             .projection(doc! {"_id": 1})
@@ -197,8 +211,7 @@ pub(crate) async fn live_instances(
                 host: d.get_str("host").ok()?.to_owned(),
                 pid: u32::try_from(d.get_i64("pid").ok()?).ok()?,
                 run_id: d.get_str("_id").ok()?.to_owned(),
-                // Entries written before roles were recorded read streams.
-                role: d.get_str("role").unwrap_or("all").to_owned(),
+                role: d.get_str("role").ok()?.to_owned(),
                 seen_seconds_ago: super::millis_in(d, "age_ms") as f64 / 1000.0,
             })
         })

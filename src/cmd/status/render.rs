@@ -150,11 +150,15 @@ impl Report {
                 }
             }
         }
-        let _ = match &self.instances {
-            Err(e) => writeln!(out, "instances\n  unreadable: {e}"),
-            Ok(all) if all.is_empty() => writeln!(out, "instances\n  none running"),
+        let _ = writeln!(out, "instances");
+        match &self.instances {
+            Err(e) => {
+                let _ = writeln!(out, "  unreadable: {e}");
+            }
+            Ok(all) if all.is_empty() => {
+                let _ = writeln!(out, "  none running");
+            }
             Ok(all) => {
-                let _ = writeln!(out, "instances");
                 for i in all {
                     let _ = writeln!(
                         out,
@@ -162,9 +166,8 @@ impl Report {
                         i.role, i.pid, i.host, i.seen_seconds_ago
                     );
                 }
-                Ok(())
             }
-        };
+        }
         out
     }
 

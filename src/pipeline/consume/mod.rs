@@ -10,12 +10,11 @@
 
 mod group;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mongodb::Client;
-use mongodb::bson::Bson;
 use rdkafka::Message;
 use rdkafka::consumer::CommitMode;
 use rdkafka::message::{BorrowedMessage, Headers};
@@ -143,8 +142,11 @@ impl Handlers {
         self.health.set_open(&name, true);
         // Listed by `status` beside the instances that read the streams.
         let present = CancellationToken::new();
+        let ttl = Duration::from_millis(self.config.lease.ttl_ms);
+        self.presence.register_index().await;
+        self.presence.beat_or_warn(ttl, &BTreeMap::new()).await;
         let presence = tokio::spawn(self.presence.clone().keep(
-            Duration::from_millis(self.config.lease.ttl_ms),
+            ttl,
             Duration::from_millis(self.config.lease.renew_ms),
             present.clone(),
         ));
@@ -233,20 +235,13 @@ impl Loop<'_> {
             Err(e) => {
                 let id = format!("kafka:{}:{p}:{offset}", handlers.topic);
                 tracing::warn!(record = %id, error = %e, "a record of the payments topic is not a changeflow payment event; dead-lettered");
-                let letter = DeadLetter {
-                    stage: "decode".to_owned(),
-                    event_id: id.clone(),
-                    stream: handlers.ctx.stream.to_string(),
-                    reason: e.to_string(),
-                    token: None,
-                    cluster_time: None,
-                    event: Bson::String(
-                        String::from_utf8_lossy(value).chars().take(4096).collect(),
-                    ),
-                    document_key: None,
-                    size: Some(value.len()),
-                    truncated: value.len() > 4096,
-                };
+                let letter = DeadLetter::from_record(
+                    "decode",
+                    &handlers.ctx.stream,
+                    &id,
+                    value,
+                    e.to_string(),
+                );
                 let lane = format!("dl:{id}").into();
                 (
                     Work::DeadLetter {
