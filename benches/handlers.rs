@@ -33,13 +33,15 @@ use changeflow::targets::counters::COUNTERS;
 use changeflow::targets::memory_stats::MEMORY_STATS;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
-use mongodb::bson::{Decimal128, Document, Timestamp, doc};
+use mongodb::bson::{Document, Timestamp, doc};
 use mongodb::{Client, Database};
 use tokio::sync::Notify;
 
 mod common;
 
-use common::{cpu_time, env_number, mongo, peak_rss_mib, server_cpu_time};
+use common::{
+    cpu_time, env_number, mongo, outcomes_counted, peak_rss_mib, pending_payment, server_cpu_time,
+};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -228,15 +230,6 @@ async fn until_reaches(
     }
 }
 
-/// Outcomes counted over every product.
-fn counted(docs: &[Document]) -> i64 {
-    docs.iter()
-        .map(|d| {
-            d.get_i64("successfulPayments").unwrap_or(0) + d.get_i64("failedPayments").unwrap_or(0)
-        })
-        .sum()
-}
-
 /// Statistics counted over every user, TTL expiries aside.
 fn stats_total(docs: &[Document]) -> i64 {
     let now: memory::Expected = docs
@@ -266,16 +259,10 @@ async fn now(client: &Client, db: &Database) -> anyhow::Result<Timestamp> {
 async fn payments_phase(client: &Client, db_name: &str, n: u64) -> anyhow::Result<(Cost, Cost)> {
     let db = client.database(db_name);
     let start = now(client, &db).await?;
-    let amount: Decimal128 = "12.50".parse()?;
     let began = Instant::now();
     for first in (0..n).step_by(1000) {
         let batch: Vec<Document> = (first..(first + 1000).min(n))
-            .map(|i| {
-                doc! {
-                    "_id": format!("bench-{i:08}"), "amount": amount, "status": "PENDING",
-                    "product": {"code": format!("product-{}", i % PRODUCTS), "name": "Bench"},
-                }
-            })
+            .map(|i| pending_payment(format!("bench-{i:08}"), i % PRODUCTS))
             .collect();
         db.collection::<Document>("payments")
             .insert_many(batch)
@@ -294,7 +281,7 @@ async fn payments_phase(client: &Client, db_name: &str, n: u64) -> anyhow::Resul
         real_config,
         &targets,
         start,
-        until_reaches(counters, n as i64, counted),
+        until_reaches(counters, n as i64, outcomes_counted),
     )
     .await?;
     let handled: u64 = metrics.received_by_kind().values().sum();

@@ -22,11 +22,11 @@ use changeflow::source::StartAt;
 use changeflow::targets::kafka::KafkaSink;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use mongodb::bson::{Decimal128, Document, doc};
+use mongodb::bson::Document;
 
 mod common;
 
-use common::{env_number, kafka_brokers, mongo};
+use common::{env_number, kafka_brokers, mongo, pending_payment};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -119,7 +119,6 @@ async fn main() -> anyhow::Result<()> {
     // Offered load: a small batch every 10 ms, paced against the clock so slow inserts
     // do not lower the rate.
     let payments = client.database(&db).collection::<Document>("payments");
-    let amount: Decimal128 = "12.50".parse().context("decimal")?;
     let total = rate * seconds;
     let per_tick = (rate / 100).max(1);
     let began = Instant::now();
@@ -130,12 +129,7 @@ async fn main() -> anyhow::Result<()> {
         let due = ((began.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
         let mut batch = Vec::new();
         while written < due && batch.len() < (per_tick * 10) as usize {
-            batch.push(doc! {
-                "_id": format!("lat-{written:08}"),
-                "amount": amount,
-                "status": "PENDING",
-                "product": {"code": format!("product-{}", written % 16), "name": "Bench product"},
-            });
+            batch.push(pending_payment(format!("lat-{written:08}"), written % 16));
             written += 1;
         }
         if !batch.is_empty() {

@@ -29,14 +29,16 @@ use changeflow::targets::kafka::KafkaSink;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use mongodb::Client;
-use mongodb::bson::{Decimal128, Document, RawDocumentBuf, Timestamp, doc};
+use mongodb::bson::{Document, RawDocumentBuf, Timestamp, doc};
 use mongodb::options::FullDocumentType;
 use tokio::sync::Notify;
 
 // The same allocator as the changeflow binary; both readers share it.
 mod common;
 
-use common::{cpu_time, env_number, mongo, payments_config, peak_rss_mib, server_cpu_time};
+use common::{
+    cpu_time, env_number, mongo, payments_config, peak_rss_mib, pending_payment, server_cpu_time,
+};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -128,18 +130,10 @@ async fn write_payments(client: &Client, db: &str, n: u64) -> anyhow::Result<Tim
         .operation_time()
         .context("the server reported no operation time")?;
     let payments = database.collection::<Document>("payments");
-    let amount: Decimal128 = "12.50".parse().context("decimal")?;
     let mut written = 0;
     while written < n {
         let batch: Vec<Document> = (written..(written + 1000).min(n))
-            .map(|i| {
-                doc! {
-                    "_id": format!("bench-{i:08}"),
-                    "amount": amount,
-                    "status": "PENDING",
-                    "product": {"code": format!("product-{}", i % 16), "name": "Bench product"},
-                }
-            })
+            .map(|i| pending_payment(format!("bench-{i:08}"), i % 16))
             .collect();
         written += batch.len() as u64;
         payments.insert_many(batch).ordered(false).await?;

@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use changeflow::config::Config;
 use futures::TryStreamExt;
-use mongodb::bson::{Decimal128, Document, doc};
+use mongodb::bson::{Document, doc};
 use mongodb::{Client, Database};
 
 mod common;
 
-use common::{env_number, mongo, payments_config};
+use common::{env_number, mongo, outcomes_counted, payments_config, pending_payment};
 
 /// Provider calls at once, per instance.
 const MAX_IN_FLIGHT: usize = 16;
@@ -143,16 +143,8 @@ async fn measure(client: &Client, handlers: Option<usize>, payments: u64) -> any
 
 async fn insert(db: &Database, payments: u64) -> anyhow::Result<()> {
     let collection = db.collection::<Document>("payments");
-    let amount: Decimal128 = "10.00".parse()?;
     let all: Vec<Document> = (0..payments)
-        .map(|i| {
-            doc! {
-                "_id": format!("p-{i}"),
-                "amount": amount,
-                "status": "PENDING",
-                "product": {"code": format!("c-{}", i % 7), "name": "Bench"},
-            }
-        })
+        .map(|i| pending_payment(format!("p-{i}"), i % 7))
         .collect();
     for chunk in all.chunks(1000) {
         collection.insert_many(chunk.to_vec()).await?;
@@ -167,13 +159,7 @@ async fn counted(db: &Database) -> anyhow::Result<u64> {
         .await?
         .try_collect()
         .await?;
-    Ok(counters
-        .iter()
-        .map(|c| {
-            let n = |f: &str| c.get_i64(f).unwrap_or(0).max(0) as u64;
-            n("successfulPayments") + n("failedPayments")
-        })
-        .sum())
+    Ok(outcomes_counted(&counters).max(0) as u64)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -107,3 +107,26 @@ pub fn payments_config(db: &str, checkpoints: String, round: u32) -> changeflow:
     config.kafka.topic_prefix = format!("{db}_{round}.");
     config
 }
+
+/// A PENDING payment as the benches write it: `id`, 12.50, product `product-{product}`.
+pub fn pending_payment(id: String, product: u64) -> mongodb::bson::Document {
+    let amount: mongodb::bson::Decimal128 = "12.50"
+        .parse()
+        .unwrap_or_else(|e| unreachable!("a decimal literal: {e}"));
+    doc! {
+        "_id": id,
+        "amount": amount,
+        "status": "PENDING",
+        "product": {"code": format!("product-{product}"), "name": "Bench product"},
+    }
+}
+
+/// The outcomes the counters documents hold, over every product.
+pub fn outcomes_counted(counters: &[mongodb::bson::Document]) -> i64 {
+    counters
+        .iter()
+        .map(|c| {
+            c.get_i64("successfulPayments").unwrap_or(0) + c.get_i64("failedPayments").unwrap_or(0)
+        })
+        .sum()
+}
