@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use changeflow::config::Config;
 use mongodb::bson::{Document, Uuid, doc};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::common::app::{Process, config, payment, run_cli, wait_settled_and_counted};
 use crate::common::{DEADLINE, mongo, unique_name, wait_until};
@@ -168,4 +169,47 @@ async fn routes_that_would_drop_a_handlers_input_are_refused_when_split() {
         "{}",
         out.stderr
     );
+}
+
+#[tokio::test]
+async fn a_record_that_is_no_payment_event_is_dead_lettered_and_the_handlers_go_on() {
+    let db_name = unique_name("roles_bad");
+    let db = mongo().await.database(&db_name);
+    let config = split_config(&db_name);
+    let mut capture = Process::spawn_with(&config, &["--role", "capture"]);
+    capture.wait_healthy().await;
+    let mut handlers = Process::spawn_with(&config, &["--role", "handlers"]);
+    handlers.wait_healthy().await;
+    // Something else writes to the payments topic: not a CloudEvent changeflow wrote.
+    let topic = config.kafka.topic(&config.kafka.topics.payments);
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", crate::common::kafka_brokers())
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            FutureRecord::to(&topic).key("junk").payload("not an event"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("the broker refused the record: {e}"));
+    insert(&db, "after-junk", 60, true).await;
+    wait_settled_and_counted(&db, Duration::from_secs(60), "after a bad record").await;
+    let letter = wait_until(DEADLINE, "the bad record's dead letter", || async {
+        db.collection::<Document>("changeflow_dead_letters")
+            .find_one(doc! {"stage": "decode", "event_id": {"$regex": "^kafka:"}})
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(letter.get_str("event"), Ok("not an event"), "{letter}");
+    assert!(
+        letter
+            .get_str("reason")
+            .is_ok_and(|r| r.contains("attribute `id` missing")),
+        "{letter}"
+    );
+    handlers.stop_cleanly().await;
+    capture.stop_cleanly().await;
 }
