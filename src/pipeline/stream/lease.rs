@@ -85,11 +85,11 @@ async fn acquire(
     if let Some(held) = leases.acquire(stream, &shared.owner, ttl).await? {
         return Ok(Some(held));
     }
-    // Unrenewed for two intervals first: a live holder renews every interval, so one on
-    // another host that shares this one's name is never taken from.
-    let quiet = i64::try_from(shared.config.lease.renew_ms.saturating_mul(2)).unwrap_or(i64::MAX);
+    let renew = Duration::from_millis(shared.config.lease.renew_ms);
     match leases.live(stream).await? {
-        Some((lease, age_ms)) if age_ms > quiet && lease.owner.exited_here(&shared.owner) => {
+        Some((lease, age_ms))
+            if quiet_long_enough(age_ms, renew) && lease.owner.exited_here(&shared.owner) =>
+        {
             let held = leases
                 .take_from_exited(stream, &lease.owner, &shared.owner, ttl)
                 .await?;
@@ -100,6 +100,14 @@ async fn acquire(
         }
         _ => Ok(None),
     }
+}
+
+/// Whether a live lease last renewed `age_ms` ago may be taken from a holder that has
+/// exited: only after two renew intervals without a renewal, since a live holder renews
+/// every interval, so one on another host that shares this one's name is never taken from.
+fn quiet_long_enough(age_ms: i64, renew: Duration) -> bool {
+    let quiet = i64::try_from(renew.as_millis().saturating_mul(2)).unwrap_or(i64::MAX);
+    age_ms > quiet
 }
 
 /// Starts holding `held` (taken in `slot`): metrics, health, the spread, and its renewer.
@@ -183,5 +191,23 @@ impl Lease {
             .lease_held
             .with_label_values(&[stream])
             .set(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exited_holders_lease_is_taken_after_two_unrenewed_intervals_only() {
+        let renew = Duration::from_millis(500);
+        assert!(!quiet_long_enough(0, renew), "just renewed");
+        assert!(
+            !quiet_long_enough(999, renew),
+            "a renewal may be on its way"
+        );
+        assert!(!quiet_long_enough(1_000, renew));
+        assert!(quiet_long_enough(1_001, renew));
+        assert!(!quiet_long_enough(i64::MAX, Duration::MAX), "no overflow");
     }
 }
